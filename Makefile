@@ -1,0 +1,47 @@
+# pyro — developer entry points. `make demo` and `make test` work on a fresh Debian 12 machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYRO   := $(BIN)/pyro
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup host-deps test check lint typecheck schemas bench demo environments dist-check clean
+
+setup: host-deps $(STAMP)
+
+host-deps:
+	@bash scripts/host-deps.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Everything the real-guest tests boot: the default environment (pull, else build).
+environments: setup
+	$(PYRO) env pull debian:12
+
+test: setup environments
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check pyro tests
+	$(BIN)/ruff format --check pyro tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+schemas: setup
+	$(BIN)/python -m pyro.spec.schema --write
+
+bench: setup environments
+	$(BIN)/python bench/run.py --output bench/results.json
+
+demo: setup environments
+	$(PYRO) apply examples/hello.yaml
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

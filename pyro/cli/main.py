@@ -1,0 +1,65 @@
+"""The ``pyro`` command: a click group whose subcommands are imported only when used.
+
+Keeping imports lazy keeps ``pyro --help`` and ``pyro plan`` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from pyro.__about__ import __version__
+
+# command name -> "module:attribute"; each module owns its command(s).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("pyro.cli.spec_cmd:validate", "Validate spec files and report every problem."),
+    "plan": ("pyro.cli.spec_cmd:plan", "Show what applying a Run spec would do."),
+    "apply": ("pyro.cli.run_cmd:apply", "Carry out a Run spec on a real guest."),
+    "run": ("pyro.cli.run_cmd:run", "Run one command in a fresh microVM, then clean up."),
+    "env": ("pyro.cli.env_cmd:env", "List, inspect, pull, build, push and prune environments."),
+    "vm": ("pyro.cli.vm_cmd:vm", "Manage individual VMs (create, start, exec, stop, ...)."),
+    "task": ("pyro.cli.task_cmd:task", "Persistent task workspaces for repeated commands."),
+    "mcp": ("pyro.cli.mcp_cmd:mcp", "Serve pyro's tools over MCP (stdio)."),
+    "doctor": ("pyro.cli.doctor_cmd:doctor", "Check what this host can run."),
+    "demo": ("pyro.cli.run_cmd:demo", "Run the hello example on a real guest."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, (target, _) in COMMANDS.items() if _exists(target))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None or not _exists(entry[0]):
+            return None
+        module_name, attr = entry[0].split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _exists(target: str) -> bool:
+    module_name = target.split(":")[0]
+    return importlib.util.find_spec(module_name) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="pyro", message="%(prog)s %(version)s")
+def cli() -> None:
+    """pyro runs commands inside ephemeral microVMs, from declarative specs."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="pyro")

@@ -1,0 +1,287 @@
+"""Pydantic models of pyro's spec documents (contract §1).
+
+Pure: no I/O. Every model forbids unknown keys and is immutable. Field names are the
+camelCase keys users write in YAML; Python attribute names are snake_case.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pyro.spec.ref import EnvironmentRef, parse_environment_ref
+
+API_VERSION = "pyro/v1"
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+ENV_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}(:[a-z0-9][a-z0-9._-]{0,62})?$"
+STEP_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+MAX_TIMEOUT_S = 86400
+
+
+class Model(BaseModel):
+    """Base of every spec model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_guest_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute guest path (start with '/')")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    parts = value.split("/")
+    if ".." in parts:
+        raise ValueError("must not contain '..'")
+    normal = posixpath.normpath(value)
+    if normal.startswith("//"):
+        normal = normal[1:]
+    if normal != value.rstrip("/") and not (value == "/" and normal == "/"):
+        raise ValueError(f"must be normalised (write {normal!r})")
+    return value
+
+
+def _check_host_path(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    if value.startswith("/") or value.startswith("~"):
+        raise ValueError("must be relative to the spec's folder")
+    normal = posixpath.normpath(value)
+    if normal == ".." or normal.startswith("../"):
+        raise ValueError("must not escape the spec's folder")
+    return value
+
+
+GuestPath = Annotated[str, Field(min_length=1, max_length=4096)]
+HostPath = Annotated[str, Field(min_length=1, max_length=4096)]
+Timeout = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)]
+Vcpus = Annotated[int, Field(ge=1, le=32)]
+MemoryMiB = Annotated[int, Field(ge=128, le=65536)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+EnvVars = dict[Annotated[str, Field(pattern=ENV_VAR_PATTERN)], Annotated[str, Field(max_length=65536)]]
+
+
+class Metadata(Model):
+    name: str = Field(pattern=NAME_PATTERN, description="Name of this document.")
+    description: str | None = Field(default=None, max_length=1024)
+    labels: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(max_length=256)]] = {}
+
+
+class EnvironmentMetadata(Metadata):
+    name: str = Field(pattern=ENV_NAME_PATTERN, description="Catalog name, e.g. debian:12.")
+
+
+class NetworkPolicy(StrEnum):
+    OFF = "off"
+    EGRESS = "egress"
+    ALLOWLIST = "allowlist"
+
+
+class Backend(StrEnum):
+    AUTO = "auto"
+    FIRECRACKER = "firecracker"
+    QEMU_KVM = "qemu-kvm"
+    QEMU_TCG = "qemu-tcg"
+
+
+class Cleanup(StrEnum):
+    ALWAYS = "always"
+    ON_SUCCESS = "on-success"
+    NEVER = "never"
+
+
+class Resources(Model):
+    vcpus: Vcpus | None = Field(default=None, description="Guest vCPUs; default from the environment.")
+    memory_mib: MemoryMiB | None = Field(
+        default=None, alias="memoryMiB", description="Guest memory in MiB; default from the environment."
+    )
+
+
+class PublishedPort(Model):
+    host: Port = Field(description="Port on 127.0.0.1 of the host.")
+    guest: Port = Field(description="TCP port inside the guest.")
+
+
+ALLOW_PATTERN = r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$"
+
+
+class Network(Model):
+    policy: NetworkPolicy = Field(default=NetworkPolicy.OFF, description="off | egress | allowlist.")
+    allow: list[Annotated[str, Field(pattern=ALLOW_PATTERN)]] = Field(
+        default=[], description="host[:port] destinations reachable under the allowlist policy."
+    )
+    publish: list[PublishedPort] = Field(default=[], description="Guest ports published on 127.0.0.1.")
+
+    @model_validator(mode="after")
+    def _check_allow(self) -> Network:
+        if self.policy is NetworkPolicy.ALLOWLIST and not self.allow:
+            raise ValueError("policy 'allowlist' needs at least one entry in 'allow'")
+        if self.policy is not NetworkPolicy.ALLOWLIST and self.allow:
+            raise ValueError("'allow' is only valid with policy 'allowlist'")
+        hosts = [p.host for p in self.publish]
+        if len(hosts) != len(set(hosts)):
+            raise ValueError("each host port may be published once")
+        return self
+
+
+class FileCopy(Model):
+    source: HostPath = Field(description="Host path, relative to the spec's folder.")
+    target: GuestPath = Field(description="Absolute guest path.")
+
+    _source = field_validator("source")(classmethod(lambda cls, v: _check_host_path(v)))
+    _target = field_validator("target")(classmethod(lambda cls, v: _check_guest_path(v)))
+
+
+class Artifact(Model):
+    source: GuestPath = Field(description="Absolute guest path to copy out after the steps.")
+    target: HostPath = Field(description="Host path, relative to the spec's folder; a trailing '/' means a folder.")
+
+    _source = field_validator("source")(classmethod(lambda cls, v: _check_guest_path(v)))
+    _target = field_validator("target")(classmethod(lambda cls, v: _check_host_path(v)))
+
+
+class Step(Model):
+    name: str = Field(pattern=STEP_NAME_PATTERN)
+    run: str | None = Field(default=None, min_length=1, max_length=65536, description="Shell string, run with sh -c.")
+    argv: list[Annotated[str, Field(max_length=65536)]] | None = Field(
+        default=None, min_length=1, description="Program and arguments, run without a shell."
+    )
+    cwd: GuestPath | None = None
+    env: EnvVars = {}
+    timeout_seconds: Timeout | None = Field(default=None, alias="timeoutSeconds")
+    continue_on_error: bool = Field(default=False, alias="continueOnError")
+
+    _cwd = field_validator("cwd")(
+        classmethod(lambda cls, v: None if v is None else _check_guest_path(v))
+    )
+
+    @model_validator(mode="after")
+    def _one_command(self) -> Step:
+        if (self.run is None) == (self.argv is None):
+            raise ValueError("a step needs exactly one of 'run' or 'argv'")
+        return self
+
+    @property
+    def command(self) -> list[str]:
+        """The guest argv this step executes."""
+        return ["/bin/sh", "-c", self.run] if self.run is not None else list(self.argv or [])
+
+
+class RunSpecBody(Model):
+    environment: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Catalog name | path to an Environment spec | oci://REF[:tag|@sha256:...].",
+    )
+    backend: Backend = Backend.AUTO
+    resources: Resources = Resources()
+    timeout_seconds: Timeout = Field(default=600, alias="timeoutSeconds", description="Whole run, boot included.")
+    network: Network = Network()
+    env: EnvVars = {}
+    files: list[FileCopy] = []
+    steps: list[Step] = Field(min_length=1)
+    artifacts: list[Artifact] = []
+    cleanup: Cleanup = Cleanup.ALWAYS
+
+    @field_validator("environment")
+    @classmethod
+    def _check_environment(cls, value: str) -> str:
+        parse_environment_ref(value)
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_steps(cls, steps: list[Step]) -> list[Step]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.name in seen:
+                raise ValueError(f"step name {step.name!r} is used twice")
+            seen.add(step.name)
+        return steps
+
+    @property
+    def environment_ref(self) -> EnvironmentRef:
+        return parse_environment_ref(self.environment)
+
+
+class RunSpec(Model):
+    """A Run document: boot an environment, copy files in, run steps, copy artifacts out."""
+
+    api_version: Literal["pyro/v1"] = Field(alias="apiVersion")
+    kind: Literal["Run"]
+    metadata: Metadata
+    spec: RunSpecBody
+
+
+class KernelSpec(Model):
+    package: Literal["linux-source-6.1"] = Field(
+        default="linux-source-6.1", description="Debian package providing the kernel source."
+    )
+    fragment: HostPath = Field(description="Kernel config fragment, relative to the spec's folder.")
+
+    @field_validator("fragment")
+    @classmethod
+    def _fragment(cls, value: str) -> str:
+        return _check_host_path(value)
+
+
+PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]{0,127}$"
+
+
+class RootfsSpec(Model):
+    distribution: Literal["debian"] = "debian"
+    suite: Literal["bookworm"] = "bookworm"
+    variant: Literal["minbase", "essential", "apt", "required", "important", "standard"] = "minbase"
+    packages: list[Annotated[str, Field(pattern=PACKAGE_PATTERN)]] = []
+    size_mib: int = Field(default=1024, ge=64, le=65536, alias="sizeMiB")
+
+
+class Defaults(Model):
+    vcpus: Vcpus = 1
+    memory_mib: MemoryMiB = Field(default=512, alias="memoryMiB")
+
+
+OCI_SOURCE_PATTERN = r"^oci://.+$"
+
+
+class SourceSpec(Model):
+    ref: str = Field(pattern=OCI_SOURCE_PATTERN, description="oci://REGISTRY/REPOSITORY[:tag] that 'env pull' uses.")
+    insecure: bool = Field(default=False, description="Allow plain http for a non-loopback registry.")
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        parse_environment_ref(value)
+        return value
+
+
+SEMVER_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$"
+
+
+class EnvironmentSpecBody(Model):
+    version: str = Field(pattern=SEMVER_PATTERN)
+    kernel: KernelSpec
+    rootfs: RootfsSpec
+    defaults: Defaults = Defaults()
+    source: SourceSpec | None = None
+
+
+class EnvironmentSpec(Model):
+    """An Environment document: how to build (or where to pull) a guest kernel + rootfs."""
+
+    api_version: Literal["pyro/v1"] = Field(alias="apiVersion")
+    kind: Literal["Environment"]
+    metadata: EnvironmentMetadata
+    spec: EnvironmentSpecBody
+
+
+AnySpec = RunSpec | EnvironmentSpec
+KINDS: dict[str, type[RunSpec] | type[EnvironmentSpec]] = {"Run": RunSpec, "Environment": EnvironmentSpec}
