@@ -41,6 +41,11 @@ class InstalledEnvironment(_Data):
     version: str
     digest: str = Field(description="sha256:... digest of the install manifest.")
     source: str | None = Field(default=None, description="oci:// reference it was pulled from, if any.")
+    spec_digest: str | None = Field(
+        default=None, description="sha256:... of the spec it was built from, when recorded."
+    )
+    default_vcpus: int = 1
+    default_memory_mib: int = 512
 
 
 class CatalogEnvironment(_Data):
