@@ -40,7 +40,9 @@ class InstalledEnvironment(_Data):
     name: str
     version: str
     digest: str = Field(description="sha256:... digest of the install manifest.")
-    source: str | None = Field(default=None, description="oci:// reference it was pulled from, if any.")
+    source: str | None = Field(
+        default=None, description="oci:// reference it was pulled from, if any."
+    )
     spec_digest: str | None = Field(
         default=None, description="sha256:... of the spec it was built from, when recorded."
     )
@@ -74,4 +76,6 @@ class Inventory(_Data):
     installed: list[InstalledEnvironment] = []
     catalog: list[CatalogEnvironment] = []
     remote: list[RemoteEnvironment] = []
-    agent_digest: str | None = Field(default=None, description="sha256:... of the guest agent initrd.")
+    agent_digest: str | None = Field(
+        default=None, description="sha256:... of the guest agent initrd."
+    )

@@ -1,0 +1,366 @@
+"""The planner: a Run spec plus an :class:`Inventory` in, a :class:`Plan` out (contract §2).
+
+Pure: everything it knows about the host arrives in the Inventory, so the same spec and
+inventory always give the same plan (and digest). Problems the user can fix (unknown
+environment, no usable backend, resources above the host's) do not raise: they become plan
+``errors`` and ``applyable: false``, so ``pyro plan`` can show all of them at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pyro.errors import PlanError
+from pyro.plan.inventory import BackendInfo, CatalogEnvironment, InstalledEnvironment, Inventory
+from pyro.plan.model import (
+    BootStep,
+    BuildStep,
+    CleanupStep,
+    CopyInStep,
+    CopyOutStep,
+    ExecStep,
+    InventorySummary,
+    Plan,
+    PlanEnvironment,
+    PlanIssue,
+    PlanNetwork,
+    PlanResources,
+    PlanStep,
+    PullStep,
+    seal,
+)
+from pyro.spec.model import EnvironmentSpec, RunSpec, RunSpecBody
+from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef
+
+AUTO_ORDER = ("firecracker", "qemu-kvm", "qemu-tcg")
+ENV_LIST_HINT = "run 'pyro env list' to see the environments pyro knows"
+DOCTOR_HINT = "run 'pyro doctor' to see which backends this host supports"
+
+
+class HasSpec(Protocol):
+    """What the planner needs from a loaded spec (``pyro.spec.load.LoadedSpec`` fits)."""
+
+    @property
+    def spec(self) -> RunSpec | EnvironmentSpec: ...
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """How the environment will be obtained, before it becomes plan data."""
+
+    environment: PlanEnvironment
+    default_vcpus: int
+    default_memory_mib: int
+    step: PullStep | BuildStep | None = None
+
+
+def plan(
+    loaded: HasSpec | RunSpec,
+    inventory: Inventory,
+    *,
+    environments: Mapping[str, EnvironmentSpec] | None = None,
+) -> Plan:
+    """Plan a Run spec against an inventory.
+
+    ``environments`` are Environment documents usable by name (those from the same file).
+
+    Raises:
+        PlanError: the document is not a Run (an Environment has nothing to run).
+    """
+    run = loaded if isinstance(loaded, RunSpec) else loaded.spec
+    if not isinstance(run, RunSpec):
+        raise PlanError(
+            f"'{run.metadata.name}' is an Environment document; only a Run can be planned",
+            "build it with 'pyro env build FILE', or plan a Run spec that uses it",
+        )
+    body = run.spec
+    errors: list[PlanIssue] = []
+    resolved = _resolve_environment(body, inventory, environments or {}, errors)
+    backend, backend_reason = _choose_backend(body.backend.value, inventory.backends, errors)
+    vcpus = body.resources.vcpus or (resolved.default_vcpus if resolved else 1)
+    memory_mib = body.resources.memory_mib or (resolved.default_memory_mib if resolved else 512)
+    _check_limits(vcpus, memory_mib, inventory, errors)
+
+    steps: list[PlanStep] = []
+    if resolved is not None and resolved.step is not None:
+        steps.append(resolved.step)
+    steps.append(
+        BootStep(
+            id="boot",
+            backend=backend,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            environment_digest=resolved.environment.digest if resolved else None,
+            agent_digest=inventory.agent_digest,
+            network=PlanNetwork(
+                policy=body.network.policy.value,
+                allow=list(body.network.allow),
+                publish=[{"host": p.host, "guest": p.guest} for p in body.network.publish],
+            ),
+        )
+    )
+    steps += [
+        CopyInStep(id=f"copy-in.{i}", source=f.source, target=f.target)
+        for i, f in enumerate(body.files)
+    ]
+    steps += [
+        ExecStep(
+            id=f"exec.{step.name}",
+            name=step.name,
+            argv=step.command,
+            cwd=step.cwd,
+            env=dict(sorted({**body.env, **step.env}.items())),
+            timeout_seconds=step.timeout_seconds,
+            continue_on_error=step.continue_on_error,
+        )
+        for step in body.steps
+    ]
+    steps += [
+        CopyOutStep(id=f"copy-out.{i}", source=a.source, target=a.target)
+        for i, a in enumerate(body.artifacts)
+    ]
+    steps.append(CleanupStep(id="cleanup", policy=body.cleanup.value))
+
+    return seal(
+        metadata={"name": run.metadata.name},
+        applyable=not errors,
+        errors=errors,
+        inventory=InventorySummary(
+            arch=inventory.host.arch,
+            kvm=inventory.host.kvm,
+            backend=backend,
+            backend_reason=backend_reason,
+        ),
+        environment=resolved.environment if resolved else None,
+        resources=PlanResources(vcpus=vcpus, memory_mib=memory_mib),
+        timeout_seconds=body.timeout_seconds,
+        steps=steps,
+    )
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def _resolve_environment(
+    body: RunSpecBody,
+    inventory: Inventory,
+    environments: Mapping[str, EnvironmentSpec],
+    errors: list[PlanIssue],
+) -> _Resolved | None:
+    ref = body.environment_ref
+    written = body.environment
+    if isinstance(ref, OciRef):
+        return _resolve_oci(written, ref, inventory)
+    entry: CatalogEnvironment | None
+    if isinstance(ref, CatalogRef) and ref.name in environments:
+        entry = _entry_for_document(written, environments[ref.name], inventory)
+    else:
+        entry = _find_catalog(inventory, written)
+    if entry is None:
+        if isinstance(ref, SpecPathRef):
+            message = f"environment spec '{written}' could not be read"
+            hint = "check the path: it is relative to the Run spec's folder"
+        else:
+            message = f"environment '{written}' is not installed and not in the catalog"
+            hint = ENV_LIST_HINT
+        errors.append(
+            PlanIssue(
+                code="environment.unknown", message=message, hint=hint, pointer="/spec/environment"
+            )
+        )
+        return None
+    return _resolve_entry(written, entry, inventory, errors)
+
+
+def _resolve_entry(
+    written: str, entry: CatalogEnvironment, inventory: Inventory, errors: list[PlanIssue]
+) -> _Resolved:
+    installed = _find_installed(inventory, entry)
+    if installed is not None:
+        return _from_installed(written, installed)
+
+    def env(digest: str | None, origin: str) -> PlanEnvironment:
+        return PlanEnvironment.model_validate(
+            {
+                "ref": written,
+                "name": entry.name,
+                "version": entry.version,
+                "digest": digest,
+                "origin": origin,
+            }
+        )
+
+    remote = _remote_digest(inventory, entry.source) if entry.source else None
+    # Pull when the registry answered; build when it did not but the host can build;
+    # an unresolved pull is still the plan when building is impossible.
+    if entry.source and (remote is not None or not entry.buildable):
+        step: PullStep | BuildStep = PullStep(id="pull", ref=entry.source, digest=remote)
+        return _Resolved(env(remote, "pull"), entry.default_vcpus, entry.default_memory_mib, step)
+    if not entry.buildable:
+        errors.append(
+            PlanIssue(
+                code="environment.unobtainable",
+                message=f"environment '{written}' is not installed, has no pull source, "
+                "and this host cannot build it",
+                hint="run 'pyro doctor' to see which build tools are missing, "
+                "or set PYRO_ENV_REGISTRY to pull it",
+                pointer="/spec/environment",
+            )
+        )
+    step = BuildStep(id="build", ref=written, spec_digest=entry.spec_digest)
+    return _Resolved(
+        env(entry.spec_digest, "build"), entry.default_vcpus, entry.default_memory_mib, step
+    )
+
+
+def _resolve_oci(written: str, ref: OciRef, inventory: Inventory) -> _Resolved:
+    wanted = ref.digest or _remote_digest(inventory, written)
+    for installed in inventory.installed:
+        if installed.source is None:
+            continue
+        if installed.source == written or (wanted is not None and installed.digest == wanted):
+            return _from_installed(written, installed)
+    name = f"{ref.registry}/{ref.repository}" + (f":{ref.tag}" if ref.tag else "")
+    environment = PlanEnvironment(
+        ref=written, name=name, version=None, digest=wanted, origin="pull"
+    )
+    return _Resolved(environment, 1, 512, PullStep(id="pull", ref=written, digest=wanted))
+
+
+def _from_installed(written: str, installed: InstalledEnvironment) -> _Resolved:
+    environment = PlanEnvironment(
+        ref=written,
+        name=installed.name,
+        version=installed.version,
+        digest=installed.digest,
+        origin="installed",
+    )
+    return _Resolved(environment, installed.default_vcpus, installed.default_memory_mib)
+
+
+def _find_catalog(inventory: Inventory, written: str) -> CatalogEnvironment | None:
+    return next((entry for entry in inventory.catalog if entry.ref == written), None)
+
+
+def _find_installed(inventory: Inventory, entry: CatalogEnvironment) -> InstalledEnvironment | None:
+    """The install of this entry's name and version, unless it was built from another spec."""
+    for installed in inventory.installed:
+        if installed.name != entry.name or installed.version != entry.version:
+            continue
+        if installed.spec_digest is None or installed.spec_digest == entry.spec_digest:
+            return installed
+    return None
+
+
+def _entry_for_document(
+    written: str, document: EnvironmentSpec, inventory: Inventory
+) -> CatalogEnvironment:
+    """A catalog entry for an Environment document from the Run's own file.
+
+    The gatherer may have computed the full entry (spec digest over the build inputs too);
+    without it the digest covers the document alone and building is assumed possible.
+    """
+    name, version = document.metadata.name, document.spec.version
+    for entry in inventory.catalog:
+        if entry.name == name and entry.version == version and entry.ref == written:
+            return entry
+    source = document.spec.source.ref if document.spec.source else None
+    return CatalogEnvironment(
+        ref=written,
+        name=name,
+        version=version,
+        spec_digest=_document_digest(document),
+        buildable=True,
+        source=source,
+        default_vcpus=document.spec.defaults.vcpus,
+        default_memory_mib=document.spec.defaults.memory_mib,
+    )
+
+
+def _document_digest(document: EnvironmentSpec) -> str:
+    data: Any = document.model_dump(mode="json", by_alias=True, exclude_none=True)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _remote_digest(inventory: Inventory, ref: str | None) -> str | None:
+    return next((remote.digest for remote in inventory.remote if remote.ref == ref), None)
+
+
+# --- backend and limits -----------------------------------------------------------------
+
+
+def _why_not(info: BackendInfo | None) -> str:
+    if info is None:
+        return "not found"
+    if not info.usable:
+        return info.reason or "not usable"
+    return "guests boot but cannot run user space"
+
+
+def _choose_backend(
+    wanted: str, backends: list[BackendInfo], errors: list[PlanIssue]
+) -> tuple[str | None, str]:
+    by_name: dict[str, BackendInfo] = {info.name: info for info in backends}
+
+    def usable(name: str) -> bool:
+        info = by_name.get(name)
+        return info is not None and info.usable and info.can_exec
+
+    if wanted != "auto":
+        if usable(wanted):
+            return wanted, "asked for in the spec"
+        reason = _why_not(by_name.get(wanted))
+        errors.append(
+            PlanIssue(
+                code="backend.unusable",
+                message=f"backend '{wanted}' cannot run guests on this host: {reason}",
+                hint=f"{DOCTOR_HINT}, or set 'backend: auto'",
+                pointer="/spec/backend",
+            )
+        )
+        return None, f"'{wanted}' asked for in the spec: {reason}"
+    skipped: list[str] = []
+    for name in AUTO_ORDER:
+        if usable(name):
+            why = "first usable backend in auto order"
+            return name, why + (f" ({'; '.join(skipped)})" if skipped else "")
+        skipped.append(f"{name}: {_why_not(by_name.get(name))}")
+    errors.append(
+        PlanIssue(
+            code="backend.none",
+            message="no VMM backend can run guests on this host",
+            hint=DOCTOR_HINT,
+            pointer="/spec/backend",
+        )
+    )
+    return None, "; ".join(skipped)
+
+
+def _check_limits(
+    vcpus: int, memory_mib: int, inventory: Inventory, errors: list[PlanIssue]
+) -> None:
+    host = inventory.host
+    if vcpus > host.cpus:
+        errors.append(
+            PlanIssue(
+                code="resources.vcpus",
+                message=f"{vcpus} vCPUs asked for, the host has {host.cpus} CPUs",
+                hint=f"set resources.vcpus to at most {host.cpus}",
+                pointer="/spec/resources/vcpus",
+            )
+        )
+    if memory_mib > host.memory_mib:
+        errors.append(
+            PlanIssue(
+                code="resources.memory",
+                message=f"{memory_mib} MiB of guest memory asked for, "
+                f"the host has {host.memory_mib} MiB",
+                hint=f"set resources.memoryMiB to at most {host.memory_mib}",
+                pointer="/spec/resources/memoryMiB",
+            )
+        )
