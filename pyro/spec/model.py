@@ -7,7 +7,6 @@ camelCase keys users write in YAML; Python attribute names are snake_case.
 from __future__ import annotations
 
 import posixpath
-import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -62,17 +61,23 @@ def _check_host_path(value: str) -> str:
 
 GuestPath = Annotated[str, Field(min_length=1, max_length=4096)]
 HostPath = Annotated[str, Field(min_length=1, max_length=4096)]
-Timeout = Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)]
-Vcpus = Annotated[int, Field(ge=1, le=32)]
-MemoryMiB = Annotated[int, Field(ge=128, le=65536)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-EnvVars = dict[Annotated[str, Field(pattern=ENV_VAR_PATTERN)], Annotated[str, Field(max_length=65536)]]
+# Numbers and booleans are strict: YAML already types them, and accepting "5" or "yes"
+# would make the models disagree with the generated JSON Schemas.
+Timeout = Annotated[int, Field(strict=True, ge=1, le=MAX_TIMEOUT_S)]
+Vcpus = Annotated[int, Field(strict=True, ge=1, le=32)]
+MemoryMiB = Annotated[int, Field(strict=True, ge=128, le=65536)]
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+EnvVars = dict[
+    Annotated[str, Field(pattern=ENV_VAR_PATTERN)], Annotated[str, Field(max_length=65536)]
+]
 
 
 class Metadata(Model):
     name: str = Field(pattern=NAME_PATTERN, description="Name of this document.")
     description: str | None = Field(default=None, max_length=1024)
-    labels: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(max_length=256)]] = {}
+    labels: dict[
+        Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(max_length=256)]
+    ] = {}
 
 
 class EnvironmentMetadata(Metadata):
@@ -99,9 +104,13 @@ class Cleanup(StrEnum):
 
 
 class Resources(Model):
-    vcpus: Vcpus | None = Field(default=None, description="Guest vCPUs; default from the environment.")
+    vcpus: Vcpus | None = Field(
+        default=None, description="Guest vCPUs; default from the environment."
+    )
     memory_mib: MemoryMiB | None = Field(
-        default=None, alias="memoryMiB", description="Guest memory in MiB; default from the environment."
+        default=None,
+        alias="memoryMiB",
+        description="Guest memory in MiB; default from the environment.",
     )
 
 
@@ -114,11 +123,15 @@ ALLOW_PATTERN = r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$"
 
 
 class Network(Model):
-    policy: NetworkPolicy = Field(default=NetworkPolicy.OFF, description="off | egress | allowlist.")
+    policy: NetworkPolicy = Field(
+        default=NetworkPolicy.OFF, description="off | egress | allowlist."
+    )
     allow: list[Annotated[str, Field(pattern=ALLOW_PATTERN)]] = Field(
         default=[], description="host[:port] destinations reachable under the allowlist policy."
     )
-    publish: list[PublishedPort] = Field(default=[], description="Guest ports published on 127.0.0.1.")
+    publish: list[PublishedPort] = Field(
+        default=[], description="Guest ports published on 127.0.0.1."
+    )
 
     @model_validator(mode="after")
     def _check_allow(self) -> Network:
@@ -142,7 +155,9 @@ class FileCopy(Model):
 
 class Artifact(Model):
     source: GuestPath = Field(description="Absolute guest path to copy out after the steps.")
-    target: HostPath = Field(description="Host path, relative to the spec's folder; a trailing '/' means a folder.")
+    target: HostPath = Field(
+        description="Host path, relative to the spec's folder; a trailing '/' means a folder."
+    )
 
     _source = field_validator("source")(classmethod(lambda cls, v: _check_guest_path(v)))
     _target = field_validator("target")(classmethod(lambda cls, v: _check_host_path(v)))
@@ -150,14 +165,16 @@ class Artifact(Model):
 
 class Step(Model):
     name: str = Field(pattern=STEP_NAME_PATTERN)
-    run: str | None = Field(default=None, min_length=1, max_length=65536, description="Shell string, run with sh -c.")
+    run: str | None = Field(
+        default=None, min_length=1, max_length=65536, description="Shell string, run with sh -c."
+    )
     argv: list[Annotated[str, Field(max_length=65536)]] | None = Field(
         default=None, min_length=1, description="Program and arguments, run without a shell."
     )
     cwd: GuestPath | None = None
     env: EnvVars = {}
     timeout_seconds: Timeout | None = Field(default=None, alias="timeoutSeconds")
-    continue_on_error: bool = Field(default=False, alias="continueOnError")
+    continue_on_error: bool = Field(default=False, strict=True, alias="continueOnError")
 
     _cwd = field_validator("cwd")(
         classmethod(lambda cls, v: None if v is None else _check_guest_path(v))
@@ -183,7 +200,9 @@ class RunSpecBody(Model):
     )
     backend: Backend = Backend.AUTO
     resources: Resources = Resources()
-    timeout_seconds: Timeout = Field(default=600, alias="timeoutSeconds", description="Whole run, boot included.")
+    timeout_seconds: Timeout = Field(
+        default=600, alias="timeoutSeconds", description="Whole run, boot included."
+    )
     network: Network = Network()
     env: EnvVars = {}
     files: list[FileCopy] = []
@@ -241,7 +260,7 @@ class RootfsSpec(Model):
     suite: Literal["bookworm"] = "bookworm"
     variant: Literal["minbase", "essential", "apt", "required", "important", "standard"] = "minbase"
     packages: list[Annotated[str, Field(pattern=PACKAGE_PATTERN)]] = []
-    size_mib: int = Field(default=1024, ge=64, le=65536, alias="sizeMiB")
+    size_mib: int = Field(default=1024, strict=True, ge=64, le=65536, alias="sizeMiB")
 
 
 class Defaults(Model):
@@ -253,8 +272,13 @@ OCI_SOURCE_PATTERN = r"^oci://.+$"
 
 
 class SourceSpec(Model):
-    ref: str = Field(pattern=OCI_SOURCE_PATTERN, description="oci://REGISTRY/REPOSITORY[:tag] that 'env pull' uses.")
-    insecure: bool = Field(default=False, description="Allow plain http for a non-loopback registry.")
+    ref: str = Field(
+        pattern=OCI_SOURCE_PATTERN,
+        description="oci://REGISTRY/REPOSITORY[:tag] that 'env pull' uses.",
+    )
+    insecure: bool = Field(
+        default=False, strict=True, description="Allow plain http for a non-loopback registry."
+    )
 
     @field_validator("ref")
     @classmethod
@@ -284,4 +308,7 @@ class EnvironmentSpec(Model):
 
 
 AnySpec = RunSpec | EnvironmentSpec
-KINDS: dict[str, type[RunSpec] | type[EnvironmentSpec]] = {"Run": RunSpec, "Environment": EnvironmentSpec}
+KINDS: dict[str, type[RunSpec] | type[EnvironmentSpec]] = {
+    "Run": RunSpec,
+    "Environment": EnvironmentSpec,
+}

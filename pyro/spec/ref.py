@@ -56,7 +56,9 @@ class OciRef:
 
     @property
     def is_loopback(self) -> bool:
-        host = self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry
+        host = (
+            self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry
+        )
         return host in ("localhost", "[::1]") or host.startswith("127.")
 
     def __str__(self) -> str:
@@ -96,5 +98,6 @@ def parse_environment_ref(value: str) -> EnvironmentRef:
     if CATALOG_RE.match(value):
         return CatalogRef(value)
     raise ValueError(
-        "is not a catalog name (like debian:12), a path to an Environment spec, or an oci:// reference"
+        "is not a catalog name (like debian:12), a path to an Environment spec,"
+        " or an oci:// reference"
     )

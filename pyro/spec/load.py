@@ -1,0 +1,258 @@
+"""The one spec loader: file/text/dict → rendered → parsed → validated spec models (pure).
+
+Every front end (CLI, SDK, MCP) calls these functions; nothing else in pyro parses YAML.
+The only effect is reading the spec file itself.
+
+Order of work for text: input checks (size, binary, UTF-8, empty) → Jinja2 rendering (only
+when the text holds ``{{``/``{%``) → YAML parsing with positions → per-document validation.
+All issues of all documents are collected and raised together in one :class:`SpecError`.
+
+Dict input (SDK/MCP payloads) is already structured data: its string values are rendered
+as templates only when ``vars`` is given (``None`` means "no templating"), so literal
+``{{`` in a command stays literal unless the caller asked for templating.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pyro.errors import SpecError, SpecIssue
+from pyro.spec.issues import issue_from_error
+from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
+from pyro.spec.template import has_template, render_template
+from pyro.spec.yaml import YamlDocument, YamlProblem, parse_documents
+
+__all__ = [
+    "MAX_SPEC_BYTES",
+    "LoadedSpec",
+    "load_spec",
+    "load_spec_data",
+    "load_spec_documents",
+    "load_spec_text",
+    "render_template",
+]
+
+MAX_SPEC_BYTES = 1024 * 1024
+DEFAULT_NAME = "<spec>"
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec document and where it came from."""
+
+    spec: RunSpec | EnvironmentSpec
+    path: Path | None
+    """The file it came from (None for dict/text input)."""
+    base_dir: Path
+    """The folder relative host paths resolve against: the spec's folder, or the cwd."""
+    index: int
+    """Document index within the file (0-based)."""
+    source_name: str
+    """What error messages call it: the path as given, or "<spec>"."""
+
+
+def load_spec_documents(
+    path: str | os.PathLike[str], *, vars: Mapping[str, object] | None = None
+) -> list[LoadedSpec]:
+    """Load every document of a spec file.
+
+    Raises:
+        SpecError: the file cannot be read, is empty, binary, not UTF-8, larger than 1 MiB,
+            fails to render or parse, or any document is invalid (all issues together).
+    """
+    name = os.fspath(path)
+    text = _read(Path(name), name)
+    resolved = Path(name).resolve()
+    return _load_text(text, name=name, base_dir=resolved.parent, path=resolved, vars=vars)
+
+
+def load_spec_text(
+    text: str,
+    *,
+    name: str = DEFAULT_NAME,
+    base_dir: Path | None = None,
+    vars: Mapping[str, object] | None = None,
+) -> list[LoadedSpec]:
+    """Load every document of spec text (e.g. read from stdin).
+
+    Raises:
+        SpecError: the text is empty, too large, fails to render or parse, or any document
+            is invalid.
+    """
+    _check_text(text, name)
+    return _load_text(text, name=name, base_dir=base_dir or Path.cwd(), path=None, vars=vars)
+
+
+def load_spec_data(
+    data: Mapping[str, object],
+    *,
+    name: str = DEFAULT_NAME,
+    base_dir: Path | None = None,
+    vars: Mapping[str, object] | None = None,
+) -> LoadedSpec:
+    """Validate one spec given as data (the YAML document as JSON-like Python values).
+
+    String values are rendered as templates only when ``vars`` is given.
+
+    Raises:
+        SpecError: the data is not a mapping, a template fails, or the spec is invalid.
+    """
+    if not isinstance(data, Mapping):
+        found = type(data).__name__
+        issue = SpecIssue("a spec must be a mapping", file=name, expected="a mapping", found=found)
+        raise SpecError([issue])
+    rendered = _render_data(dict(data), vars, name) if vars is not None else dict(data)
+    document = YamlDocument(data=rendered, index=0, start=(1, 1))
+    spec, issues = _validate(document, name, locate=False)
+    if spec is None:
+        raise SpecError(issues)
+    return LoadedSpec(spec, None, base_dir or Path.cwd(), 0, name)
+
+
+def load_spec(
+    source: str | os.PathLike[str] | Mapping[str, object] | RunSpec | EnvironmentSpec,
+    *,
+    vars: Mapping[str, object] | None = None,
+) -> LoadedSpec:
+    """Load one spec from a file path, a mapping, or an already-built model.
+
+    A file must hold exactly one document; use :func:`load_spec_documents` for several.
+
+    Raises:
+        SpecError: the spec cannot be read or is invalid, or the file holds several documents.
+    """
+    if isinstance(source, RunSpec | EnvironmentSpec):
+        return LoadedSpec(source, None, Path.cwd(), 0, DEFAULT_NAME)
+    if isinstance(source, Mapping):
+        return load_spec_data(source, vars=vars)
+    if not isinstance(source, str | os.PathLike):
+        issue = SpecIssue(
+            "a spec must be a file path, a mapping or a spec model",
+            found=type(source).__name__,
+        )
+        raise SpecError([issue])
+    documents = load_spec_documents(source, vars=vars)
+    if len(documents) != 1:
+        name = os.fspath(source)
+        issue = SpecIssue(
+            f"the file holds {len(documents)} documents; expected exactly one", file=name
+        )
+        raise SpecError([issue], "use load_spec_documents() to load a multi-document file")
+    return documents[0]
+
+
+def _read(path: Path, name: str) -> str:
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError as error:
+        raise _file_error(name, "no such file", "check the path") from error
+    except IsADirectoryError as error:
+        raise _file_error(name, "is a folder, not a spec file", "name a .yaml file") from error
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise _file_error(name, f"cannot be read: {reason}", "check permissions") from error
+    if len(raw) > MAX_SPEC_BYTES:
+        raise _file_error(name, f"is larger than {MAX_SPEC_BYTES} bytes", "specs must be ≤ 1 MiB")
+    if b"\x00" in raw:
+        raise _file_error(name, "is a binary file (contains NUL bytes)", "name a YAML text file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        issue = SpecIssue(f"is not valid UTF-8 (byte {error.start})", file=name, line=line)
+        raise SpecError([issue], "save the spec as UTF-8 text") from error
+    _check_text(text, name)
+    return text
+
+
+def _check_text(text: str, name: str) -> None:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise _file_error(name, f"is larger than {MAX_SPEC_BYTES} bytes", "specs must be ≤ 1 MiB")
+    if "\x00" in text:
+        raise _file_error(name, "contains NUL characters", "specs are YAML text")
+    if not text.strip():
+        raise _file_error(name, "is empty", "write a spec with apiVersion, kind, metadata, spec")
+
+
+def _file_error(name: str, problem: str, hint: str) -> SpecError:
+    return SpecError([SpecIssue(f"spec file {problem}", file=name)], hint)
+
+
+def _load_text(
+    text: str,
+    *,
+    name: str,
+    base_dir: Path,
+    path: Path | None,
+    vars: Mapping[str, object] | None,
+) -> list[LoadedSpec]:
+    rendered = render_template(text, vars, name)
+    try:
+        documents = parse_documents(rendered, name)
+    except YamlProblem as problem:
+        raise SpecError(problem.issues) from None
+    loaded: list[LoadedSpec] = []
+    issues: list[SpecIssue] = []
+    for document in documents:
+        spec, found = _validate(document, name, locate=True)
+        issues.extend(found)
+        if spec is not None:
+            loaded.append(LoadedSpec(spec, path, base_dir, document.index, name))
+    if issues:
+        raise SpecError(issues)
+    return loaded
+
+
+def _validate(
+    document: YamlDocument, name: str, *, locate: bool
+) -> tuple[RunSpec | EnvironmentSpec | None, list[SpecIssue]]:
+    data = document.data
+
+    def at(pointer: str) -> tuple[int, int] | None:
+        return document.locate(pointer) if locate else None
+
+    def issue(message: str, pointer: str, **details: Any) -> SpecIssue:
+        line, column = at(pointer) or (None, None)
+        return SpecIssue(message, pointer=pointer, file=name, line=line, column=column, **details)
+
+    api_version = data.get("apiVersion")
+    if api_version != API_VERSION:
+        if "apiVersion" not in data:
+            found = None
+            message = "missing required key 'apiVersion'"
+        else:
+            found = repr(api_version)
+            message = "unsupported apiVersion"
+        return None, [issue(message, "/apiVersion", expected=repr(API_VERSION), found=found)]
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        message = "missing required key 'kind'" if "kind" not in data else "unknown kind"
+        found = repr(kind) if "kind" in data else None
+        expected = "one of " + ", ".join(KINDS)
+        return None, [issue(message, "/kind", expected=expected, found=found)]
+    model = KINDS[kind]
+    try:
+        return model.model_validate(data), []
+    except ValidationError as error:
+        return None, [issue_from_error(detail, model, name, at) for detail in error.errors()]
+    except (TypeError, ValueError, RecursionError) as error:
+        # pydantic reports bad input as ValidationError; anything else here is still
+        # a consequence of odd input (e.g. unhashable YAML values) and must not escape.
+        return None, [issue(f"spec cannot be validated: {error}", "")]
+
+
+def _render_data(value: object, vars: Mapping[str, object], name: str) -> Any:
+    if isinstance(value, str):
+        return render_template(value, vars, name) if has_template(value) else value
+    if isinstance(value, Mapping):
+        return {key: _render_data(item, vars, name) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_render_data(item, vars, name) for item in value]
+    return value

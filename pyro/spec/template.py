@@ -1,0 +1,111 @@
+"""Jinja2 rendering of spec text, sandboxed and strict (pure).
+
+Jinja2 is imported only when a text actually holds template syntax, so loading a plain
+spec (the common case, and ``pyro plan``'s start-up path) never pays for it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pyro.errors import SpecError, SpecIssue
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
+TEMPLATE_MARKERS = ("{{", "{%")
+# Output limits keep a template from building gigantic strings ("{{ 'x' * 10**10 }}").
+MAX_RENDERED_CHARS = 1024 * 1024
+MAX_POWER_RESULT = 2**64
+
+_HINT = (
+    "define every variable the spec uses: --var NAME=VALUE, --vars-file FILE, or vars= in the SDK"
+)
+
+
+def has_template(text: str) -> bool:
+    """True when ``text`` contains Jinja2 expression or statement syntax."""
+    return any(marker in text for marker in TEMPLATE_MARKERS)
+
+
+def _environment() -> SandboxedEnvironment:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    class _Environment(SandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and _number(left) and _number(right) and abs(right) > 64:
+                raise _LimitError("exponent too large")
+            if operator == "*" and _too_long(left, right):
+                raise _LimitError("repeated value too large")
+            return super().call_binop(context, operator, left, right)
+
+    return _Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _too_long(left: object, right: object) -> bool:
+    for size, count in ((left, right), (right, left)):
+        if isinstance(size, str | list) and isinstance(count, int):
+            return len(size) * count > MAX_RENDERED_CHARS
+    return False
+
+
+class _LimitError(Exception):
+    pass
+
+
+def render_template(text: str, vars: Mapping[str, object] | None, name: str) -> str:
+    """Render ``text`` with Jinja2 (sandboxed, StrictUndefined); ``{{ vars.NAME }}`` reads vars.
+
+    Text without ``{{``/``{%`` is returned unchanged without importing Jinja2.
+
+    Raises:
+        SpecError: a template syntax error, an undefined variable, a sandbox violation or
+            any other rendering failure; the issue names the template line.
+    """
+    if not has_template(text):
+        return text
+    import jinja2
+
+    environment = _environment()
+    try:
+        code = environment.compile(text, name=name, filename=name)
+        template = environment.template_class.from_code(
+            environment, code, environment.make_globals(None)
+        )
+        rendered = template.render(vars=dict(vars or {}))
+    except jinja2.TemplateSyntaxError as error:
+        raise _error(f"template syntax error: {error.message}", name, error.lineno) from error
+    except jinja2.UndefinedError as error:
+        message = f"template variable is undefined: {error.message}"
+        raise _error(message, name, _template_line(error, name), _HINT) from error
+    except _LimitError as error:
+        message = f"template result is too large: {error}"
+        raise _error(message, name, _template_line(error, name)) from error
+    except Exception as error:  # any failure inside user template code is the user's input
+        message = f"template cannot be rendered: {type(error).__name__}: {error}"
+        raise _error(message, name, _template_line(error, name)) from error
+    if len(rendered) > MAX_RENDERED_CHARS:
+        raise _error(f"rendered spec is larger than {MAX_RENDERED_CHARS} characters", name, None)
+    return rendered
+
+
+def _template_line(error: BaseException, name: str) -> int | None:
+    """The template line an error was raised at: Jinja2 maps its frames to template lines."""
+    line = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename == name:
+            line = frame.lineno
+    return line
+
+
+def _error(message: str, name: str, line: int | None, hint: str | None = None) -> SpecError:
+    return SpecError([SpecIssue(message, file=name, line=line)], hint)

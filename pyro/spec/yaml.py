@@ -1,0 +1,258 @@
+"""YAML parsing for specs: safe, YAML 1.2-style scalars, with source locations (pure).
+
+PyYAML implements YAML 1.1, where ``off``/``no``/``yes`` are booleans, ``0755`` is octal,
+``1:20`` is 80 and ``2024-01-01`` is a date. Spec authors write ``policy: off`` and mean the
+string, so the resolver here follows the YAML 1.2 core schema instead: only ``true``/``false``
+are booleans, and integers and floats use the 1.2 forms. Timestamps stay strings.
+
+While the node tree is composed, every node's position is recorded under its JSON pointer,
+so validation errors can name the line and column a user wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pyro.errors import SpecIssue
+
+# A document whose node tree (aliases expanded) is bigger than this is refused: it guards
+# against "billion laughs" documents, which expand a few anchors into billions of nodes.
+MAX_NODES = 100_000
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_NULL_TAG = "tag:yaml.org,2002:null"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+_BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT_RE = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT_RE = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_NULL_RE = re.compile(r"^(?:~|null|Null|NULL|)$")
+
+
+class SpecLoader(yaml.SafeLoader):
+    """A SafeLoader with YAML 1.2 core-schema scalars."""
+
+    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def construct_yaml_bool(self, node: Node) -> bool:
+        return str(self.construct_scalar(node)).lower() == "true"  # type: ignore[arg-type]
+
+    def construct_yaml_int(self, node: Node) -> int:
+        text = str(self.construct_scalar(node))  # type: ignore[arg-type]
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        if digits.startswith(("0o", "0x")):
+            return sign * int(digits, 0)
+        return sign * int(digits, 10)
+
+
+def _add(tag: str, pattern: re.Pattern[str], first: str) -> None:
+    SpecLoader.add_implicit_resolver(tag, pattern, list(first) if first else None)
+
+
+_add(_BOOL_TAG, _BOOL_RE, "tTfF")
+_add(_INT_TAG, _INT_RE, "-+0123456789")
+_add(_FLOAT_TAG, _FLOAT_RE, "-+0123456789.")
+_add(_NULL_TAG, _NULL_RE, "~nN")
+SpecLoader.add_implicit_resolver(_NULL_TAG, _NULL_RE, [""])
+SpecLoader.add_implicit_resolver(_MERGE_TAG, re.compile(r"^(?:<<)$"), ["<"])
+SpecLoader.add_constructor(_BOOL_TAG, SpecLoader.construct_yaml_bool)
+SpecLoader.add_constructor(_INT_TAG, SpecLoader.construct_yaml_int)
+
+
+Position = tuple[int, int]
+"""1-based (line, column)."""
+
+
+@dataclass
+class YamlDocument:
+    """One parsed YAML document: its data, and where each JSON pointer was written."""
+
+    data: Any
+    index: int
+    start: Position
+    positions: dict[str, Position] = field(default_factory=dict)
+
+    def locate(self, pointer: str) -> Position:
+        """Position of ``pointer``, or of its nearest ancestor written in the document."""
+        while pointer:
+            if pointer in self.positions:
+                return self.positions[pointer]
+            pointer = pointer.rsplit("/", 1)[0]
+        return self.positions.get("", self.start)
+
+
+class YamlProblem(Exception):
+    """Raised for a problem in the YAML text; carries the issues found."""
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        super().__init__(issues[0].message if issues else "invalid YAML")
+        self.issues = issues
+
+
+def escape_pointer(token: object) -> str:
+    """Escape one JSON-pointer reference token (RFC 6901)."""
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def _pos(node: Node) -> Position:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+@dataclass
+class _Walk:
+    """Records positions and finds duplicate keys, counting nodes with aliases expanded."""
+
+    name: str
+    positions: dict[str, Position]
+    issues: list[SpecIssue] = field(default_factory=list)
+    count: int = 0
+
+    def visit(self, node: Node, pointer: str, active: frozenset[int]) -> None:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooBig(node)
+        if id(node) in active:
+            raise _Recursive(node)
+        if isinstance(node, ScalarNode):
+            return
+        active = active | {id(node)}
+        if isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                child = f"{pointer}/{index}"
+                self.positions.setdefault(child, _pos(item))
+                self.visit(item, child, active)
+        elif isinstance(node, MappingNode):
+            self._visit_mapping(node, pointer, active)
+
+    def _visit_mapping(self, node: MappingNode, pointer: str, active: frozenset[int]) -> None:
+        seen: dict[str, Position] = {}
+        for key, value in node.value:
+            if key.tag == _MERGE_TAG:
+                # Merged keys come from an anchor elsewhere; locate them at the anchor.
+                self.visit(value, pointer, active)
+                continue
+            if not isinstance(key, ScalarNode):
+                self.issues.append(self._issue(key, pointer, "a mapping key must be a scalar"))
+                continue
+            child = f"{pointer}/{escape_pointer(key.value)}"
+            if key.value in seen:
+                line, column = seen[key.value]
+                message = f"duplicate key {key.value!r} (first written at line {line}:{column})"
+                self.issues.append(self._issue(key, child, message))
+            else:
+                seen[key.value] = _pos(key)
+                self.positions.setdefault(child, _pos(key))
+            self.visit(value, child, active)
+
+    def _issue(self, node: Node, pointer: str, message: str) -> SpecIssue:
+        line, column = _pos(node)
+        return SpecIssue(message, pointer=pointer, file=self.name, line=line, column=column)
+
+
+class _TooBig(Exception):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+
+class _Recursive(Exception):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+
+def _node_issue(name: str, node: Node, message: str, hint_pointer: str = "") -> SpecIssue:
+    line, column = _pos(node)
+    return SpecIssue(message, pointer=hint_pointer, file=name, line=line, column=column)
+
+
+def _mark_issue(name: str, error: yaml.MarkedYAMLError) -> SpecIssue:
+    mark = error.problem_mark or error.context_mark
+    problem = error.problem or error.context or "invalid YAML"
+    context = f" ({error.context})" if error.context and error.problem else ""
+    line = mark.line + 1 if mark else None
+    column = mark.column + 1 if mark else None
+    return SpecIssue(f"YAML syntax error: {problem}{context}", file=name, line=line, column=column)
+
+
+def _documents(text: str, name: str) -> Iterator[tuple[Node, SpecLoader]]:
+    loader = SpecLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # pragma: no cover - check_node() guarantees a node
+                break
+            yield node, loader
+    finally:
+        loader.dispose()
+
+
+def parse_documents(text: str, name: str) -> list[YamlDocument]:
+    """Parse every document of ``text``; each must be a mapping.
+
+    Raises:
+        YamlProblem: the text is not valid YAML, a document is empty, not a mapping, has
+            duplicate keys, recursive aliases, or expands to more than MAX_NODES nodes.
+    """
+    documents: list[YamlDocument] = []
+    issues: list[SpecIssue] = []
+    try:
+        for index, (node, loader) in enumerate(_documents(text, name)):
+            document = _document(node, loader, index, name, issues)
+            if document is not None:
+                documents.append(document)
+    except yaml.MarkedYAMLError as error:
+        issues.append(_mark_issue(name, error))
+    except yaml.YAMLError as error:
+        issues.append(SpecIssue(f"YAML error: {error}", file=name))
+    except (RecursionError, ValueError, OverflowError) as error:
+        # Deeply nested flow collections exhaust the recursion limit; int() can refuse
+        # numbers with too many digits. Both are input problems, not bugs.
+        issues.append(SpecIssue(f"YAML cannot be read: {error}", file=name))
+    if not documents and not issues:
+        issues.append(SpecIssue("the spec is empty (no YAML document found)", file=name))
+    if issues:
+        raise YamlProblem(issues)
+    return documents
+
+
+def _document(
+    node: Node, loader: SpecLoader, index: int, name: str, issues: list[SpecIssue]
+) -> YamlDocument | None:
+    label = f"document {index + 1}"
+    if node.tag == _NULL_TAG and isinstance(node, ScalarNode):
+        issues.append(_node_issue(name, node, f"{label} is empty"))
+        return None
+    if not isinstance(node, MappingNode):
+        kind = "a list" if isinstance(node, SequenceNode) else "a single value"
+        message = (
+            f"{label} is {kind}; a spec must be a mapping with apiVersion, kind, metadata, spec"
+        )
+        issues.append(_node_issue(name, node, message))
+        return None
+    walk = _Walk(name, {"": _pos(node)})
+    try:
+        walk.visit(node, "", frozenset())
+    except _TooBig as error:
+        message = f"{label} expands to more than {MAX_NODES} values (too many aliases)"
+        issues.append(_node_issue(name, error.node, message))
+        return None
+    except _Recursive as error:
+        issues.append(_node_issue(name, error.node, f"{label} has a recursive alias"))
+        return None
+    if walk.issues:
+        issues.extend(walk.issues)
+        return None
+    data = loader.construct_document(node)
+    return YamlDocument(data=data, index=index, start=_pos(node), positions=walk.positions)
