@@ -1,0 +1,1 @@
+"""Package data: the checked-in Environment specs and kernel config fragments."""

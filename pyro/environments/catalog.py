@@ -1,0 +1,212 @@
+"""The environment catalog: the Environment specs shipped as package data.
+
+Specs live in ``pyro/data/environments/*.yaml`` and are read through
+:mod:`importlib.resources`, never through paths relative to the source tree, so an installed
+wheel finds them too. ``$PYRO_ENV_REGISTRY`` (e.g. ``127.0.0.1:5000/pyro``) gives entries
+without a ``source`` one: ``oci://$PYRO_ENV_REGISTRY/<name>`` with the name's ``:`` as tag.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from pyro.environments.buildrun import BUILDER_VERSION, sha256_bytes
+from pyro.errors import EnvironmentNotFoundError, SpecError, SpecIssue, UsageError
+from pyro.plan.inventory import CatalogEnvironment
+from pyro.spec.load import load_spec
+from pyro.spec.model import EnvironmentSpec
+from pyro.spec.ref import OciRef, parse_environment_ref
+
+REGISTRY_ENV = "PYRO_ENV_REGISTRY"
+KERNEL_SOURCE_DIR = Path("/usr/src")
+
+# Host programs a build runs, with the Debian package that provides each.
+BUILD_TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "dpkg-query": "dpkg",
+    "make": "make",
+    "gcc": "gcc",
+    "flex": "flex",
+    "bison": "bison",
+    "bc": "bc",
+    "strip": "binutils",
+    "tar": "tar",
+    "xz": "xz-utils",
+}
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """An Environment spec pyro can build, with the folder its relative paths resolve in."""
+
+    name: str
+    spec: EnvironmentSpec
+    spec_dir: Path
+    spec_digest: str
+    source: str | None = None
+    """``oci://`` reference 'env pull' would use: the spec's own, or from $PYRO_ENV_REGISTRY."""
+
+
+def spec_digest(spec: EnvironmentSpec, spec_dir: Path) -> str:
+    """``sha256:`` of the canonical spec JSON, the kernel fragment's bytes and the builder version.
+
+    Raises:
+        SpecError: the kernel fragment the spec names cannot be read.
+    """
+    fragment_path = spec_dir / spec.spec.kernel.fragment
+    try:
+        fragment = fragment_path.read_bytes()
+    except OSError as exc:
+        issue = SpecIssue(
+            f"cannot read kernel fragment {fragment_path}: {exc.strerror or exc}",
+            pointer="/spec/kernel/fragment",
+        )
+        raise SpecError([issue], "kernel.fragment is relative to the spec's folder") from exc
+    envelope = {
+        "builder": BUILDER_VERSION,
+        "spec": spec.model_dump(mode="json", by_alias=True),
+        "fragmentSha256": sha256_bytes(fragment),
+    }
+    canonical = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return sha256_bytes(canonical.encode())
+
+
+def registry_source(name: str) -> str | None:
+    """``oci://$PYRO_ENV_REGISTRY/<name>`` (``debian:12`` → repository debian, tag 12), or None.
+
+    Raises:
+        UsageError: $PYRO_ENV_REGISTRY is set but does not make a valid oci:// reference.
+    """
+    registry = os.environ.get(REGISTRY_ENV, "").strip().removeprefix("oci://").rstrip("/")
+    if not registry:
+        return None
+    ref = f"oci://{registry}/{name}"
+    try:
+        parsed = parse_environment_ref(ref)
+    except ValueError as exc:
+        raise UsageError(
+            f"${REGISTRY_ENV}={registry!r} does not make a valid reference ({ref})",
+            hint=f"set {REGISTRY_ENV} to HOST[:PORT]/PATH, e.g. 127.0.0.1:5000/pyro",
+        ) from exc
+    if not isinstance(parsed, OciRef):
+        raise UsageError(f"${REGISTRY_ENV}={registry!r} is not a registry address")
+    return ref
+
+
+def entry_from_spec(spec: EnvironmentSpec, spec_dir: Path) -> CatalogEntry:
+    """A catalog entry for a spec given by path (its folder is ``spec_dir``).
+
+    Raises:
+        SpecError: the kernel fragment cannot be read.
+        UsageError: $PYRO_ENV_REGISTRY is malformed.
+    """
+    name = spec.metadata.name
+    source = spec.spec.source.ref if spec.spec.source is not None else registry_source(name)
+    return CatalogEntry(name, spec, spec_dir, spec_digest(spec, spec_dir), source)
+
+
+def entry_from_path(path: Path) -> CatalogEntry:
+    """Load an Environment spec file with pyro's loader and make its entry.
+
+    Raises:
+        SpecError: the file cannot be read, is invalid, or is not an Environment.
+        UsageError: $PYRO_ENV_REGISTRY is malformed.
+    """
+    loaded = load_spec(path)
+    if not isinstance(loaded.spec, EnvironmentSpec):
+        issue = SpecIssue(
+            "expected an Environment spec", pointer="/kind", file=str(path), found="Run"
+        )
+        raise SpecError([issue], "an environment reference must name an 'kind: Environment' file")
+    return entry_from_spec(loaded.spec, loaded.base_dir)
+
+
+def catalog_dir() -> Path:
+    """The folder of the checked-in Environment specs (package data)."""
+    # The data folder is a package of its own so this works whether or not `pyro` itself is
+    # a namespace package (editable installs) — and from an installed wheel.
+    return Path(str(resources.files("pyro.data.environments")))
+
+
+@lru_cache(maxsize=1)
+def _package_specs() -> tuple[tuple[EnvironmentSpec, Path], ...]:
+    folder = catalog_dir()
+    specs = []
+    for path in sorted(folder.glob("*.yaml")):
+        spec = load_spec(path).spec
+        if isinstance(spec, EnvironmentSpec):
+            specs.append((spec, folder))
+    return tuple(specs)
+
+
+def catalog() -> dict[str, CatalogEntry]:
+    """The checked-in environments by ``metadata.name`` (e.g. ``debian:12``).
+
+    Raises:
+        SpecError: a packaged spec is invalid (a packaging bug).
+        UsageError: $PYRO_ENV_REGISTRY is malformed.
+    """
+    entries = (entry_from_spec(spec, folder) for spec, folder in _package_specs())
+    return {entry.name: entry for entry in sorted(entries, key=lambda e: e.name)}
+
+
+def lookup(name: str) -> CatalogEntry:
+    """The catalog entry called ``name``.
+
+    Raises:
+        EnvironmentNotFoundError: no such entry; the summary suggests close names.
+    """
+    entries = catalog()
+    if name in entries:
+        return entries[name]
+    close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
+    suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise EnvironmentNotFoundError(
+        f"environment {name!r} is not in the catalog{suggestion}",
+        hint=f"catalog environments: {', '.join(entries)}; 'pyro env list' shows installed ones",
+    )
+
+
+def catalog_entries() -> list[CatalogEnvironment]:
+    """The catalog as the planner's inventory sees it.
+
+    Raises:
+        SpecError: a packaged spec is invalid.
+        UsageError: $PYRO_ENV_REGISTRY is malformed.
+    """
+    buildable, _ = can_build()
+    return [
+        CatalogEnvironment(
+            ref=entry.name,
+            name=entry.name,
+            version=entry.spec.spec.version,
+            spec_digest=entry.spec_digest,
+            buildable=buildable,
+            source=entry.source,
+            default_vcpus=entry.spec.spec.defaults.vcpus,
+            default_memory_mib=entry.spec.spec.defaults.memory_mib,
+        )
+        for entry in catalog().values()
+    ]
+
+
+def can_build() -> tuple[bool, str]:
+    """Whether this host has what kernel and rootfs builds need, and if not, why."""
+    missing = [f"{tool} ({pkg})" for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        return False, "missing build tools: " + ", ".join(missing)
+    if not (KERNEL_SOURCE_DIR / "linux-source-6.1.tar.xz").is_file():
+        return False, "kernel source missing: apt-get install linux-source-6.1"
+    if not Path("/usr/include/libelf.h").is_file():
+        return False, "libelf headers missing (objtool needs them): apt-get install libelf-dev"
+    if os.geteuid() != 0:
+        return False, "building a root filesystem with mmdebstrap needs root"
+    return True, ""
