@@ -273,7 +273,7 @@ def _entry_for_document(
         ref=written,
         name=name,
         version=version,
-        spec_digest=_document_digest(document),
+        spec_digest=document_digest(document),
         buildable=True,
         source=source,
         default_vcpus=document.spec.defaults.vcpus,
@@ -281,7 +281,8 @@ def _entry_for_document(
     )
 
 
-def _document_digest(document: EnvironmentSpec) -> str:
+def document_digest(document: EnvironmentSpec) -> str:
+    """sha256 of an Environment document's canonical JSON (its build inputs not included)."""
     data: Any = document.model_dump(mode="json", by_alias=True, exclude_none=True)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
