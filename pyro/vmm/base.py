@@ -1,0 +1,223 @@
+"""The VMM backend protocol and the plain data it exchanges with the rest of pyro.
+
+A backend starts one VMM process per VM, gives it a copy-on-write disk over the cached
+base rootfs and hands back a :class:`VMHandle`: a JSON-serialisable record another pyro
+process can use to reattach (connect to the agent, stop, kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+from pyro.errors import VMMError
+from pyro.plan.inventory import BackendInfo
+
+SERIAL_LOG = "serial.log"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Placeholder for the guest's network device; networking is not implemented yet."""
+
+    tap_name: str = ""
+    guest_mac: str = ""
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    """Everything a backend needs to start one VM.
+
+    ``workdir`` belongs to this VM (the backend writes its disk, sockets, logs there);
+    ``rootfs`` is the cached base image and is never written.
+    """
+
+    vm_id: str
+    workdir: Path
+    kernel: Path
+    initrd: Path
+    rootfs: Path
+    vcpus: int
+    memory_mib: int
+    cmdline_extra: tuple[str, ...] = ()
+    network: NetworkConfig | None = None
+    ephemeral: bool = True
+
+
+@dataclass
+class VMHandle:
+    """A running VMM, as far as another process needs to know to find and control it."""
+
+    vm_id: str
+    backend: str
+    pid: int
+    workdir: Path
+    agent_endpoint: str
+    started_at: float
+    #: psutil's create_time of the VMM process: together with the vm_id in its command
+    #: line this tells the VMM apart from an unrelated process that reused its PID.
+    create_time: float
+    ephemeral: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["workdir"] = str(self.workdir)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VMHandle:
+        """Rebuild a handle written by :meth:`to_dict`.
+
+        Raises:
+            VMMError: when ``data`` lacks a field or has one of the wrong type.
+        """
+        try:
+            return cls(
+                vm_id=str(data["vm_id"]),
+                backend=str(data["backend"]),
+                pid=int(data["pid"]),
+                workdir=Path(data["workdir"]),
+                agent_endpoint=str(data["agent_endpoint"]),
+                started_at=float(data["started_at"]),
+                create_time=float(data["create_time"]),
+                ephemeral=bool(data.get("ephemeral", True)),
+                extra={str(k): str(v) for k, v in dict(data.get("extra", {})).items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VMMError(
+                f"VM handle record is malformed: {exc!r}",
+                hint="the VM's vm.json is damaged; kill the VM and create a new one",
+            ) from exc
+
+
+class Backend(Protocol):
+    """One kind of VMM. Implementations live in one module each; see ``BACKENDS``."""
+
+    name: str
+
+    def probe(self) -> BackendInfo:
+        """Say whether this backend can run guests here, and its version."""
+        ...
+
+    def spawn(self, config: VMConfig) -> VMHandle:
+        """Create the VM's disk, start the VMM and boot the guest; return without waiting.
+
+        Raises:
+            VMMError: when the disk cannot be made or the VMM does not start.
+        """
+        ...
+
+    def connect_agent(self, handle: VMHandle, *, timeout: float) -> socket.socket:
+        """Return a connected stream socket to the guest agent.
+
+        Raises:
+            BootError: when no connection is possible within ``timeout`` or the VMM died.
+        """
+        ...
+
+    def is_alive(self, handle: VMHandle) -> bool:
+        """True while the VMM process of ``handle`` runs (and is still that VMM)."""
+        ...
+
+    def stop(self, handle: VMHandle, *, timeout: float) -> None:
+        """Ask the VMM to shut down; kill it when it has not exited within ``timeout``."""
+        ...
+
+    def kill(self, handle: VMHandle) -> None:
+        """Kill and reap the VMM, remove its sockets and disk. Idempotent."""
+        ...
+
+    def serial_log(self, handle: VMHandle) -> Path:
+        """Path of the guest's serial console log."""
+        ...
+
+
+# --- process helpers shared by the backends ---------------------------------------------
+
+
+def vmm_process(handle: VMHandle) -> psutil.Process | None:
+    """The VMM process of ``handle``, or None when it is gone or the PID was reused."""
+    try:
+        proc = psutil.Process(handle.pid)
+        if abs(proc.create_time() - handle.create_time) > 0.05:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(proc)
+            return None
+        tag = handle.extra.get("cmdline_tag", handle.vm_id)
+        if not any(tag in arg for arg in proc.cmdline()):
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return None
+
+
+def kill_vmm(handle: VMHandle, *, wait: float = 5.0) -> None:
+    """SIGKILL the VMM of ``handle`` if it is still that VMM, and reap it.
+
+    Raises:
+        VMMError: when the process survives SIGKILL for ``wait`` seconds.
+    """
+    proc = vmm_process(handle)
+    if proc is None:
+        return
+    try:
+        proc.send_signal(signal.SIGKILL)
+    except psutil.NoSuchProcess:
+        return
+    if not _reap(proc, timeout=wait):
+        raise VMMError(
+            f"VMM process {handle.pid} of VM {handle.vm_id} survived SIGKILL",
+            hint="the process may be stuck in the kernel (D state); check 'ps' and dmesg",
+        )
+
+
+def wait_exit(handle: VMHandle, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the VMM to exit; True when it did."""
+    proc = vmm_process(handle)
+    return proc is None or _reap(proc, timeout=timeout)
+
+
+def _reap(proc: psutil.Process, *, timeout: float = 0.0) -> bool:
+    # psutil's wait() calls waitpid() for our own children (no zombie left behind)
+    # and polls for processes we merely reattached to.
+    try:
+        proc.wait(timeout=timeout)
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    except (psutil.NoSuchProcess, ChildProcessError):
+        return True
+
+
+def process_start(pid: int) -> float:
+    """psutil create_time of ``pid``.
+
+    Raises:
+        VMMError: when the process already exited.
+    """
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.NoSuchProcess as exc:
+        raise VMMError(f"VMM process {pid} exited right after start") from exc
+
+
+def remove_files(workdir: Path, names: tuple[str, ...]) -> None:
+    """Remove ``names`` in ``workdir``; missing files are fine."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(workdir / name)
+
+
+def now() -> float:
+    """Wall-clock seconds, for handle timestamps."""
+    return time.time()
