@@ -12,7 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pyro.spec.ref import EnvironmentRef, parse_environment_ref
+from pyro.spec.ref import (
+    ENVIRONMENT_SCHEMA_PATTERN,
+    OCI_SCHEMA_PATTERN,
+    EnvironmentRef,
+    parse_environment_ref,
+)
 
 API_VERSION = "pyro/v1"
 
@@ -59,8 +64,19 @@ def _check_host_path(value: str) -> str:
     return value
 
 
-GuestPath = Annotated[str, Field(min_length=1, max_length=4096)]
-HostPath = Annotated[str, Field(min_length=1, max_length=4096)]
+# JSON Schema patterns mirroring _check_guest_path/_check_host_path for editors; the
+# functions above stay the authority. "a/../../x" escaping needs counting, which a regular
+# expression cannot do, so the host pattern only catches a leading "..".
+GUEST_PATH_SCHEMA_PATTERN = r"^/(?:(?!.*//.)(?!(?:.*/)?\.\.?(?:/|$))[^\x00]*[^/\x00]/*)?$"
+HOST_PATH_SCHEMA_PATTERN = r"^(?![/~])(?!(?:\./)*\.\.(?:/|$))[^\x00]+$"
+GuestPath = Annotated[
+    str,
+    Field(min_length=1, max_length=4096, json_schema_extra={"pattern": GUEST_PATH_SCHEMA_PATTERN}),
+]
+HostPath = Annotated[
+    str,
+    Field(min_length=1, max_length=4096, json_schema_extra={"pattern": HOST_PATH_SCHEMA_PATTERN}),
+]
 # Numbers and booleans are strict: YAML already types them, and accepting "5" or "yes"
 # would make the models disagree with the generated JSON Schemas.
 Timeout = Annotated[int, Field(strict=True, ge=1, le=MAX_TIMEOUT_S)]
@@ -123,6 +139,16 @@ ALLOW_PATTERN = r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$"
 
 
 class Network(Model):
+    # The allow/policy rule for JSON Schema; _check_allow below enforces it (and the unique
+    # host ports, which JSON Schema cannot express).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"policy": {"const": "allowlist"}}, "required": ["policy"]},
+            "then": {"properties": {"allow": {"minItems": 1}}, "required": ["allow"]},
+            "else": {"properties": {"allow": {"maxItems": 0}}},
+        }
+    )
+
     policy: NetworkPolicy = Field(
         default=NetworkPolicy.OFF, description="off | egress | allowlist."
     )
@@ -164,6 +190,16 @@ class Artifact(Model):
 
 
 class Step(Model):
+    # "exactly one of run/argv" for JSON Schema; _one_command below enforces it.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["run"], "properties": {"run": {"type": "string"}}},
+                {"required": ["argv"], "properties": {"argv": {"type": "array"}}},
+            ]
+        }
+    )
+
     name: str = Field(pattern=STEP_NAME_PATTERN)
     run: str | None = Field(
         default=None, min_length=1, max_length=65536, description="Shell string, run with sh -c."
@@ -197,6 +233,7 @@ class RunSpecBody(Model):
         min_length=1,
         max_length=1024,
         description="Catalog name | path to an Environment spec | oci://REF[:tag|@sha256:...].",
+        json_schema_extra={"pattern": ENVIRONMENT_SCHEMA_PATTERN},
     )
     backend: Backend = Backend.AUTO
     resources: Resources = Resources()
@@ -275,6 +312,7 @@ class SourceSpec(Model):
     ref: str = Field(
         pattern=OCI_SOURCE_PATTERN,
         description="oci://REGISTRY/REPOSITORY[:tag] that 'env pull' uses.",
+        json_schema_extra={"pattern": OCI_SCHEMA_PATTERN},
     )
     insecure: bool = Field(
         default=False, strict=True, description="Allow plain http for a non-loopback registry."

@@ -17,6 +17,21 @@ OCI_RE = re.compile(
 )
 
 
+# The same rules as JSON Schema (ECMA-262) patterns, for the generated schemas: no named
+# groups, and the registry port range written out (parse_environment_ref checks it in code).
+_PORT_SCHEMA = (
+    "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+)
+OCI_SCHEMA_PATTERN = re.sub(r"\(\?P<\w+>", "(?:", OCI_RE.pattern).replace(
+    "[0-9]{1,5}", _PORT_SCHEMA
+)
+ENVIRONMENT_SCHEMA_PATTERN = (
+    f"^(?:{OCI_SCHEMA_PATTERN[1:-1]}"
+    r"|(?!.*://)(?:[^\x00]*/[^\x00]*|[^\x00]*\.ya?ml)"
+    f"|{CATALOG_RE.pattern[1:-1]})$"
+)
+
+
 @dataclass(frozen=True)
 class CatalogRef:
     """A name from pyro's environment catalog, e.g. ``debian:12``."""
