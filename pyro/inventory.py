@@ -225,12 +225,20 @@ def _agent_digest() -> str | None:
 
 
 def _resolver() -> Callable[[str], str] | None:
-    # The oras adapter's tag → manifest digest lookup (pyro/oci/).
-    for module in ("pyro.oci", "pyro.oci.registry", "pyro.oci.client"):
-        resolve = _optional(module, "resolve")
-        if resolve is not None:
-            return cast(Callable[[str], str], resolve)
-    return None
+    """The oras adapter's tag → manifest digest lookup (pyro/oci/), if present."""
+    resolve = _optional("pyro.oci", "resolve")
+    if resolve is not None:
+        return cast(Callable[[str], str], resolve)
+    client_class = _optional("pyro.oci.client", "RegistryClient")
+    if client_class is None:
+        return None
+
+    def resolve_with_client(ref: str) -> str:
+        parsed = parse_environment_ref(ref)
+        assert isinstance(parsed, OciRef)
+        return str(client_class(parsed).resolve())
+
+    return resolve_with_client
 
 
 def _resolve(

@@ -6,11 +6,12 @@ Keeping imports lazy keeps ``pyro --help`` and ``pyro plan`` fast.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import importlib.util
 
 import click
 
-from pyro.__about__ import __version__
+from pyro.__about__ import CATALOG_VERSION, __version__
+from pyro.cli.errors import run_cli
 
 # command name -> "module:attribute"; each module owns its command(s).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,11 +56,16 @@ def _exists(target: str) -> bool:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="pyro", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__,
+    "--version",
+    prog_name="pyro",
+    message=f"%(prog)s %(version)s (catalog {CATALOG_VERSION})",
+)
 def cli() -> None:
     """pyro runs commands inside ephemeral microVMs, from declarative specs."""
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point."""
-    return cli.main(args=argv, prog_name="pyro")
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the CLI and return its exit code (see pyro.cli.errors)."""
+    return run_cli(cli, argv, "pyro")

@@ -1,0 +1,140 @@
+"""``pyro validate FILE…`` and ``pyro plan FILE``: check specs and show what a run would do.
+
+Thin: the spec loader, the inventory gatherer and the planner do the work; this module
+only reads options, picks the documents and prints. Errors go through
+:mod:`pyro.cli.errors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.vars import parse_vars
+from pyro.errors import SpecError, UsageError
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@json_option
+@handle_errors
+def validate(files: tuple[str, ...], as_json: bool) -> None:
+    """Validate spec files and report every problem of every file."""
+    from pyro.spec.load import load_spec_documents
+
+    reports: list[dict[str, Any]] = []
+    for name in files:
+        try:
+            documents = load_spec_documents(name)
+        except SpecError as exc:
+            reports.append({"path": name, "ok": False, "documents": [], "issues": exc.issues})
+            continue
+        summary = [
+            {"index": doc.index, "kind": doc.spec.kind, "name": doc.spec.metadata.name}
+            for doc in documents
+        ]
+        reports.append({"path": name, "ok": True, "documents": summary, "issues": []})
+    ok = all(report["ok"] for report in reports)
+    if as_json:
+        for report in reports:
+            report["issues"] = [issue.to_dict() for issue in report["issues"]]
+        echo_json({"ok": ok, "files": reports})
+    else:
+        _print_validation(reports)
+    if not ok:
+        raise SystemExit(1)
+
+
+def _print_validation(reports: list[dict[str, Any]]) -> None:
+    issue_count = 0
+    for report in reports:
+        if report["ok"]:
+            count = len(report["documents"])
+            click.echo(f"{report['path']}: ok ({count} document{'s' if count != 1 else ''})")
+        for issue in report["issues"]:
+            click.echo(issue.render())
+            issue_count += 1
+    bad = sum(1 for report in reports if not report["ok"])
+    total = len(reports)
+    if bad:
+        click.echo(
+            f"{bad} of {total} file{'s' if total != 1 else ''} invalid, "
+            f"{issue_count} issue{'s' if issue_count != 1 else ''}"
+        )
+    else:
+        click.echo(f"{total} file{'s' if total != 1 else ''} valid")
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--var", "var_items", multiple=True, metavar="NAME=VALUE", help="Set a template variable."
+)
+@click.option(
+    "--vars-file",
+    type=click.Path(dir_okay=False),
+    help="YAML or JSON mapping of template variables (--var wins).",
+)
+@click.option("--run", "run_name", metavar="NAME", help="Which Run document of FILE to plan.")
+@json_option
+@handle_errors
+def plan(
+    file: str,
+    var_items: tuple[str, ...],
+    vars_file: str | None,
+    run_name: str | None,
+    as_json: bool,
+) -> None:
+    """Show what applying the Run spec in FILE would do (exit 1 when it is not applyable)."""
+    from pyro.inventory import gather_inventory
+    from pyro.plan.planner import plan as make_plan
+    from pyro.spec.load import load_spec_documents
+    from pyro.spec.model import EnvironmentSpec, RunSpec
+
+    variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
+    documents = load_spec_documents(file, vars=variables)
+    runs = [doc for doc in documents if isinstance(doc.spec, RunSpec)]
+    if run_name is not None:
+        runs = [doc for doc in runs if doc.spec.metadata.name == run_name]
+    if len(runs) != 1:
+        names = ", ".join(
+            doc.spec.metadata.name for doc in documents if isinstance(doc.spec, RunSpec)
+        )
+        if run_name is not None:
+            raise UsageError(
+                f"{file} has no Run document named '{run_name}'",
+                f"Run documents in the file: {names or 'none'}",
+            )
+        if not runs:
+            raise UsageError(
+                f"{file} has no Run document to plan",
+                "an Environment spec is built with 'pyro env build FILE'",
+            )
+        raise UsageError(
+            f"{file} has {len(runs)} Run documents ({names})", "choose one with --run NAME"
+        )
+    loaded = runs[0]
+    environments = {
+        doc.spec.metadata.name: doc.spec
+        for doc in documents
+        if isinstance(doc.spec, EnvironmentSpec)
+    }
+    run = loaded.spec
+    assert isinstance(run, RunSpec)
+    inventory = gather_inventory(
+        refs=[run.spec.environment], base_dir=loaded.base_dir, local_environments=environments
+    )
+    result = make_plan(loaded, inventory, environments=environments)
+    if as_json:
+        from pyro.plan.model import render_json
+
+        click.echo(render_json(result), nl=False)
+    else:
+        from pyro.plan.render import render_text
+
+        click.echo(render_text(result), nl=False)
+    if not result.applyable:
+        raise SystemExit(1)
