@@ -1,0 +1,218 @@
+"""``pyro run``, ``pyro apply`` and ``pyro demo``: one-shot guests.
+
+Human mode streams guest stdout/stderr to ours and writes phase markers to stderr
+(contract §3); ``--json`` prints one RunResult document and nothing else on stdout.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.vars import parse_vars
+
+if TYPE_CHECKING:
+    from pyro.execute.result import RunResult
+
+BACKENDS = click.Choice(["auto", "firecracker", "qemu-kvm", "qemu-tcg"])
+NETWORKS = click.Choice(["off", "egress"])
+#: A lone argument with any of these is a shell command line, not a program name.
+SHELL_CHARS = re.compile(r"[\s;&|<>()$`\\\"'*?~]")
+
+
+class Reporter:
+    """Phase markers on stderr and guest output to stdout/stderr (human mode only)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def event(self, group: str, phase: str, fields: Mapping[str, str]) -> None:
+        if self.as_json:
+            return
+        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        click.echo(f"[{group}] phase={phase} {extra}".rstrip(), err=True)
+
+    def stdout(self, step_id: str, data: bytes) -> None:
+        if not self.as_json:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    def stderr(self, step_id: str, data: bytes) -> None:
+        if not self.as_json:
+            sys.stderr.buffer.write(data)
+            sys.stderr.buffer.flush()
+
+    def closing(self, result: RunResult) -> None:
+        if self.as_json:
+            return
+        for step in result.steps:
+            if step.status not in ("ok", "skipped"):
+                what = step.name or step.id
+                message = step.message or f"exit code {step.exit_code}"
+                click.echo(f"[run] step={what} status={step.status} {message}", err=True)
+            if step.stdout_truncated or step.stderr_truncated:
+                click.echo(f"[run] step={step.name or step.id} output truncated", err=True)
+        if result.vm_kept:
+            click.echo(
+                f"[run] vm kept: vm_id={result.vm_id} (pyro vm delete {result.vm_id})", err=True
+            )
+        code = result.exit_code if result.exit_code is not None else "none"
+        click.echo(
+            f"[run] environment={result.environment} backend={result.backend} "
+            f"exit_code={code} duration_ms={result.duration_ms}",
+            err=True,
+        )
+
+
+def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
+    if junit:
+        from pyro.cli.junit import write_junit
+
+        write_junit(result, Path(junit))
+    if reporter.as_json:
+        echo_json(result.model_dump(mode="json"))
+    else:
+        reporter.closing(result)
+    if result.error is not None and result.exit_code is None:
+        error = result.error
+        if not reporter.as_json:
+            click.echo(f"error: {error['message']}", err=True)
+            click.echo(f"hint: {error['hint']}", err=True)
+        raise SystemExit(1)
+    raise SystemExit(result.exit_code or 0)
+
+
+@click.command(context_settings={"allow_interspersed_args": True})
+@click.argument("environment")
+@click.argument("command", nargs=-1, required=True)
+@click.option("--vcpus", type=int, help="Guest vCPUs (default: the environment's).")
+@click.option("--memory-mib", type=int, help="Guest memory in MiB (default: the environment's).")
+@click.option(
+    "--timeout-seconds", type=int, default=600, show_default=True, help="Whole run, boot included."
+)
+@click.option("--network", type=NETWORKS, default="off", show_default=True, help="Network policy.")
+@click.option("--backend", type=BACKENDS, default=None, envvar="PYRO_BACKEND", help="VMM backend.")
+@click.option(
+    "--env", "env_items", multiple=True, metavar="K=V", help="Environment variable for the command."
+)
+@json_option
+@handle_errors
+def run(
+    environment: str,
+    command: tuple[str, ...],
+    vcpus: int | None,
+    memory_mib: int | None,
+    timeout_seconds: int,
+    network: str,
+    backend: str | None,
+    env_items: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run CMD in a fresh microVM of ENVIRONMENT, then delete the VM.
+
+    Everything after `--` is the guest command. A single argument containing spaces or
+    shell syntax runs with `sh -c`; otherwise the arguments are the argv.
+
+    \b
+    Examples:
+      pyro run debian:12 -- git --version
+      pyro run debian:12 -- 'echo $HOME && ls /'
+    """
+    from pyro.sdk import Pyro
+
+    argv: str | list[str] = list(command)
+    if len(command) == 1 and SHELL_CHARS.search(command[0]):
+        argv = command[0]
+    env = {k: str(v) for k, v in (parse_vars(env_items) or {}).items()}
+    reporter = Reporter(as_json)
+    result = Pyro().run_in_vm(
+        environment,
+        argv,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        timeout_seconds=timeout_seconds,
+        network=network,
+        env=env,
+        backend=None if backend == "auto" else backend,
+        on_event=reporter.event,
+        on_stdout=reporter.stdout,
+        on_stderr=reporter.stderr,
+    )
+    _finish(result, reporter, None)
+
+
+@click.command(context_settings={"allow_interspersed_args": True})
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--var", "var_items", multiple=True, metavar="K=V", help="Template variable.")
+@click.option(
+    "--vars-file", type=click.Path(dir_okay=False), help="YAML/JSON mapping of variables."
+)
+@click.option("--run", "run_name", metavar="NAME", help="Which Run document of FILE to apply.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
+@json_option
+@handle_errors
+def apply(
+    file: str,
+    var_items: tuple[str, ...],
+    vars_file: str | None,
+    run_name: str | None,
+    junit: str | None,
+    as_json: bool,
+) -> None:
+    """Plan the Run spec in FILE and carry it out on a real guest.
+
+    FILE may also be a Plan document written by `pyro plan --json` (applied only if its
+    pinned digests still match). Exit code: the failed step's, 124 on timeout, 0 on success.
+    """
+    from pyro.sdk import Pyro
+
+    reporter = Reporter(as_json)
+    source: Any = file
+    if file.endswith(".json"):
+        from pyro.plan.model import plan_from_json
+
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            from pyro.errors import UsageError
+
+            raise UsageError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
+        if '"kind": "Plan"' in text or '"kind":"Plan"' in text:
+            source = plan_from_json(text)
+    variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
+    result = Pyro().apply(
+        source,
+        vars=variables,
+        run_name=run_name,
+        on_event=reporter.event,
+        on_stdout=reporter.stdout,
+        on_stderr=reporter.stderr,
+    )
+    _finish(result, reporter, junit)
+
+
+@click.command()
+@json_option
+@handle_errors
+def demo(as_json: bool) -> None:
+    """Run the packaged hello example on a real guest (pulls or builds debian:12 first)."""
+    from importlib.resources import as_file, files
+
+    from pyro.sdk import Pyro
+
+    reporter = Reporter(as_json)
+    started = time.monotonic()
+    with as_file(files("pyro.data") / "examples" / "hello.yaml") as path:
+        result = Pyro().apply(
+            path, on_event=reporter.event, on_stdout=reporter.stdout, on_stderr=reporter.stderr
+        )
+    if not as_json:
+        click.echo(f"[demo] done in {time.monotonic() - started:.1f} s", err=True)
+    _finish(result, reporter, None)

@@ -1,0 +1,349 @@
+"""``apply(plan) -> RunResult``: carry out exactly the steps a plan names (contract §2).
+
+One small handler per step kind. The VM is recorded in the VM registry as owned by this
+process, so a ``kill -9`` mid-run is cleaned up by the next pyro command; a normal error,
+a timeout or Ctrl-C is cleaned up here, in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyro.errors import BootError, PlanError, PyroError, StalePlanError
+from pyro.execute import transfer
+from pyro.execute.result import TIMEOUT_EXIT_CODE, RunResult, StepResult
+from pyro.plan.model import (
+    BootStep,
+    BuildStep,
+    CleanupStep,
+    CopyInStep,
+    CopyOutStep,
+    ExecStep,
+    Plan,
+    PullStep,
+)
+from pyro.vms import BOOT_TIMEOUT_S, VMRegistry
+
+if TYPE_CHECKING:
+    from pyro.environments.cache import Install
+    from pyro.guest.client import AgentClient
+    from pyro.spec.model import EnvironmentSpec
+
+#: Caps on what one exec step keeps of its output (the rest is counted, flagged, dropped).
+STDOUT_CAP = 1 << 20
+STDERR_CAP = 1 << 20
+
+EventSink = Callable[[str, str, Mapping[str, str]], None]
+OutputSink = Callable[[str, bytes], None]
+
+
+def _no_event(group: str, phase: str, fields: Mapping[str, str]) -> None:
+    return None
+
+
+@dataclass
+class ApplyOptions:
+    """How to carry a plan out; none of this changes *what* is done."""
+
+    base_dir: Path = field(default_factory=Path.cwd)
+    environments: Mapping[str, EnvironmentSpec] = field(default_factory=dict)
+    on_event: EventSink = _no_event
+    on_stdout: OutputSink | None = None
+    on_stderr: OutputSink | None = None
+    registry: VMRegistry | None = None
+    stdout_cap: int = STDOUT_CAP
+    stderr_cap: int = STDERR_CAP
+
+
+@dataclass
+class _Run:
+    plan: Plan
+    options: ApplyOptions
+    registry: VMRegistry
+    started: float = field(default_factory=time.monotonic)
+    install: Install | None = None
+    vm_id: str | None = None
+    client: AgentClient | None = None
+    results: list[StepResult] = field(default_factory=list)
+    failed_step: str | None = None
+    exit_code: int | None = 0
+    timed_out: bool = False
+    error: PyroError | None = None
+    vm_kept: bool = False
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.plan.timeout_seconds
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def event(self, group: str, phase: str, **fields: str) -> None:
+        self.options.on_event(group, phase, fields)
+
+
+def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
+    """Carry out ``plan`` and return what happened — also when a step fails.
+
+    Raises:
+        PlanError: the plan is not applyable (nothing is done).
+        StalePlanError: a pinned digest no longer matches (nothing is booted).
+    """
+    if not plan.applyable:
+        first = plan.errors[0] if plan.errors else None
+        raise PlanError(
+            "the plan is not applyable" + (f": {first.message}" if first else ""),
+            first.hint if first else "run 'pyro plan FILE' to see why",
+        )
+    options = options or ApplyOptions()
+    run = _Run(plan=plan, options=options, registry=options.registry or VMRegistry())
+    run.registry.reap()
+    cleanup = next((s for s in plan.steps if isinstance(s, CleanupStep)), None)
+    try:
+        for step in plan.steps:
+            if isinstance(step, CleanupStep):
+                continue
+            if run.failed_step is not None and not isinstance(step, CopyOutStep):
+                run.results.append(
+                    StepResult(
+                        id=step.id,
+                        action=step.action,
+                        status="skipped",
+                        name=getattr(step, "name", None),
+                    )
+                )
+                continue
+            _do_step(run, step)
+    except KeyboardInterrupt:
+        _cleanup(run, CleanupStep(id="cleanup", policy="always"), interrupted=True)
+        raise
+    finally:
+        if run.client is not None:
+            with contextlib.suppress(Exception):
+                run.client.close()
+    _cleanup(run, cleanup or CleanupStep(id="cleanup", policy="always"), interrupted=False)
+    return _result(run)
+
+
+def _do_step(run: _Run, step: Any) -> None:
+    begun = time.monotonic()
+    try:
+        if isinstance(step, PullStep | BuildStep):
+            _obtain(run, step)
+            status = StepResult(id=step.id, action=step.action, status="ok")
+        elif isinstance(step, BootStep):
+            _boot(run, step)
+            status = StepResult(
+                id=step.id,
+                action=step.action,
+                status="ok",
+                message=f"vm {run.vm_id} ({step.backend})",
+            )
+        elif isinstance(step, CopyInStep):
+            stats = transfer.copy_in(_client(run), run.options.base_dir, step.source, step.target)
+            status = StepResult(
+                id=step.id,
+                action=step.action,
+                status="ok",
+                message=f"{stats.files} file(s), {stats.bytes} bytes",
+            )
+        elif isinstance(step, ExecStep):
+            status = _exec(run, step)
+        elif isinstance(step, CopyOutStep):
+            if run.client is None:
+                status = StepResult(id=step.id, action=step.action, status="skipped")
+            else:
+                stats = transfer.copy_out(
+                    run.client, run.options.base_dir, step.source, step.target
+                )
+                status = StepResult(
+                    id=step.id,
+                    action=step.action,
+                    status="ok",
+                    message=f"{stats.files} file(s), {stats.bytes} bytes",
+                )
+        else:  # pragma: no cover - the plan model admits no other step
+            raise PlanError(f"unknown plan step {step!r}")
+    except PyroError as exc:
+        status = StepResult(
+            id=step.id,
+            action=step.action,
+            status="error",
+            name=getattr(step, "name", None),
+            message=exc.summary,
+        )
+        run.error = run.error or exc
+        run.failed_step = run.failed_step or step.id
+        run.exit_code = None
+    status.duration_ms = int((time.monotonic() - begun) * 1000)
+    run.results.append(status)
+
+
+def _client(run: _Run) -> AgentClient:
+    if run.client is None:
+        raise BootError("no running guest to talk to (the boot step did not run)")
+    return run.client
+
+
+def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
+    from pyro.environments import service
+
+    env = run.plan.environment
+    assert env is not None
+    run.event("pull", "install", environment=env.name)
+    if isinstance(step, PullStep):
+        install = service.pull(step.ref)
+        if step.digest is not None and install.source_digest not in (None, step.digest):
+            raise StalePlanError(
+                f"{step.ref} now resolves to {install.source_digest}, not {step.digest} as planned"
+            )
+    else:
+        spec = run.options.environments.get(step.ref)
+        install = service.build(step.ref, spec=spec, base_dir=run.options.base_dir)
+    run.install = install
+    run.event("pull", "ready", environment=env.name)
+
+
+def _installed(run: _Run) -> Install:
+    if run.install is not None:
+        return run.install
+    from pyro.environments.cache import Cache
+
+    env = run.plan.environment
+    assert env is not None
+    install = Cache().lookup(env.name)
+    if install is None:
+        raise StalePlanError(
+            f"environment {env.name} is no longer installed (the plan found it installed)"
+        )
+    if env.digest is not None and install.digest != env.digest:
+        raise StalePlanError(
+            f"environment {env.name} is now {install.digest}, not {env.digest} as planned"
+        )
+    return install
+
+
+def _boot(run: _Run, step: BootStep) -> None:
+    from pyro.guest.build import build_agent_initrd
+
+    env = run.plan.environment
+    assert env is not None and step.backend is not None
+    install = _installed(run)
+    initrd = build_agent_initrd()
+    keep = (
+        run.plan.steps[-1].policy != "always"
+        if isinstance(run.plan.steps[-1], CleanupStep)
+        else False
+    )
+    run.event("run", "create", environment=env.name)
+    record = run.registry.create(
+        environment=env.name,
+        environment_digest=install.digest,
+        kernel=install.kernel,
+        initrd=initrd,
+        rootfs=install.rootfs,
+        backend=step.backend,
+        vcpus=step.vcpus,
+        memory_mib=step.memory_mib,
+        ephemeral=True,
+        vmm_outlives_owner=keep,
+    )
+    run.vm_id = record.id
+    run.event("run", "start", vm_id=record.id)
+    timeout = min(BOOT_TIMEOUT_S, max(1.0, run.remaining()))
+    _, run.client = run.registry.start(record.id, boot_timeout=timeout)
+
+
+def _exec(run: _Run, step: ExecStep) -> StepResult:
+    client = _client(run)
+    assert run.vm_id is not None
+    run.event("run", "execute", vm_id=run.vm_id)
+    remaining = run.remaining()
+    if remaining <= 0:
+        run.timed_out = True
+        run.failed_step = run.failed_step or step.id
+        run.exit_code = TIMEOUT_EXIT_CODE
+        return StepResult(
+            id=step.id,
+            action="exec",
+            name=step.name,
+            status="timed-out",
+            exit_code=TIMEOUT_EXIT_CODE,
+            message="the run's timeout was reached",
+        )
+    limit = remaining if step.timeout_seconds is None else min(step.timeout_seconds, remaining)
+    on_out, on_err = run.options.on_stdout, run.options.on_stderr
+    result = client.exec(
+        step.argv,
+        env=step.env,
+        cwd=step.cwd,
+        timeout_s=limit,
+        stdout_cap=run.options.stdout_cap,
+        stderr_cap=run.options.stderr_cap,
+        on_stdout=(lambda data: on_out(step.id, data)) if on_out else None,
+        on_stderr=(lambda data: on_err(step.id, data)) if on_err else None,
+    )
+    if result.timed_out:
+        status, code = "timed-out", TIMEOUT_EXIT_CODE
+        run.timed_out = True
+    else:
+        code = result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
+        status = "ok" if code == 0 else "failed"
+    outcome = StepResult(
+        id=step.id,
+        action="exec",
+        name=step.name,
+        status=status,  # type: ignore[arg-type]
+        exit_code=code,
+        signal=result.signal,
+        stdout=result.stdout.decode("utf-8", "replace"),
+        stderr=result.stderr.decode("utf-8", "replace"),
+        stdout_truncated=result.stdout_truncated,
+        stderr_truncated=result.stderr_truncated,
+    )
+    if status != "ok" and not (step.continue_on_error and status == "failed"):
+        run.failed_step = run.failed_step or step.id
+        run.exit_code = code
+    return outcome
+
+
+def _cleanup(run: _Run, step: CleanupStep, *, interrupted: bool) -> None:
+    if run.vm_id is None:
+        return
+    success = run.failed_step is None
+    keep = not interrupted and (
+        step.policy == "never" or (step.policy == "on-success" and not success)
+    )
+    if keep:
+        run.registry.disown(run.vm_id)
+        run.vm_kept = True
+        return
+    run.event("run", "cleanup", vm_id=run.vm_id)
+    run.registry.delete(run.vm_id)
+
+
+def _result(run: _Run) -> RunResult:
+    env = run.plan.environment
+    boot = next((s for s in run.plan.steps if isinstance(s, BootStep)), None)
+    ok = run.failed_step is None and run.error is None
+    return RunResult(
+        ok=ok,
+        name=run.plan.metadata.name,
+        plan_digest=run.plan.digest,
+        environment=env.name if env else None,
+        environment_digest=run.install.digest if run.install else (env.digest if env else None),
+        backend=boot.backend if boot else None,
+        vm_id=run.vm_id,
+        vm_kept=run.vm_kept,
+        exit_code=0 if ok else run.exit_code,
+        timed_out=run.timed_out,
+        failed_step=run.failed_step,
+        error=run.error.to_dict() if run.error else None,
+        duration_ms=int((time.monotonic() - run.started) * 1000),
+        steps=run.results,
+    )

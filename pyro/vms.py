@@ -1,0 +1,453 @@
+"""The disk-backed VM registry: VMs that outlive one pyro process.
+
+Each VM has a directory ``$PYRO_STATE_DIR/vms/<id>/`` holding ``vm.json`` (its
+:class:`VMRecord`), the copy-on-write disk, the VMM's sockets and the serial log. Every
+pyro command calls :meth:`VMRegistry.reap` first, so a VM whose owner died (kill -9 of
+``pyro run``), whose VMM died, or whose TTL ran out never lingers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pyro import paths
+from pyro.errors import BootError, NotFoundError, PyroError, StateError
+
+if TYPE_CHECKING:
+    from pyro.guest.client import AgentClient
+    from pyro.vmm.base import Backend, VMHandle
+
+BOOT_TIMEOUT_S = 60.0
+SERIAL_TAIL_LINES = 25
+
+
+class VMState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class VMRecord(BaseModel):
+    """What the registry knows about one VM; persisted as ``vm.json``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    kind: Literal["vm", "task"] = "vm"
+    name: str | None = None
+    labels: dict[str, str] = {}
+    environment: str
+    environment_digest: str
+    backend: str
+    vcpus: int
+    memory_mib: int
+    network: dict[str, Any] | None = None
+    kernel: str
+    initrd: str
+    rootfs: str
+    state: VMState = VMState.CREATED
+    reason: str = ""
+    created_at: float
+    started_at: float | None = None
+    ttl_seconds: int | None = None
+    ephemeral: bool = False
+    #: True when the VMM process must survive its owner (the VM may be kept after a run).
+    detached: bool = True
+    owner_pid: int | None = None
+    owner_started: float | None = None
+    handle: dict[str, Any] | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        """The fields users see (no machine-internal handle)."""
+        data = self.model_dump(
+            mode="json", exclude={"handle", "kernel", "initrd", "rootfs", "extra"}
+        )
+        data["pid"] = self.handle.get("pid") if self.handle else None
+        data["uptime_s"] = (
+            round(time.time() - self.started_at, 3)
+            if self.state is VMState.RUNNING and self.started_at
+            else None
+        )
+        return data
+
+
+def _owner_identity() -> tuple[int, float]:
+    import psutil
+
+    me = psutil.Process()
+    return me.pid, me.create_time()
+
+
+def _process_alive(pid: int | None, started: float | None) -> bool:
+    if pid is None:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if started is not None and abs(proc.create_time() - started) > 0.05:
+            return False  # the PID was reused by another process
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class VMRegistry:
+    """Creates, starts, connects to, stops, deletes and reaps VMs recorded on disk."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or paths.state_dir()) / "vms"
+        self.locks = (root or paths.state_dir()) / "locks"
+
+    # -- records ---------------------------------------------------------------------------
+
+    def dir(self, vm_id: str) -> Path:
+        return self.root / vm_id
+
+    @contextlib.contextmanager
+    def locked(self, vm_id: str) -> Iterator[None]:
+        self.locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.locks / f"vm-{vm_id}.lock"), timeout=120):
+            yield
+
+    def get(self, vm_id: str) -> VMRecord:
+        """Raises: NotFoundError: no VM (or task) has this id."""
+        if not vm_id or "/" in vm_id or vm_id.startswith("."):
+            raise NotFoundError(f"no VM with id {vm_id!r}")
+        path = self.dir(vm_id) / "vm.json"
+        try:
+            return VMRecord.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise NotFoundError(f"no VM with id {vm_id!r}") from None
+        except (OSError, ValidationError) as exc:
+            raise StateError(
+                f"the record of VM {vm_id} is unreadable: {exc}",
+                f"delete it with 'pyro vm delete {vm_id}'",
+            ) from exc
+
+    def save(self, record: VMRecord) -> None:
+        path = self.dir(record.id) / "vm.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(record.model_dump_json(indent=2))
+        os.replace(tmp, path)
+
+    def list(self, kind: str | None = None) -> list[VMRecord]:
+        records = []
+        if not self.root.is_dir():
+            return []
+        for child in sorted(self.root.iterdir()):
+            try:
+                record = self.get(child.name)
+            except PyroError:
+                continue
+            if kind is None or record.kind == kind:
+                records.append(record)
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    def create(
+        self,
+        *,
+        environment: str,
+        environment_digest: str,
+        kernel: Path,
+        initrd: Path,
+        rootfs: Path,
+        backend: str,
+        vcpus: int,
+        memory_mib: int,
+        kind: Literal["vm", "task"] = "vm",
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        ttl_seconds: int | None = None,
+        ephemeral: bool = False,
+        vmm_outlives_owner: bool | None = None,
+        network: dict[str, Any] | None = None,
+    ) -> VMRecord:
+        """Record a new VM (not started).
+
+        An ephemeral VM belongs to this process: when the process dies, the next pyro
+        command reaps it. Its VMM dies with this process too, unless
+        ``vmm_outlives_owner`` (the VM may be kept after the run; see :meth:`disown`).
+        """
+        check_limits(vcpus=vcpus, memory_mib=memory_mib, registry=self)
+        vm_id = secrets.token_hex(6)
+        owner_pid, owner_started = _owner_identity() if ephemeral else (None, None)
+        record = VMRecord(
+            id=vm_id,
+            kind=kind,
+            name=name,
+            labels=labels or {},
+            environment=environment,
+            environment_digest=environment_digest,
+            backend=backend,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            network=network,
+            kernel=str(kernel),
+            initrd=str(initrd),
+            rootfs=str(rootfs),
+            created_at=time.time(),
+            ttl_seconds=ttl_seconds,
+            ephemeral=ephemeral,
+            detached=(not ephemeral) if vmm_outlives_owner is None else vmm_outlives_owner,
+            owner_pid=owner_pid,
+            owner_started=owner_started,
+        )
+        self.dir(vm_id).mkdir(parents=True, exist_ok=False)
+        self.save(record)
+        return record
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _backend(self, record: VMRecord) -> Backend:
+        from pyro.vmm import get_backend
+
+        return get_backend(record.backend)
+
+    def _handle(self, record: VMRecord) -> VMHandle:
+        from pyro.vmm.base import VMHandle
+
+        if record.handle is None:
+            raise StateError(
+                f"VM {record.id} is {record.state.value}, not running",
+                f"start it first with 'pyro {record.kind} start {record.id}'",
+            )
+        return VMHandle.from_dict(record.handle)
+
+    def start(
+        self, vm_id: str, *, boot_timeout: float = BOOT_TIMEOUT_S
+    ) -> tuple[VMRecord, AgentClient]:
+        """Boot the VM and wait for its agent's hello.
+
+        Raises:
+            StateError: the VM is already running.
+            BootError: the guest did not answer in time (the VM is stopped again).
+        """
+        from pyro.guest.client import AgentClient
+        from pyro.vmm.base import VMConfig
+
+        with self.locked(vm_id):
+            record = self.get(vm_id)
+            if record.state is VMState.RUNNING:
+                raise StateError(f"VM {vm_id} is already running", "use it, or stop it first")
+            backend = self._backend(record)
+            config = VMConfig(
+                vm_id=record.id,
+                workdir=self.dir(record.id),
+                kernel=Path(record.kernel),
+                initrd=Path(record.initrd),
+                rootfs=Path(record.rootfs),
+                vcpus=record.vcpus,
+                memory_mib=record.memory_mib,
+                ephemeral=not record.detached,
+            )
+            handle = backend.spawn(config)
+            record = record.model_copy(
+                update={
+                    "handle": handle.to_dict(),
+                    "state": VMState.RUNNING,
+                    "started_at": time.time(),
+                    "reason": "",
+                }
+            )
+            self.save(record)
+            deadline = time.monotonic() + boot_timeout
+            try:
+                sock = backend.connect_agent(handle, timeout=boot_timeout)
+                remaining = max(0.5, deadline - time.monotonic())
+                client = AgentClient.connect(sock, hello_timeout=remaining)
+            except PyroError as exc:
+                backend.kill(handle)
+                tail = self.serial_tail(record.id)
+                record = record.model_copy(
+                    update={
+                        "handle": None,
+                        "state": VMState.STOPPED,
+                        "reason": f"boot failed: {exc.summary}",
+                    }
+                )
+                self.save(record)
+                raise BootError(
+                    f"VM {vm_id} did not become ready within {boot_timeout:.0f} s: {exc.summary}"
+                    + (f"\n--- serial log (last lines) ---\n{tail}" if tail else ""),
+                ) from exc
+            except BaseException:
+                backend.kill(handle)
+                raise
+            return record, client
+
+    def connect(self, vm_id: str, *, timeout: float = 10.0) -> AgentClient:
+        """A fresh agent connection to a running VM.
+
+        Raises:
+            StateError: the VM is not running (or its VMM died).
+        """
+        from pyro.guest.client import AgentClient
+
+        record = self.get(vm_id)
+        backend = self._backend(record)
+        handle = self._handle(record)
+        if not backend.is_alive(handle):
+            self._mark_dead(record)
+            raise StateError(
+                f"VM {vm_id} is not running: its VMM process exited",
+                f"see 'pyro {record.kind} logs {vm_id}'; start it again or delete it",
+            )
+        sock = backend.connect_agent(handle, timeout=timeout)
+        return AgentClient.connect(sock, hello_timeout=timeout)
+
+    def stop(
+        self, vm_id: str, *, timeout: float = 10.0, reason: str = "stopped by user"
+    ) -> VMRecord:
+        """Shut the guest down (sync + power off), then make sure the VMM is gone."""
+        with self.locked(vm_id):
+            record = self.get(vm_id)
+            if record.handle is not None:
+                backend = self._backend(record)
+                handle = self._handle(record)
+                try:
+                    backend.stop(handle, timeout=timeout)
+                finally:
+                    backend.kill(handle)
+            record = record.model_copy(
+                update={"handle": None, "state": VMState.STOPPED, "reason": reason}
+            )
+            self.save(record)
+            return record
+
+    def kill(self, vm_id: str, reason: str) -> None:
+        """Kill the VMM at once (no guest shutdown); keep the record."""
+        with self.locked(vm_id):
+            record = self.get(vm_id)
+            if record.handle is not None:
+                self._backend(record).kill(self._handle(record))
+            self.save(
+                record.model_copy(
+                    update={"handle": None, "state": VMState.STOPPED, "reason": reason}
+                )
+            )
+
+    def delete(self, vm_id: str) -> bool:
+        """Kill the VM if running and remove everything it owns. Idempotent: False if absent."""
+        try:
+            with self.locked(vm_id):
+                try:
+                    record = self.get(vm_id)
+                except NotFoundError:
+                    return False
+                except StateError:
+                    record = None
+                if record is not None and record.handle is not None:
+                    with contextlib.suppress(PyroError, OSError):
+                        self._backend(record).kill(self._handle(record))
+                shutil.rmtree(self.dir(vm_id), ignore_errors=True)
+                return True
+        finally:
+            with contextlib.suppress(OSError):
+                (self.locks / f"vm-{vm_id}.lock").unlink()
+
+    def disown(self, vm_id: str) -> VMRecord:
+        """Make an ephemeral VM persistent: it no longer dies with its owner's records."""
+        with self.locked(vm_id):
+            record = self.get(vm_id)
+            record = record.model_copy(
+                update={"ephemeral": False, "owner_pid": None, "owner_started": None}
+            )
+            self.save(record)
+            return record
+
+    def _mark_dead(self, record: VMRecord) -> None:
+        with contextlib.suppress(PyroError, OSError):
+            self._backend(record).kill(self._handle(record))
+        self.save(
+            record.model_copy(
+                update={
+                    "handle": None,
+                    "state": VMState.STOPPED,
+                    "reason": "VMM process exited unexpectedly",
+                }
+            )
+        )
+
+    def reap(self) -> list[str]:
+        """Clean up after the dead: owners gone, VMMs gone, TTLs over. Returns reaped ids."""
+        reaped: list[str] = []
+        now = time.time()
+        for record in self.list():
+            if record.ephemeral and not _process_alive(record.owner_pid, record.owner_started):
+                self.delete(record.id)
+                reaped.append(record.id)
+                continue
+            if record.ttl_seconds is not None and now - record.created_at > record.ttl_seconds:
+                self.delete(record.id)
+                reaped.append(record.id)
+                continue
+            if record.state is VMState.RUNNING and record.handle is not None:
+                try:
+                    alive = self._backend(record).is_alive(self._handle(record))
+                except PyroError:
+                    alive = False
+                if not alive:
+                    self._mark_dead(record)
+                    reaped.append(record.id)
+        return reaped
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def serial_log_path(self, vm_id: str) -> Path:
+        return self.dir(vm_id) / "serial.log"
+
+    def serial_tail(self, vm_id: str, lines: int = SERIAL_TAIL_LINES) -> str:
+        path = self.serial_log_path(vm_id)
+        try:
+            with path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - 16384))
+                data = f.read()
+        except OSError:
+            return ""
+        text = data.decode("utf-8", "replace").replace("\r", "")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = None) -> None:
+    """Refuse a VM the host cannot hold: vCPUs above the host's, memory above what is free
+    for guests, or more running VMs than ``PYRO_MAX_VMS`` (default: host memory / 256 MiB).
+
+    Raises:
+        LimitError: with what was asked, what the host has, and what to do.
+    """
+    import psutil
+
+    from pyro.errors import LimitError
+
+    host_cpus = os.cpu_count() or 1
+    if vcpus > max(host_cpus, 1) * 4:
+        raise LimitError(
+            f"{vcpus} vCPUs asked; this host has {host_cpus} CPUs (at most {host_cpus * 4} vCPUs)"
+        )
+    total_mib = psutil.virtual_memory().total // (1 << 20)
+    if memory_mib > total_mib:
+        raise LimitError(f"{memory_mib} MiB of guest memory asked; this host has {total_mib} MiB")
+    limit = int(os.environ.get("PYRO_MAX_VMS", "0") or 0) or max(1, total_mib // 256)
+    if registry is not None:
+        running = [r for r in registry.list() if r.state is VMState.RUNNING]
+        if len(running) >= limit:
+            raise LimitError(
+                f"{len(running)} VMs are running, the limit is {limit}",
+                "delete VMs or tasks you no longer need (pyro vm list / pyro task list), "
+                "or raise PYRO_MAX_VMS",
+            )
