@@ -59,7 +59,7 @@ class _Resolved:
 
 
 def plan(
-    loaded: HasSpec | RunSpec,
+    loaded: HasSpec | RunSpec | EnvironmentSpec,
     inventory: Inventory,
     *,
     environments: Mapping[str, EnvironmentSpec] | None = None,
@@ -71,7 +71,7 @@ def plan(
     Raises:
         PlanError: the document is not a Run (an Environment has nothing to run).
     """
-    run = loaded if isinstance(loaded, RunSpec) else loaded.spec
+    run = loaded if isinstance(loaded, RunSpec | EnvironmentSpec) else loaded.spec
     if not isinstance(run, RunSpec):
         raise PlanError(
             f"'{run.metadata.name}' is an Environment document; only a Run can be planned",
