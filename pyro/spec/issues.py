@@ -163,8 +163,15 @@ def issue_from_error(
             message = f"{field} {message}" if _reads_as_predicate(message) else message
         if isinstance(found_value, dict | list):
             found = None
-    if is_key:
-        message = f"{message} (in key {found_value!r})" if kind != "extra_forbidden" else message
+    if is_key and kind != "extra_forbidden":
+        message = f"{message} {found_value!r}"
+        found = None
+    duplicate = _duplicate_name(found_value) if "used twice" in message else None
+    if duplicate is not None:
+        # Point at the second use, not at the whole list.
+        loc = [*loc, duplicate, "name"]
+        pointer = pointer_of(loc)
+        found = None
 
     line, column = locate(pointer) or (None, None)
     return SpecIssue(
@@ -181,3 +188,16 @@ def issue_from_error(
 def _reads_as_predicate(message: str) -> bool:
     """Validator messages like "must be ..." read better with the field name in front."""
     return message.startswith(("must ", "is ", "uses ", "has "))
+
+
+def _duplicate_name(items: object) -> int | None:
+    """Index of the first item whose 'name' was used by an earlier item."""
+    if not isinstance(items, list):
+        return None
+    seen: set[object] = set()
+    for index, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+        if name in seen:
+            return index
+        seen.add(name)
+    return None

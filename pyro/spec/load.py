@@ -202,7 +202,7 @@ def _load_text(
     issues: list[SpecIssue] = []
     for document in documents:
         spec, found = _validate(document, name, locate=True)
-        issues.extend(found)
+        issues.extend(sorted(found, key=lambda issue: (issue.line or 0, issue.column or 0)))
         if spec is not None:
             loaded.append(LoadedSpec(spec, path, base_dir, document.index, name))
     if issues:

@@ -83,10 +83,13 @@ def render_template(text: str, vars: Mapping[str, object] | None, name: str) -> 
         )
         rendered = template.render(vars=dict(vars or {}))
     except jinja2.TemplateSyntaxError as error:
-        raise _error(f"template syntax error: {error.message}", name, error.lineno) from error
+        message = f"template syntax error: {error.message}"
+        found = _source_line(text, error.lineno)
+        raise _error(message, name, error.lineno, None, found) from error
     except jinja2.UndefinedError as error:
+        line = _template_line(error, name)
         message = f"template variable is undefined: {error.message}"
-        raise _error(message, name, _template_line(error, name), _HINT) from error
+        raise _error(message, name, line, _HINT, _source_line(text, line)) from error
     except _LimitError as error:
         message = f"template result is too large: {error}"
         raise _error(message, name, _template_line(error, name)) from error
@@ -107,5 +110,14 @@ def _template_line(error: BaseException, name: str) -> int | None:
     return line
 
 
-def _error(message: str, name: str, line: int | None, hint: str | None = None) -> SpecError:
-    return SpecError([SpecIssue(message, file=name, line=line)], hint)
+def _source_line(text: str, line: int | None) -> str | None:
+    lines = text.splitlines()
+    if line is None or not 0 < line <= len(lines):
+        return None
+    return repr(lines[line - 1].strip()[:120])
+
+
+def _error(
+    message: str, name: str, line: int | None, hint: str | None = None, found: str | None = None
+) -> SpecError:
+    return SpecError([SpecIssue(message, file=name, line=line, found=found)], hint)

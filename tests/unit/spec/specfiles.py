@@ -1,0 +1,56 @@
+"""Shared helpers of the spec tests: fixture discovery and expectation parsing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+VALID = sorted(p for p in (SPECS / "valid").glob("*.yaml") if not p.name.endswith(".vars.yaml"))
+INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
+
+_EXPECT = re.compile(r"^# expect: (?P<body>.*)$", re.MULTILINE)
+_FIELD = re.compile(r"(?P<key>\w+)(?P<op>~?=)(?P<value>.*?)(?=\s+\w+~?=|$)")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One '# expect:' line: fields compared exactly (=) or by substring (~=)."""
+
+    exact: dict[str, str]
+    contains: dict[str, str]
+
+    def matches(self, issue: dict[str, object]) -> bool:
+        for key, value in self.exact.items():
+            if str(issue.get(key)) != value:
+                return False
+        for key, value in self.contains.items():
+            if value not in str(issue.get(key)):
+                return False
+        return True
+
+
+def expectations(path: Path) -> list[Expectation]:
+    """The '# expect:' lines at the top of an invalid fixture."""
+    found = []
+    for match in _EXPECT.finditer(path.read_text(encoding="utf-8")):
+        exact: dict[str, str] = {}
+        contains: dict[str, str] = {}
+        for field in _FIELD.finditer(match["body"]):
+            target = contains if field["op"] == "~=" else exact
+            target[field["key"]] = field["value"].strip()
+        found.append(Expectation(exact, contains))
+    return found
+
+
+def sidecar_vars(path: Path) -> dict[str, object] | None:
+    """The vars in '<name>.vars.yaml' next to a fixture, if there is one."""
+    sidecar = path.with_name(path.stem + ".vars.yaml")
+    if not sidecar.exists():
+        return None
+    data = yaml.safe_load(sidecar.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
