@@ -1,0 +1,216 @@
+"""`pyro run` / `pyro apply` / `pyro vm` on real guests (QEMU microvm under TCG here)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from helpers.guest import vmm_processes
+
+pytestmark = pytest.mark.guest
+
+PYRO = [sys.executable, "-m", "pyro.cli"]
+
+
+def pyro(*args: str, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PYRO, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
+    )
+
+
+def test_git_version_with_phase_markers(guest_install: Any, pyro_state: Path) -> None:
+    proc = pyro("run", "debian:12", "--", "git", "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("git version 2.39"), proc.stdout
+    for marker in ("[run] phase=create environment=debian:12", "[run] phase=start vm_id=",
+                   "[run] phase=execute vm_id=", "[run] phase=cleanup vm_id="):
+        assert marker in proc.stderr, proc.stderr
+    assert "[run] environment=debian:12 backend=qemu-tcg exit_code=0 duration_ms=" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_exit_code_and_streams_kept_apart(guest_install: Any, pyro_state: Path) -> None:
+    proc = pyro("run", "debian:12", "--", "echo out; echo err >&2; exit 7")
+    assert proc.returncode == 7
+    assert proc.stdout == "out\n"
+    assert "err\n" in proc.stderr and "out" not in proc.stderr
+
+
+def test_json_output_is_one_document_without_markers(guest_install: Any, pyro_state: Path) -> None:
+    proc = pyro("run", "--json", "debian:12", "--", "uname", "-s")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ok"] is True and result["exit_code"] == 0
+    assert result["backend"] == "qemu-tcg"
+    (step,) = [s for s in result["steps"] if s["action"] == "exec"]
+    assert step["stdout"] == "Linux\n"
+    assert "[run]" not in proc.stdout and "[run]" not in proc.stderr
+
+
+def test_flood_is_capped_and_host_stays_small(guest_install: Any, pyro_state: Path) -> None:
+    cmd = [*PYRO, "run", "--json", "debian:12", "--", "head -c 50000000 /dev/zero | tr '\\0' a"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    proc = psutil.Process(child.pid)
+    while child.poll() is None:
+        try:
+            peak = max(peak, proc.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.05)
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err
+    (step,) = [s for s in json.loads(out)["steps"] if s["action"] == "exec"]
+    assert step["stdout_truncated"] is True
+    assert len(step["stdout"]) == 1 << 20
+    assert peak < 250 * (1 << 20), f"pyro's RSS peaked at {peak >> 20} MiB for a 50 MB flood"
+
+
+def test_timeout_kills_command_and_keeps_partial_output(guest_install: Any, pyro_state: Path) -> None:
+    proc = pyro("run", "--timeout-seconds", "8", "debian:12", "--", "echo before; sleep 1000")
+    assert proc.returncode == 124, proc.stderr
+    assert proc.stdout == "before\n"
+    assert "status=timed-out" in proc.stderr
+
+
+def test_apply_copies_100mb_in_and_out_with_env_and_cwd(
+    guest_install: Any, pyro_state: Path, tmp_path: Path
+) -> None:
+    payload = os.urandom(100 * (1 << 20))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "blob.bin").write_bytes(payload)
+    spec = tmp_path / "copy.yaml"
+    spec.write_text(
+        """
+apiVersion: pyro/v1
+kind: Run
+metadata: {name: copy}
+spec:
+  environment: "debian:12"
+  timeoutSeconds: 300
+  env: {WHO: pyro}
+  files: [{source: in, target: /workspace/in}]
+  steps:
+    - {name: hash, run: "sha256sum in/blob.bin > out.txt && echo $WHO-$(pwd) >> out.txt", cwd: /workspace}
+    - {name: copy, argv: [cp, /workspace/in/blob.bin, /workspace/blob.out]}
+  artifacts:
+    - {source: /workspace/out.txt, target: out/}
+    - {source: /workspace/blob.out, target: out/blob.out}
+"""
+    )
+    proc = pyro("apply", str(spec), "--junit", str(tmp_path / "junit.xml"))
+    assert proc.returncode == 0, proc.stderr
+    digest = hashlib.sha256(payload).hexdigest()
+    lines = (tmp_path / "out" / "out.txt").read_text().splitlines()
+    assert lines[0].split()[0] == digest
+    assert lines[1] == "pyro-/workspace"
+    assert hashlib.sha256((tmp_path / "out" / "blob.out").read_bytes()).hexdigest() == digest
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'tests="2"' in junit and 'failures="0"' in junit
+
+
+def test_failed_step_stops_the_run_and_names_the_step(
+    guest_install: Any, pyro_state: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "fail.yaml"
+    spec.write_text(
+        """
+apiVersion: pyro/v1
+kind: Run
+metadata: {name: fail}
+spec:
+  environment: "debian:12"
+  steps:
+    - {name: soft, run: "exit 3", continueOnError: true}
+    - {name: hard, run: "exit 5"}
+    - {name: never, run: "echo never"}
+"""
+    )
+    proc = pyro("apply", "--json", str(spec))
+    assert proc.returncode == 5
+    result = json.loads(proc.stdout)
+    assert result["failed_step"] == "exec.hard"
+    statuses = {s["id"]: s["status"] for s in result["steps"]}
+    assert statuses["exec.soft"] == "failed"
+    assert statuses["exec.never"] == "skipped"
+
+
+def test_agent_never_ready_is_a_clear_error_and_nothing_leaks(
+    guest_install: Any, pyro_state: Path, tmp_path: Path
+) -> None:
+    from pyro.errors import BootError
+    from pyro.vms import VMRegistry
+
+    broken = tmp_path / "broken.cpio"
+    broken.write_bytes(b"this is not an initramfs")
+    registry = VMRegistry(pyro_state)
+    record = registry.create(
+        environment="debian:12", environment_digest=guest_install.digest, kernel=guest_install.kernel,
+        initrd=broken, rootfs=guest_install.rootfs, backend="qemu-tcg", vcpus=1, memory_mib=256,
+    )
+    with pytest.raises(BootError) as caught:
+        registry.start(record.id, boot_timeout=15)
+    assert "did not become ready" in caught.value.summary
+    assert registry.get(record.id).state == "stopped"
+    assert not vmm_processes(str(pyro_state))
+    registry.delete(record.id)
+
+
+def test_kill_9_mid_run_is_reaped_by_the_next_command(guest_install: Any, pyro_state: Path) -> None:
+    child = subprocess.Popen([*PYRO, "run", "debian:12", "--", "sleep 600"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert child.stderr is not None
+    for line in child.stderr:
+        if "phase=execute" in line:
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    proc = pyro("vm", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["vms"] == []
+    deadline = time.monotonic() + 10
+    while vmm_processes(str(pyro_state)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not vmm_processes(str(pyro_state))
+    assert not list((pyro_state / "vms").iterdir())
+
+
+def test_four_concurrent_runs_all_succeed(guest_install: Any, pyro_state: Path) -> None:
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def one(i: int) -> None:
+        results.append(pyro("run", "debian:12", "--", f"echo run-{i}"))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.stdout for r in results) == [f"run-{i}\n" for i in range(4)]
+    assert all(r.returncode == 0 for r in results)
+
+
+def test_vm_lifecycle_and_exec_auto_deletes(guest_install: Any, pyro_state: Path) -> None:
+    created = json.loads(pyro("vm", "create", "debian:12", "--json").stdout)["vm"]
+    vm_id = created["id"]
+    assert created["state"] == "created"
+    started = pyro("vm", "start", vm_id, "--json")
+    assert json.loads(started.stdout)["vm"]["state"] == "running", started.stderr
+    status = json.loads(pyro("vm", "status", vm_id, "--json").stdout)["vm"]
+    assert status["pid"] and status["backend"] == "qemu-tcg"
+    assert "Linux version" in pyro("vm", "logs", vm_id).stdout
+    ran = pyro("vm", "exec", vm_id, "--", "cat /etc/debian_version; exit 4")
+    assert ran.returncode == 4 and ran.stdout.startswith("12.")
+    gone = pyro("vm", "status", vm_id)
+    assert gone.returncode == 1 and "no VM" in gone.stderr
