@@ -1,0 +1,186 @@
+"""``pyro env list|inspect|pull|build|push|prune``: the environment cache from the shell.
+
+Thin: :mod:`pyro.environments.service` does the work. Human mode writes phase markers
+(``[pull] phase=install environment=X``) to stderr and a progress bar when stderr is a
+terminal; ``--json`` prints one JSON document on stdout and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.environments.cache import Install
+from pyro.environments.service import EnvironmentService, ProgressEvent
+
+INSECURE_HELP = "Allow plain http to a registry that is not on the loopback interface."
+
+
+@click.group()
+def env() -> None:
+    """List, inspect, pull, build, push and prune environments."""
+
+
+@env.command(name="list")
+@json_option
+@handle_errors
+def list_(as_json: bool) -> None:
+    """List catalog and installed environments with their cache state."""
+    found = EnvironmentService().list_environments()
+    if as_json:
+        echo_json({"ok": True, "environments": [s.model_dump(mode="json") for s in found]})
+        return
+    rows = [("NAME", "STATE", "VERSION", "DIGEST", "SOURCE")]
+    for status in found:
+        state = status.state if not status.reason else f"{status.state} ({status.reason})"
+        digest = (status.digest or "-")[:19]
+        rows.append((status.name, state, status.version or "-", digest, status.source or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
+        click.echo("  ".join([*cells, row[4]]).rstrip())
+
+
+@env.command()
+@click.argument("environment")
+@click.option("--verify", is_flag=True, help="Hash every artifact instead of the quick check.")
+@json_option
+@handle_errors
+def inspect(environment: str, verify: bool, as_json: bool) -> None:
+    """Show what the cache holds for ENVIRONMENT (name, spec path or oci:// reference)."""
+    details = EnvironmentService().inspect(environment, verify=verify)
+    if as_json:
+        echo_json({"ok": True, "environment": details.model_dump(mode="json")})
+        return
+    data = details.model_dump(mode="json", exclude={"manifest"})
+    for key in ("name", "state", "reason", "version", "digest", "spec_digest", "source"):
+        if data.get(key) not in (None, ""):
+            click.echo(f"{key.replace('_', '-')}: {data[key]}")
+    click.echo(f"in-catalog: {'yes' if details.in_catalog else 'no'}")
+    if details.manifest is not None:
+        for role, artifact in sorted(details.manifest.get("artifacts", {}).items()):
+            click.echo(f"{role}: {artifact['file']} {artifact['size']} bytes {artifact['sha256']}")
+        click.echo(f"path: {details.path}")
+        click.echo(f"verified: {'yes (sha256 of every artifact)' if details.verified else 'quick'}")
+
+
+@env.command()
+@click.argument("environment")
+@click.option("--insecure", is_flag=True, help=INSECURE_HELP)
+@json_option
+@handle_errors
+def pull(environment: str, insecure: bool, as_json: bool) -> None:
+    """Install ENVIRONMENT: nothing to do if valid, else pull it (or build it if no source)."""
+    with _reporter("pull", as_json) as report:
+        install = EnvironmentService().pull(environment, insecure=insecure, progress=report)
+    _show_install(install, as_json)
+
+
+@env.command()
+@click.argument("spec_or_name")
+@json_option
+@handle_errors
+def build(spec_or_name: str, as_json: bool) -> None:
+    """Build an environment from a catalog name or an Environment spec file, and install it."""
+    with _reporter("build", as_json) as report:
+        install = EnvironmentService().build(spec_or_name, progress=report)
+    _show_install(install, as_json)
+
+
+@env.command()
+@click.argument("environment")
+@click.argument("ref")
+@click.option("--insecure", is_flag=True, help=INSECURE_HELP)
+@json_option
+@handle_errors
+def push(environment: str, ref: str, insecure: bool, as_json: bool) -> None:
+    """Verify the installed ENVIRONMENT and push it to REF (oci://REGISTRY/REPO:TAG)."""
+    with _reporter("push", as_json) as report:
+        digest = EnvironmentService().push(environment, ref, insecure=insecure, progress=report)
+    if as_json:
+        echo_json({"ok": True, "environment": environment, "ref": ref, "digest": digest})
+    else:
+        click.echo(f"pushed {environment} to {ref}@{digest}")
+
+
+@env.command()
+@json_option
+@handle_errors
+def prune(as_json: bool) -> None:
+    """Remove invalid and unused installs and leftovers of interrupted pulls and builds."""
+    pruned = EnvironmentService().prune()
+    freed = sum(item.size for item in pruned)
+    if as_json:
+        items = [{"path": str(p.path), "reason": p.reason, "bytes": p.size} for p in pruned]
+        echo_json({"ok": True, "pruned": items, "freedBytes": freed})
+        return
+    for item in pruned:
+        click.echo(f"removed {item.path} ({item.reason}, {item.size} bytes)")
+    click.echo(f"pruned {len(pruned)} item{'s' if len(pruned) != 1 else ''}, freed {freed} bytes")
+
+
+def _show_install(install: Install, as_json: bool) -> None:
+    data: dict[str, Any] = {
+        "name": install.name,
+        "version": install.version,
+        "digest": install.digest,
+        "source": install.source,
+        "path": str(install.dir),
+        "kernel": str(install.kernel),
+        "rootfs": str(install.rootfs),
+    }
+    if as_json:
+        echo_json({"ok": True, "environment": data})
+    else:
+        click.echo(f"{install.name} {install.version} {install.digest} {install.dir}")
+
+
+@contextlib.contextmanager
+def _reporter(verb: str, as_json: bool) -> Iterator[Any]:
+    """A progress callback: markers on stderr, a rich bar on a terminal, silent for --json."""
+    if as_json:
+        yield None
+        return
+    bar: Any = None
+    tasks: dict[str, Any] = {}
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+        bar = Progress(
+            *Progress.get_default_columns(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+
+    def report(event: ProgressEvent) -> None:
+        if event.phase in ("download", "upload"):
+            if bar is not None:
+                if event.message not in tasks:
+                    tasks[event.message] = bar.add_task(event.message, total=event.total)
+                bar.update(tasks[event.message], completed=event.done)
+            return
+        if event.phase == "build":
+            _say(f"[{verb}] {event.message}", bar)
+            return
+        _say(f"[{verb}] phase={event.phase} environment={event.environment}", bar)
+
+    if bar is None:
+        yield report
+        return
+    with bar:
+        yield report
+
+
+def _say(line: str, bar: Any) -> None:
+    if bar is not None:
+        bar.console.print(line, markup=False, highlight=False)
+    else:
+        click.echo(line, err=True)

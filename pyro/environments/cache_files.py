@@ -1,0 +1,223 @@
+"""File-level helpers of the environment cache: strict checks, hashing, atomic writes.
+
+Every check uses ``lstat``: a symlink where a file or directory should be makes the
+install invalid, whatever it points at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+ARTIFACT_FILES = {"kernel": "vmlinux", "rootfs": "rootfs.ext4"}
+MEDIA_TYPES = {
+    "kernel": "application/vnd.pyro.kernel.v1",
+    "rootfs": "application/vnd.pyro.rootfs.ext4.v1",
+}
+MANIFEST_FILE = "manifest.json"
+VERIFIED_FILE = "verified.json"
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class Invalid(Exception):
+    """Internal: an install (or part of one) failed a check; the message says which."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """The bytes whose sha256 is a manifest's digest: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_file(path: Path) -> str:
+    """``sha256:<hex>`` of a file, read in chunks (never whole into memory)."""
+    with open(path, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with paths, tuples and other objects turned into plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def require_dir(path: Path, what: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise Invalid(f"{what} {path.name} is missing") from None
+    if stat.S_ISLNK(mode):
+        raise Invalid(f"{what} {path.name} is a symlink")
+    if not stat.S_ISDIR(mode):
+        raise Invalid(f"{what} {path.name} is not a directory")
+
+
+def require_file(path: Path) -> os.stat_result:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise Invalid(f"{path.name} is missing") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise Invalid(f"{path.name} is a symlink, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise Invalid(f"{path.name} is not a regular file")
+    return info
+
+
+def read_json(path: Path) -> Any:
+    require_file(path)
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise Invalid(f"{path.name} is unreadable: {exc}") from None
+
+
+def read_current(path: Path) -> tuple[str, str]:
+    """(name, digest) from a current.json, strictly."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise Invalid(f"{path.name} is not a JSON object")
+    name, digest = data.get("name"), data.get("digest")
+    if not isinstance(name, str) or not isinstance(digest, str) or not DIGEST_RE.match(digest):
+        raise Invalid(f"{path.name} lacks a name and a sha256 digest")
+    return name, digest
+
+
+def check_install(where: Path, digest: str, *, full: bool) -> dict[str, Any]:
+    """The manifest of the install in ``where`` after checking it; raises Invalid.
+
+    ``full`` hashes every artifact. Otherwise artifacts are hashed only when their stat
+    signature differs from the one recorded at the last successful verification.
+    """
+    require_dir(where, "install directory")
+    require_file(where / MANIFEST_FILE)
+    try:
+        data = (where / MANIFEST_FILE).read_bytes()
+    except OSError as exc:
+        raise Invalid(f"{MANIFEST_FILE} is unreadable: {exc}") from None
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise Invalid(f"{MANIFEST_FILE} does not match digest {digest}")
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        raise Invalid(f"{MANIFEST_FILE} is not JSON") from None
+    artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    if not isinstance(artifacts, dict):
+        raise Invalid(f"{MANIFEST_FILE} lists no artifacts")
+    stamp = _read_stamp(where)
+    fresh = True
+    for role, file in ARTIFACT_FILES.items():
+        entry = artifacts.get(role)
+        if not isinstance(entry, dict) or entry.get("file") != file:
+            raise Invalid(f"{MANIFEST_FILE} does not list the {role} as {file}")
+        info = require_file(where / file)
+        if info.st_size != entry.get("size"):
+            raise Invalid(f"{file} is {info.st_size} bytes, the manifest says {entry.get('size')}")
+        if full or stamp.get(file) != _signature(info):
+            fresh = False
+            if sha256_file(where / file) != entry.get("sha256"):
+                raise Invalid(f"{file} does not match its sha256 in the manifest")
+    if not fresh:
+        # Best effort: a read-only cache still works, it just hashes again next time.
+        with contextlib.suppress(OSError):
+            record_verified(where)
+    return dict(manifest)
+
+
+def _signature(info: os.stat_result) -> list[int]:
+    return [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev]
+
+
+def _read_stamp(where: Path) -> dict[str, Any]:
+    try:
+        data = read_json(where / VERIFIED_FILE)
+    except Invalid:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_verified(where: Path) -> None:
+    """Remember the stat signature of artifacts that were just hashed and found good."""
+    stamp = {file: _signature(os.lstat(where / file)) for file in ARTIFACT_FILES.values()}
+    write_file(where / VERIFIED_FILE, canonical_json(stamp))
+
+
+def stage_artifacts(staged: Path, work: Path) -> dict[str, Any]:
+    """Move each staged artifact into ``work``, fsync and hash it; the manifest's artifacts."""
+    artifacts: dict[str, Any] = {}
+    for role, file in ARTIFACT_FILES.items():
+        source = staged / file
+        try:
+            info = require_file(source)
+        except Invalid as exc:
+            raise OSError(f"staged {role} {source}: {exc}") from None
+        target = work / file
+        if source != target:
+            try:
+                os.rename(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        with open(target, "rb") as handle:
+            os.fsync(handle.fileno())
+        artifacts[role] = {
+            "file": file,
+            "sha256": sha256_file(target),
+            "size": info.st_size,
+            "mediaType": MEDIA_TYPES[role],
+        }
+    return artifacts
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove(path: Path) -> None:
+    """Remove a file, symlink (not its target) or directory tree; missing is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path)
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes allocated under ``path`` (0 for a symlink; never follows one)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(info.st_mode):
+        return info.st_size if stat.S_ISREG(info.st_mode) else 0
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total

@@ -1,0 +1,389 @@
+"""Environment operations the CLI, SDK and MCP server call: list, inspect, pull, build, push, prune.
+
+A reference is a catalog name (``debian:12``), a path to an Environment spec, or an
+``oci://`` reference. Catalog names and specs are installed under their metadata name;
+``oci://`` references under the reference as written and, as well, under the metadata name
+the artifact carries. Pulls and builds hold the name's file lock, so concurrent callers do
+the work once: the second waits, then finds the environment installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from pyro.environments.cache import Cache, Install, PrunedItem
+from pyro.errors import EnvironmentInvalidError, EnvironmentNotFoundError, UsageError
+from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
+
+if TYPE_CHECKING:  # the catalog (and its spec loader) is imported only when needed
+    from pyro.environments.catalog import CatalogEntry
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of a pull, build or push, for progress displays.
+
+    ``phase`` is ``install`` (work starts), ``download``/``upload`` (bytes move; ``done``
+    and ``total`` are bytes), ``build`` (a build log line in ``message``) or ``ready``.
+    """
+
+    phase: str
+    environment: str
+    message: str = ""
+    done: int = 0
+    total: int = 0
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+class EnvironmentStatus(BaseModel):
+    """An environment pyro knows: from the catalog, the cache, or both."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    state: Literal["installed", "invalid", "not-installed"]
+    reason: str = ""
+    version: str | None = None
+    digest: str | None = None
+    spec_digest: str | None = None
+    source: str | None = None
+    in_catalog: bool = False
+    path: str | None = None
+
+
+class EnvironmentDetails(EnvironmentStatus):
+    """:class:`EnvironmentStatus` plus the install manifest and whether it was hashed."""
+
+    verified: bool = False
+    kernel: str | None = None
+    rootfs: str | None = None
+    manifest: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Target:
+    key: str  # the name the cache knows it by
+    entry: CatalogEntry | None
+    oci: OciRef | None
+    insecure: bool
+
+
+class EnvironmentService:
+    """Environment operations over one cache (default ``$PYRO_CACHE_DIR``)."""
+
+    def __init__(self, cache: Cache | None = None) -> None:
+        self.cache = cache if cache is not None else Cache()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def list_environments(self) -> list[EnvironmentStatus]:
+        """The catalog plus everything installed, each with its cache state, sorted by name.
+
+        Raises:
+            SpecError: a packaged spec is invalid.
+            UsageError: $PYRO_ENV_REGISTRY is malformed.
+        """
+        from pyro.environments.catalog import catalog
+
+        entries = catalog()
+        names = sorted(set(entries) | set(self.cache.names()))
+        return [self._status(name, entries.get(name)) for name in names]
+
+    def inspect(self, value: str, *, verify: bool = False) -> EnvironmentDetails:
+        """What the cache holds for ``value``; ``verify`` hashes every artifact.
+
+        Raises:
+            UsageError: ``value`` is not a valid reference.
+            EnvironmentNotFoundError: neither installed nor in the catalog.
+            SpecError: ``value`` is a spec path that cannot be loaded.
+        """
+        target = self._target(value, must_exist=False)
+        status = self._status(target.key, target.entry)
+        if status.state == "not-installed" and target.entry is None and target.oci is None:
+            raise EnvironmentNotFoundError(f"environment {value!r} is neither installed nor known")
+        data = status.model_dump()
+        install = self.cache.lookup(target.key)
+        if verify and status.state != "not-installed":
+            try:
+                install = self.cache.verify(target.key)
+            except EnvironmentInvalidError as exc:  # reported as a state, not raised
+                data.update(state="invalid", reason=exc.summary)
+                install = None
+        if install is not None:
+            data.update(kernel=str(install.kernel), rootfs=str(install.rootfs))
+            data.update(manifest=install.manifest, verified=verify)
+        return EnvironmentDetails(**data)
+
+    def _status(self, name: str, entry: CatalogEntry | None) -> EnvironmentStatus:
+        status = self.cache.status(name)
+        install = status.install
+        fields: dict[str, Any] = {
+            "name": name,
+            "state": status.state,
+            "reason": status.reason,
+            "in_catalog": entry is not None,
+            "version": entry.spec.spec.version if entry is not None else None,
+            "spec_digest": entry.spec_digest if entry is not None else None,
+            "source": entry.source if entry is not None else None,
+        }
+        if install is not None:
+            spec_digest = install.manifest.get("specDigest")
+            fields.update(version=install.version, digest=install.digest, path=str(install.dir))
+            fields.update(source=install.source or fields["source"])
+            if isinstance(spec_digest, str):
+                fields.update(spec_digest=spec_digest)
+        return EnvironmentStatus(**fields)
+
+    # -- pull and build ------------------------------------------------------------------
+
+    def pull(
+        self, value: str, *, insecure: bool = False, progress: Progress | None = None
+    ) -> Install:
+        """Make ``value`` installed and valid: return it at once if it is, else pull or build.
+
+        A catalog entry (or spec) with a ``source`` is pulled from it; one without is built.
+        An invalid install is never used: it is replaced.
+
+        Raises:
+            UsageError: ``value`` is not a valid reference.
+            EnvironmentNotFoundError: not in the catalog and not installed.
+            RegistryError: the registry cannot be reached, refuses, or sends bad content.
+            BuildError: a build fails.
+            CacheError: the cache cannot be written.
+        """
+        target = self._target(value, must_exist=True)
+        install = self._usable(target)
+        if install is None:
+            with self.cache.lock(target.key):
+                # Someone may have installed it while we waited for the lock.
+                install = self._usable(target)
+                if install is None:
+                    _emit(progress, ProgressEvent("install", target.key))
+                    install = self._obtain(target, insecure=insecure, progress=progress)
+        _emit(progress, ProgressEvent("ready", target.key, install.digest))
+        return install
+
+    def _usable(self, target: _Target) -> Install | None:
+        install = self.cache.lookup(target.key)
+        if install is None or target.oci is None or target.oci.digest is None:
+            return install
+        # A digest-pinned reference is satisfied only by exactly that artifact.
+        source = install.source or ""
+        return install if source.endswith("@" + target.oci.digest) else None
+
+    def _obtain(self, target: _Target, *, insecure: bool, progress: Progress | None) -> Install:
+        if target.oci is not None:
+            return self._pull_oci(target.key, target.oci, target.insecure or insecure, progress)
+        if target.entry is None:
+            raise EnvironmentNotFoundError(
+                f"environment {target.key!r} is not in the catalog and its install is invalid",
+                "pull it again by the oci:// reference it came from, or 'pyro env prune'",
+            )
+        if target.entry.source is not None:
+            from pyro.oci.reference import parse_oci_ref
+
+            return self._pull_oci(
+                target.key,
+                parse_oci_ref(target.entry.source),
+                target.insecure or insecure,
+                progress,
+            )
+        _emit(progress, ProgressEvent("build", target.key, "no registry source: building locally"))
+        return self._build(target.entry, progress)
+
+    def _pull_oci(
+        self, key: str, ref: OciRef, insecure: bool, progress: Progress | None
+    ) -> Install:
+        from pyro.oci.artifact import pull_environment
+        from pyro.oci.reference import pinned
+
+        def bytes_moved(what: str, done: int, total: int) -> None:
+            _emit(progress, ProgressEvent("download", key, what, done, total))
+
+        with self.cache.scratch() as work:
+            pulled = pull_environment(ref, work, insecure=insecure, progress=bytes_moved)
+            config = pulled.config
+            meta: dict[str, Any] = dict(config.get("createdFrom") or {})
+            meta.update(
+                name=config.get("name", key),
+                version=config.get("version", "0.0.0"),
+                specDigest=config.get("specDigest"),
+                defaults=config.get("defaults"),
+                source=str(pinned(ref, pulled.digest)),
+            )
+            install = self.cache.install(key, pulled.staged_dir, meta)
+        name = install.manifest.get("name")
+        if isinstance(name, str) and name != key and _is_catalog_name(name):
+            self.cache.install_from(name, install)
+        return install
+
+    def build(
+        self,
+        value: str,
+        *,
+        progress: Progress | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Install:
+        """Build ``value`` (a catalog name or spec path) from source and install it.
+
+        Raises:
+            UsageError: ``value`` is an oci:// reference or not a valid reference.
+            EnvironmentNotFoundError: no such catalog entry.
+            SpecError: the spec cannot be loaded.
+            BuildError: the build fails.
+            CacheError: the cache cannot be written.
+        """
+        target = self._target(value, must_exist=True)
+        if target.entry is None:
+            raise UsageError(
+                f"cannot build {value!r}: only catalog names and spec files can be built",
+                "use 'pyro env pull' for oci:// references",
+            )
+        with self.cache.lock(target.key):
+            _emit(progress, ProgressEvent("install", target.key, "building"))
+            install = self._build(target.entry, progress, log)
+        _emit(progress, ProgressEvent("ready", target.key, install.digest))
+        return install
+
+    def _build(
+        self,
+        entry: CatalogEntry,
+        progress: Progress | None,
+        log: Callable[[str], None] | None = None,
+    ) -> Install:
+        from pyro.environments.builder import build_environment
+
+        def say(line: str) -> None:
+            if log is not None:
+                log(line)
+            _emit(progress, ProgressEvent("build", entry.name, line))
+
+        with self.cache.scratch() as work:
+            built = build_environment(entry, work / "out", cache_root=self.cache.root, log=say)
+            meta = dict(built.to_dict())
+            defaults = entry.spec.spec.defaults
+            meta.update(defaults={"vcpus": defaults.vcpus, "memoryMiB": defaults.memory_mib})
+            return self.cache.install(entry.name, work / "out", meta)
+
+    # -- push and prune ------------------------------------------------------------------
+
+    def push(
+        self, name: str, ref: str, *, insecure: bool = False, progress: Progress | None = None
+    ) -> str:
+        """Verify the install of ``name`` fully, push it to ``ref``; the manifest digest.
+
+        Raises:
+            UsageError: ``ref`` is not an oci:// reference.
+            EnvironmentInvalidError: ``name`` is not installed or fails verification.
+            RegistryError: the registry refuses or cannot be reached.
+        """
+        from pyro.oci.artifact import push_environment
+        from pyro.oci.reference import parse_oci_ref
+
+        target_ref = parse_oci_ref(ref)
+        key = self._target(name, must_exist=False).key
+        install = self.cache.verify(key)
+
+        def bytes_moved(what: str, done: int, total: int) -> None:
+            _emit(progress, ProgressEvent("upload", key, what, done, total))
+
+        with self.cache.scratch() as work:
+            return push_environment(
+                install.manifest,
+                install.dir,
+                target_ref,
+                work,
+                insecure=insecure,
+                progress=bytes_moved,
+            )
+
+    def prune(self) -> list[PrunedItem]:
+        """Remove invalid and unreferenced installs and leftovers of interrupted runs.
+
+        Raises:
+            CacheError: the cache cannot be read.
+        """
+        return self.cache.prune()
+
+    # -- references ----------------------------------------------------------------------
+
+    def _target(self, value: str, *, must_exist: bool) -> _Target:
+        try:
+            ref = parse_environment_ref(value)
+        except ValueError as exc:
+            raise UsageError(
+                f"environment {value!r} {exc}",
+                "use a catalog name (see 'pyro env list'), a spec path, or oci://REGISTRY/REPO:TAG",
+            ) from exc
+        if isinstance(ref, OciRef):
+            return _Target(str(ref), None, ref, False)
+        from pyro.environments import catalog
+
+        if isinstance(ref, SpecPathRef):
+            entry = catalog.entry_from_path(Path(ref.path))
+            return _Target(entry.name, entry, None, _source_insecure(entry))
+        assert isinstance(ref, CatalogRef)
+        known = catalog.catalog().get(ref.name)
+        if known is None and must_exist and self.cache.status(ref.name).state == "not-installed":
+            catalog.lookup(ref.name)  # raises EnvironmentNotFoundError, suggesting close names
+        return _Target(ref.name, known, None, known is not None and _source_insecure(known))
+
+
+def _source_insecure(entry: CatalogEntry) -> bool:
+    source = entry.spec.spec.source
+    return bool(source is not None and source.insecure)
+
+
+def _is_catalog_name(name: str) -> bool:
+    try:
+        return isinstance(parse_environment_ref(name), CatalogRef)
+    except ValueError:
+        return False
+
+
+def _emit(progress: Progress | None, event: ProgressEvent) -> None:
+    if progress is not None:
+        progress(event)
+
+
+def list_environments(cache: Cache | None = None) -> list[EnvironmentStatus]:
+    """See :meth:`EnvironmentService.list_environments`."""
+    return EnvironmentService(cache).list_environments()
+
+
+def inspect(value: str, *, verify: bool = False, cache: Cache | None = None) -> EnvironmentDetails:
+    """See :meth:`EnvironmentService.inspect`."""
+    return EnvironmentService(cache).inspect(value, verify=verify)
+
+
+def pull(
+    value: str,
+    *,
+    insecure: bool = False,
+    progress: Progress | None = None,
+    cache: Cache | None = None,
+) -> Install:
+    """See :meth:`EnvironmentService.pull`."""
+    return EnvironmentService(cache).pull(value, insecure=insecure, progress=progress)
+
+
+def build(value: str, *, progress: Progress | None = None, cache: Cache | None = None) -> Install:
+    """See :meth:`EnvironmentService.build`."""
+    return EnvironmentService(cache).build(value, progress=progress)
+
+
+def push(name: str, ref: str, *, insecure: bool = False, cache: Cache | None = None) -> str:
+    """See :meth:`EnvironmentService.push`."""
+    return EnvironmentService(cache).push(name, ref, insecure=insecure)
+
+
+def prune(cache: Cache | None = None) -> list[PrunedItem]:
+    """See :meth:`EnvironmentService.prune`."""
+    return EnvironmentService(cache).prune()
