@@ -108,6 +108,42 @@ def dropped_options(fragment: str, config: str) -> list[str]:
     return problems
 
 
+def check_fragment(fragment: str, config: str, fragment_path: Path) -> None:
+    """Fail if the resolved ``config`` dropped or changed any setting of ``fragment``.
+
+    Raises:
+        BuildError: naming every dropped option.
+    """
+    dropped = dropped_options(fragment, config)
+    if dropped:
+        raise BuildError(
+            f"kernel config fragment {fragment_path}: Kconfig dropped "
+            f"{len(dropped)} option(s): {', '.join(dropped)}",
+            hint="enable the options they depend on in the fragment "
+            "('make menuconfig' shows each option's dependencies)",
+        )
+
+
+def configure(src: Path, obj: Path, fragment_path: Path, log_path: Path) -> str:
+    """``make tinyconfig``, merge the fragment, ``make olddefconfig`` in ``obj``; the .config.
+
+    Raises:
+        BuildError: a step fails (log tail and path in the summary).
+    """
+    make = ["make", "-C", str(src), f"O={obj}"]
+    run_logged([*make, "tinyconfig"], log_path=log_path, what="make tinyconfig", env=BUILD_ENV)
+    merge = str(src / "scripts" / "kconfig" / "merge_config.sh")
+    run_logged(
+        [merge, "-m", "-O", str(obj), str(obj / ".config"), str(fragment_path)],
+        log_path=log_path,
+        what="merge_config.sh",
+        cwd=src,
+        env=BUILD_ENV,
+    )
+    run_logged([*make, "olddefconfig"], log_path=log_path, what="make olddefconfig", env=BUILD_ENV)
+    return (obj / ".config").read_text()
+
+
 @dataclass(frozen=True)
 class KernelBuild:
     """A built kernel in the cache."""
@@ -187,32 +223,15 @@ def _build(
     log_path = logs / f"kernel-{digest.removeprefix('sha256:')[:16]}.log"
     log_path.write_text(f"pyro kernel build {digest}\n")
     started = time.monotonic()
-    src = _source_tree(source, cache_root, log_path, log)
+    src = source_tree(source, cache_root, log_path, log)
     # One shared out-of-tree build dir per source version: a changed fragment recompiles
     # only what the new .config touches.
     obj = cache_root / "src" / f"linux-{source.version}" / "build"
     obj.mkdir(parents=True, exist_ok=True)
-    make = ["make", "-C", str(src), f"O={obj}"]
     say(log, "kernel: make tinyconfig + fragment + olddefconfig")
-    run_logged([*make, "tinyconfig"], log_path=log_path, what="make tinyconfig", env=BUILD_ENV)
-    merge = str(src / "scripts" / "kconfig" / "merge_config.sh")
-    run_logged(
-        [merge, "-m", "-O", str(obj), str(obj / ".config"), str(fragment_path)],
-        log_path=log_path,
-        what="merge_config.sh",
-        cwd=src,
-        env=BUILD_ENV,
-    )
-    run_logged([*make, "olddefconfig"], log_path=log_path, what="make olddefconfig", env=BUILD_ENV)
-    config = (obj / ".config").read_text()
-    dropped = dropped_options(fragment.decode(errors="replace"), config)
-    if dropped:
-        raise BuildError(
-            f"kernel config fragment {fragment_path}: Kconfig dropped "
-            f"{len(dropped)} option(s): {', '.join(dropped)}",
-            hint="enable the options they depend on in the fragment "
-            "('make menuconfig' shows each option's dependencies)",
-        )
+    config = configure(src, obj, fragment_path, log_path)
+    check_fragment(fragment.decode(errors="replace"), config, fragment_path)
+    make = ["make", "-C", str(src), f"O={obj}"]
     jobs = str(os.cpu_count() or 1)
     say(log, f"kernel: make -j{jobs} vmlinux (log: {log_path})")
     run_logged(
@@ -249,7 +268,7 @@ def _build(
     say(log, f"kernel {release} built in {metadata['buildSeconds']} s")
 
 
-def _source_tree(source: KernelSource, cache_root: Path, log_path: Path, log: Log | None) -> Path:
+def source_tree(source: KernelSource, cache_root: Path, log_path: Path, log: Log | None) -> Path:
     """The extracted source tree of ``source``, extracting it once (atomically)."""
     tree = cache_root / "src" / f"linux-{source.version}" / "source"
     if (tree / "Makefile").is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -45,6 +46,7 @@ DPKG_EXCLUDES = (
     "path-exclude=/usr/share/linda/*",
 )
 
+_GROUP_LINE = re.compile(r"^Group (\d+):")
 _HOSTS = (
     "127.0.0.1\tlocalhost\n"
     f"127.0.1.1\t{HOSTNAME}\n"
@@ -230,7 +232,8 @@ def _clamp_times(tree: Path, epoch: int) -> None:
     for root, dirs, files in os.walk(tree):
         for name in dirs + files:
             path = os.path.join(root, name)
-            if os.lstat(path).st_mtime > epoch:
+            st = os.lstat(path)
+            if st.st_mtime > epoch:
                 os.utime(path, (epoch, epoch), follow_symlinks=False)
     os.utime(tree, (epoch, epoch))
 
@@ -290,3 +293,56 @@ def _mkfs(tree: Path, image: Path, size_mib: int, fs_uuid: str, log_path: Path) 
                 hint="raise rootfs.sizeMiB",
             ) from exc
         raise
+    _clamp_image_times(image, log_path)
+
+
+def _clamp_image_times(image: Path, log_path: Path) -> None:
+    """Set every used inode's atime and ctime to SOURCE_DATE_EPOCH inside the image.
+
+    ``mkfs.ext4 -d`` copies atime and ctime from the tree; ctime cannot be set from user
+    space and reading the tree moves atimes, so both are fixed afterwards with debugfs.
+    """
+    commands = [
+        f"sif <{ino}> {field} @{SOURCE_DATE_EPOCH}"
+        for ino in used_inodes(
+            capture(["dumpe2fs", str(image)], what="dumpe2fs (listing used inodes)")
+        )
+        for field in ("atime", "ctime")
+    ]
+    script = image.with_name(image.name + ".debugfs")
+    script.write_text("\n".join(commands) + "\n")
+    try:
+        run_logged(
+            ["debugfs", "-w", "-f", str(script), str(image)],
+            log_path=log_path,
+            what="debugfs (clamping inode times)",
+        )
+    finally:
+        script.unlink(missing_ok=True)
+
+
+def used_inodes(dumpe2fs_output: str) -> list[int]:
+    """Inode numbers in use, read from ``dumpe2fs`` (the root and the non-reserved ones)."""
+    per_group = 0
+    used: list[int] = []
+    group = -1
+    for line in dumpe2fs_output.splitlines():
+        if line.startswith("Inodes per group:"):
+            per_group = int(line.split(":")[1])
+        elif match := _GROUP_LINE.match(line):
+            group = int(match.group(1))
+        elif line.strip().startswith("Free inodes:") and group >= 0 and per_group:
+            first, last = group * per_group + 1, (group + 1) * per_group
+            free = _ranges(line.split(":", 1)[1])
+            used += [ino for ino in range(first, last + 1) if ino not in free]
+    return [ino for ino in used if ino == 2 or ino >= 11]
+
+
+def _ranges(text: str) -> set[int]:
+    numbers: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        numbers.update(range(int(low), int(high or low) + 1))
+    return numbers
