@@ -160,6 +160,13 @@ def _resolve_environment(
         entry = _entry_for_document(written, environments[ref.name], inventory)
     else:
         entry = _find_catalog(inventory, written)
+    if entry is None and isinstance(ref, CatalogRef):
+        # Installed under this name but no longer (or never) in the catalog: use it.
+        installs = [env for env in inventory.installed if env.name == ref.name]
+        if installs:
+            return _from_installed(
+                written, max(installs, key=lambda env: _version_key(env.version))
+            )
     if entry is None:
         if isinstance(ref, SpecPathRef):
             message = f"environment spec '{written}' could not be read"
@@ -240,6 +247,10 @@ def _from_installed(written: str, installed: InstalledEnvironment) -> _Resolved:
         origin="installed",
     )
     return _Resolved(environment, installed.default_vcpus, installed.default_memory_mib)
+
+
+def _version_key(version: str) -> tuple[tuple[int, str], ...]:
+    return tuple((int(part), "") if part.isdigit() else (-1, part) for part in version.split("."))
 
 
 def _find_catalog(inventory: Inventory, written: str) -> CatalogEnvironment | None:

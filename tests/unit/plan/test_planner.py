@@ -307,3 +307,14 @@ def test_tampered_plan_is_refused() -> None:
 def test_plan_from_json_rejects_garbage(text: str) -> None:
     with pytest.raises(PlanError):
         plan_from_json(text)
+
+
+def test_installed_but_not_in_catalog_is_used_newest_first() -> None:
+    installs = [
+        InstalledEnvironment(name="custom:1", version=version, digest="sha256:" + digit * 64)
+        for version, digit in [("1.2.0", "5"), ("1.10.0", "6"), ("1.9.1", "7")]
+    ]
+    result = plan(run_spec(environment="custom:1"), inventory("empty", installed=installs))
+    assert result.applyable
+    assert result.environment is not None
+    assert (result.environment.version, result.environment.origin) == ("1.10.0", "installed")
