@@ -46,10 +46,10 @@ void fatal(const char *fmt, ...)
 	dprintf(2, "pyro-agent: FATAL: %s\n", msg);
 	if (!g_init_mode)
 		exit(1);
-	/* As PID 1 an exit would panic the kernel; powering off ends the VM just as surely
-	 * and keeps the serial log readable. */
+	/* As PID 1 an exit would panic the kernel; a reboot ends the VM just as surely (see
+	 * power_off) and keeps the serial log readable. */
 	sync();
-	reboot(RB_POWER_OFF);
+	reboot(RB_AUTOBOOT);
 	for (;;)
 		pause();
 }
@@ -61,7 +61,9 @@ void power_off(void)
 	kill(-1, SIGKILL);
 	sync();
 	mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL);
-	reboot(RB_POWER_OFF);
+	/* Without ACPI (microvm acpi=off) power-off only halts the CPU; a reboot ends the VM
+	 * because QEMU runs with -no-reboot and Firecracker exits on a guest reset. */
+	reboot(RB_AUTOBOOT);
 	for (;;)
 		pause();
 }
