@@ -149,6 +149,10 @@ class QemuBackend:
                     return monitor.cmd(command, **arguments)
                 finally:
                     monitor.close()
+        except EOFError as exc:
+            if command == "quit":  # QEMU may close the socket before its reply arrives
+                return None
+            raise VMMError(f"QMP closed during {command!r} for VM {handle.vm_id}") from exc
         except (OSError, QMPError) as exc:
             raise VMMError(
                 f"QMP command {command!r} failed for VM {handle.vm_id}: {exc}",
