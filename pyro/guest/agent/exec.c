@@ -206,8 +206,9 @@ int exec_signal(uint32_t id, int sig)
 	struct exec *x = find(id);
 	if (!x)
 		return -1;
-	if (!x->exited)
-		kill(-x->pid, sig);
+	/* Right after fork the child may not have called setsid() yet: then signal it alone. */
+	if (!x->exited && kill(-x->pid, sig) != 0)
+		kill(x->pid, sig);
 	return 0;
 }
 

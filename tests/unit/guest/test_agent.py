@@ -1,0 +1,304 @@
+"""The real C agent (host test mode) driven through AgentClient."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import signal
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+from pyro.errors import GuestError, GuestPathError, LimitError
+from pyro.guest.client import AgentClient
+from pyro.guest.protocol import Fields, FrameType, Tag, encode_tlv
+
+if TYPE_CHECKING:
+    from conftest import AgentServer
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll a condition; the bound only keeps a failing test from hanging."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def processes_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(marker in part for part in proc.info.get("cmdline") or []):
+            found.append(proc)
+    return found
+
+
+def test_hello_reports_versions(agent: AgentServer) -> None:
+    client = agent.connect()
+    assert client.info.protocol_version == 1
+    assert client.info.agent_version
+    assert client.info.kernel == os.uname().release
+
+
+def test_exit_codes(agent: AgentServer) -> None:
+    client = agent.connect()
+    assert client.exec(["true"]).exit_code == 0
+    assert client.exec(["false"]).exit_code == 1
+    result = client.exec(["sh", "-c", "exit 42"])
+    assert (result.exit_code, result.signal, result.timed_out) == (42, None, False)
+
+
+def test_missing_program_is_exit_127(agent: AgentServer) -> None:
+    result = agent.connect().exec(["/no/such/program"])
+    assert result.exit_code == 127
+    assert b"No such file or directory" in result.stderr
+
+
+def test_signal_death_is_reported(agent: AgentServer) -> None:
+    result = agent.connect().exec(["sh", "-c", "kill -TERM $$"])
+    assert result.exit_code is None
+    assert result.signal == signal.SIGTERM
+
+
+def test_stdout_and_stderr_stay_apart(agent: AgentServer) -> None:
+    script = "for i in 1 2 3; do echo out$i; echo err$i >&2; done"
+    seen: list[bytes] = []
+    result = agent.connect().exec(["sh", "-c", script], on_stdout=seen.append)
+    assert result.stdout == b"out1\nout2\nout3\n"
+    assert result.stderr == b"err1\nerr2\nerr3\n"
+    assert b"".join(seen) == result.stdout
+
+
+def test_env_and_cwd(agent: AgentServer, tmp_path: Path) -> None:
+    result = agent.connect().exec(
+        ["sh", "-c", 'echo "$GREETING"; pwd; echo "$HOME"'],
+        env={"GREETING": "hi"},
+        cwd=str(tmp_path),
+    )
+    assert result.stdout.decode().splitlines() == ["hi", str(tmp_path), "/root"]
+
+
+def test_bad_cwd_is_reported(agent: AgentServer) -> None:
+    result = agent.connect().exec(["true"], cwd="/no/such/dir")
+    assert result.exit_code == 126
+    assert b"/no/such/dir" in result.stderr
+
+
+def test_stdin_is_fed_in_chunks(agent: AgentServer) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    result = agent.connect().exec(["sha256sum"], stdin=data)
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_no_stdin_reads_eof(agent: AgentServer) -> None:
+    assert agent.connect().exec(["cat"]).stdout == b""
+
+
+def test_huge_output_is_capped_with_bounded_memory(agent: AgentServer) -> None:
+    client = agent.connect()
+    tracemalloc.start()
+    try:
+        result = client.exec(
+            ["sh", "-c", "head -c 50000000 /dev/zero; head -c 50000000 /dev/zero >&2"],
+            stdout_cap=1 << 20,
+            stderr_cap=1000,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0
+    assert len(result.stdout) == 1 << 20 and result.stdout_truncated
+    assert len(result.stderr) == 1000 and result.stderr_truncated
+    assert peak < 16 << 20
+
+
+def test_timeout_kills_the_whole_process_group(agent: AgentServer) -> None:
+    result = agent.connect().exec(["sh", "-c", "sleep 987.65 & sleep 987.65"], timeout_s=0.5)
+    assert result.timed_out
+    assert result.signal == signal.SIGKILL
+    assert wait_until(lambda: not processes_with("987.65"))
+
+
+def test_background_child_does_not_hold_the_result(agent: AgentServer) -> None:
+    # The main process exits while a background child keeps stdout open.
+    result = agent.connect().exec(["sh", "-c", "sleep 3 & echo started"])
+    assert result.exit_code == 0
+    assert result.stdout == b"started\n"
+
+
+def test_concurrent_execs_from_threads(agent: AgentServer) -> None:
+    client = agent.connect()
+    results: dict[int, bytes] = {}
+
+    def run(n: int) -> None:
+        results[n] = client.exec(["sh", "-c", f"sleep 0.2; echo {n}"]).stdout
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {n: f"{n}\n".encode() for n in range(6)}
+
+
+def test_put_and_get_100_mb(agent: AgentServer, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    with src.open("wb") as fh:
+        for _ in range(100):
+            fh.write(os.urandom(1 << 20))
+    client = agent.connect()
+    guest = tmp_path / "guest" / "nested" / "big.bin"
+    assert client.put_file(str(guest), src, mode=0o600) == 100 << 20
+    assert guest.stat().st_mode & 0o777 == 0o600
+    out = tmp_path / "back.bin"
+    with out.open("wb") as fh:
+        assert client.get_file(str(guest), fh) == 100 << 20
+    digest = hashlib.sha256
+    assert digest(out.read_bytes()).digest() == digest(src.read_bytes()).digest()
+    assert [p.name for p in guest.parent.iterdir()] == ["big.bin"]  # no temp file left
+
+
+def test_put_is_binary_safe_and_handles_empty_files(agent: AgentServer, tmp_path: Path) -> None:
+    client = agent.connect()
+    data = bytes(range(256)) * 10
+    assert client.put_file(str(tmp_path / "bin"), io.BytesIO(data)) == len(data)
+    assert client.put_file(str(tmp_path / "empty"), io.BytesIO(b"")) == 0
+    assert (tmp_path / "bin").read_bytes() == data
+    assert (tmp_path / "empty").read_bytes() == b""
+
+
+def test_exec_runs_during_a_big_transfer(agent: AgentServer, tmp_path: Path) -> None:
+    client = agent.connect()
+    data = os.urandom(1 << 20) * 40
+    errors: list[BaseException] = []
+
+    def transfer() -> None:
+        try:
+            client.put_file(str(tmp_path / "t.bin"), io.BytesIO(data))
+            client.get_file(str(tmp_path / "t.bin"), io.BytesIO())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=transfer)
+    thread.start()
+    outputs = [client.exec(["echo", str(n)]).stdout for n in range(5)]
+    thread.join()
+    assert not errors
+    assert outputs == [f"{n}\n".encode() for n in range(5)]
+    assert (tmp_path / "t.bin").stat().st_size == len(data)
+
+
+def test_get_file_limit(agent: AgentServer, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x" * 1_000_000)
+    client = agent.connect()
+    with pytest.raises(LimitError):
+        client.get_file(str(tmp_path / "f"), io.BytesIO(), max_bytes=1000)
+    assert client.exec(["true"]).exit_code == 0  # the connection is still in sync
+
+
+@pytest.mark.parametrize("path", ["relative/path", "/no/such/file", "/"])
+def test_get_bad_paths(agent: AgentServer, path: str) -> None:
+    with pytest.raises(GuestPathError):
+        agent.connect().get_file(path, io.BytesIO())
+
+
+def test_put_bad_paths(agent: AgentServer, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    client = agent.connect()
+    with pytest.raises(GuestPathError):
+        client.put_file("relative", io.BytesIO(b"x"))
+    with pytest.raises(GuestPathError):
+        client.put_file(str(tmp_path / "afile" / "below"), io.BytesIO(b"x"))
+    with pytest.raises(GuestPathError):
+        client.put_file(str(tmp_path), io.BytesIO(b"x"))
+    with pytest.raises(GuestPathError):
+        client.put_file("/x", tmp_path / "missing-on-host")
+
+
+def test_stat_and_list(agent: AgentServer, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_bytes(b"12345")
+    (tmp_path / "l").symlink_to("f")
+    client = agent.connect()
+    st = client.stat(str(tmp_path / "f"))
+    assert (st.name, st.kind, st.size) == ("f", "f", 5)
+    entries = {e.name: e for e in client.list_dir(str(tmp_path))}
+    assert {"d", "f", "l"} <= set(entries)
+    assert entries["d"].kind == "d"
+    assert (entries["l"].kind, entries["l"].link_target) == ("l", "f")
+    with pytest.raises(GuestPathError):
+        client.stat(str(tmp_path / "missing"))
+    with pytest.raises(GuestPathError):
+        client.list_dir(str(tmp_path / "f"))
+
+
+def test_signal_and_cancel_frames(agent: AgentServer) -> None:
+    client = agent.connect()
+    mux = client._mux
+    cases = [
+        (FrameType.SIGNAL, encode_tlv([(Tag.SIGNAL, signal.SIGINT)]), signal.SIGINT, "61.25"),
+        (FrameType.CANCEL, b"", signal.SIGKILL, "61.5"),
+    ]
+    for ftype, payload, expected, marker in cases:
+        req = mux.open()
+        argv = encode_tlv([(Tag.ARG, "sleep"), (Tag.ARG, marker)])
+        mux.send(FrameType.EXEC, req.request_id, argv)
+        assert wait_until(lambda m=marker: bool(processes_with(m)))  # type: ignore[misc]
+        mux.send(ftype, req.request_id, payload)
+        frame = mux.next(req, time.monotonic() + 10, "exec")
+        assert frame.type == FrameType.EXIT
+        assert Fields(frame.payload).int(Tag.SIGNAL) == expected
+        mux.finish(req)
+
+
+def test_reconnect_kills_running_commands_and_serves_the_new_host(agent: AgentServer) -> None:
+    first = agent.connect()
+    started = threading.Event()
+
+    def run() -> None:
+        started.set()
+        with contextlib.suppress(GuestError):  # the connection is closed under it
+            first.exec(["sh", "-c", "sleep 876.54"])
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait()
+    assert wait_until(lambda: bool(processes_with("876.54")))
+    first.close()
+    thread.join()
+    second = agent.connect()
+    assert second.exec(["echo", "again"]).stdout == b"again\n"
+    assert wait_until(lambda: not processes_with("876.54"))
+
+
+def test_garbage_before_hello_is_skipped(agent: AgentServer) -> None:
+    sock = agent.raw_socket()
+    sock.sendall(b"\x00garbage PY\x01 more garbage" * 10)
+    client = AgentClient.connect(sock, hello_timeout=10)
+    agent.clients.append(client)
+    assert client.exec(["true"]).exit_code == 0
+
+
+def test_shutdown_ends_test_mode_agent(agent: AgentServer) -> None:
+    agent.connect().shutdown()
+    assert agent.proc.wait(timeout=10) == 0
+
+
+def test_close_is_idempotent(agent: AgentServer) -> None:
+    client = agent.connect()
+    client.close()
+    client.close()
+    with pytest.raises(GuestError):
+        client.exec(["true"])
