@@ -8,6 +8,7 @@ from pyro.spec.load import (
     load_spec_data,
     load_spec_documents,
     load_spec_text,
+    load_vars_file,
     render_template,
 )
 from pyro.spec.model import KINDS, AnySpec, EnvironmentSpec, RunSpec
@@ -22,5 +23,6 @@ __all__ = [
     "load_spec_data",
     "load_spec_documents",
     "load_spec_text",
+    "load_vars_file",
     "render_template",
 ]

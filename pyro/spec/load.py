@@ -35,6 +35,7 @@ __all__ = [
     "load_spec_data",
     "load_spec_documents",
     "load_spec_text",
+    "load_vars_file",
     "render_template",
 ]
 
@@ -145,6 +146,36 @@ def load_spec(
         )
         raise SpecError([issue], "use load_spec_documents() to load a multi-document file")
     return documents[0]
+
+
+def load_vars_file(path: str | os.PathLike[str]) -> dict[str, object]:
+    """Read a ``--vars-file``: one YAML (or JSON) mapping of NAME: value, parsed like specs.
+
+    Raises:
+        SpecError: the file cannot be read, is not YAML, holds more than one document, or
+            is not a mapping with string keys.
+    """
+    name = os.fspath(path)
+    text = _read(Path(name), name)
+    try:
+        documents = parse_documents(text, name)
+    except YamlProblem as problem:
+        raise SpecError(problem.issues, _VARS_HINT) from None
+    if len(documents) != 1:
+        issue = SpecIssue(f"a vars file holds one mapping; found {len(documents)}", file=name)
+        raise SpecError([issue], _VARS_HINT)
+    data = documents[0].data
+    bad = [key for key in data if not isinstance(key, str)]
+    if bad:
+        line, column = documents[0].start
+        issue = SpecIssue(
+            f"vars names must be strings; found {bad[0]!r}", file=name, line=line, column=column
+        )
+        raise SpecError([issue], _VARS_HINT)
+    return dict(data)
+
+
+_VARS_HINT = "a vars file is a YAML or JSON mapping of NAME: value"
 
 
 def _read(path: Path, name: str) -> str:

@@ -255,4 +255,9 @@ def _document(
         issues.extend(walk.issues)
         return None
     data = loader.construct_document(node)
+    if not isinstance(data, dict):
+        # A tagged mapping such as "!!set {a, b}" constructs to something else.
+        message = f"{label} is a {type(data).__name__}; a spec must be a plain mapping"
+        issues.append(_node_issue(name, node, message))
+        return None
     return YamlDocument(data=data, index=index, start=_pos(node), positions=walk.positions)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from pyro.spec import load_vars_file
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 VALID = sorted(p for p in (SPECS / "valid").glob("*.yaml") if not p.name.endswith(".vars.yaml"))
@@ -24,13 +24,8 @@ class Expectation:
     contains: dict[str, str]
 
     def matches(self, issue: dict[str, object]) -> bool:
-        for key, value in self.exact.items():
-            if str(issue.get(key)) != value:
-                return False
-        for key, value in self.contains.items():
-            if value not in str(issue.get(key)):
-                return False
-        return True
+        exact = all(str(issue.get(key)) == value for key, value in self.exact.items())
+        return exact and all(value in str(issue.get(key)) for key, value in self.contains.items())
 
 
 def expectations(path: Path) -> list[Expectation]:
@@ -51,6 +46,4 @@ def sidecar_vars(path: Path) -> dict[str, object] | None:
     sidecar = path.with_name(path.stem + ".vars.yaml")
     if not sidecar.exists():
         return None
-    data = yaml.safe_load(sidecar.read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
+    return load_vars_file(sidecar)

@@ -1,0 +1,128 @@
+"""Generated JSON Schemas: no drift, stable ids, docs current, and agreement with pydantic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from pyro.errors import SpecError
+from pyro.spec import load_spec_data, render_template
+from pyro.spec.schema import DOCS_PATH, SCHEMA_DIR, SCHEMAS, drifted_schemas, main
+from pyro.spec.schema_docs import render_docs
+from pyro.spec.yaml import YamlProblem, parse_documents
+
+from .specfiles import INVALID, VALID, sidecar_vars
+
+# Rules pydantic enforces that JSON Schema cannot express. Keep this list tiny, with reasons.
+SCHEMA_CANNOT_EXPRESS = {
+    "duplicate-step-name.yaml": "uniqueness of one key across list items (step names)",
+    "duplicate-publish-port.yaml": "uniqueness of one key across list items (host ports)",
+}
+
+
+def validators() -> dict[str, Draft202012Validator]:
+    by_kind = {}
+    for filename, model in SCHEMAS.items():
+        schema = json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8"))
+        Draft202012Validator.check_schema(schema)
+        kind = model.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+        by_kind[kind] = Draft202012Validator(schema)
+    return by_kind
+
+
+VALIDATORS = validators()
+
+
+def schema_accepts(data: dict[str, Any]) -> bool:
+    validator = VALIDATORS.get(data.get("kind"))  # type: ignore[arg-type]
+    if validator is None:  # an unknown kind: no schema accepts it
+        return False
+    return bool(validator.is_valid(data))
+
+
+def pydantic_accepts(data: dict[str, Any]) -> bool:
+    try:
+        load_spec_data(data)
+    except SpecError:
+        return False
+    return True
+
+
+def documents(path: Path) -> list[dict[str, Any]] | None:
+    """The documents of a fixture as data, or None when it fails before validation."""
+    try:
+        text = render_template(path.read_text(encoding="utf-8"), sidecar_vars(path), path.name)
+        return [document.data for document in parse_documents(text, path.name)]
+    except (SpecError, YamlProblem):
+        return None
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    assert drifted_schemas() == [], "run 'make schemas' (python -m pyro.spec.schema --write)"
+
+
+@pytest.mark.parametrize("filename", sorted(SCHEMAS))
+def test_schema_header_and_format(filename: str) -> None:
+    text = (SCHEMA_DIR / filename).read_text(encoding="utf-8")
+    schema = json.loads(text)
+    assert schema["$id"] == f"https://pyro.dev/schemas/v1/{filename}"
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert text.endswith("}\n")
+    assert text == json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def test_schemas_folder_is_reachable_from_the_repository_root() -> None:
+    root_link = Path(__file__).resolve().parents[3] / "schemas"
+    assert (root_link / "run.schema.json").read_text() == (
+        SCHEMA_DIR / "run.schema.json"
+    ).read_text()
+
+
+def test_docs_are_current() -> None:
+    assert DOCS_PATH.read_text(encoding="utf-8") == render_docs(), (
+        "run 'python -m pyro.spec.schema --docs'"
+    )
+
+
+def test_schema_tool_write_and_check(tmp_path: Path) -> None:
+    assert main(["--check", "--dir", str(tmp_path)]) == 1
+    assert main(["--write", "--dir", str(tmp_path)]) == 0
+    assert main(["--check", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "run.schema.json").write_text("{}\n")
+    assert main(["--check", "--dir", str(tmp_path)]) == 1
+    docs = tmp_path / "specs.md"
+    assert main(["--docs", "--docs-path", str(docs)]) == 0
+    assert docs.read_text() == render_docs()
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+def test_schema_accepts_every_valid_fixture(path: Path) -> None:
+    found = documents(path)
+    assert found
+    for data in found:
+        errors = [e.message for e in VALIDATORS[data["kind"]].iter_errors(data)]
+        assert not errors, errors
+
+
+# Fixtures that fail in the YAML or template stage have no data to compare.
+COMPARABLE = [path for path in INVALID if documents(path) is not None]
+
+
+def test_most_invalid_fixtures_are_comparable() -> None:
+    assert len(COMPARABLE) >= 40
+
+
+@pytest.mark.parametrize("path", COMPARABLE, ids=lambda p: p.name)
+def test_schema_and_pydantic_agree_on_invalid_fixture(path: Path) -> None:
+    found = documents(path)
+    assert found is not None
+    verdicts = [(schema_accepts(data), pydantic_accepts(data)) for data in found]
+    assert not all(model for _, model in verdicts), "fixture should be invalid"
+    if path.name in SCHEMA_CANNOT_EXPRESS:
+        assert all(schema for schema, _ in verdicts), "exception no longer needed"
+        return
+    assert [schema for schema, _ in verdicts] == [model for _, model in verdicts]

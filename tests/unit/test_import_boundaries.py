@@ -1,0 +1,143 @@
+"""pyro.spec and pyro.plan stay pure: no effectful pyro modules, no network or VMM libraries.
+
+Checked twice: by importing them in a fresh interpreter and looking at ``sys.modules``, and
+by reading their source for forbidden imports (the stdlib itself may import subprocess or
+socket indirectly, so the source check is what pins pyro's own code).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PURE_PACKAGES = ["pyro.spec", "pyro.plan"]
+
+# Modules that must not be loaded by importing the pure packages.
+FORBIDDEN_MODULES = [
+    "pyro.vmm",
+    "pyro.guest",
+    "pyro.environments",
+    "pyro.execute",
+    "pyro.oci",
+    "pyro.inventory",
+    "pyro.vms",
+    "pyro.tasks",
+    "pyro.sdk",
+    "pyro.mcp",
+    "pyro.cli",
+    "oras",
+    "httpx",
+    "requests",
+    "mcp",
+    "qemu",
+    "psutil",
+    "filelock",
+    "tenacity",
+    "zstandard",
+    "rich",
+    # Lazy on purpose: only templates need jinja2, only the schema tool needs jsonschema.
+    "jinja2",
+    "jsonschema",
+]
+
+# Imports pyro.spec/pyro.plan source may not write at all.
+FORBIDDEN_IMPORTS = {
+    "subprocess",
+    "socket",
+    "shutil",
+    "ctypes",
+    "multiprocessing",
+    "asyncio",
+    "urllib.request",
+    "http.client",
+    *FORBIDDEN_MODULES,
+}
+# The schema tool writes files by design; it is a developer entry point, not imported by
+# the loader or planner.
+TOOL_MODULES = {"pyro/spec/schema.py", "pyro/spec/schema_docs.py"}
+
+
+def loaded_modules(code: str) -> set[str]:
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def _hits(modules: set[str]) -> list[str]:
+    return sorted(
+        name
+        for name in modules
+        for bad in FORBIDDEN_MODULES
+        if name == bad or name.startswith(bad + ".")
+    )
+
+
+@pytest.mark.parametrize("package", PURE_PACKAGES)
+def test_importing_pure_package_loads_nothing_effectful(package: str) -> None:
+    assert _hits(loaded_modules(f"import {package}")) == []
+
+
+def test_loading_and_planning_a_spec_loads_nothing_effectful() -> None:
+    code = (
+        "import pyro.spec, pyro.plan\n"
+        "from pyro.spec import load_spec_documents\n"
+        "load_spec_documents('examples/hello.yaml')\n"
+        "load_spec_documents('tests/specs/valid/multi-document.yaml')\n"
+    )
+    assert _hits(loaded_modules(code)) == []
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _source_files() -> list[Path]:
+    files = []
+    for package in PURE_PACKAGES:
+        files.extend(sorted((ROOT / package.replace(".", "/")).rglob("*.py")))
+    return files
+
+
+def test_there_is_source_to_check() -> None:
+    assert len(_source_files()) >= 5
+
+
+@pytest.mark.parametrize("path", _source_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_pure_source_has_no_forbidden_imports(path: Path) -> None:
+    relative = str(path.relative_to(ROOT))
+    imports = _imports(path)
+    bad = sorted(
+        name
+        for name in imports
+        for forbidden in FORBIDDEN_IMPORTS
+        if name == forbidden or name.startswith(forbidden + ".")
+    )
+    allowed_lazy = {"jinja2", "jsonschema"}
+    if relative == "pyro/spec/template.py":
+        bad = [name for name in bad if name.split(".")[0] not in allowed_lazy]
+    assert bad == [], f"{relative} imports {bad}"
+    if relative not in TOOL_MODULES:
+        source = path.read_text(encoding="utf-8")
+        for call in ("os.system", "os.popen", "os.exec", "os.spawn", "os.fork", ".write_text("):
+            assert call not in source, f"{relative} calls {call}"
