@@ -15,7 +15,7 @@ import pytest
 
 from pyro.vmm.firecracker import FirecrackerBackend
 from pyro.vmm.probe import detect_kvm, probe_backends
-from tests.helpers.firecracker import firecracker_binary  # noqa: F401  (fixture)
+from tests.helpers.firecracker import firecracker_binary as _firecracker_binary
 from tests.helpers.vmm import (
     VMFactory,
     assert_nothing_left,
@@ -24,6 +24,8 @@ from tests.helpers.vmm import (
     wait_for_serial,
 )
 
+firecracker_binary = _firecracker_binary  # the fixture, re-exported for this module
+
 pytestmark = [
     pytest.mark.guest,
     pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK), reason="no usable /dev/kvm"),
@@ -31,7 +33,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def vms(tmp_path: Path, firecracker_binary: Path) -> Iterator[VMFactory]:  # noqa: F811
+def vms(tmp_path: Path, firecracker_binary: Path) -> Iterator[VMFactory]:
     initrd = tiny_initramfs(tmp_path / "initrd-build")
     factory = VMFactory(FirecrackerBackend(firecracker_binary), tmp_path, test_kernel(), initrd)
     try:
