@@ -1,0 +1,41 @@
+"""``pyro mcp serve``: pyro's tools for MCP hosts (Claude Desktop, Cursor, agents) over stdio.
+
+While serving, stdout carries nothing but the protocol: the MCP SDK points fd 1 at stderr for
+the server's lifetime, so stray output of pyro or its child processes cannot corrupt a
+message, and logs go to stderr. ``mcp`` is imported only when the server starts, so
+``pyro --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pyro.cli.errors import handle_errors
+from pyro.mcp.profiles import DEFAULT_PROFILE, PROFILES
+
+
+@click.group()
+def mcp() -> None:
+    """Serve pyro's tools over the Model Context Protocol."""
+
+
+@mcp.command()
+@click.option(
+    "--profile",
+    type=click.Choice(list(PROFILES)),
+    default=DEFAULT_PROFILE,
+    show_default=True,
+    help="Which tools to offer: vm-run (only vm_run), task-core (vm_run, env_list, "
+    "task_*, plan, apply) or full (everything).",
+)
+@handle_errors
+def serve(profile: str) -> None:
+    """Serve MCP on stdin/stdout until the client disconnects.
+
+    \b
+    Host configuration (e.g. Claude Desktop, Cursor):
+      {"mcpServers": {"pyro": {"command": "pyro", "args": ["mcp", "serve"]}}}
+    """
+    from pyro.mcp.server import build_server
+
+    build_server(profile).run("stdio")

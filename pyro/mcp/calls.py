@@ -1,0 +1,145 @@
+"""How a tool call runs pyro: in a worker thread, cancellable, with errors as tool results.
+
+The SDK is synchronous and a call can take minutes (a pull, a boot, a long command), so every
+call runs in a worker thread and the server's event loop stays free for other calls. A
+cancelled call (the client sent ``notifications/cancelled``, or the session ended) deletes
+every VM that call created: the worker reports each VM id through :class:`Cancellation` as
+soon as the VM exists, and cancelling deletes those VMs, which also ends a command running
+in them. A VM reported after the cancel is deleted on the spot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from mcp.types import CallToolResult, TextContent
+from pyro.errors import PyroError, SpecError, StateError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Event phases after which a cancelled call stops at its next event (never during cleanup).
+_STOPPABLE_PHASES = frozenset({"install", "create", "start", "execute", "build", "pull"})
+
+
+class CallCancelledError(StateError):
+    """Raised inside a worker when its tool call was cancelled, to stop the run early."""
+
+
+class Cancellation:
+    """The VMs one tool call created, so that cancelling the call can delete them."""
+
+    def __init__(self, delete_vm: Callable[[str], object]) -> None:
+        self._delete_vm = delete_vm
+        self._lock = threading.Lock()
+        self._vm_ids: list[str] = []
+        self.cancelled = False
+
+    def track(self, vm_id: str) -> None:
+        """Remember ``vm_id`` as created by this call; delete it now if already cancelled."""
+        with self._lock:
+            if vm_id not in self._vm_ids:
+                self._vm_ids.append(vm_id)
+            cancelled = self.cancelled
+        if cancelled:
+            self._delete(vm_id)
+
+    def on_event(self, group: str, phase: str, fields: Mapping[str, str]) -> None:
+        """An SDK ``on_event`` sink: tracks VM ids and stops a cancelled run at its next phase.
+
+        Raises:
+            CallCancelledError: the call was cancelled (the executor then cleans up).
+        """
+        vm_id = fields.get("vm_id")
+        if vm_id:
+            self.track(vm_id)
+        if self.cancelled and phase in _STOPPABLE_PHASES:
+            raise CallCancelledError("the tool call was cancelled", "nothing to do; it is gone")
+
+    def cancel(self) -> None:
+        """Mark the call cancelled and delete every VM it created so far (blocking)."""
+        with self._lock:
+            self.cancelled = True
+            vm_ids = list(self._vm_ids)
+        for vm_id in vm_ids:
+            self._delete(vm_id)
+
+    def _delete(self, vm_id: str) -> None:
+        # Already gone, or the worker is deleting it right now: either way it goes.
+        with contextlib.suppress(PyroError):
+            self._delete_vm(vm_id)
+
+
+async def in_thread(
+    work: Callable[[Cancellation], T],
+    *,
+    delete_vm: Callable[[str], object],
+    owned: Callable[[T], Iterable[str]] | None = None,
+) -> T:
+    """Run ``work`` in a worker thread; on cancellation delete the VMs it created.
+
+    ``owned`` names VMs found in the result (e.g. the one ``create_vm`` returns), for calls
+    whose SDK method reports no events.
+
+    Raises:
+        Whatever ``work`` raises; the cancellation exception when the call is cancelled.
+    """
+    token = Cancellation(delete_vm)
+
+    def run() -> T:
+        result = work(token)
+        for vm_id in owned(result) if owned is not None else ():
+            token.track(vm_id)
+        return result
+
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(token.cancel)
+        raise
+
+
+def error_text(exc: PyroError) -> str:
+    """The CLI's two lines (``error:``/``hint:``), plus every located issue of a SpecError."""
+    lines = [f"error: {exc.summary}"]
+    if isinstance(exc, SpecError) and len(exc.issues) > 1:
+        lines.extend(f"  {issue.render()}" for issue in exc.issues)
+    if exc.hint:
+        lines.append(f"hint: {exc.hint}")
+    return "\n".join(lines)
+
+
+def error_result(exc: PyroError) -> CallToolResult:
+    """A tool error (``isError``) with the CLI's text and its ``--json`` error document."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=error_text(exc))],
+        structured_content={"ok": False, "error": exc.to_dict()},
+        is_error=True,
+    )
+
+
+def pyro_tool(
+    func: Callable[P, Awaitable[T]],
+) -> Callable[P, Awaitable[T | CallToolResult]]:
+    """Decorate a tool so a :class:`PyroError` comes back as a tool error, not a crash.
+
+    The wrapper keeps ``func``'s signature (``__wrapped__``), so the tool's input and output
+    schemas are still derived from ``func``'s annotations.
+    """
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
+        try:
+            return await func(*args, **kwargs)
+        except PyroError as exc:
+            return error_result(exc)
+
+    return wrapper

@@ -1,0 +1,35 @@
+"""Structured results for tools whose SDK method returns a bare value (a bool, a list).
+
+Everything else returns the SDK's own pydantic model, so a tool's output schema is the
+model's JSON schema.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from pyro.sdk_vm import VMInfo
+
+
+class Deleted(BaseModel):
+    """What ``vm_delete``/``task_delete`` report."""
+
+    id: str
+    deleted: bool
+    """False when nothing by that id existed (deleting twice is not an error)."""
+
+
+class VMList(BaseModel):
+    """What ``vm_list`` reports: every VM, oldest first."""
+
+    vms: list[VMInfo]
+
+
+class SpecSummary(BaseModel):
+    """What ``spec_validate`` reports about a valid spec (an invalid one is a tool error)."""
+
+    valid: Literal[True] = True
+    kind: Literal["Run", "Environment"]
+    name: str

@@ -1,0 +1,64 @@
+"""The spec tools: ``spec_validate``, ``plan`` and ``apply``.
+
+A ``spec`` argument is the YAML document as JSON; it goes through pyro's one loader, exactly
+like a file, so an error names the JSON pointer of the problem (``/spec/steps/0/run``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field
+
+from pyro.execute.result import RunResult
+from pyro.mcp.calls import Cancellation, in_thread
+from pyro.mcp.results import SpecSummary
+from pyro.plan.model import Plan
+from pyro.sdk import Pyro
+from pyro.spec.model import RunSpec
+
+T = TypeVar("T")
+
+Spec = Annotated[dict[str, Any], Field(description="The spec document.")]
+Vars = Annotated[
+    dict[str, Any] | None,
+    Field(description="Values for '{{ vars.NAME }}' templates in the spec."),
+]
+
+
+class SpecTools:
+    """Validate, plan and apply spec documents given as data."""
+
+    def __init__(self, sdk: Pyro) -> None:
+        self.sdk = sdk
+
+    async def _call(self, work: Callable[[Cancellation], T]) -> T:
+        return await in_thread(work, delete_vm=self.sdk.delete_vm)
+
+    async def spec_validate(self, spec: Spec, vars: Vars = None) -> SpecSummary:
+        """Check a spec document (kind Run or Environment) without running anything.
+        Returns valid=true with its kind and name, or a tool error listing every problem
+        with its JSON pointer (e.g. /spec/steps/0/timeoutSeconds), what was expected and
+        what was found.
+        """
+        loaded = await self._call(lambda token: self.sdk.load_spec(spec, vars=vars))
+        kind = "Run" if isinstance(loaded, RunSpec) else "Environment"
+        return SpecSummary(kind=kind, name=loaded.metadata.name)
+
+    async def plan(self, spec: Spec, vars: Vars = None) -> Plan:
+        """Show what applying a Run spec would do, without doing it: the ordered steps
+        (pull, build, boot, copy-in, exec, copy-out, cleanup) with pinned environment
+        digests, plus `errors` and `applyable`. Cheap: no VM is started.
+        """
+        return await self._call(lambda token: self.sdk.plan(spec, vars=vars))
+
+    async def apply(self, spec: Spec, vars: Vars = None) -> RunResult:
+        """Carry out a Run spec on a real microVM: boot, copy files in, run every step, copy
+        artifacts out, clean up. Returns each step's exit code and output; a failing step
+        gives ok=false and names failed_step. Same as vm_run with `spec`; for a single
+        command, vm_run with environment + command is simpler.
+        """
+        return await self._call(
+            lambda token: self.sdk.apply(spec, vars=vars, on_event=token.on_event)
+        )
