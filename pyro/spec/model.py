@@ -90,10 +90,12 @@ EnvVars = dict[
 
 class Metadata(Model):
     name: str = Field(pattern=NAME_PATTERN, description="Name of this document.")
-    description: str | None = Field(default=None, max_length=1024)
+    description: str | None = Field(
+        default=None, max_length=1024, description="Free text shown in listings."
+    )
     labels: dict[
         Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(max_length=256)]
-    ] = {}
+    ] = Field(default={}, description="Free-form key/value labels.")
 
 
 class EnvironmentMetadata(Metadata):
@@ -200,17 +202,24 @@ class Step(Model):
         }
     )
 
-    name: str = Field(pattern=STEP_NAME_PATTERN)
+    name: str = Field(pattern=STEP_NAME_PATTERN, description="Unique within the run.")
     run: str | None = Field(
         default=None, min_length=1, max_length=65536, description="Shell string, run with sh -c."
     )
     argv: list[Annotated[str, Field(max_length=65536)]] | None = Field(
         default=None, min_length=1, description="Program and arguments, run without a shell."
     )
-    cwd: GuestPath | None = None
-    env: EnvVars = {}
-    timeout_seconds: Timeout | None = Field(default=None, alias="timeoutSeconds")
-    continue_on_error: bool = Field(default=False, strict=True, alias="continueOnError")
+    cwd: GuestPath | None = Field(default=None, description="Working directory in the guest.")
+    env: EnvVars = Field(default={}, description="Extra environment variables for this step.")
+    timeout_seconds: Timeout | None = Field(
+        default=None, alias="timeoutSeconds", description="This step's timeout; exit code 124."
+    )
+    continue_on_error: bool = Field(
+        default=False,
+        strict=True,
+        alias="continueOnError",
+        description="Run the next steps even if this one fails.",
+    )
 
     _cwd = field_validator("cwd")(
         classmethod(lambda cls, v: None if v is None else _check_guest_path(v))
@@ -235,17 +244,24 @@ class RunSpecBody(Model):
         description="Catalog name | path to an Environment spec | oci://REF[:tag|@sha256:...].",
         json_schema_extra={"pattern": ENVIRONMENT_SCHEMA_PATTERN},
     )
-    backend: Backend = Backend.AUTO
-    resources: Resources = Resources()
+    backend: Backend = Field(
+        default=Backend.AUTO, description="VMM backend; auto picks the best usable one."
+    )
+    resources: Resources = Field(default=Resources(), description="vCPUs and memory.")
     timeout_seconds: Timeout = Field(
         default=600, alias="timeoutSeconds", description="Whole run, boot included."
     )
-    network: Network = Network()
-    env: EnvVars = {}
-    files: list[FileCopy] = []
-    steps: list[Step] = Field(min_length=1)
-    artifacts: list[Artifact] = []
-    cleanup: Cleanup = Cleanup.ALWAYS
+    network: Network = Field(default=Network(), description="Guest network policy.")
+    env: EnvVars = Field(default={}, description="Environment variables for every step.")
+    files: list[FileCopy] = Field(default=[], description="Copied host → guest before the steps.")
+    steps: list[Step] = Field(min_length=1, description="Commands, run in order.")
+    artifacts: list[Artifact] = Field(
+        default=[], description="Copied guest → host after the steps."
+    )
+    cleanup: Cleanup = Field(
+        default=Cleanup.ALWAYS,
+        description="When to delete the VM; with never (or a kept failure) its id is reported.",
+    )
 
     @field_validator("environment")
     @classmethod
@@ -273,8 +289,8 @@ class RunSpec(Model):
 
     api_version: Literal["pyro/v1"] = Field(alias="apiVersion")
     kind: Literal["Run"]
-    metadata: Metadata
-    spec: RunSpecBody
+    metadata: Metadata = Field(description="Name, description and labels.")
+    spec: RunSpecBody = Field(description="What to run and how.")
 
 
 class KernelSpec(Model):
@@ -293,16 +309,29 @@ PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]{0,127}$"
 
 
 class RootfsSpec(Model):
-    distribution: Literal["debian"] = "debian"
-    suite: Literal["bookworm"] = "bookworm"
-    variant: Literal["minbase", "essential", "apt", "required", "important", "standard"] = "minbase"
-    packages: list[Annotated[str, Field(pattern=PACKAGE_PATTERN)]] = []
-    size_mib: int = Field(default=1024, strict=True, ge=64, le=65536, alias="sizeMiB")
+    distribution: Literal["debian"] = Field(default="debian", description="Guest distribution.")
+    suite: Literal["bookworm"] = Field(default="bookworm", description="Debian suite.")
+    variant: Literal["minbase", "essential", "apt", "required", "important", "standard"] = Field(
+        default="minbase", description="mmdebstrap variant."
+    )
+    packages: list[Annotated[str, Field(pattern=PACKAGE_PATTERN)]] = Field(
+        default=[], description="Extra Debian packages to install."
+    )
+    size_mib: int = Field(
+        default=1024,
+        strict=True,
+        ge=64,
+        le=65536,
+        alias="sizeMiB",
+        description="Size of the root filesystem image in MiB.",
+    )
 
 
 class Defaults(Model):
-    vcpus: Vcpus = 1
-    memory_mib: MemoryMiB = Field(default=512, alias="memoryMiB")
+    vcpus: Vcpus = Field(default=1, description="vCPUs when a Run does not ask.")
+    memory_mib: MemoryMiB = Field(
+        default=512, alias="memoryMiB", description="Memory in MiB when a Run does not ask."
+    )
 
 
 OCI_SOURCE_PATTERN = r"^oci://.+$"
@@ -329,11 +358,13 @@ SEMVER_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-
 
 
 class EnvironmentSpecBody(Model):
-    version: str = Field(pattern=SEMVER_PATTERN)
-    kernel: KernelSpec
-    rootfs: RootfsSpec
-    defaults: Defaults = Defaults()
-    source: SourceSpec | None = None
+    version: str = Field(pattern=SEMVER_PATTERN, description="Semantic version, e.g. 1.0.0.")
+    kernel: KernelSpec = Field(description="How the guest kernel is built.")
+    rootfs: RootfsSpec = Field(description="How the root filesystem is built.")
+    defaults: Defaults = Field(default=Defaults(), description="Resources Runs get by default.")
+    source: SourceSpec | None = Field(
+        default=None, description="OCI repository that 'env pull' uses instead of building."
+    )
 
 
 class EnvironmentSpec(Model):
@@ -341,8 +372,8 @@ class EnvironmentSpec(Model):
 
     api_version: Literal["pyro/v1"] = Field(alias="apiVersion")
     kind: Literal["Environment"]
-    metadata: EnvironmentMetadata
-    spec: EnvironmentSpecBody
+    metadata: EnvironmentMetadata = Field(description="Catalog name, description and labels.")
+    spec: EnvironmentSpecBody = Field(description="How to build or pull the environment.")
 
 
 AnySpec = RunSpec | EnvironmentSpec
