@@ -7,28 +7,31 @@ only reads options, picks the documents and prints. Errors go through
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
-from pyro.cli.vars import parse_vars
+from pyro.cli.vars import parse_vars, vars_options
 from pyro.errors import SpecError, UsageError
 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@vars_options
 @json_option
 @handle_errors
-def validate(files: tuple[str, ...], as_json: bool) -> None:
-    """Validate spec files and report every problem of every file."""
+def validate(
+    files: tuple[str, ...], var_items: tuple[str, ...], vars_file: str | None, as_json: bool
+) -> None:
+    """Validate spec files and report every problem of every file (exit 1 if any)."""
     from pyro.spec.load import load_spec_documents
 
+    variables = parse_vars(var_items, vars_file)
     reports: list[dict[str, Any]] = []
     for name in files:
         try:
-            documents = load_spec_documents(name)
+            documents = load_spec_documents(name, vars=variables)
         except SpecError as exc:
             reports.append({"path": name, "ok": False, "documents": [], "issues": exc.issues})
             continue
@@ -70,14 +73,7 @@ def _print_validation(reports: list[dict[str, Any]]) -> None:
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "--var", "var_items", multiple=True, metavar="NAME=VALUE", help="Set a template variable."
-)
-@click.option(
-    "--vars-file",
-    type=click.Path(dir_okay=False),
-    help="YAML or JSON mapping of template variables (--var wins).",
-)
+@vars_options
 @click.option("--run", "run_name", metavar="NAME", help="Which Run document of FILE to plan.")
 @json_option
 @handle_errors
@@ -94,7 +90,7 @@ def plan(
     from pyro.spec.load import load_spec_documents
     from pyro.spec.model import EnvironmentSpec, RunSpec
 
-    variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
+    variables = parse_vars(var_items, vars_file)
     documents = load_spec_documents(file, vars=variables)
     runs = [doc for doc in documents if isinstance(doc.spec, RunSpec)]
     if run_name is not None:

@@ -1,20 +1,52 @@
 """Template variables from the command line: ``--var NAME=VALUE`` and ``--vars-file FILE``.
 
-Shared by every command that loads specs (plan, apply).
+Shared by every command that loads specs (validate, plan, apply)::
+
+    @click.command()
+    @click.argument("file")
+    @vars_options
+    @json_option
+    @handle_errors
+    def apply(file: str, var_items: tuple[str, ...], vars_file: str | None, as_json: bool) -> None:
+        variables = parse_vars(var_items, vars_file)
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import click
 
 from pyro.errors import UsageError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def parse_vars(items: Sequence[str], vars_file: Path | None = None) -> dict[str, object] | None:
+def vars_options(func: Callable[P, R]) -> Callable[P, R]:
+    """Add ``--var NAME=VALUE`` (repeatable; as ``var_items``) and ``--vars-file FILE``."""
+    func = click.option(
+        "--vars-file",
+        type=click.Path(dir_okay=False),
+        help="YAML or JSON mapping of template variables (--var wins).",
+    )(func)
+    return click.option(
+        "--var",
+        "var_items",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set a template variable (repeatable).",
+    )(func)
+
+
+def parse_vars(
+    items: Sequence[str], vars_file: str | Path | None = None
+) -> dict[str, object] | None:
     """Merge a vars file and ``NAME=VALUE`` items (items win); None when neither is given.
 
     Raises:
