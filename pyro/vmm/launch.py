@@ -128,11 +128,12 @@ def trim_serial_log(
         length = ((size - max_bytes // 2 - start) // block) * block
         if length > 0 and _collapse(fd, start, length):
             return True
-        # The filesystem cannot collapse ranges (tmpfs, overlayfs): keep only the tail.
-        os.lseek(fd, max(0, size - max_bytes // 2), os.SEEK_SET)
-        tail = os.read(fd, max_bytes // 2)
+        # The filesystem cannot collapse ranges (tmpfs, overlayfs): rewrite head + tail.
+        # Bytes the VMM appends during the rewrite may be lost; the log is best effort.
+        kept_head = os.pread(fd, head, 0)
+        tail = os.pread(fd, max_bytes // 2, max(0, size - max_bytes // 2))
         os.ftruncate(fd, 0)
-        os.write(fd, b"[pyro: serial log trimmed]\n" + tail)
+        os.write(fd, kept_head + b"\n[pyro: serial log trimmed]\n" + tail)
         return True
     finally:
         os.close(fd)

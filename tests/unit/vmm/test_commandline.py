@@ -1,0 +1,98 @@
+"""Command lines and API bodies the backends produce (no VMM is started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyro.vmm.base import VMConfig
+from pyro.vmm.firecracker import api_requests, instance_id
+from pyro.vmm.qemu import SANDBOX, build_argv
+
+
+def _config(**changes: object) -> VMConfig:
+    fields: dict[str, object] = {
+        "vm_id": "vm-1",
+        "workdir": Path("/state/vms/vm-1"),
+        "kernel": Path("/cache/vmlinux"),
+        "initrd": Path("/cache/agent.cpio"),
+        "rootfs": Path("/cache/rootfs.ext4"),
+        "vcpus": 2,
+        "memory_mib": 256,
+    }
+    fields.update(changes)
+    return VMConfig(**fields)  # type: ignore[arg-type]
+
+
+def _option(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == flag]
+
+
+def test_qemu_tcg_argv() -> None:
+    argv = build_argv(_config(), accel="tcg", binary="qemu-system-x86_64")
+    assert argv[0] == "qemu-system-x86_64"
+    assert _option(argv, "-M") == ["microvm,acpi=off,x-option-roms=off,isa-serial=on"]
+    assert _option(argv, "-accel") == ["tcg,tb-size=32"]
+    assert _option(argv, "-cpu") == ["max"]
+    assert _option(argv, "-smp") == ["2"]
+    assert _option(argv, "-m") == ["256"]
+    assert _option(argv, "-sandbox") == [SANDBOX]
+    assert _option(argv, "-kernel") == ["/cache/vmlinux"]
+    assert _option(argv, "-initrd") == ["/cache/agent.cpio"]
+    for flag in ("-nodefaults", "-no-user-config", "-nographic", "-no-reboot"):
+        assert flag in argv
+    assert "pyro-vm-1" in _option(argv, "-name")
+
+
+def test_qemu_kvm_uses_host_cpu() -> None:
+    argv = build_argv(_config(), accel="kvm", binary="qemu-system-x86_64")
+    assert _option(argv, "-accel") == ["kvm"]
+    assert _option(argv, "-cpu") == ["host"]
+
+
+def test_qemu_sockets_and_disk_are_relative_to_the_workdir() -> None:
+    argv = build_argv(_config(), accel="tcg", binary="qemu")
+    chardevs = _option(argv, "-chardev")
+    assert "socket,id=agent,path=agent.sock,server=on,wait=off" in chardevs
+    assert "file,id=serial0,path=serial.log,append=on" in chardevs
+    assert _option(argv, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]
+    assert "virtserialport,chardev=agent,name=org.pyro.agent" in _option(argv, "-device")
+    (drive,) = _option(argv, "-drive")
+    assert "file=overlay.qcow2,format=qcow2" in drive
+    assert "/cache/rootfs.ext4" not in " ".join(argv)  # the base image is never opened rw
+
+
+def test_qemu_cache_mode_follows_ephemerality() -> None:
+    ephemeral = build_argv(_config(), accel="tcg", binary="q")
+    persistent = build_argv(_config(ephemeral=False), accel="tcg", binary="q")
+    assert "cache=unsafe" in _option(ephemeral, "-drive")[0]
+    assert "cache=writeback" in _option(persistent, "-drive")[0]
+
+
+def test_qemu_cmdline_extra_comes_last() -> None:
+    argv = build_argv(_config(cmdline_extra=("loglevel=7", "--", "hang")), accel="tcg", binary="q")
+    (append,) = _option(argv, "-append")
+    assert append.startswith("console=ttyS0 ")
+    assert append.endswith(" loglevel=7 -- hang")
+
+
+def test_firecracker_requests_in_order() -> None:
+    disk = Path("/state/vms/vm-1/rootfs.ext4")
+    requests = api_requests(_config(), disk)
+    assert [path for path, _ in requests] == [
+        "/boot-source",
+        "/drives/rootfs",
+        "/machine-config",
+        "/vsock",
+        "/actions",
+    ]
+    bodies = dict(requests)
+    assert "pci=off" in bodies["/boot-source"]["boot_args"]
+    assert bodies["/drives/rootfs"]["path_on_host"] == str(disk)
+    assert bodies["/machine-config"] == {"vcpu_count": 2, "mem_size_mib": 256}
+    assert bodies["/vsock"] == {"guest_cid": 3, "uds_path": "vsock.sock"}
+    assert bodies["/actions"] == {"action_type": "InstanceStart"}
+
+
+def test_firecracker_instance_id_is_sanitised() -> None:
+    assert instance_id("vm_1.x") == "pyro-vm-1-x"
+    assert len(instance_id("a" * 100)) == 64
