@@ -260,7 +260,7 @@ class RunSpecBody(Model):
     )
     cleanup: Cleanup = Field(
         default=Cleanup.ALWAYS,
-        description="When to delete the VM; with never (or a kept failure) its id is reported.",
+        description="always: delete the VM; on-success: keep it if a step fails; never: keep it.",
     )
 
     @field_validator("environment")

@@ -25,6 +25,12 @@ Unknown keys are errors. A file may hold several documents separated by `---`.
 - **Limits**: a spec file is at most 1 MiB of UTF-8 text.
 - **Paths**: host paths are relative to the spec's folder and may not leave it; guest paths
   are absolute and normalised (no `.`/`..` segments, no `//`).
+- **Rules beyond the tables**: a step has exactly one of `run` or `argv`; step names are
+  unique within a run; `allow` is required with, and only valid with, `policy: allowlist`;
+  each host port is published once; `environment` is a catalog name (`debian:12`), a path
+  to an Environment spec (contains `/` or ends in `.yaml`), or `oci://REGISTRY/REPO[:TAG][@sha256:…]`.
+- **Errors**: every problem is reported at once, each with file, line, column, the JSON
+  pointer of the key (`/spec/steps/1/timeoutSeconds`), what was expected and what was found.
 - **Editors**: add `# yaml-language-server: $schema=<path>/schemas/run.schema.json` (or
   `environment.schema.json`) as the first line to get completion and validation.
 """

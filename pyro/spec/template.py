@@ -7,7 +7,7 @@ spec (the common case, and ``pyro plan``'s start-up path) never pays for it.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pyro.errors import SpecError, SpecIssue
@@ -81,7 +81,7 @@ def render_template(text: str, vars: Mapping[str, object] | None, name: str) -> 
         template = environment.template_class.from_code(
             environment, code, environment.make_globals(None)
         )
-        rendered = template.render(vars=dict(vars or {}))
+        rendered = _render_bounded(template.generate(vars=dict(vars or {})))
     except jinja2.TemplateSyntaxError as error:
         message = f"template syntax error: {error.message}"
         found = _source_line(text, error.lineno)
@@ -96,9 +96,19 @@ def render_template(text: str, vars: Mapping[str, object] | None, name: str) -> 
     except Exception as error:  # any failure inside user template code is the user's input
         message = f"template cannot be rendered: {type(error).__name__}: {error}"
         raise _error(message, name, _template_line(error, name)) from error
-    if len(rendered) > MAX_RENDERED_CHARS:
-        raise _error(f"rendered spec is larger than {MAX_RENDERED_CHARS} characters", name, None)
     return rendered
+
+
+def _render_bounded(chunks: Iterator[str]) -> str:
+    """Join rendered chunks, stopping as soon as the output passes the size limit."""
+    parts: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_RENDERED_CHARS:
+            raise _LimitError(f"output passes {MAX_RENDERED_CHARS} characters")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def _template_line(error: BaseException, name: str) -> int | None:

@@ -69,3 +69,19 @@ def test_plain_spec_does_not_import_jinja() -> None:
         "assert 'jinja2' not in sys.modules, 'jinja2 was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for i in range(100000) %}{% for j in range(100) %}xxxxxxxxxxxx{% endfor %}{% endfor %}",
+        "{{ lipsum(100000) }}",
+        "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
+        "{{ range(10000000) | list }}",
+    ],
+    ids=["nested-loops", "lipsum", "recursion", "range"],
+)
+def test_runaway_templates_are_spec_errors(template: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        render_template(f"a: {template}\n", {}, "t.yaml")
+    assert caught.value.issues[0].file == "t.yaml"
