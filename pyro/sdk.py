@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pyro.sdk_env import EnvironmentMethods
 
 from pyro.errors import UsageError
+from pyro.sdk_task import TaskMethods
 from pyro.sdk_vm import VMMethods
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
@@ -131,7 +132,7 @@ def run_spec_for_command(
     return {"apiVersion": "pyro/v1", "kind": "Run", "metadata": {"name": "run"}, "spec": body}
 
 
-class Pyro(VMMethods, EnvironmentMethods):
+class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
     """pyro's Python API. Cheap to create; holds no VM itself.
 
     Raises (every method): :class:`pyro.errors.PyroError` subclasses only.

@@ -1,0 +1,416 @@
+"""``pyro task …``: persistent task workspaces (one VM, many commands, a journal)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.errors import UsageError
+
+
+def _pyro() -> Any:
+    from pyro.sdk import Pyro
+
+    return Pyro()
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r} is not K=V", f"write {flag} KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return f"{max(0.0, time.time() - ts):.0f}s ago"
+
+
+def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
+    if as_json:
+        echo_json({"ok": True, "task": info.model_dump(mode="json")})
+        return
+    line = (
+        f"{info.id}  {info.state:<8} {info.environment}  vcpus={info.vcpus} "
+        f"memory_mib={info.memory_mib} commands={info.command_count}"
+        + (f"  name={info.name}" if info.name else "")
+        + (f"  uptime={info.uptime_s:.1f}s" if info.uptime_s is not None else "")
+        + (f"  ({info.reason})" if info.reason else "")
+    )
+    click.echo(line)
+    if not verbose:
+        return
+    last = info.last_command
+    rows = [
+        ("backend", info.backend),
+        ("pid", info.pid or "-"),
+        ("workspace", info.workspace),
+        ("disk", f"{info.disk_bytes / (1 << 20):.1f} MiB"),
+        ("labels", ", ".join(f"{k}={v}" for k, v in sorted(info.labels.items())) or "-"),
+        ("ttl", f"{info.ttl_seconds}s" if info.ttl_seconds else "-"),
+        ("idle timeout", f"{info.idle_timeout_seconds}s" if info.idle_timeout_seconds else "-"),
+        ("last activity", _ago(info.last_activity_at)),
+        ("secrets", ", ".join(info.secret_names) or "-"),
+        ("snapshots", ", ".join(info.snapshots) or "-"),
+        (
+            "last command",
+            f"#{last.seq} {' '.join(last.argv)} -> exit {last.exit_code} "
+            f"({last.duration_ms} ms, {_ago(last.finished_at)})"
+            if last
+            else "-",
+        ),
+    ]
+    for key, value in rows:
+        click.echo(f"  {key + ':':<15}{value}")
+
+
+@click.group()
+def task() -> None:
+    """Persistent task workspaces: one VM that many commands run in, with a journal."""
+
+
+@task.command()
+@click.argument("environment")
+@click.option("--seed-path", type=click.Path(path_type=Path), help="Host folder → /workspace.")
+@click.option("--name", default=None)
+@click.option("--label", "labels", multiple=True, metavar="K=V")
+@click.option("--vcpus", type=int)
+@click.option("--memory-mib", type=int)
+@click.option("--ttl-seconds", type=int, help="Delete the task this long after creation.")
+@click.option("--idle-timeout-seconds", type=int, help="Stop it after this long without exec.")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME=VALUE")
+@click.option("--secret-file", "secret_files", multiple=True, metavar="NAME=PATH")
+@click.option("--backend", envvar="PYRO_BACKEND", default=None)
+@click.option("--id-only", is_flag=True, help="Print only the task id.")
+@json_option
+@handle_errors
+def create(
+    environment: str,
+    seed_path: Path | None,
+    name: str | None,
+    labels: tuple[str, ...],
+    vcpus: int | None,
+    memory_mib: int | None,
+    ttl_seconds: int | None,
+    idle_timeout_seconds: int | None,
+    secrets: tuple[str, ...],
+    secret_files: tuple[str, ...],
+    backend: str | None,
+    id_only: bool,
+    as_json: bool,
+) -> None:
+    """Create and boot a task of ENVIRONMENT; prints its id."""
+    from pyro.tasks_secrets import parse_secret_items
+
+    values = parse_secret_items(secrets, secret_files)
+    if not as_json and not id_only:
+        click.echo(f"[task] phase=create environment={environment}", err=True)
+    info = _pyro().create_task(
+        environment,
+        seed_path=seed_path,
+        name=name,
+        labels=_pairs(labels, "--label"),
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        ttl_seconds=ttl_seconds,
+        idle_timeout_seconds=idle_timeout_seconds,
+        secrets=values,
+        backend=None if backend == "auto" else backend,
+    )
+    if id_only and not as_json:
+        click.echo(info.id)
+        return
+    if not as_json:
+        seed = info.seed
+        if seed is not None:
+            click.echo(
+                f"[task] phase=seed task_id={info.id} files={seed.files} bytes={seed.bytes}"
+                + (f" skipped={len(seed.skipped)}" if seed.skipped else ""),
+                err=True,
+            )
+        click.echo(f"[task] phase=ready task_id={info.id}", err=True)
+    _show(info, as_json)
+
+
+@task.command(name="exec", context_settings={"allow_interspersed_args": True})
+@click.argument("task_id")
+@click.argument("command", nargs=-1, required=True)
+@click.option("--timeout-seconds", type=int, default=600, show_default=True)
+@click.option("--cwd", default=None, help="Guest folder (default /workspace).")
+@click.option("--env", "env_items", multiple=True, metavar="K=V")
+@click.option("--secret-env", "secret_env", multiple=True, metavar="NAME")
+@json_option
+@handle_errors
+def exec_(
+    task_id: str,
+    command: tuple[str, ...],
+    timeout_seconds: int,
+    cwd: str | None,
+    env_items: tuple[str, ...],
+    secret_env: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run a command in TASK_ID (the task stays; exit code = the command's)."""
+    from pyro.cli.run_cmd import SHELL_CHARS
+
+    argv: str | list[str] = list(command)
+    if len(command) == 1 and SHELL_CHARS.search(command[0]):
+        argv = command[0]
+    out = _pyro().exec_task(
+        task_id,
+        argv,
+        timeout_seconds=timeout_seconds,
+        cwd=cwd,
+        env=_pairs(env_items, "--env"),
+        secret_env=list(secret_env),
+    )
+    if as_json:
+        echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})
+    else:
+        sys.stdout.write(out.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(out.stderr)
+        click.echo(
+            f"[task] task_id={task_id} seq={out.seq} exit_code={out.exit_code} "
+            f"duration_ms={out.duration_ms}",
+            err=True,
+        )
+    raise SystemExit(out.exit_code)
+
+
+@task.command()
+@click.argument("task_id")
+@json_option
+@handle_errors
+def status(task_id: str, as_json: bool) -> None:
+    """State, resources, uptime, command count and last command of TASK_ID."""
+    _show(_pyro().status_task(task_id), as_json, verbose=True)
+
+
+@task.command()
+@click.argument("task_id")
+@click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N.")
+@json_option
+@handle_errors
+def logs(task_id: str, tail: int | None, as_json: bool) -> None:
+    """The command journal of TASK_ID (secrets redacted)."""
+    out = _pyro().logs_task(task_id, tail=tail)
+    if as_json:
+        echo_json({"ok": True, **out.model_dump(mode="json")})
+        return
+    if not out.entries:
+        click.echo("no commands yet")
+    for e in out.entries:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.started_at))
+        result = f"exit {e.exit_code}" if e.error is None else f"error: {e.error}"
+        click.echo(
+            f"#{e.seq} {stamp} [{e.cwd}] {' '.join(e.argv)} -> {result} ({e.duration_ms} ms)"
+        )
+        for stream, text in (("stdout", e.stdout), ("stderr", e.stderr)):
+            for line in text.splitlines():
+                click.echo(f"    {stream}| {line}")
+
+
+@task.command(name="list")
+@click.option("--name", default=None)
+@click.option("--label", "labels", multiple=True, metavar="K=V")
+@json_option
+@handle_errors
+def list_(name: str | None, labels: tuple[str, ...], as_json: bool) -> None:
+    """Every task (optionally only those with NAME and all the labels)."""
+    tasks = _pyro().list_tasks(name=name, labels=_pairs(labels, "--label"))
+    if as_json:
+        echo_json({"ok": True, "tasks": [t.model_dump(mode="json") for t in tasks]})
+        return
+    if not tasks:
+        click.echo("no tasks")
+    for info in tasks:
+        _show(info, False)
+
+
+@task.command()
+@click.argument("task_id")
+@json_option
+@handle_errors
+def delete(task_id: str, as_json: bool) -> None:
+    """Remove TASK_ID: VM, disk, snapshots, journal, secrets (idempotent)."""
+    existed = _pyro().delete_task(task_id)
+    if as_json:
+        echo_json({"ok": True, "task_id": task_id, "deleted": existed})
+    else:
+        click.echo(f"{task_id} deleted" if existed else f"{task_id} did not exist (nothing to do)")
+
+
+@task.command()
+@click.argument("task_id")
+@json_option
+@handle_errors
+def stop(task_id: str, as_json: bool) -> None:
+    """Shut TASK_ID down; its disk and journal stay for `pyro task start`."""
+    _show(_pyro().stop_task(task_id), as_json)
+
+
+@task.command()
+@click.argument("task_id")
+@json_option
+@handle_errors
+def start(task_id: str, as_json: bool) -> None:
+    """Boot TASK_ID again from its own disk."""
+    _show(_pyro().start_task(task_id), as_json)
+
+
+@task.command()
+@click.argument("task_id")
+@click.option("--snapshot", default="baseline", show_default=True)
+@json_option
+@handle_errors
+def reset(task_id: str, snapshot: str, as_json: bool) -> None:
+    """Put TASK_ID's disk back to a snapshot (default: as created) and boot it."""
+    _show(_pyro().reset_task(task_id, snapshot=snapshot), as_json)
+
+
+@task.command()
+@click.argument("task_id")
+@click.argument("path")
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="Host path.")
+@json_option
+@handle_errors
+def export(task_id: str, path: str, output: Path, as_json: bool) -> None:
+    """Copy a guest file or folder PATH of TASK_ID to the host."""
+    result = _pyro().export_task_path(task_id, path, output)
+    if as_json:
+        echo_json({"ok": True, **result.model_dump(mode="json")})
+    else:
+        click.echo(f"{result.files} files, {result.bytes} bytes -> {result.dest}")
+
+
+@task.group()
+def file() -> None:
+    """Read, write and list guest files (binary safe, no shell quoting)."""
+
+
+@file.command(name="read")
+@click.argument("task_id")
+@click.argument("path")
+@handle_errors
+def file_read(task_id: str, path: str, as_json: bool = False) -> None:
+    """Write the guest file PATH of TASK_ID to stdout, byte for byte."""
+    _pyro().copy_task_file(task_id, path, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+@file.command(name="write")
+@click.argument("task_id")
+@click.argument("path")
+@click.option("--from", "source", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--mode", default="644", show_default=True, help="Octal file mode.")
+@json_option
+@handle_errors
+def file_write(task_id: str, path: str, source: Path | None, mode: str, as_json: bool) -> None:
+    """Write a host file (--from) or stdin to the guest file PATH of TASK_ID."""
+    try:
+        bits = int(mode, 8)
+    except ValueError:
+        raise UsageError(f"--mode {mode!r} is not an octal mode", "e.g. --mode 755") from None
+    data: Any = source if source is not None else sys.stdin.buffer
+    out = _pyro().write_task_file(task_id, path, data, mode=bits)
+    if as_json:
+        echo_json({"ok": True, **out.model_dump(mode="json")})
+    else:
+        click.echo(f"{out.bytes} bytes -> {out.path}")
+
+
+@file.command(name="list")
+@click.argument("task_id")
+@click.argument("path", default="/workspace")
+@json_option
+@handle_errors
+def file_list(task_id: str, path: str, as_json: bool) -> None:
+    """List the guest folder PATH of TASK_ID (default /workspace)."""
+    entries = _pyro().list_task_files(task_id, path)
+    if as_json:
+        echo_json({"ok": True, "entries": [e.model_dump(mode="json") for e in entries]})
+        return
+    for e in entries:
+        link = f" -> {e.link_target}" if e.link_target else ""
+        click.echo(f"{e.kind:<9} {e.mode:04o} {e.size:>12}  {e.name}{link}")
+
+
+@task.group()
+def sync() -> None:
+    """Copy host folders into a task."""
+
+
+@sync.command(name="push")
+@click.argument("task_id")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--dest", default="/workspace", show_default=True)
+@json_option
+@handle_errors
+def sync_push(task_id: str, source: Path, dest: str, as_json: bool) -> None:
+    """Copy the host folder SOURCE into TASK_ID (default under /workspace)."""
+    result = _pyro().push_task_dir(task_id, source, dest=dest)
+    if as_json:
+        echo_json({"ok": True, **result.model_dump(mode="json")})
+    else:
+        click.echo(f"{result.files} files, {result.bytes} bytes -> {result.dest}")
+        for rel in result.skipped:
+            click.echo(f"skipped (not a file, folder or link): {rel}", err=True)
+
+
+@task.group()
+def snapshot() -> None:
+    """Disk snapshots of a task (a `baseline` is taken at create)."""
+
+
+@snapshot.command(name="create")
+@click.argument("task_id")
+@click.argument("name")
+@json_option
+@handle_errors
+def snapshot_create(task_id: str, name: str, as_json: bool) -> None:
+    """Snapshot TASK_ID's disk as NAME (the task keeps running)."""
+    snap = _pyro().create_task_snapshot(task_id, name)
+    if as_json:
+        echo_json({"ok": True, "snapshot": snap.model_dump(mode="json")})
+    else:
+        click.echo(f"snapshot {snap.name} of {task_id} taken in {snap.duration_ms} ms")
+
+
+@snapshot.command(name="list")
+@click.argument("task_id")
+@json_option
+@handle_errors
+def snapshot_list(task_id: str, as_json: bool) -> None:
+    """The snapshots of TASK_ID."""
+    snaps = _pyro().list_task_snapshots(task_id)
+    if as_json:
+        echo_json({"ok": True, "snapshots": [s.model_dump(mode="json") for s in snaps]})
+        return
+    for s in snaps:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.created_at))
+        click.echo(f"{s.name:<20} {stamp}")
+
+
+@snapshot.command(name="delete")
+@click.argument("task_id")
+@click.argument("name")
+@json_option
+@handle_errors
+def snapshot_delete(task_id: str, name: str, as_json: bool) -> None:
+    """Delete the snapshot NAME of TASK_ID (idempotent)."""
+    existed = _pyro().delete_task_snapshot(task_id, name)
+    if as_json:
+        echo_json({"ok": True, "task_id": task_id, "snapshot": name, "deleted": existed})
+    else:
+        click.echo(f"snapshot {name} deleted" if existed else f"no snapshot {name} (nothing to do)")

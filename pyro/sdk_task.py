@@ -1,0 +1,311 @@
+"""The task half of the :class:`pyro.Pyro` facade: persistent workspaces for repeated commands."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import BaseModel
+
+from pyro.tasks import TaskInfo, TaskManager
+from pyro.tasks_files import FileEntry, SyncResult, guest_path
+from pyro.tasks_journal import JournalEntry
+from pyro.tasks_run import TaskCreateOptions, TaskExecOutput
+from pyro.tasks_snapshots import BASELINE, SnapshotInfo
+
+__all__ = [
+    "FileEntry",
+    "JournalEntry",
+    "SnapshotInfo",
+    "SyncResult",
+    "TaskExecOutput",
+    "TaskFileWritten",
+    "TaskInfo",
+    "TaskLogs",
+    "TaskMethods",
+]
+
+
+class TaskLogs(BaseModel):
+    """A task's command journal (redacted), oldest first."""
+
+    task_id: str
+    entries: list[JournalEntry]
+
+
+class TaskFileWritten(BaseModel):
+    task_id: str
+    path: str
+    bytes: int
+
+
+class TaskMethods:
+    """Task workspace methods of :class:`pyro.Pyro`.
+
+    Every method raises :class:`pyro.errors.PyroError` subclasses only; those taking a
+    ``task_id`` raise :class:`~pyro.errors.NotFoundError` for an unknown id.
+    """
+
+    _state_dir: Path | None
+
+    @property
+    def tasks(self) -> TaskManager:
+        """The task manager, after reaping dead VMs, expired TTLs and idle tasks."""
+        from pyro.vms import VMRegistry
+
+        registry = VMRegistry(self._state_dir)
+        registry.reap()
+        manager = TaskManager(registry)
+        manager.reap_idle()
+        return manager
+
+    def create_task(
+        self,
+        environment: str,
+        *,
+        seed_path: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        vcpus: int | None = None,
+        memory_mib: int | None = None,
+        ttl_seconds: int | None = None,
+        idle_timeout_seconds: int | None = None,
+        secrets: Mapping[str, str] | None = None,
+        backend: str | None = None,
+    ) -> TaskInfo:
+        """Create and boot a task; ``/workspace`` is seeded from the host folder ``seed_path``.
+
+        A ``baseline`` snapshot is taken once seeded (QEMU backend).
+
+        Raises:
+            UsageError: bad secret, or ``seed_path`` is not a folder or holds a symlink
+                leaving it.
+            LimitError: the seed is too large, or the host cannot hold the VM.
+            EnvironmentNotFoundError, BackendUnavailableError, BootError.
+        """
+        from pyro.tasks_run import create
+
+        options = TaskCreateOptions(
+            seed_path=None if seed_path is None else os.fspath(seed_path),
+            name=name,
+            labels=dict(labels or {}),
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            ttl_seconds=ttl_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
+            backend=backend,
+        )
+        return create(self.tasks, environment, options, dict(secrets or {}))
+
+    def exec_task(
+        self,
+        task_id: str,
+        command: str | Sequence[str],
+        *,
+        timeout_seconds: int = 600,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        secret_env: Sequence[str] = (),
+    ) -> TaskExecOutput:
+        """Run one command in the task (a shell string runs with ``sh -c``); the task stays.
+
+        The default cwd is ``/workspace``; a stopped task is booted first. Secrets named in
+        ``secret_env`` become env vars; their values are redacted from what is returned
+        and journaled.
+
+        Raises:
+            NotFoundError: no such task.  UsageError: unknown secret name.
+            StateError, GuestError: the VM broke (the failure is journaled).
+        """
+        from pyro.tasks_run import exec_command
+
+        return exec_command(
+            self.tasks,
+            task_id,
+            command,
+            timeout_seconds=timeout_seconds,
+            cwd=cwd,
+            env=env,
+            secret_env=secret_env,
+        )
+
+    def status_task(self, task_id: str) -> TaskInfo:
+        """State, resources, uptime, command count and last command of a task.
+
+        Raises:
+            NotFoundError: no such task.
+        """
+        return self.tasks.status(task_id)
+
+    def logs_task(self, task_id: str, *, tail: int | None = None) -> TaskLogs:
+        """The command journal (the last ``tail`` entries, or all).
+
+        Raises:
+            NotFoundError: no such task.
+        """
+        return TaskLogs(task_id=task_id, entries=self.tasks.logs(task_id, tail))
+
+    def list_tasks(
+        self, *, name: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[TaskInfo]:
+        """Every task, oldest first, optionally only those with ``name`` and all ``labels``."""
+        return self.tasks.list_tasks(name=name, labels=labels)
+
+    def delete_task(self, task_id: str) -> bool:
+        """Remove the task's VM, disk, snapshots, journal and secrets. False if absent.
+
+        Raises:
+            NotFoundError: the id is a VM's, not a task's.
+        """
+        return self.tasks.delete(task_id)
+
+    def stop_task(self, task_id: str) -> TaskInfo:
+        """Sync and shut the guest down; disk and journal stay for ``start_task``.
+
+        Raises:
+            NotFoundError: no such task.
+        """
+        return self.tasks.stop(task_id)
+
+    def start_task(self, task_id: str) -> TaskInfo:
+        """Boot a stopped task again from its own disk.
+
+        Raises:
+            NotFoundError: no such task.  StateError: already running.  BootError.
+        """
+        return self.tasks.start(task_id)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def read_task_file(self, task_id: str, path: str, *, max_bytes: int | None = None) -> bytes:
+        """The bytes of a guest file (relative paths are under ``/workspace``).
+
+        Raises:
+            NotFoundError: no such task.  GuestPathError: no such file.
+            LimitError: larger than ``max_bytes``.
+        """
+        buf = io.BytesIO()
+        self.copy_task_file(task_id, path, buf, max_bytes=max_bytes)
+        return buf.getvalue()
+
+    def copy_task_file(
+        self, task_id: str, path: str, dst: BinaryIO, *, max_bytes: int | None = None
+    ) -> int:
+        """Stream a guest file into ``dst``; returns its size.
+
+        Raises:
+            NotFoundError: no such task.  GuestPathError: no such file.  LimitError.
+        """
+        tasks = self.tasks
+        with tasks.client(task_id) as client:
+            return client.get_file(guest_path(path), dst, max_bytes=max_bytes)
+
+    def write_task_file(
+        self,
+        task_id: str,
+        path: str,
+        data: bytes | BinaryIO | Path,
+        *,
+        mode: int = 0o644,
+    ) -> TaskFileWritten:
+        """Write ``data`` (bytes, a binary stream or a host file) to a guest path, atomically;
+        parent folders are created.
+
+        Raises:
+            NotFoundError: no such task.  GuestPathError: the path cannot be written.
+        """
+        target = guest_path(path)
+        tasks = self.tasks
+        src: BinaryIO | Path = io.BytesIO(data) if isinstance(data, bytes) else data
+        with tasks.client(task_id) as client:
+            size = client.put_file(target, src, mode=mode)
+        tasks.touch(task_id)
+        return TaskFileWritten(task_id=task_id, path=target, bytes=size)
+
+    def list_task_files(self, task_id: str, path: str = "/workspace") -> list[FileEntry]:
+        """The entries of a guest folder (a file lists as itself).
+
+        Raises:
+            NotFoundError: no such task.  GuestPathError: no such path.
+        """
+        from pyro.tasks_files import list_entries
+
+        with self.tasks.client(task_id) as client:
+            return list_entries(client, guest_path(path))
+
+    def push_task_dir(
+        self, task_id: str, source: str | os.PathLike[str], *, dest: str = "/workspace"
+    ) -> SyncResult:
+        """Copy a host folder into the guest folder ``dest`` (same rules as the seed).
+
+        Raises:
+            NotFoundError: no such task.  UsageError: bad folder or escaping symlink.
+            LimitError: too large.
+        """
+        from pyro.tasks_files import scan_tree, upload_tree
+
+        plan = scan_tree(Path(source))
+        tasks = self.tasks
+        with tasks.client(task_id) as client:
+            result = upload_tree(client, plan, guest_path(dest), os.fspath(source))
+        tasks.touch(task_id)
+        return result
+
+    def export_task_path(
+        self, task_id: str, path: str, output: str | os.PathLike[str]
+    ) -> SyncResult:
+        """Copy a guest file or folder to ``output`` on the host.
+
+        Raises:
+            NotFoundError: no such task.  GuestPathError: no such guest path.
+            UsageError: ``output`` cannot be written.
+        """
+        from pyro.tasks_files import export_path
+
+        with self.tasks.client(task_id) as client:
+            return export_path(client, guest_path(path), Path(output))
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def create_task_snapshot(self, task_id: str, name: str) -> SnapshotInfo:
+        """Snapshot the task's disk under ``name`` (the VM keeps running).
+
+        Raises:
+            NotFoundError: no such task.  StateError: the name exists.  UsageError: bad name.
+            BackendUnavailableError: not the QEMU backend.
+        """
+        from pyro.tasks_run import snapshot_create
+
+        return snapshot_create(self.tasks, task_id, name)
+
+    def list_task_snapshots(self, task_id: str) -> list[SnapshotInfo]:
+        """The task's snapshots, oldest first.
+
+        Raises:
+            NotFoundError: no such task.
+        """
+        _, meta = self.tasks.get(task_id)
+        return list(meta.snapshots)
+
+    def delete_task_snapshot(self, task_id: str, name: str) -> bool:
+        """Delete a snapshot; False if the task has none of that name.
+
+        Raises:
+            NotFoundError: no such task.
+        """
+        from pyro.tasks_run import snapshot_delete
+
+        return snapshot_delete(self.tasks, task_id, name)
+
+    def reset_task(self, task_id: str, *, snapshot: str = BASELINE) -> TaskInfo:
+        """Put the task's disk back to a snapshot (default: as created) and boot it.
+
+        Raises:
+            NotFoundError: no such task or snapshot.  BackendUnavailableError.
+        """
+        from pyro.tasks_run import reset
+
+        return reset(self.tasks, task_id, snapshot)

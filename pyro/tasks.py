@@ -1,0 +1,319 @@
+"""Task workspaces: one persistent VM that many commands run in, one after another.
+
+A task is a VM record of ``kind="task"`` in the :class:`pyro.vms.VMRegistry` (so reaping,
+limits and the ``vm`` plumbing are shared). What only tasks have lives beside the record
+in the VM's directory ``$PYRO_STATE_DIR/vms/<id>/``:
+
+``task.json``      :class:`TaskMeta`: workspace, idle timeout, activity, snapshots, seed
+``journal.jsonl``  the command journal (:mod:`pyro.tasks_journal`)
+``secrets.json``   secret values, mode 0600 (:mod:`pyro.tasks_secrets`)
+``overlay.qcow2``  the task's own disk; stop/start boots from it again, snapshots live in it
+
+Deleting the VM directory deletes the task whole. Execs update ``task.json`` and the
+journal under a per-task file lock, so concurrent pyro processes never interleave them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from filelock import FileLock
+from pydantic import BaseModel, ValidationError
+
+from pyro.errors import NotFoundError, PyroError, StateError
+from pyro.tasks_files import WORKSPACE, SyncResult
+from pyro.tasks_journal import Journal, JournalEntry
+from pyro.tasks_secrets import Redactor, SecretStore
+from pyro.tasks_snapshots import SnapshotInfo
+from pyro.vms import VMRecord, VMRegistry, VMState
+
+if TYPE_CHECKING:
+    from pyro.guest.client import AgentClient
+
+META_FILE = "task.json"
+STOP_TIMEOUT_S = 10.0
+
+
+class CommandSummary(BaseModel):
+    """The last command of a task, as ``status`` shows it (redacted)."""
+
+    seq: int
+    argv: list[str]
+    exit_code: int | None
+    finished_at: float
+    duration_ms: int
+
+
+class TaskMeta(BaseModel):
+    """Task-only data, persisted as ``task.json`` beside ``vm.json``."""
+
+    workspace: str = WORKSPACE
+    idle_timeout_seconds: int | None = None
+    last_activity_at: float
+    command_count: int = 0
+    last_command: CommandSummary | None = None
+    seed: SyncResult | None = None
+    secret_names: list[str] = []
+    snapshots: list[SnapshotInfo] = []
+
+
+class TaskInfo(BaseModel):
+    """What ``status_task``/``list_tasks`` report about a task."""
+
+    id: str
+    name: str | None
+    labels: dict[str, str]
+    environment: str
+    backend: str
+    vcpus: int
+    memory_mib: int
+    state: str
+    reason: str
+    pid: int | None
+    created_at: float
+    started_at: float | None
+    uptime_s: float | None
+    ttl_seconds: int | None
+    idle_timeout_seconds: int | None
+    last_activity_at: float
+    workspace: str
+    disk_bytes: int
+    command_count: int
+    last_command: CommandSummary | None
+    secret_names: list[str]
+    snapshots: list[str]
+    seed: SyncResult | None = None
+
+
+class TaskManager:
+    """Task operations on top of a VM registry."""
+
+    def __init__(self, registry: VMRegistry) -> None:
+        self.registry = registry
+
+    # -- records --------------------------------------------------------------------------
+
+    def dir(self, task_id: str) -> Path:
+        return self.registry.dir(task_id)
+
+    @contextlib.contextmanager
+    def locked(self, task_id: str) -> Iterator[None]:
+        """The per-task lock for ``task.json`` and the journal (never held across an exec)."""
+        self.registry.locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.registry.locks / f"task-{task_id}.lock"), timeout=60):
+            yield
+
+    def get(self, task_id: str) -> tuple[VMRecord, TaskMeta]:
+        """Raises: NotFoundError: no task has this id (a VM id is refused too)."""
+        try:
+            record = self.registry.get(task_id)
+        except NotFoundError:
+            raise NotFoundError(
+                f"no task with id {task_id!r}", "run 'pyro task list' to see the tasks"
+            ) from None
+        if record.kind != "task":
+            raise NotFoundError(
+                f"{task_id} is a VM, not a task", f"use 'pyro vm status {task_id}' for VMs"
+            )
+        return record, self.meta(task_id, record)
+
+    def meta(self, task_id: str, record: VMRecord) -> TaskMeta:
+        path = self.dir(task_id) / META_FILE
+        try:
+            return TaskMeta.model_validate_json(path.read_bytes())
+        except FileNotFoundError:  # made by an older pyro, or create died half-way
+            return TaskMeta(last_activity_at=record.started_at or record.created_at)
+        except (OSError, ValidationError) as exc:
+            raise StateError(
+                f"the task data of {task_id} is unreadable: {exc}",
+                f"delete the task with 'pyro task delete {task_id}'",
+            ) from exc
+
+    def save_meta(self, task_id: str, meta: TaskMeta) -> None:
+        path = self.dir(task_id) / META_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(meta.model_dump_json(indent=2))
+        os.replace(tmp, path)
+
+    def touch(self, task_id: str) -> None:
+        """Record activity now (what idle reaping measures from)."""
+        with self.locked(task_id):
+            _, meta = self.get(task_id)
+            self.save_meta(task_id, meta.model_copy(update={"last_activity_at": time.time()}))
+
+    def info(self, record: VMRecord, meta: TaskMeta) -> TaskInfo:
+        public = record.public()
+        disk = self.dir(record.id) / "overlay.qcow2"
+        try:
+            disk_bytes = disk.stat().st_blocks * 512
+        except OSError:
+            disk_bytes = 0
+        redact = self.redactor(record.id)
+        last = meta.last_command
+        if last is not None:
+            last = last.model_copy(update={"argv": redact.all(last.argv)})
+        return TaskInfo(
+            id=record.id,
+            name=record.name,
+            labels=record.labels,
+            environment=record.environment,
+            backend=record.backend,
+            vcpus=record.vcpus,
+            memory_mib=record.memory_mib,
+            state=record.state.value,
+            reason=redact(record.reason),
+            pid=public["pid"],
+            created_at=record.created_at,
+            started_at=record.started_at,
+            uptime_s=public["uptime_s"],
+            ttl_seconds=record.ttl_seconds,
+            idle_timeout_seconds=meta.idle_timeout_seconds,
+            last_activity_at=meta.last_activity_at,
+            workspace=meta.workspace,
+            disk_bytes=disk_bytes,
+            command_count=meta.command_count,
+            last_command=last,
+            secret_names=meta.secret_names,
+            snapshots=[s.name for s in meta.snapshots],
+            seed=meta.seed,
+        )
+
+    def redactor(self, task_id: str) -> Redactor:
+        return Redactor(SecretStore(self.dir(task_id)).load())
+
+    def list_tasks(
+        self, *, name: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> list[TaskInfo]:
+        """Tasks, oldest first, filtered by name and (all of the) labels."""
+        out = []
+        for record in self.registry.list(kind="task"):
+            if name is not None and record.name != name:
+                continue
+            if labels and any(record.labels.get(k) != v for k, v in labels.items()):
+                continue
+            with contextlib.suppress(PyroError):
+                out.append(self.info(record, self.meta(record.id, record)))
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def client(self, task_id: str) -> AgentClient:
+        """An agent connection to the task's VM, booting it from its disk when stopped.
+
+        Raises:
+            NotFoundError: no such task.  BootError: it did not come up.
+        """
+        record, _ = self.get(task_id)
+        if record.state is VMState.RUNNING:
+            return self.registry.connect(task_id)
+        try:
+            _, client = self.registry.start(task_id)
+        except StateError:  # another process started it meanwhile
+            return self.registry.connect(task_id)
+        self.touch(task_id)
+        return client
+
+    def start(self, task_id: str) -> TaskInfo:
+        """Boot a stopped task from its own disk.
+
+        Raises:
+            NotFoundError: no such task.  StateError: it is running.  BootError.
+        """
+        self.get(task_id)
+        _, client = self.registry.start(task_id)
+        client.close()
+        self.touch(task_id)
+        return self.status(task_id)
+
+    def stop(self, task_id: str, *, reason: str = "stopped by user") -> TaskInfo:
+        """Sync and power the guest off, then make sure the VMM is gone; the disk stays.
+
+        Raises:
+            NotFoundError: no such task.
+        """
+        record, _ = self.get(task_id)
+        if record.state is VMState.RUNNING:
+            # The agent syncs the guest's page cache to its disk before powering off;
+            # QMP quit alone would lose writes the guest has not flushed yet.
+            with contextlib.suppress(PyroError, OSError):
+                client = self.registry.connect(task_id, timeout=5.0)
+                client.shutdown(timeout_s=STOP_TIMEOUT_S)
+        self.registry.stop(task_id, reason=reason)
+        return self.status(task_id)
+
+    def delete(self, task_id: str) -> bool:
+        """Remove the VM, its disk, journal, secrets and snapshots. False if it did not exist.
+
+        Raises:
+            NotFoundError: the id names a VM, not a task.
+        """
+        try:
+            self.get(task_id)
+        except NotFoundError as exc:
+            if "is a VM" in exc.summary:
+                raise
+            return False
+        except StateError:
+            pass
+        existed = self.registry.delete(task_id)
+        with contextlib.suppress(OSError):
+            (self.registry.locks / f"task-{task_id}.lock").unlink()
+        return existed
+
+    def status(self, task_id: str) -> TaskInfo:
+        """Raises: NotFoundError: no such task."""
+        record, meta = self.get(task_id)
+        return self.info(record, meta)
+
+    def reap_idle(self) -> list[str]:
+        """Stop running tasks that had no exec for their idle timeout. Returns their ids."""
+        stopped = []
+        now = time.time()
+        for record in self.registry.list(kind="task"):
+            if record.state is not VMState.RUNNING:
+                continue
+            with contextlib.suppress(PyroError):
+                meta = self.meta(record.id, record)
+                idle = meta.idle_timeout_seconds
+                if idle is not None and now - meta.last_activity_at > idle:
+                    self.stop(record.id, reason=f"idle for more than {idle} s (idle timeout)")
+                    stopped.append(record.id)
+        return stopped
+
+    # -- journal --------------------------------------------------------------------------
+
+    def record_exec(self, task_id: str, entry_fields: dict[str, object]) -> JournalEntry:
+        """Number and append one journal entry, and update the task's counters.
+
+        ``entry_fields`` must already be redacted.
+        """
+        with self.locked(task_id):
+            _, meta = self.get(task_id)
+            entry = JournalEntry.model_validate({**entry_fields, "seq": meta.command_count + 1})
+            Journal(self.dir(task_id)).append(entry)
+            summary = CommandSummary(
+                seq=entry.seq,
+                argv=entry.argv,
+                exit_code=entry.exit_code,
+                finished_at=entry.finished_at,
+                duration_ms=entry.duration_ms,
+            )
+            meta = meta.model_copy(
+                update={
+                    "command_count": entry.seq,
+                    "last_command": summary,
+                    "last_activity_at": time.time(),
+                }
+            )
+            self.save_meta(task_id, meta)
+            return entry
+
+    def logs(self, task_id: str, tail: int | None = None) -> list[JournalEntry]:
+        """Raises: NotFoundError: no such task."""
+        self.get(task_id)
+        return Journal(self.dir(task_id)).entries(tail)

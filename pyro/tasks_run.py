@@ -1,0 +1,277 @@
+"""The task operations that touch the guest: create (boot + seed + baseline), exec, snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from pyro.errors import NotFoundError, PyroError, StateError, UsageError
+from pyro.sdk_vm import ExecOutput, argv_of, run_command
+from pyro.tasks import TaskInfo, TaskManager, TaskMeta
+from pyro.tasks_files import WORKSPACE, guest_path, run_checked, scan_tree, upload_tree
+from pyro.tasks_journal import cap_text
+from pyro.tasks_secrets import Redactor, SecretStore, check_secret
+from pyro.tasks_snapshots import (
+    BASELINE,
+    SnapshotInfo,
+    apply_offline,
+    check_name,
+    create_offline,
+    create_online,
+    delete_offline,
+    delete_online,
+    require_qemu,
+)
+from pyro.vms import VMRecord, VMState
+
+if TYPE_CHECKING:
+    from pyro.vmm.base import Backend, VMHandle
+
+
+class TaskExecOutput(ExecOutput):
+    """One command of a task (redacted), with its journal sequence number."""
+
+    task_id: str
+    seq: int
+
+
+class TaskCreateOptions(BaseModel):
+    """Everything ``create_task`` takes besides the environment."""
+
+    seed_path: str | None = None
+    name: str | None = None
+    labels: dict[str, str] = {}
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    ttl_seconds: int | None = None
+    idle_timeout_seconds: int | None = None
+    backend: str | None = None
+
+
+def create(
+    manager: TaskManager,
+    environment: str,
+    options: TaskCreateOptions,
+    secrets: Mapping[str, str],
+) -> TaskInfo:
+    """Record, boot and seed a task; on any failure nothing of it is left.
+
+    Raises:
+        UsageError: a bad secret or seed folder.  LimitError: seed too large, host limits.
+        EnvironmentNotFoundError, BackendUnavailableError, BootError, GuestError.
+    """
+    from pyro.environments import service
+    from pyro.guest.build import build_agent_initrd
+    from pyro.vmm import select_backend
+
+    for name, value in secrets.items():
+        check_secret(name, value)
+    for label, what in ((options.ttl_seconds, "ttl"), (options.idle_timeout_seconds, "idle")):
+        if label is not None and label <= 0:
+            raise UsageError(f"the {what} timeout must be a positive number of seconds")
+    # Scan the seed first: a bad folder is refused before anything boots.
+    plan = scan_tree(Path(options.seed_path)) if options.seed_path else None
+    install = service.pull(environment)
+    backend = select_backend(options.backend)
+    defaults = install.manifest.get("defaults") or {}
+    record = manager.registry.create(
+        environment=install.name,
+        environment_digest=install.digest,
+        kernel=install.kernel,
+        initrd=build_agent_initrd(),
+        rootfs=install.rootfs,
+        backend=backend.name,
+        vcpus=options.vcpus or int(defaults.get("vcpus", 1)),
+        memory_mib=options.memory_mib or int(defaults.get("memoryMiB", 512)),
+        kind="task",
+        name=options.name,
+        labels=options.labels,
+        ttl_seconds=options.ttl_seconds,
+    )
+    task_id = record.id
+    try:
+        SecretStore(manager.dir(task_id)).save(secrets)
+        meta = TaskMeta(
+            idle_timeout_seconds=options.idle_timeout_seconds,
+            last_activity_at=time.time(),
+            secret_names=sorted(secrets),
+        )
+        manager.save_meta(task_id, meta)
+        _, client = manager.registry.start(task_id)
+        with client:
+            if plan is not None:
+                meta.seed = upload_tree(client, plan, WORKSPACE, str(options.seed_path))
+            else:
+                run_checked(client, ["mkdir", "-p", "--", WORKSPACE])
+            run_checked(client, ["sync"])
+        manager.save_meta(task_id, meta)
+        if backend.name.startswith("qemu"):
+            snapshot_create(manager, task_id, BASELINE)
+    except BaseException:
+        manager.delete(task_id)
+        raise
+    return manager.status(task_id)
+
+
+def exec_command(
+    manager: TaskManager,
+    task_id: str,
+    command: str | Sequence[str],
+    *,
+    timeout_seconds: int = 600,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    secret_env: Sequence[str] = (),
+) -> TaskExecOutput:
+    """Run one command in the task's VM (booting it if stopped); never cleans up.
+
+    Raises:
+        NotFoundError: no such task.  UsageError: unknown secret name, empty command.
+        StateError/GuestError: the VM broke during the command (journaled too).
+    """
+    argv = argv_of(command)
+    _, meta = manager.get(task_id)
+    store = SecretStore(manager.dir(task_id))
+    redact = Redactor(store.load())
+    full_env = dict(env or {})
+    full_env.update(store.env_for(secret_env))
+    workdir = guest_path(cwd, meta.workspace) if cwd else meta.workspace
+    started = time.time()
+    fields: dict[str, object] = {
+        "argv": redact.all(argv),
+        "cwd": redact(workdir),
+        "env": {k: redact(v) for k, v in (env or {}).items()},
+        "secret_env": list(secret_env),
+        "started_at": started,
+    }
+    try:
+        with manager.client(task_id) as client:
+            out = run_command(
+                client, task_id, argv, timeout_seconds=timeout_seconds, env=full_env, cwd=workdir
+            )
+    except PyroError as exc:
+        exc.summary = redact(exc.summary)
+        exc.args = (exc.summary,)
+        finished = time.time()
+        fields.update(
+            exit_code=None,
+            error=exc.summary,
+            finished_at=finished,
+            duration_ms=int((finished - started) * 1000),
+        )
+        with contextlib.suppress(PyroError):
+            manager.record_exec(task_id, fields)
+        raise
+    stdout, stderr = redact(out.stdout), redact(out.stderr)
+    journal_out, out_cut = cap_text(stdout)
+    journal_err, err_cut = cap_text(stderr)
+    fields.update(
+        exit_code=out.exit_code,
+        timed_out=out.timed_out,
+        signal=out.signal,
+        finished_at=time.time(),
+        duration_ms=out.duration_ms,
+        stdout=journal_out,
+        stderr=journal_err,
+        stdout_truncated=out.stdout_truncated or out_cut,
+        stderr_truncated=out.stderr_truncated or err_cut,
+    )
+    entry = manager.record_exec(task_id, fields)
+    data = out.model_dump()
+    data.update(stdout=stdout, stderr=stderr, task_id=task_id, seq=entry.seq)
+    return TaskExecOutput.model_validate(data)
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def _backend_and_handle(record: VMRecord) -> tuple[Backend, VMHandle]:
+    from pyro.vmm import get_backend
+    from pyro.vmm.base import VMHandle
+
+    assert record.handle is not None
+    return get_backend(record.backend), VMHandle.from_dict(record.handle)
+
+
+def snapshot_create(manager: TaskManager, task_id: str, name: str) -> SnapshotInfo:
+    """Snapshot the task's disk: online (QMP, after a guest sync) when running, else offline.
+
+    Raises:
+        UsageError: bad name.  StateError: the name exists.  BackendUnavailableError.
+    """
+    check_name(name)
+    record, meta = manager.get(task_id)
+    require_qemu(record.backend)
+    if any(s.name == name for s in meta.snapshots):
+        raise StateError(
+            f"task {task_id} already has a snapshot named {name!r}",
+            f"choose another name, or delete it first with "
+            f"'pyro task snapshot delete {task_id} {name}'",
+        )
+    begun = time.monotonic()
+    online = record.state is VMState.RUNNING
+    with manager.registry.locked(task_id):
+        record, _ = manager.get(task_id)
+        if online and record.handle is not None:
+            with manager.registry.connect(task_id) as client:
+                run_checked(client, ["sync"])
+            create_online(*_backend_and_handle(record), name)
+        else:
+            online = False
+            create_offline(manager.dir(task_id), name)
+    info = SnapshotInfo(
+        name=name,
+        created_at=time.time(),
+        online=online,
+        duration_ms=int((time.monotonic() - begun) * 1000),
+    )
+    with manager.locked(task_id):
+        _, meta = manager.get(task_id)
+        meta.snapshots = [s for s in meta.snapshots if s.name != name] + [info]
+        manager.save_meta(task_id, meta)
+    return info
+
+
+def snapshot_delete(manager: TaskManager, task_id: str, name: str) -> bool:
+    """Delete a snapshot; False when the task has none of that name.
+
+    Raises:
+        NotFoundError: no such task.
+    """
+    record, meta = manager.get(task_id)
+    if not any(s.name == name for s in meta.snapshots):
+        return False
+    with manager.registry.locked(task_id):
+        record, _ = manager.get(task_id)
+        if record.state is VMState.RUNNING and record.handle is not None:
+            delete_online(*_backend_and_handle(record), name)
+        else:
+            delete_offline(manager.dir(task_id), name)
+    with manager.locked(task_id):
+        _, meta = manager.get(task_id)
+        meta.snapshots = [s for s in meta.snapshots if s.name != name]
+        manager.save_meta(task_id, meta)
+    return True
+
+
+def reset(manager: TaskManager, task_id: str, snapshot: str = BASELINE) -> TaskInfo:
+    """Put the task's disk back to ``snapshot``: stop, apply, start (the journal is kept).
+
+    Raises:
+        NotFoundError: no such task or snapshot.
+    """
+    record, meta = manager.get(task_id)
+    require_qemu(record.backend)
+    if not any(s.name == snapshot for s in meta.snapshots):
+        names = ", ".join(s.name for s in meta.snapshots) or "none"
+        raise NotFoundError(
+            f"task {task_id} has no snapshot named {snapshot!r}", f"its snapshots: {names}"
+        )
+    manager.stop(task_id, reason=f"reset to snapshot {snapshot}")
+    apply_offline(manager.dir(task_id), snapshot)
+    return manager.start(task_id)
