@@ -104,7 +104,9 @@ class QemuBackend:
         workdir = config.workdir
         workdir.mkdir(parents=True, exist_ok=True)
         remove_files(workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE))
-        overlay.create_qcow2_overlay(config.rootfs, workdir / OVERLAY)
+        # A persistent VM (a task, a kept VM) boots again from its own disk after a stop.
+        if config.ephemeral or not (workdir / OVERLAY).is_file():
+            overlay.create_qcow2_overlay(config.rootfs, workdir / OVERLAY)
         argv = build_argv(config, accel=self.accel, binary=self.binary)
         proc = launch.start_process(
             argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / VMM_LOG
@@ -179,13 +181,15 @@ class QemuBackend:
         self.kill(handle)
 
     def kill(self, handle: VMHandle) -> None:
-        """SIGKILL and reap QEMU; remove its sockets, pidfile and overlay. Idempotent.
+        """SIGKILL and reap QEMU; remove its sockets, pidfile and (ephemeral VMs only)
+        overlay: a persistent VM's disk stays for its next start. Idempotent.
 
         Raises:
             VMMError: when the process survives SIGKILL.
         """
         kill_vmm(handle)
-        remove_files(handle.workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE, OVERLAY))
+        disk = (OVERLAY,) if handle.ephemeral else ()
+        remove_files(handle.workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE, *disk))
 
     def serial_log(self, handle: VMHandle) -> Path:
         return handle.workdir / SERIAL_LOG
