@@ -263,17 +263,27 @@ class Cache:
         """
         with self.lock(name), self.scratch() as work:
             try:
-                for file in ARTIFACT_FILES.values():
+                for file in (*ARTIFACT_FILES.values(), store.VERIFIED_FILE):
                     _link_or_copy(other.dir / file, work / file)
-                return self._commit(name, work, dict(other.manifest))
+                return self._commit(name, work, dict(other.manifest), hashed=False)
             except OSError as exc:
                 raise CacheError(f"cannot install environment {name!r}: {exc}") from exc
 
-    def _commit(self, name: str, work: Path, manifest: dict[str, Any]) -> Install:
+    def _commit(
+        self, name: str, work: Path, manifest: dict[str, Any], *, hashed: bool = True
+    ) -> Install:
         data = canonical_json(manifest)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         store.write_file(work / MANIFEST_FILE, data)
-        store.record_verified(work)
+        if hashed:
+            store.record_verified(work, digest)
+        else:
+            # Linked files share inodes with a verified install, so its stamp still
+            # matches them; anything else is hashed here, before the install exists.
+            try:
+                store.check_install(work, digest, full=False)
+            except Invalid as exc:
+                raise CacheError(f"cannot install environment {name!r}: {exc}") from exc
         store.fsync_dir(work)
         sdir = self.slug_dir(name)
         self._clean_slug_dir(sdir)

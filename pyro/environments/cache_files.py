@@ -56,7 +56,7 @@ def jsonable(value: Any) -> Any:
 def require_dir(path: Path, what: str) -> None:
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise Invalid(f"{what} {path.name} is missing") from None
     if stat.S_ISLNK(mode):
         raise Invalid(f"{what} {path.name} is a symlink")
@@ -67,7 +67,7 @@ def require_dir(path: Path, what: str) -> None:
 def require_file(path: Path) -> os.stat_result:
     try:
         info = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise Invalid(f"{path.name} is missing") from None
     if stat.S_ISLNK(info.st_mode):
         raise Invalid(f"{path.name} is a symlink, not a file")
@@ -117,6 +117,8 @@ def check_install(where: Path, digest: str, *, full: bool) -> dict[str, Any]:
     if not isinstance(artifacts, dict):
         raise Invalid(f"{MANIFEST_FILE} lists no artifacts")
     stamp = _read_stamp(where)
+    files = stamp.get("files") if stamp.get("digest") == digest else None
+    files = files if isinstance(files, dict) else {}
     fresh = True
     for role, file in ARTIFACT_FILES.items():
         entry = artifacts.get(role)
@@ -125,14 +127,17 @@ def check_install(where: Path, digest: str, *, full: bool) -> dict[str, Any]:
         info = require_file(where / file)
         if info.st_size != entry.get("size"):
             raise Invalid(f"{file} is {info.st_size} bytes, the manifest says {entry.get('size')}")
-        if full or stamp.get(file) != _signature(info):
+        if full or files.get(file) != _signature(info):
             fresh = False
             if sha256_file(where / file) != entry.get("sha256"):
+                # Forget the old verification so quick checks stop trusting this install.
+                with contextlib.suppress(OSError):
+                    os.unlink(where / VERIFIED_FILE)
                 raise Invalid(f"{file} does not match its sha256 in the manifest")
     if not fresh:
         # Best effort: a read-only cache still works, it just hashes again next time.
         with contextlib.suppress(OSError):
-            record_verified(where)
+            record_verified(where, digest)
     return dict(manifest)
 
 
@@ -148,10 +153,10 @@ def _read_stamp(where: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def record_verified(where: Path) -> None:
-    """Remember the stat signature of artifacts that were just hashed and found good."""
-    stamp = {file: _signature(os.lstat(where / file)) for file in ARTIFACT_FILES.values()}
-    write_file(where / VERIFIED_FILE, canonical_json(stamp))
+def record_verified(where: Path, digest: str) -> None:
+    """Remember the stat signature of artifacts just hashed and found to match ``digest``."""
+    files = {file: _signature(os.lstat(where / file)) for file in ARTIFACT_FILES.values()}
+    write_file(where / VERIFIED_FILE, canonical_json({"digest": digest, "files": files}))
 
 
 def stage_artifacts(staged: Path, work: Path) -> dict[str, Any]:

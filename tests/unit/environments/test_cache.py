@@ -1,0 +1,298 @@
+"""The environment cache: installs are atomic, content-addressed and never used when broken."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pyro.environments.cache import Cache, Install, slug
+from pyro.errors import CacheError, EnvironmentInvalidError
+
+NAME = "fake:1"
+
+
+def stage(where: Path, kernel: bytes = b"K" * 4096, rootfs: bytes = b"R" * 65536) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "vmlinux").write_bytes(kernel)
+    (where / "rootfs.ext4").write_bytes(rootfs)
+    return where
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    return Cache(tmp_path / "cache")
+
+
+@pytest.fixture
+def installed(cache: Cache, tmp_path: Path) -> Install:
+    meta = {"version": "1.2.3", "spec_digest": "sha256:" + "a" * 64, "extra": Path("/x")}
+    return cache.install(NAME, stage(tmp_path / "stage"), meta)
+
+
+def no_symlinks(root: Path) -> bool:
+    return not any(
+        os.path.islink(os.path.join(d, n)) for d, dirs, files in os.walk(root) for n in dirs + files
+    )
+
+
+# -- a good install ----------------------------------------------------------------------
+
+
+def test_install_layout_and_manifest(cache: Cache, installed: Install) -> None:
+    data = (installed.dir / "manifest.json").read_bytes()
+    assert installed.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert installed.dir == cache.root / "environments" / slug(NAME) / installed.digest[7:]
+    manifest = json.loads(data)
+    assert manifest["name"] == NAME and manifest["version"] == "1.2.3"
+    assert manifest["specDigest"] == "sha256:" + "a" * 64
+    assert manifest["createdFrom"] == {"extra": "/x"}
+    kernel = manifest["artifacts"]["kernel"]
+    assert kernel["file"] == "vmlinux" and kernel["size"] == 4096
+    assert kernel["sha256"] == "sha256:" + hashlib.sha256(b"K" * 4096).hexdigest()
+    current = json.loads((installed.dir.parent / "current.json").read_text())
+    assert current == {"name": NAME, "digest": installed.digest}
+    assert no_symlinks(cache.root)
+    assert os.listdir(cache.root / "tmp") == []
+
+
+def test_lookup_status_verify_installed(cache: Cache, installed: Install) -> None:
+    assert cache.lookup(NAME) == installed
+    assert cache.status(NAME).state == "installed"
+    assert cache.verify(NAME) == installed
+    [entry] = cache.installed()
+    assert (entry.name, entry.version, entry.digest) == (NAME, "1.2.3", installed.digest)
+    assert entry.spec_digest == "sha256:" + "a" * 64
+
+
+def test_unknown_name_is_not_installed(cache: Cache) -> None:
+    assert cache.status("other:1").state == "not-installed"
+    assert cache.lookup("other:1") is None
+    with pytest.raises(EnvironmentInvalidError, match="not installed"):
+        cache.verify("other:1")
+
+
+def test_same_content_same_digest_and_reinstall_is_idempotent(
+    cache: Cache, installed: Install, tmp_path: Path
+) -> None:
+    meta = {"version": "1.2.3", "spec_digest": "sha256:" + "a" * 64, "extra": "/x"}
+    again = cache.install(NAME, stage(tmp_path / "stage2"), meta)
+    assert again.digest == installed.digest
+    assert cache.verify(NAME).digest == installed.digest
+
+
+def test_slugs_do_not_collide() -> None:
+    assert slug("debian:12") != slug("debian_12")
+    assert "/" not in slug("oci://127.0.0.1:5000/pyro/debian:12")
+
+
+def test_staged_symlink_is_refused(cache: Cache, tmp_path: Path) -> None:
+    staged = stage(tmp_path / "stage")
+    (staged / "rootfs.ext4").unlink()
+    (staged / "rootfs.ext4").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(CacheError, match="symlink"):
+        cache.install(NAME, staged, {"version": "1.0.0"})
+    assert cache.lookup(NAME) is None
+
+
+# -- every corruption is detected, never used, and repaired by the next install ----------
+
+
+def _empty_install_dir(i: Install) -> None:
+    for child in i.dir.iterdir():
+        child.unlink()
+
+
+def _missing_kernel(i: Install) -> None:
+    i.kernel.unlink()
+
+
+def _truncated_rootfs(i: Install) -> None:
+    os.truncate(i.rootfs, 100)
+
+
+def _broken_symlink_rootfs(i: Install) -> None:
+    i.rootfs.unlink()
+    i.rootfs.symlink_to(i.dir / "does-not-exist")
+
+
+def _symlink_to_good_copy(i: Install) -> None:
+    good = i.dir.parent.parent / "copy.ext4"
+    good.write_bytes(i.rootfs.read_bytes())
+    i.rootfs.unlink()
+    i.rootfs.symlink_to(good)
+
+
+def _manifest_missing(i: Install) -> None:
+    (i.dir / "manifest.json").unlink()
+
+
+def _manifest_edited(i: Install) -> None:
+    manifest = json.loads((i.dir / "manifest.json").read_text())
+    manifest["artifacts"]["rootfs"]["sha256"] = "sha256:" + "0" * 64
+    (i.dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _manifest_wrong_digest_consistently(i: Install) -> None:
+    """A manifest listing a wrong sha256, re-addressed so its own digest checks out."""
+    manifest = json.loads((i.dir / "manifest.json").read_text())
+    manifest["artifacts"]["rootfs"]["sha256"] = "sha256:" + "0" * 64
+    data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (i.dir / "manifest.json").write_bytes(data)
+    i.dir.rename(i.dir.parent / digest[7:])
+    (i.dir.parent / "current.json").write_text(json.dumps({"name": NAME, "digest": digest}))
+
+
+def _rootfs_rewritten_same_size(i: Install) -> None:
+    size = i.rootfs.stat().st_size
+    i.rootfs.write_bytes(b"X" * size)
+
+
+def _current_points_at_nothing(i: Install) -> None:
+    current = {"name": NAME, "digest": "sha256:" + "f" * 64}
+    (i.dir.parent / "current.json").write_text(json.dumps(current))
+
+
+def _current_missing(i: Install) -> None:
+    (i.dir.parent / "current.json").unlink()
+
+
+def _current_garbage(i: Install) -> None:
+    (i.dir.parent / "current.json").write_text("{not json")
+
+
+def _install_dir_is_symlink(i: Install) -> None:
+    moved = i.dir.parent.parent / "moved"
+    i.dir.rename(moved)
+    i.dir.symlink_to(moved)
+
+
+CORRUPTIONS: dict[str, Callable[[Install], None]] = {
+    "empty install dir": _empty_install_dir,
+    "missing kernel": _missing_kernel,
+    "truncated rootfs": _truncated_rootfs,
+    "rootfs is a broken symlink": _broken_symlink_rootfs,
+    "rootfs is a symlink to a good copy": _symlink_to_good_copy,
+    "manifest missing": _manifest_missing,
+    "manifest edited": _manifest_edited,
+    "manifest lists a wrong digest": _manifest_wrong_digest_consistently,
+    "rootfs rewritten, same size": _rootfs_rewritten_same_size,
+    "current.json points at nothing": _current_points_at_nothing,
+    "current.json missing": _current_missing,
+    "current.json garbage": _current_garbage,
+    "install dir is a symlink": _install_dir_is_symlink,
+}
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+def test_corruption_is_detected_and_repaired(
+    corrupt: Callable[[Install], None], cache: Cache, installed: Install, tmp_path: Path
+) -> None:
+    corrupt(installed)
+
+    status = cache.status(NAME)
+    assert status.state == "invalid", status
+    assert status.reason
+    assert cache.lookup(NAME) is None
+    assert cache.installed() == []
+    with pytest.raises(EnvironmentInvalidError, match="invalid"):
+        cache.verify(NAME)
+
+    repaired = cache.install(
+        NAME,
+        stage(tmp_path / "again"),
+        {"version": "1.2.3", "spec_digest": "sha256:" + "a" * 64, "extra": "/x"},
+    )
+    assert repaired.digest == installed.digest
+    assert cache.verify(NAME) == repaired
+    assert repaired.rootfs.read_bytes() == b"R" * 65536
+    assert no_symlinks(cache.environments_dir)
+
+
+def test_bit_flip_with_preserved_mtime_needs_full_verify(cache: Cache, installed: Install) -> None:
+    """The quick check trusts an unchanged (size, mtime, inode); --verify hashes anyway."""
+    before = os.stat(installed.rootfs)
+    with open(installed.rootfs, "r+b") as handle:
+        handle.write(b"Z")
+    os.utime(installed.rootfs, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cache.lookup(NAME) is not None
+    with pytest.raises(EnvironmentInvalidError, match=r"rootfs\.ext4 does not match"):
+        cache.verify(NAME)
+    # A failed full verification is remembered: the quick check no longer trusts it.
+    assert cache.status(NAME).state == "invalid"
+    assert cache.lookup(NAME) is None
+
+
+def test_empty_or_partial_seeded_directory_never_wins(cache: Cache, tmp_path: Path) -> None:
+    """A package-data-like directory dropped into the cache is ignored, then replaced."""
+    seeded = cache.slug_dir(NAME)
+    seeded.mkdir(parents=True)
+    assert cache.status(NAME).state == "invalid"
+    (seeded / "vmlinux").symlink_to("/nonexistent/vmlinux")
+    (seeded / "rootfs.ext4").write_bytes(b"")
+    (seeded / ("0" * 64)).mkdir()
+    assert cache.status(NAME).state == "invalid"
+    assert cache.installed() == []
+
+    install = cache.install(NAME, stage(tmp_path / "stage"), {"version": "1.0.0"})
+    assert cache.verify(NAME) == install
+    assert sorted(os.listdir(seeded)) == sorted(["current.json", install.digest[7:]])
+    assert no_symlinks(cache.root)
+
+
+# -- tmp dirs and prune ------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_tmp_dirs_go_live_ones_stay(cache: Cache, installed: Install, tmp_path: Path) -> None:
+    stale = cache.tmp_root / f"{_dead_pid()}-interrupted"
+    stale.mkdir(parents=True)
+    (stale / "rootfs.ext4").write_bytes(b"half")
+    junk = cache.tmp_root / "no-pid-here"
+    junk.mkdir()
+    live = cache.tmp_root / f"{os.getpid()}-working"
+    live.mkdir()
+
+    cache.install("other:1", stage(tmp_path / "s2"), {"version": "1.0.0"})
+    assert not stale.exists() and not junk.exists()
+    assert live.exists()
+    assert cache.lookup(NAME) == installed
+
+
+def test_prune(cache: Cache, installed: Install, tmp_path: Path) -> None:
+    newer = cache.install(NAME, stage(tmp_path / "s2", rootfs=b"N" * 100), {"version": "2.0.0"})
+    broken = cache.install("broken:1", stage(tmp_path / "s3"), {"version": "1.0.0"})
+    broken.kernel.unlink()
+    stale = cache.tmp_root / f"{_dead_pid()}-x"
+    stale.mkdir(parents=True)
+    stray = cache.environments_dir / "stray-file"
+    stray.write_text("?")
+
+    pruned = {item.path: item.reason for item in cache.prune()}
+
+    assert installed.dir in pruned and pruned[installed.dir] == "old install"
+    assert broken.dir.parent in pruned and "invalid" in pruned[broken.dir.parent]
+    assert stale in pruned and stray in pruned
+    assert cache.verify(NAME) == newer
+    assert not installed.dir.exists() and not broken.dir.parent.exists()
+    assert cache.prune() == []
+
+
+def test_install_from_links_same_content(cache: Cache, installed: Install) -> None:
+    alias = cache.install_from("alias:1", installed)
+    assert alias.digest == installed.digest
+    assert os.stat(alias.rootfs).st_ino == os.stat(installed.rootfs).st_ino
+    assert cache.verify("alias:1") == alias
+    assert [e.name for e in cache.installed()] == ["alias:1", NAME]
