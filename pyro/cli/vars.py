@@ -45,9 +45,11 @@ def vars_options(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def parse_vars(
-    items: Sequence[str], vars_file: str | Path | None = None
+    items: Sequence[str], vars_file: str | Path | None = None, *, option: str = "--var"
 ) -> dict[str, object] | None:
     """Merge a vars file and ``NAME=VALUE`` items (items win); None when neither is given.
+
+    ``option`` names the flag in error messages (e.g. ``--env`` for ``pyro run``).
 
     Raises:
         UsageError: an item is not NAME=VALUE.
@@ -64,8 +66,8 @@ def parse_vars(
         name, sep, value = item.partition("=")
         if not sep or not _NAME.match(name):
             raise UsageError(
-                f"--var {item!r} is not NAME=VALUE",
-                "write --var NAME=VALUE, e.g. --var GREETING=hi (NAME: letters, digits, _)",
+                f"{option} {item!r} is not NAME=VALUE",
+                f"write {option} NAME=VALUE, e.g. {option} GREETING=hi (NAME: letters, digits, _)",
             )
         variables[name] = value
     return variables
