@@ -99,7 +99,10 @@ class BootStep(_Data):
     backend: str | None
     vcpus: int
     memory_mib: int
-    environment_digest: str | None
+    environment_digest: str | None = Field(
+        description="Manifest digest of the install to boot; None when a pull or build "
+        "earlier in the plan makes it."
+    )
     agent_digest: str | None = Field(description="None: the agent initramfs is built on apply.")
     network: PlanNetwork
     mode: Literal["cold"] = "cold"

@@ -94,7 +94,7 @@ def plan(
             backend=backend,
             vcpus=vcpus,
             memory_mib=memory_mib,
-            environment_digest=resolved.environment.digest if resolved else None,
+            environment_digest=_install_digest(resolved),
             agent_digest=inventory.agent_digest,
             network=PlanNetwork(
                 policy=body.network.policy.value,
@@ -140,6 +140,13 @@ def plan(
         timeout_seconds=body.timeout_seconds,
         steps=steps,
     )
+
+
+def _install_digest(resolved: _Resolved | None) -> str | None:
+    """The install the guest boots from, when it exists before the run (not pulled/built)."""
+    if resolved is None or resolved.environment.origin != "installed":
+        return None
+    return resolved.environment.digest
 
 
 # --- environment ------------------------------------------------------------------------
