@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from pyro.sdk_vm import VMInfo
+from pyro.tasks import TaskInfo
 
 
 class Deleted(BaseModel):
@@ -33,3 +34,9 @@ class SpecSummary(BaseModel):
     valid: Literal[True] = True
     kind: Literal["Run", "Environment"]
     name: str
+
+
+class TaskList(BaseModel):
+    """What ``task_list`` reports: every task, oldest first."""
+
+    tasks: list[TaskInfo]

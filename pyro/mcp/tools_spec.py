@@ -1,7 +1,9 @@
 """The spec tools: ``spec_validate``, ``plan`` and ``apply``.
 
 A ``spec`` argument is the YAML document as JSON; it goes through pyro's one loader, exactly
-like a file, so an error names the JSON pointer of the problem (``/spec/steps/0/run``).
+like a file, so an error names the JSON pointer of the problem (``/spec/steps/0/run``). As for
+a file, ``{{ vars.NAME }}`` templates are always rendered (with no ``vars``, a template is an
+error rather than text passed on to the guest).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class SpecTools:
         with its JSON pointer (e.g. /spec/steps/0/timeoutSeconds), what was expected and
         what was found.
         """
-        loaded = await self._call(lambda token: self.sdk.load_spec(spec, vars=vars))
+        loaded = await self._call(lambda token: self.sdk.load_spec(spec, vars=vars or {}))
         kind = "Run" if isinstance(loaded, RunSpec) else "Environment"
         return SpecSummary(kind=kind, name=loaded.metadata.name)
 
@@ -51,7 +53,7 @@ class SpecTools:
         (pull, build, boot, copy-in, exec, copy-out, cleanup) with pinned environment
         digests, plus `errors` and `applyable`. Cheap: no VM is started.
         """
-        return await self._call(lambda token: self.sdk.plan(spec, vars=vars))
+        return await self._call(lambda token: self.sdk.plan(spec, vars=vars or {}))
 
     async def apply(self, spec: Spec, vars: Vars = None) -> RunResult:
         """Carry out a Run spec on a real microVM: boot, copy files in, run every step, copy
@@ -60,5 +62,5 @@ class SpecTools:
         command, vm_run with environment + command is simpler.
         """
         return await self._call(
-            lambda token: self.sdk.apply(spec, vars=vars, on_event=token.on_event)
+            lambda token: self.sdk.apply(spec, vars=vars or {}, on_event=token.on_event)
         )

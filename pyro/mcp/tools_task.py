@@ -1,15 +1,133 @@
-"""The ``task_*`` and ``env_*`` tools (pending the task and environment SDK methods)."""
+"""The ``task_*`` tools (persistent workspaces) and the ``env_*`` tools."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Annotated, TypeVar
+
+from pydantic import Field
+
+from pyro.mcp.calls import Cancellation, in_thread
+from pyro.mcp.results import Deleted, TaskList
 from pyro.sdk import Pyro
+from pyro.sdk_task import TaskExecOutput, TaskInfo, TaskLogs
+
+T = TypeVar("T")
+
+TaskId = Annotated[str, Field(description="The task id returned by task_create.")]
+Command = Annotated[
+    str | list[str],
+    Field(description="A shell command line (run with 'sh -c') or an argv list."),
+]
 
 
 class TaskTools:
+    """Task workspaces: one VM kept across calls, with ``/workspace`` and a command journal."""
+
     def __init__(self, sdk: Pyro) -> None:
         self.sdk = sdk
 
+    async def _call(
+        self,
+        work: Callable[[Cancellation], T],
+        *,
+        undo: Callable[[str], object] | None = None,
+        owned: Callable[[T], Iterable[str]] | None = None,
+    ) -> T:
+        return await in_thread(work, delete_vm=undo or self.sdk.delete_task, owned=owned)
+
+    async def task_create(
+        self,
+        environment: Annotated[
+            str, Field(description="Environment name, e.g. 'debian:12' (see env_list).")
+        ],
+        seed_path: Annotated[
+            str | None,
+            Field(description="A folder on the host whose files are copied to /workspace."),
+        ] = None,
+        name: Annotated[str | None, Field(description="A name to recognise it by.")] = None,
+        vcpus: Annotated[int | None, Field(description="Guest vCPUs.")] = None,
+        memory_mib: Annotated[int | None, Field(description="Guest memory in MiB.")] = None,
+        ttl_seconds: Annotated[
+            int | None, Field(description="Delete the task this long after creation.")
+        ] = None,
+        idle_timeout_seconds: Annotated[
+            int | None, Field(description="Stop the task after this long without commands.")
+        ] = None,
+    ) -> TaskInfo:
+        """Create and boot a persistent task VM for work that needs state across several
+        commands (install, then build, then test). Its /workspace can be seeded from a host
+        folder. Run commands with task_exec; the task stays until task_delete (or its TTL),
+        so ALWAYS call task_delete when done. For a single command use vm_run instead.
+        """
+
+        def work(token: Cancellation) -> TaskInfo:
+            return self.sdk.create_task(
+                environment,
+                seed_path=seed_path,
+                name=name,
+                vcpus=vcpus,
+                memory_mib=memory_mib,
+                ttl_seconds=ttl_seconds,
+                idle_timeout_seconds=idle_timeout_seconds,
+            )
+
+        return await self._call(work, owned=lambda info: [info.id])
+
+    async def task_exec(
+        self,
+        task_id: TaskId,
+        command: Command,
+        timeout_seconds: Annotated[
+            int, Field(description="Limit for this command; exit code 124 when reached.")
+        ] = 600,
+        cwd: Annotated[
+            str | None, Field(description="Working directory (default /workspace).")
+        ] = None,
+        env: Annotated[
+            dict[str, str] | None, Field(description="Environment variables for the command.")
+        ] = None,
+    ) -> TaskExecOutput:
+        """Run one command in a task; files and installed packages stay for the next
+        task_exec. Returns exit code, stdout and stderr (a failing command is a result, not
+        an error). Boots a stopped task first.
+        """
+
+        def work(token: Cancellation) -> TaskExecOutput:
+            # Cancelling stops the task (ending the command); its disk and journal stay.
+            token.track(task_id)
+            return self.sdk.exec_task(
+                task_id, command, timeout_seconds=timeout_seconds, cwd=cwd, env=env
+            )
+
+        return await self._call(work, undo=self.sdk.stop_task)
+
+    async def task_status(self, task_id: TaskId) -> TaskInfo:
+        """State, resources, uptime, number of commands and the last command of a task."""
+        return await self._call(lambda token: self.sdk.status_task(task_id))
+
+    async def task_logs(
+        self,
+        task_id: TaskId,
+        tail: Annotated[int | None, Field(description="Only the last N commands.")] = None,
+    ) -> TaskLogs:
+        """The task's command journal: every command run, with exit code and output."""
+        return await self._call(lambda token: self.sdk.logs_task(task_id, tail=tail))
+
+    async def task_delete(self, task_id: TaskId) -> Deleted:
+        """Delete a task: its VM, disk, snapshots and journal. Deleting a missing task
+        reports deleted=false.
+        """
+        deleted = await self._call(lambda token: self.sdk.delete_task(task_id))
+        return Deleted(id=task_id, deleted=deleted)
+
+    async def task_list(self) -> TaskList:
+        """Every task that exists, oldest first (to find tasks to reuse or delete)."""
+        return TaskList(tasks=await self._call(lambda token: self.sdk.list_tasks()))
+
 
 class EnvTools:
+    """Environments: what can be run, and fetching one ahead of time."""
+
     def __init__(self, sdk: Pyro) -> None:
         self.sdk = sdk

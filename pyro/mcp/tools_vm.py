@@ -109,7 +109,7 @@ class VMTools:
                 )
             document = spec
             return await self._call(
-                lambda token: self.sdk.apply(document, vars=vars, on_event=token.on_event)
+                lambda token: self.sdk.apply(document, vars=vars or {}, on_event=token.on_event)
             )
         if environment is None or command is None:
             missing = " and ".join(n for n in ("environment", "command") if flat[n] is None)
