@@ -38,11 +38,8 @@ for errors: they raise, and this module decides how it is shown.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
-import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +67,8 @@ def json_option(func: Callable[P, R]) -> Callable[P, R]:
 
 def echo_json(data: Any) -> None:
     """Write one JSON document (sorted keys, indent 2) to stdout."""
+    import json  # lazy: keeps `pyro --help` start-up small
+
     click.echo(json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False))
 
 
@@ -98,6 +97,9 @@ def write_crash_log(exc: BaseException) -> Path:
     Raises:
         OSError: the log folder or file cannot be written.
     """
+    import time
+    import traceback
+
     from pyro.__about__ import __version__
     from pyro.paths import state_dir
 
