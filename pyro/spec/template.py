@@ -6,8 +6,10 @@ spec (the common case, and ``pyro plan``'s start-up path) never pays for it.
 
 from __future__ import annotations
 
+import functools
+import re
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pyro.errors import SpecError, SpecIssue
@@ -30,21 +32,79 @@ def has_template(text: str) -> bool:
     return any(marker in text for marker in TEMPLATE_MARKERS)
 
 
+@functools.cache
 def _environment() -> SandboxedEnvironment:
+    """One shared environment: it holds no per-render state, and building it is not free."""
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
     class _Environment(SandboxedEnvironment):
-        intercepted_binops = frozenset(["*", "**"])
+        intercepted_binops = frozenset(["*", "**", "%"])
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             if operator == "**" and _number(left) and _number(right) and abs(right) > 64:
                 raise _LimitError("exponent too large")
             if operator == "*" and _too_long(left, right):
                 raise _LimitError("repeated value too large")
+            if operator == "%":
+                _check_arguments((left,), first=0)
             return super().call_binop(context, operator, left, right)
 
-    return _Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            _check_arguments((*args, *kwargs.values()), first=0)
+            _check_arguments((getattr(__obj, "__self__", None),), first=1)
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def wrap_str_format(self, value: Any) -> Any:
+            # str.format is wrapped by the sandbox and never reaches call(): check it here.
+            if getattr(value, "__name__", "") in ("format", "format_map"):
+                _check_arguments((getattr(value, "__self__", None),), first=1)
+            return super().wrap_str_format(value)
+
+    environment = _Environment(
+        undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    # lipsum() and friends only produce filler text, and lipsum(n) builds it unbounded.
+    for name in ("lipsum", "cycler", "joiner"):
+        environment.globals.pop(name, None)
+    environment.filters = {
+        name: _guarded(function) for name, function in environment.filters.items()
+    }
+    return environment
+
+
+# The sandbox stops attribute tricks but not resource use: a width or count argument can
+# make one call build a gigantic string ("x".ljust(10**9), "%999999999d" % 1,
+# "x"|center(10**9)), so such arguments are refused before the call runs.
+_WIDTH_RE = re.compile(r"%[-+ #0]*\d{6,}|%[-+ #0]*\d*\.\d{6,}|\{[^{}]*:[^{}]*\d{6,}[^{}]*\}")
+
+
+def _check_arguments(values: tuple[Any, ...], *, first: int) -> None:
+    """Refuse numbers above the output limit (from index ``first``) and huge format widths."""
+    for index, value in enumerate(values):
+        if index >= first and _number(value) and abs(value) > MAX_RENDERED_CHARS:
+            raise _LimitError(f"argument {value} is larger than {MAX_RENDERED_CHARS}")
+        if isinstance(value, str) and _WIDTH_RE.search(value):
+            raise _LimitError("format width is too large")
+
+
+def _guarded(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that checks its arguments first; the filtered value itself may be big."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_arguments((*args, *kwargs.values()), first=_first_argument(args))
+        return function(*args, **kwargs)
+
+    return guarded
+
+
+def _first_argument(args: tuple[Any, ...]) -> int:
+    # Jinja passes context/eval-context/environment objects before the filtered value.
+    index = 0
+    while index < len(args) and type(args[index]).__module__.startswith("jinja2"):
+        index += 1
+    return index + 1
 
 
 def _number(value: object) -> bool:

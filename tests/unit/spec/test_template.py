@@ -78,10 +78,34 @@ def test_plain_spec_does_not_import_jinja() -> None:
         "{{ lipsum(100000) }}",
         "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
         "{{ range(10000000) | list }}",
+        "{{ 'x'.ljust(1000000000) }}",
+        "{{ '%999999999d' % 1 }}",
+        "{{ '%999999999d' | format(1) }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{{ 'x' | center(1000000000) }}",
+        "{{ 'x' | indent(1000000000, true) }}",
     ],
-    ids=["nested-loops", "lipsum", "recursion", "range"],
+    ids=[
+        "nested-loops",
+        "lipsum",
+        "recursion",
+        "range",
+        "ljust",
+        "percent",
+        "format-filter",
+        "str-format",
+        "center",
+        "indent",
+    ],
 )
 def test_runaway_templates_are_spec_errors(template: str) -> None:
     with pytest.raises(SpecError) as caught:
         render_template(f"a: {template}\n", {}, "t.yaml")
     assert caught.value.issues[0].file == "t.yaml"
+
+
+def test_ordinary_filters_and_formatting_still_work() -> None:
+    text = "a: {{ vars.x | default('d') | upper }} {{ [1, 2] | join(',') }} {{ '%5d' % 3 }}\n"
+    assert render_template(text, {}, "t.yaml") == "a: D 1,2     3\n"
+    assert render_template("{{ '{} {x}'.format(1, x=2) }}", {}, "t") == "1 2"
+    assert render_template("{{ 5000000 | string }}", {}, "t") == "5000000"
