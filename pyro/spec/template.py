@@ -61,8 +61,14 @@ def _environment() -> SandboxedEnvironment:
                 _check_arguments((getattr(value, "__self__", None),), first=1)
             return super().wrap_str_format(value)
 
+    # Jinja comments ("{# ... #}") are switched off: shell code in run strings uses "${#var}",
+    # which would open a comment; YAML's own "#" comments do the job.
     environment = _Environment(
-        undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        comment_start_string="{#pyro-comment#",
+        comment_end_string="#pyro-comment#}",
     )
     # lipsum() and friends only produce filler text, and lipsum(n) builds it unbounded.
     for name in ("lipsum", "cycler", "joiner"):

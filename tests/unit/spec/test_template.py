@@ -109,3 +109,8 @@ def test_ordinary_filters_and_formatting_still_work() -> None:
     assert render_template(text, {}, "t.yaml") == "a: D 1,2     3\n"
     assert render_template("{{ '{} {x}'.format(1, x=2) }}", {}, "t") == "1 2"
     assert render_template("{{ 5000000 | string }}", {}, "t") == "5000000"
+
+
+def test_shell_length_syntax_is_not_a_jinja_comment() -> None:
+    text = 'run: "n=${#items[@]}; echo {{ vars.x }}"\n'
+    assert render_template(text, {"x": 1}, "t") == 'run: "n=${#items[@]}; echo 1"\n'
