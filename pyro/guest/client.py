@@ -8,12 +8,10 @@ thread-safe: a reader thread (pyro.guest.mux) routes frames, so several calls ma
 from __future__ import annotations
 
 import contextlib
-import errno as errno_mod
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -33,72 +31,22 @@ from pyro.guest.protocol import (
     encode_tlv,
     hello_payload,
 )
+from pyro.guest.results import (
+    AgentInfo,
+    ExecResult,
+    GuestRequestError,
+    GuestStat,
+    guest_error,
+    to_stat,
+    unexpected,
+)
+
+__all__ = ["AgentClient", "AgentInfo", "ExecResult", "GuestRequestError", "GuestStat"]
 
 DEFAULT_REQUEST_TIMEOUT = 60.0
 # How long past its own timeout a command may take to be reported (kill + drain under TCG).
 EXEC_GRACE_S = 15.0
 MAX_LIST_ENTRIES = 100_000
-_PATH_ERRNOS = {errno_mod.ENOENT, errno_mod.ENOTDIR, errno_mod.EISDIR, errno_mod.EINVAL}
-
-
-@dataclass(frozen=True)
-class AgentInfo:
-    """What the agent said about itself in its hello."""
-
-    agent_version: str
-    protocol_version: int
-    kernel: str
-    boot_ms: int  # guest uptime (since kernel start) when the agent was ready to serve
-    uptime_ms: int  # guest uptime when it answered the hello
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """How a command ended, with its (capped) output."""
-
-    exit_code: int | None
-    signal: int | None
-    timed_out: bool
-    stdout: bytes
-    stderr: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-    duration_s: float
-
-
-@dataclass(frozen=True)
-class GuestStat:
-    """One guest path's metadata (lstat: symlinks are not followed)."""
-
-    name: str
-    kind: str  # f(ile) d(irectory) l(ink) c b p s ?
-    mode: int
-    size: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    link_target: str | None
-
-
-class GuestRequestError(GuestError):
-    """Raised when the agent refuses a request; carries the guest errno."""
-
-    def __init__(self, summary: str, errno: int, hint: str | None = None) -> None:
-        super().__init__(summary, hint)
-        self.errno = errno
-
-
-def _guest_error(frame: Frame, what: str) -> GuestError:
-    fields = Fields(frame.payload)
-    err = fields.int(Tag.ERRNO, 0) or 0
-    message = fields.str(Tag.MESSAGE) or f"error {err}"
-    if err in _PATH_ERRNOS or err == errno_mod.EACCES:
-        return GuestPathError(f"{what}: {message}")
-    return GuestRequestError(f"{what}: {message}", err)
-
-
-def _unexpected(frame: Frame, what: str) -> ProtocolError:
-    return ProtocolError(f"guest agent answered {what} with an unexpected {frame.type.name} frame")
 
 
 def _check_guest_path(path: str) -> None:
@@ -174,7 +122,7 @@ class AgentClient:
                 f"v{PROTOCOL_VERSION}",
                 "rebuild the agent initramfs with this pyro version",
             )
-        return cls(Mux(sock), info, request_timeout)
+        return cls(Mux(sock, io_timeout=request_timeout), info, request_timeout)
 
     # -- exec -------------------------------------------------------------------------------
 
@@ -269,9 +217,9 @@ class AgentClient:
                     duration_s=(f.int(Tag.DURATION_US, 0) or 0) / 1e6,
                 )
             elif frame.type == FrameType.ERROR:
-                raise _guest_error(frame, "cannot run the command")
+                raise guest_error(frame, "cannot run the command")
             else:
-                raise _unexpected(frame, "a command")
+                raise unexpected(frame, "a command")
 
     # -- files ------------------------------------------------------------------------------
 
@@ -307,9 +255,9 @@ class AgentClient:
             self._mux.send(FrameType.END, req.request_id)
             frame = self._mux.next(req, self._deadline(), what)
             if frame.type == FrameType.ERROR:
-                raise _guest_error(frame, f"cannot write {guest_path} in the guest")
+                raise guest_error(frame, f"cannot write {guest_path} in the guest")
             if frame.type != FrameType.OK:
-                raise _unexpected(frame, what)
+                raise unexpected(frame, what)
             size = Fields(frame.payload).int(Tag.SIZE, -1)
             if size != sent:
                 raise ProtocolError(f"guest agent wrote {size} bytes of {sent} to {guest_path}")
@@ -349,9 +297,9 @@ class AgentClient:
                         raise ProtocolError(f"guest agent sent {got} of {size} bytes")
                     return got
                 elif frame.type == FrameType.ERROR:
-                    raise _guest_error(frame, f"cannot read {guest_path} in the guest")
+                    raise guest_error(frame, f"cannot read {guest_path} in the guest")
                 else:
-                    raise _unexpected(frame, what)
+                    raise unexpected(frame, what)
         finally:
             self._mux.finish(req)
 
@@ -364,7 +312,7 @@ class AgentClient:
         """
         _check_guest_path(guest_path)
         frames = self._simple(FrameType.STAT, guest_path, f"stat of {guest_path}", 0)
-        return _to_stat(frames[-1])
+        return to_stat(frames[-1])
 
     def list_dir(self, guest_path: str) -> list[GuestStat]:
         """The entries of a guest directory (without . and ..), sorted by name.
@@ -377,7 +325,7 @@ class AgentClient:
         _check_guest_path(guest_path)
         what = f"listing of {guest_path}"
         frames = self._simple(FrameType.LIST, guest_path, what, MAX_LIST_ENTRIES)
-        return sorted((_to_stat(f) for f in frames[:-1]), key=lambda s: s.name)
+        return sorted((to_stat(f) for f in frames[:-1]), key=lambda s: s.name)
 
     def _simple(self, ftype: FrameType, path: str, what: str, max_entries: int) -> list[Frame]:
         req = self._mux.open()
@@ -387,9 +335,9 @@ class AgentClient:
             while True:
                 frame = self._mux.next(req, self._deadline(), what)
                 if frame.type == FrameType.ERROR:
-                    raise _guest_error(frame, f"cannot get the {what}")
+                    raise guest_error(frame, f"cannot get the {what}")
                 if frame.type not in (FrameType.ENTRY, FrameType.OK):
-                    raise _unexpected(frame, what)
+                    raise unexpected(frame, what)
                 if frame.type == FrameType.ENTRY and len(frames) >= max_entries:
                     raise LimitError(f"{what} has more than {max_entries} entries")
                 frames.append(frame)
@@ -412,7 +360,7 @@ class AgentClient:
             self._mux.send(FrameType.SHUTDOWN, req.request_id)
             frame = self._mux.next(req, time.monotonic() + timeout_s, "the shutdown")
             if frame.type not in (FrameType.OK, FrameType.ERROR):
-                raise _unexpected(frame, "the shutdown")
+                raise unexpected(frame, "the shutdown")
         finally:
             self._mux.finish(req)
             self.close()
@@ -434,18 +382,3 @@ class AgentClient:
 
     def _deadline(self) -> float:
         return time.monotonic() + self.request_timeout
-
-
-def _to_stat(frame: Frame) -> GuestStat:
-    f = Fields(frame.payload)
-    link = f.raw(Tag.LINK)
-    return GuestStat(
-        name=f.str(Tag.NAME),
-        kind=f.str(Tag.KIND, "?"),
-        mode=f.int(Tag.MODE, 0) or 0,
-        size=f.int(Tag.SIZE, 0) or 0,
-        mtime_ns=f.int(Tag.MTIME_NS, 0) or 0,
-        uid=f.int(Tag.UID, 0) or 0,
-        gid=f.int(Tag.GID, 0) or 0,
-        link_target=None if link is None else link.decode("utf-8", errors="replace"),
-    )

@@ -84,7 +84,7 @@ def read_frame(sock: socket.socket, stop: Callable[[], bool] | None = None) -> F
 class Mux:
     """Owns the socket after the hello: sends frames, routes received frames to requests."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, io_timeout: float = 60.0) -> None:
         self._sock = sock
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -93,9 +93,9 @@ class Mux:
         self._next_id = 0
         self._error: GuestError | None = None
         self._closed = False
-        # Blocking reads with a timeout so the reader notices close(); sends share the timeout,
-        # which bounds how long a guest that stopped reading can stall a sender.
-        sock.settimeout(1.0)
+        # The timeout bounds how long a guest that stopped reading can stall one frame's send
+        # (the reader just keeps waiting through it); close() wakes the reader by shutdown().
+        sock.settimeout(io_timeout)
         self._reader = threading.Thread(target=self._read_loop, name="pyro-agent-reader")
         self._reader.daemon = True
         self._reader.start()

@@ -233,11 +233,11 @@ def test_stat_and_list(agent: AgentServer, tmp_path: Path) -> None:
     (tmp_path / "l").symlink_to("f")
     client = agent.connect()
     st = client.stat(str(tmp_path / "f"))
-    assert (st.name, st.kind, st.size) == ("f", "f", 5)
+    assert (st.name, st.kind, st.type, st.size) == ("f", "f", "file", 5)
     entries = {e.name: e for e in client.list_dir(str(tmp_path))}
     assert {"d", "f", "l"} <= set(entries)
-    assert entries["d"].kind == "d"
-    assert (entries["l"].kind, entries["l"].link_target) == ("l", "f")
+    assert entries["d"].type == "dir"
+    assert (entries["l"].type, entries["l"].link_target) == ("symlink", "f")
     with pytest.raises(GuestPathError):
         client.stat(str(tmp_path / "missing"))
     with pytest.raises(GuestPathError):
