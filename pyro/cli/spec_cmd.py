@@ -7,6 +7,7 @@ only reads options, picks the documents and prints. Errors go through
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
@@ -120,9 +121,18 @@ def plan(
     }
     run = loaded.spec
     assert isinstance(run, RunSpec)
-    inventory = gather_inventory(
-        refs=[run.spec.environment], base_dir=loaded.base_dir, local_environments=environments
-    )
+    try:
+        inventory = gather_inventory(
+            refs=[run.spec.environment], base_dir=loaded.base_dir, local_environments=environments
+        )
+    except SpecError as exc:
+        # An Environment document of this file (or one it names) cannot be built from:
+        # say which file, since the builder only saw the document.
+        issues = [
+            issue if issue.file else dataclasses.replace(issue, file=loaded.source_name)
+            for issue in exc.issues
+        ]
+        raise SpecError(issues, exc.hint) from exc
     result = make_plan(loaded, inventory, environments=environments)
     if as_json:
         from pyro.plan.model import render_json

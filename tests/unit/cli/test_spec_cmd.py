@@ -183,3 +183,38 @@ def test_version() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert result.stdout == f"pyro {__version__} (catalog {CATALOG_VERSION})\n"
+
+
+MULTI = """apiVersion: pyro/v1
+kind: Environment
+metadata: {name: "tools:1"}
+spec:
+  version: 1.2.0
+  kernel: {fragment: kernels/pyro-6.1.config}
+  rootfs: {packages: [gcc]}
+  defaults: {vcpus: 1, memoryMiB: 256}
+---
+apiVersion: pyro/v1
+kind: Run
+metadata: {name: uses-tools}
+spec:
+  environment: "tools:1"
+  steps: [{name: cc, run: "cc --version"}]
+"""
+
+
+def test_plan_uses_environment_documents_of_the_same_file(tmp_path: Path) -> None:
+    spec = tmp_path / "multi.yaml"
+    spec.write_text(MULTI)
+    missing = CliRunner().invoke(cli, ["plan", str(spec)])
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith(f"error: {spec}") and "fragment" in missing.stderr
+
+    (tmp_path / "kernels").mkdir()
+    fragment = ROOT / "pyro" / "data" / "environments" / "kernels" / "pyro-6.1.config"
+    (tmp_path / "kernels" / "pyro-6.1.config").write_bytes(fragment.read_bytes())
+    result = CliRunner().invoke(cli, ["plan", str(spec), "--json"])
+    data = json.loads(result.stdout)
+    assert data["environment"]["name"] == "tools:1"
+    assert data["environment"]["origin"] in ("build", "installed")
+    assert data["resources"] == {"vcpus": 1, "memory_mib": 256}
