@@ -132,12 +132,16 @@ class GuestVM:
 
     def connect(self, hello_timeout: float = 60) -> AgentClient:
         end = time.monotonic() + 30
-        while not self.socket_path.exists():
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.socket_path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()  # QEMU has not created or not yet listens on its socket
             if self.proc.poll() is not None or time.monotonic() > end:
-                pytest.fail(f"QEMU did not create its agent socket:\n{self.serial_tail()}")
+                pytest.fail(f"QEMU did not open its agent socket:\n{self.serial_tail()}")
             time.sleep(0.01)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(self.socket_path))
         client = AgentClient.connect(sock, hello_timeout=hello_timeout, hostname="pyro-test")
         self.clients.append(client)
         return client
