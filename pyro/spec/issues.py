@@ -6,13 +6,15 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from pydantic_core import ErrorDetails
 
 from pyro.errors import SpecIssue
 from pyro.spec.yaml import Position, escape_pointer
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 Locate = Callable[[str], Position | None]
 

@@ -23,7 +23,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from pyro.errors import SpecError, SpecIssue
-from pyro.spec.issues import issue_from_error
 from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
 from pyro.spec.template import has_template, render_template
 from pyro.spec.yaml import YamlDocument, YamlProblem, parse_documents
@@ -272,6 +271,8 @@ def _validate(
     try:
         return model.model_validate(data), []
     except ValidationError as error:
+        from pyro.spec.issues import issue_from_error  # only needed when something is wrong
+
         return None, [issue_from_error(detail, model, name, at) for detail in error.errors()]
     except (TypeError, ValueError, RecursionError) as error:
         # pydantic reports bad input as ValidationError; anything else here is still

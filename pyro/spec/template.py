@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import re
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +178,8 @@ def _render_bounded(chunks: Iterator[str]) -> str:
 
 def _template_line(error: BaseException, name: str) -> int | None:
     """The template line an error was raised at: Jinja2 maps its frames to template lines."""
+    import traceback  # only on errors: keeps the import of this module cheap
+
     line = None
     for frame in traceback.extract_tb(error.__traceback__):
         if frame.filename == name:
