@@ -102,7 +102,7 @@ static void child(char **argv, char **env, const char *cwd, int in, int out, int
 void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 {
 	char *argv[4096 + 1], *envs[4096], *cwd = NULL;
-	int argc = 0, envc = 0, has_stdin = 0, bad = 0;
+	int argc = 0, envc = 0, has_stdin = 0, bad = 0, too_many = 0;
 	int64_t timeout_ms = 0;
 	uint64_t caps[2] = {1u << 20, 1u << 20};
 	struct tlv_it it = {payload, payload + len};
@@ -110,9 +110,13 @@ void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 	const uint8_t *val;
 	uint32_t vlen;
 	while ((r = tlv_next(&it, &tag, &val, &vlen)) == 1) {
-		if (tag == G_ARG && argc < 4096)
+		if (tag == G_ARG && argc == 4096)
+			too_many = 1;
+		else if (tag == G_ARG)
 			bad |= !(argv[argc++] = tlv_as_str(val, vlen));
-		else if (tag == G_ENV && envc < 4096)
+		else if (tag == G_ENV && envc == 4096)
+			too_many = 1;
+		else if (tag == G_ENV)
 			bad |= !(envs[envc++] = tlv_as_str(val, vlen));
 		else if (tag == G_CWD && !cwd)
 			bad |= !(cwd = tlv_as_str(val, vlen));
@@ -133,6 +137,10 @@ void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 	int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
 	if (r < 0 || bad || argc == 0 || !argv[0]) {
 		send_error(id, EINVAL, "malformed EXEC request (argv must be non-empty, no NUL bytes)");
+		goto out;
+	}
+	if (too_many) {
+		send_error(id, E2BIG, "more than 4096 arguments or environment entries");
 		goto out;
 	}
 	if (!x) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from pyro.errors import GuestError, GuestPathError, LimitError
-from pyro.guest.client import AgentClient
+from pyro.guest.client import AgentClient, GuestRequestError
 from pyro.guest.protocol import Fields, FrameType, Tag, encode_tlv
 
 if TYPE_CHECKING:
@@ -302,3 +303,16 @@ def test_close_is_idempotent(agent: AgentServer) -> None:
     client.close()
     with pytest.raises(GuestError):
         client.exec(["true"])
+
+
+def test_too_many_arguments_is_refused(agent: AgentServer) -> None:
+    client = agent.connect()
+    with pytest.raises(GuestRequestError, match="4096") as info:
+        client.exec(["true", *["x"] * 5000])
+    assert info.value.errno == errno.E2BIG
+    assert client.exec(["true"]).exit_code == 0
+
+
+def test_program_is_searched_in_the_given_path(agent: AgentServer) -> None:
+    result = agent.connect().exec(["ls"], env={"PATH": "/nonexistent"})
+    assert result.exit_code == 127
