@@ -21,8 +21,7 @@ import hashlib
 import os
 import re
 import shutil
-import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +35,6 @@ from pyro.environments.cache_files import (
     MANIFEST_FILE,
     Invalid,
     canonical_json,
-    sha256_file,
 )
 from pyro.errors import CacheError, EnvironmentInvalidError
 from pyro.plan.inventory import InstalledEnvironment
@@ -59,8 +57,15 @@ class Install:
 
     @property
     def source(self) -> str | None:
+        """The ``oci://…@sha256:…`` reference it was pulled from; None when built here."""
         source = self.manifest.get("source")
         return source if isinstance(source, str) else None
+
+    @property
+    def source_digest(self) -> str | None:
+        """The registry manifest digest it was pulled from; None when built here."""
+        source = self.source
+        return source.rpartition("@")[2] if source and "@sha256:" in source else None
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ class Cache:
         self._remove_stale_tmp()
         try:
             self.tmp_root.mkdir(parents=True, exist_ok=True)
-            work = Path(_mkdtemp(self.tmp_root))
+            work = store.make_work_dir(self.tmp_root)
         except OSError as exc:
             raise CacheError(f"cannot create a work dir under {self.tmp_root}: {exc}") from exc
         try:
@@ -237,7 +242,10 @@ class Cache:
         Raises:
             CacheError: a staged file is missing or not a regular file, or writing fails.
         """
-        meta = _metadata_dict(metadata)
+        try:
+            meta = store.metadata_dict(metadata)
+        except TypeError as exc:
+            raise CacheError(str(exc), "pass a mapping or the builder's BuiltEnvironment") from exc
         with self.lock(name), self.scratch() as work:
             try:
                 artifacts = store.stage_artifacts(Path(staged_dir), work)
@@ -264,7 +272,7 @@ class Cache:
         with self.lock(name), self.scratch() as work:
             try:
                 for file in (*ARTIFACT_FILES.values(), store.VERIFIED_FILE):
-                    _link_or_copy(other.dir / file, work / file)
+                    store.link_or_copy(other.dir / file, work / file)
                 return self._commit(name, work, dict(other.manifest), hashed=False)
             except OSError as exc:
                 raise CacheError(f"cannot install environment {name!r}: {exc}") from exc
@@ -368,7 +376,7 @@ class Cache:
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.tmp_root):
                 pid = entry.name.split("-", 1)[0]
-                if not (pid.isdigit() and _pid_alive(int(pid))):
+                if not (pid.isdigit() and store.pid_alive(int(pid))):
                     pruned.append(_removed(Path(entry.path), "left over from an interrupted run"))
         return pruned
 
@@ -400,59 +408,7 @@ def _inventory_entry(install: Install) -> InstalledEnvironment:
     )
 
 
-def _metadata_dict(metadata: Any) -> dict[str, Any]:
-    import dataclasses
-
-    if callable(getattr(metadata, "to_dict", None)):
-        data: Any = metadata.to_dict()
-    elif dataclasses.is_dataclass(metadata) and not isinstance(metadata, type):
-        data = dataclasses.asdict(metadata)
-    elif hasattr(metadata, "model_dump"):
-        data = metadata.model_dump(mode="json")
-    elif isinstance(metadata, Mapping):
-        data = dict(metadata)
-    else:
-        raise CacheError(f"cannot record install metadata of type {type(metadata).__name__}")
-    # Paths and other objects become strings so the manifest stays plain JSON.
-    return dict(store.jsonable(data))
-
-
 def _removed(path: Path, reason: str) -> PrunedItem:
     size = store.disk_usage(path)
     store.remove(path)
     return PrunedItem(path=path, reason=reason, size=size)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _mkdtemp(parent: Path) -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    if not stat.S_ISREG(os.lstat(source).st_mode):
-        raise OSError(f"{source} is not a regular file")
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-__all__ = [
-    "Cache",
-    "Install",
-    "InstallStatus",
-    "PrunedItem",
-    "sha256_file",
-    "slug",
-]

@@ -7,12 +7,15 @@ install invalid, whatever it points at.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import shutil
 import stat
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +229,43 @@ def disk_usage(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
     return total
+
+
+def metadata_dict(metadata: Any) -> dict[str, Any]:
+    """Install metadata as plain JSON: from ``to_dict()``, a dataclass, pydantic or a mapping."""
+    if callable(getattr(metadata, "to_dict", None)):
+        data: Any = metadata.to_dict()
+    elif dataclasses.is_dataclass(metadata) and not isinstance(metadata, type):
+        data = dataclasses.asdict(metadata)
+    elif hasattr(metadata, "model_dump"):
+        data = metadata.model_dump(mode="json")
+    elif isinstance(metadata, Mapping):
+        data = dict(metadata)
+    else:
+        raise TypeError(f"cannot record install metadata of type {type(metadata).__name__}")
+    # Paths and other objects become strings so the manifest stays plain JSON.
+    return dict(jsonable(data))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_work_dir(parent: Path) -> Path:
+    """A new directory in ``parent`` named ``<pid>-<random>`` (prune tells live from stale)."""
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent))
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    if not stat.S_ISREG(os.lstat(source).st_mode):
+        raise OSError(f"{source} is not a regular file")
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

@@ -22,6 +22,7 @@ from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
 
 if TYPE_CHECKING:  # the catalog (and its spec loader) is imported only when needed
     from pyro.environments.catalog import CatalogEntry
+    from pyro.spec.model import EnvironmentSpec
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,18 @@ class EnvironmentService:
     # -- pull and build ------------------------------------------------------------------
 
     def pull(
-        self, value: str, *, insecure: bool = False, progress: Progress | None = None
+        self,
+        value: str,
+        *,
+        insecure: bool = False,
+        progress: Progress | None = None,
+        base_dir: Path | None = None,
     ) -> Install:
         """Make ``value`` installed and valid: return it at once if it is, else pull or build.
 
         A catalog entry (or spec) with a ``source`` is pulled from it; one without is built.
-        An invalid install is never used: it is replaced.
+        An invalid install is never used: it is replaced. Spec paths are relative to
+        ``base_dir`` (default: the working directory).
 
         Raises:
             UsageError: ``value`` is not a valid reference.
@@ -158,7 +165,7 @@ class EnvironmentService:
             BuildError: a build fails.
             CacheError: the cache cannot be written.
         """
-        target = self._target(value, must_exist=True)
+        target = self._target(value, must_exist=True, base_dir=base_dir)
         install = self._usable(target)
         if install is None:
             with self.cache.lock(target.key):
@@ -228,10 +235,15 @@ class EnvironmentService:
         self,
         value: str,
         *,
+        spec: EnvironmentSpec | None = None,
+        base_dir: Path | None = None,
         progress: Progress | None = None,
         log: Callable[[str], None] | None = None,
     ) -> Install:
         """Build ``value`` (a catalog name or spec path) from source and install it.
+
+        ``spec`` is the already loaded Environment spec ``value`` names, if the caller has
+        it; spec paths are relative to ``base_dir`` (default: the working directory).
 
         Raises:
             UsageError: ``value`` is an oci:// reference or not a valid reference.
@@ -240,7 +252,7 @@ class EnvironmentService:
             BuildError: the build fails.
             CacheError: the cache cannot be written.
         """
-        target = self._target(value, must_exist=True)
+        target = self._target(value, must_exist=True, spec=spec, base_dir=base_dir)
         if target.entry is None:
             raise UsageError(
                 f"cannot build {value!r}: only catalog names and spec files can be built",
@@ -314,7 +326,14 @@ class EnvironmentService:
 
     # -- references ----------------------------------------------------------------------
 
-    def _target(self, value: str, *, must_exist: bool) -> _Target:
+    def _target(
+        self,
+        value: str,
+        *,
+        must_exist: bool,
+        spec: EnvironmentSpec | None = None,
+        base_dir: Path | None = None,
+    ) -> _Target:
         try:
             ref = parse_environment_ref(value)
         except ValueError as exc:
@@ -327,10 +346,16 @@ class EnvironmentService:
         from pyro.environments import catalog
 
         if isinstance(ref, SpecPathRef):
-            entry = catalog.entry_from_path(Path(ref.path))
+            path = (base_dir or Path.cwd()) / ref.path
+            if spec is not None:
+                entry = catalog.entry_from_spec(spec, path.parent)
+            else:
+                entry = catalog.entry_from_path(path)
             return _Target(entry.name, entry, None, _source_insecure(entry))
         assert isinstance(ref, CatalogRef)
         known = catalog.catalog().get(ref.name)
+        if spec is not None:
+            known = catalog.entry_from_spec(spec, base_dir or Path.cwd())
         if known is None and must_exist and self.cache.status(ref.name).state == "not-installed":
             catalog.lookup(ref.name)  # raises EnvironmentNotFoundError, suggesting close names
         return _Target(ref.name, known, None, known is not None and _source_insecure(known))
@@ -363,20 +388,14 @@ def inspect(value: str, *, verify: bool = False, cache: Cache | None = None) -> 
     return EnvironmentService(cache).inspect(value, verify=verify)
 
 
-def pull(
-    value: str,
-    *,
-    insecure: bool = False,
-    progress: Progress | None = None,
-    cache: Cache | None = None,
-) -> Install:
-    """See :meth:`EnvironmentService.pull`."""
-    return EnvironmentService(cache).pull(value, insecure=insecure, progress=progress)
+def pull(value: str, *, cache: Cache | None = None, **options: Any) -> Install:
+    """See :meth:`EnvironmentService.pull` (``insecure``, ``progress``, ``base_dir``)."""
+    return EnvironmentService(cache).pull(value, **options)
 
 
-def build(value: str, *, progress: Progress | None = None, cache: Cache | None = None) -> Install:
-    """See :meth:`EnvironmentService.build`."""
-    return EnvironmentService(cache).build(value, progress=progress)
+def build(value: str, *, cache: Cache | None = None, **options: Any) -> Install:
+    """See :meth:`EnvironmentService.build` (``spec``, ``base_dir``, ``progress``, ``log``)."""
+    return EnvironmentService(cache).build(value, **options)
 
 
 def push(name: str, ref: str, *, insecure: bool = False, cache: Cache | None = None) -> str:

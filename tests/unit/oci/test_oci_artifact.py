@@ -145,3 +145,17 @@ def test_push_to_a_digest_is_refused(tmp_path: Path) -> None:
     ref = parse_oci_ref(f"oci://127.0.0.1:9/x@{D}")
     with pytest.raises(RegistryError, match="immutable"):
         artifact.push_environment({}, tmp_path, ref, tmp_path)
+
+
+def test_zero_runs_become_holes(tmp_path: Path) -> None:
+    payload = os.urandom(4096) + b"\0" * (16 << 20) + os.urandom(4096) + b"\0" * (3 << 20)
+    (tmp_path / "blob").write_bytes(zstandard.ZstdCompressor().compress(payload))
+    lay = layer("rootfs", "rootfs.ext4")
+    lay["annotations"][artifact.UNCOMPRESSED_DIGEST] = (
+        "sha256:" + hashlib.sha256(payload).hexdigest()
+    )
+    lay["annotations"][artifact.UNCOMPRESSED_SIZE] = str(len(payload))
+    artifact._decompress(tmp_path / "blob", tmp_path / "out", lay, REF)
+    out = tmp_path / "out"
+    assert out.read_bytes() == payload
+    assert out.stat().st_blocks * 512 < len(payload) // 2  # sparse: zeros were not written
