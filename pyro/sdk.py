@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro.sdk_env import EnvironmentMethods
-
 from pyro.errors import UsageError
+from pyro.sdk_env import EnvironmentMethods
 from pyro.sdk_task import TaskMethods
 from pyro.sdk_vm import VMMethods
 from pyro.spec.model import EnvironmentSpec, RunSpec
