@@ -1,6 +1,7 @@
 """``vm_run`` as a LangChain tool: a thin adapter over the SDK, nothing more.
 
-    python examples/langchain_vm_run.py "Which kernel does debian:12 run?"   # needs langchain-openai
+    pip install langchain-openai
+    python examples/langchain_vm_run.py "Which kernel does debian:12 run?"
 
 Framework wrappers stay thin on purpose: the tool's whole job is to call ``run_in_vm`` and
 hand back exit code and output, so the VM is always deleted after each call. ``run_agent``
@@ -49,7 +50,10 @@ def vm_run(environment: str, command: str, timeout_seconds: int = 300) -> str:
 
 def run_agent(model: Any, prompt: str) -> tuple[str, list[BaseMessage]]:
     """Run the model with ``vm_run`` until it answers in text; returns (answer, messages)."""
-    bound = model.bind_tools([vm_run]) if hasattr(model, "bind_tools") else model
+    try:
+        bound = model.bind_tools([vm_run])
+    except NotImplementedError:  # a model that cannot be told about tools (e.g. a test fake)
+        bound = model
     messages: list[BaseMessage] = [HumanMessage(prompt)]
     for _ in range(MAX_TURNS):
         reply = bound.invoke(messages)
@@ -60,7 +64,8 @@ def run_agent(model: Any, prompt: str) -> tuple[str, list[BaseMessage]]:
             if call["name"] == "vm_run":
                 messages.append(vm_run.invoke(call))
             else:
-                messages.append(ToolMessage(f"unknown tool {call['name']}", tool_call_id=call["id"]))
+                unknown = f"unknown tool {call['name']}"
+                messages.append(ToolMessage(unknown, tool_call_id=call["id"]))
     return "(stopped: the model kept calling tools)", messages
 
 

@@ -1,6 +1,7 @@
 """An OpenAI Responses API tool loop that lets the model run commands in pyro microVMs.
 
-    OPENAI_API_KEY=... python examples/openai_responses_vm_run.py "Which git version does debian:12 ship?"
+    export OPENAI_API_KEY=...
+    python examples/openai_responses_vm_run.py "Which git version does debian:12 ship?"
 
 The model gets one tool, ``vm_run``: each call runs in a fresh VM that is deleted afterwards,
 so nothing the model runs touches this machine or leaks into the next call. The loop sends
@@ -16,11 +17,12 @@ import sys
 from typing import Any
 
 from openai import OpenAI
+from openai.types.responses import FunctionToolParam
 
 from pyro import Pyro
 from pyro.errors import PyroError
 
-VM_RUN_TOOL: dict[str, Any] = {
+VM_RUN_TOOL: FunctionToolParam = {
     "type": "function",
     "name": "vm_run",
     "description": (
@@ -86,10 +88,9 @@ def run_agent(client: OpenAI, prompt: str, *, model: str, pyro: Pyro | None = No
                 output = vm_run(pyro, json.loads(call.arguments))
             else:
                 output = {"ok": False, "error": {"message": f"unknown tool {call.name}"}}
-            print(f"[vm_run] {call.arguments} -> exit_code={output.get('exit_code')}", file=sys.stderr)
-            conversation.append(
-                {"type": "function_call_output", "call_id": call.call_id, "output": json.dumps(output)}
-            )
+            print(f"[vm_run] {call.arguments} exit_code={output.get('exit_code')}", file=sys.stderr)
+            reply = {"type": "function_call_output", "call_id": call.call_id}
+            conversation.append({**reply, "output": json.dumps(output)})
     return "(stopped: the model kept calling tools)"
 
 

@@ -34,10 +34,14 @@ class CallCancelledError(StateError):
 
 
 class Cancellation:
-    """The VMs one tool call created, so that cancelling the call can delete them."""
+    """The VMs one tool call created, so that cancelling the call can undo them.
 
-    def __init__(self, delete_vm: Callable[[str], object]) -> None:
-        self._delete_vm = delete_vm
+    ``undo`` is what cancelling does to each: usually ``delete_vm``; ``delete_task`` for a
+    task being created; ``stop_task`` for a command in an existing task.
+    """
+
+    def __init__(self, undo: Callable[[str], object]) -> None:
+        self._undo = undo
         self._lock = threading.Lock()
         self._vm_ids: list[str] = []
         self.cancelled = False
@@ -74,24 +78,24 @@ class Cancellation:
     def _delete(self, vm_id: str) -> None:
         # Already gone, or the worker is deleting it right now: either way it goes.
         with contextlib.suppress(PyroError):
-            self._delete_vm(vm_id)
+            self._undo(vm_id)
 
 
 async def in_thread(
     work: Callable[[Cancellation], T],
     *,
-    delete_vm: Callable[[str], object],
+    undo: Callable[[str], object],
     owned: Callable[[T], Iterable[str]] | None = None,
 ) -> T:
     """Run ``work`` in a worker thread; on cancellation delete the VMs it created.
 
     ``owned`` names VMs found in the result (e.g. the one ``create_vm`` returns), for calls
-    whose SDK method reports no events.
+    whose SDK method reports no events; ``undo`` is called for each VM on cancellation.
 
     Raises:
         Whatever ``work`` raises; the cancellation exception when the call is cancelled.
     """
-    token = Cancellation(delete_vm)
+    token = Cancellation(undo)
 
     def run() -> T:
         result = work(token)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from pyro.environments.service import EnvironmentStatus
 from pyro.sdk_vm import VMInfo
 from pyro.tasks import TaskInfo
 
@@ -40,3 +41,9 @@ class TaskList(BaseModel):
     """What ``task_list`` reports: every task, oldest first."""
 
     tasks: list[TaskInfo]
+
+
+class EnvList(BaseModel):
+    """What ``env_list`` reports: catalog and installed environments, by name."""
+
+    environments: list[EnvironmentStatus]

@@ -36,7 +36,7 @@ class SpecTools:
         self.sdk = sdk
 
     async def _call(self, work: Callable[[Cancellation], T]) -> T:
-        return await in_thread(work, delete_vm=self.sdk.delete_vm)
+        return await in_thread(work, undo=self.sdk.delete_vm)
 
     async def spec_validate(self, spec: Spec, vars: Vars = None) -> SpecSummary:
         """Check a spec document (kind Run or Environment) without running anything.

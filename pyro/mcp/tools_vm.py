@@ -56,7 +56,7 @@ class VMTools:
         work: Callable[[Cancellation], T],
         owned: Callable[[T], Iterable[str]] | None = None,
     ) -> T:
-        return await in_thread(work, delete_vm=self.sdk.delete_vm, owned=owned)
+        return await in_thread(work, undo=self.sdk.delete_vm, owned=owned)
 
     async def vm_run(
         self,

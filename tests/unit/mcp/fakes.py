@@ -15,7 +15,9 @@ GUARD_S = 30.0
 
 
 def run_result(name: str, stdout: str, vm_id: str = "vm-fake") -> RunResult:
-    step = StepResult(id="exec-0", action="exec", name="command", status="ok", exit_code=0, stdout=stdout)
+    step = StepResult(
+        id="exec-0", action="exec", name="command", status="ok", exit_code=0, stdout=stdout
+    )
     return RunResult(
         ok=True,
         name=name,

@@ -55,12 +55,12 @@ async def test_cancelled_call_deletes_the_vm_it_created() -> None:
         assert fake.released.wait(GUARD_S)
 
     fake.run_hook = hook
-    async with Client(build_server("vm-run", sdk=fake)) as client:  # type: ignore[arg-type]
-        async with anyio.create_task_group() as group:
-            arguments = {"environment": "debian:12", "command": "sleep 600"}
-            group.start_soon(client.call_tool, "vm_run", arguments)
-            assert await anyio.to_thread.run_sync(running.wait, GUARD_S)
-            group.cancel_scope.cancel()
+    server = build_server("vm-run", sdk=fake)  # type: ignore[arg-type]
+    async with Client(server) as client, anyio.create_task_group() as group:
+        arguments = {"environment": "debian:12", "command": "sleep 600"}
+        group.start_soon(client.call_tool, "vm_run", arguments)
+        assert await anyio.to_thread.run_sync(running.wait, GUARD_S)
+        group.cancel_scope.cancel()
     assert fake.deleted[:1] == ["vm-1"]
 
 
@@ -73,11 +73,11 @@ async def test_vm_created_after_the_cancel_is_deleted_too() -> None:
         assert finish.wait(GUARD_S)
 
     fake.create_hook = hook
-    async with Client(build_server("full", sdk=fake)) as client:  # type: ignore[arg-type]
-        async with anyio.create_task_group() as group:
-            group.start_soon(client.call_tool, "vm_create", {"environment": "debian:12"})
-            assert await anyio.to_thread.run_sync(creating.wait, GUARD_S)
-            group.cancel_scope.cancel()
+    server = build_server("full", sdk=fake)  # type: ignore[arg-type]
+    async with Client(server) as client, anyio.create_task_group() as group:
+        group.start_soon(client.call_tool, "vm_create", {"environment": "debian:12"})
+        assert await anyio.to_thread.run_sync(creating.wait, GUARD_S)
+        group.cancel_scope.cancel()
     assert fake.deleted == []
     finish.set()  # create_vm returns only now, after the call was cancelled
     assert await anyio.to_thread.run_sync(fake.released.wait, GUARD_S)
@@ -116,11 +116,11 @@ def test_deleting_a_vm_that_is_already_gone_is_quiet() -> None:
 
 async def test_in_thread_returns_the_result_and_raises_errors() -> None:
     deleted: list[str] = []
-    assert await in_thread(lambda token: 42, delete_vm=deleted.append) == 42
+    assert await in_thread(lambda token: 42, undo=deleted.append) == 42
 
     def fail(token: Cancellation) -> None:
         raise NotFoundError("no VM with id 'x'")
 
     with pytest.raises(NotFoundError):
-        await in_thread(fail, delete_vm=deleted.append)
+        await in_thread(fail, undo=deleted.append)
     assert deleted == []
