@@ -130,6 +130,18 @@ static void loopback_up(void)
 	close(s);
 }
 
+static int trace_boot;
+
+/* With pyro.debug=1 on the kernel command line: where the boot time goes. */
+static void trace(const char *what)
+{
+	if (!trace_boot)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	logmsg("%ld.%03ld %s", (long)ts.tv_sec, ts.tv_nsec / 1000000, what);
+}
+
 void boot_setup(void)
 {
 	umask(022);
@@ -137,6 +149,9 @@ void boot_setup(void)
 	must_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 
+	char *debug = cmdline_value("pyro.debug");
+	trace_boot = debug && strcmp(debug, "0") != 0;
+	trace("api filesystems mounted");
 	char *root = cmdline_value("pyro.root");
 	char *fstype = cmdline_value("pyro.rootfstype");
 	if (!root)
@@ -144,6 +159,7 @@ void boot_setup(void)
 	if (!fstype)
 		fstype = "ext4";
 	wait_for_path(root, 5000);
+	trace("root device present");
 	mkdir("/newroot", 0755);
 	if (mount(root, "/newroot", fstype, MS_NOATIME, NULL) != 0)
 		fatal("cannot mount root filesystem %s (%s) on /newroot: %s (set pyro.root= on the "
@@ -151,6 +167,7 @@ void boot_setup(void)
 		      root, fstype, strerror(errno));
 
 	/* Like switch_root: carry the API filesystems over, move the new root onto /, chroot. */
+	trace("root filesystem mounted");
 	const char *moves[] = {"/dev", "/proc", "/sys"};
 	for (size_t i = 0; i < 3; i++) {
 		char dst[64];
@@ -174,6 +191,7 @@ void boot_setup(void)
 
 	sethostname("pyro", 4);
 	loopback_up();
+	trace("switched root");
 }
 
 /* /dev/vportNpM of the virtio-serial port named org.pyro.agent, or -1 if there is none. */
@@ -233,6 +251,7 @@ static int have_virtio_console(void)
 int open_channel(int *is_listener)
 {
 	int fd = open_named_port();
+	trace(fd >= 0 ? "port found" : "port not found yet");
 	/* The port's name arrives from the host a little after the device probes. */
 	for (int waited = 0; fd < 0 && waited < 3000 && have_virtio_console(); waited += 5) {
 		struct timespec ts = {0, 5 * 1000 * 1000};

@@ -35,6 +35,7 @@ static int listener = -1; /* unix or vsock listening socket; -1 with a virtio-se
 static int port = -1;     /* the virtio-serial port fd (stays open across host reconnects) */
 static int exit_on_eof;   /* --serve-fd */
 static int64_t ready_ms;
+static int port_async; /* the port signals host (dis)connects with SIGIO */
 
 int64_t now_ms(void)
 {
@@ -333,8 +334,10 @@ static void serve(int sigfd)
 			int64_t d = deadline - now_ms();
 			timeout = d < 0 ? 0 : (int)d;
 		}
-		if (conn < 0 && port >= 0 && (timeout < 0 || timeout > 20))
-			timeout = 20; /* no event tells us the host came back: look again soon */
+		/* The port raises SIGIO when a host connects; poll anyway in case it cannot. */
+		int recheck = port_async ? 1000 : 20;
+		if (conn < 0 && port >= 0 && (timeout < 0 || timeout > recheck))
+			timeout = recheck;
 		if (get_pump() && buf_pending(&g_out) < OUT_HIGH)
 			timeout = 0;
 
@@ -400,6 +403,7 @@ int main(int argc, char **argv)
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGIO);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0)
@@ -412,10 +416,13 @@ int main(int argc, char **argv)
 		chdir("/");
 		int is_listener = 0;
 		int fd = open_channel(&is_listener);
-		if (is_listener)
+		if (is_listener) {
 			listener = fd;
-		else
+		} else {
 			port = fd;
+			port_async = fcntl(port, F_SETOWN, getpid()) == 0 &&
+				     fcntl(port, F_SETFL, fcntl(port, F_GETFL) | O_ASYNC) == 0;
+		}
 	} else {
 		/* Collect orphans like PID 1 would, so tests see the same reaping. */
 		prctl(PR_SET_CHILD_SUBREAPER, 1);
