@@ -200,7 +200,10 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
         with error_handler(as_json=as_json):
             result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        click.echo(f"error: {exc.code}", err=True)
+        return EXIT_ERROR
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED

@@ -105,3 +105,10 @@ def test_bug_with_unwritable_state_dir_still_exits_3(
     assert run_cli(_command(RuntimeError("boom")), [], "pyro") == 3
     err = capsys.readouterr().err
     assert "could not be written" in err and "this is a bug in pyro" in err
+
+
+@pytest.mark.parametrize(("exit_arg", "code"), [(None, 0), (0, 0), (5, 5), ("bad", 1)])
+def test_system_exit_passes_through(
+    capsys: pytest.CaptureFixture[str], exit_arg: int | str | None, code: int
+) -> None:
+    assert run_cli(_command(SystemExit(exit_arg)), [], "pyro") == code
