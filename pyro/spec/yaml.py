@@ -216,9 +216,10 @@ def parse_documents(text: str, name: str) -> list[YamlDocument]:
         issues.append(_mark_issue(name, error))
     except yaml.YAMLError as error:
         issues.append(SpecIssue(f"YAML error: {error}", file=name))
-    except (RecursionError, ValueError, OverflowError) as error:
-        # Deeply nested flow collections exhaust the recursion limit; int() can refuse
-        # numbers with too many digits. Both are input problems, not bugs.
+    except (RecursionError, ValueError, OverflowError, TypeError) as error:
+        # Deeply nested flow collections exhaust the recursion limit; explicit tags like
+        # "!!int abc" or "!!timestamp 2020-13-45" fail in the constructors; int() refuses
+        # numbers with too many digits. All are input problems, not bugs.
         issues.append(SpecIssue(f"YAML cannot be read: {error}", file=name))
     if not documents and not issues:
         issues.append(SpecIssue("the spec is empty (no YAML document found)", file=name))

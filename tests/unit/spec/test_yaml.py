@@ -102,3 +102,12 @@ def test_documents_keep_their_index_and_start() -> None:
         (0, (1, 1), {"a": 1}),
         (1, (3, 1), {"b": 2}),
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: !!int abc\n", "a: !!float x\n", "a: !!timestamp 2020-13-45\n", "<<: [1, 2]\n"],
+)
+def test_bad_explicit_tags_are_yaml_problems(text: str) -> None:
+    with pytest.raises(YamlProblem):
+        parse_documents(text, "t.yaml")
