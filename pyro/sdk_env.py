@@ -1,4 +1,4 @@
-"""The environment half of the :class:`pyro.Pyro` facade: list, inspect, pull, build, push, prune."""
+"""The environment half of the :class:`pyro.Pyro` facade: list, inspect, pull, build, prune."""
 
 from __future__ import annotations
 
