@@ -46,6 +46,18 @@ class SpecLoader(yaml.SafeLoader):
 
     yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        # Explicit tags ("!!int abc", "!!timestamp 2020-13-45") fail with plain ValueErrors;
+        # give them the node's position like every other YAML error.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, TypeError) as error:
+            if isinstance(error, yaml.YAMLError):
+                raise
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read value: {error}", node.start_mark
+            ) from error
+
     def construct_yaml_bool(self, node: Node) -> bool:
         return str(self.construct_scalar(node)).lower() == "true"  # type: ignore[arg-type]
 

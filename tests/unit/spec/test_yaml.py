@@ -109,5 +109,6 @@ def test_documents_keep_their_index_and_start() -> None:
     ["a: !!int abc\n", "a: !!float x\n", "a: !!timestamp 2020-13-45\n", "<<: [1, 2]\n"],
 )
 def test_bad_explicit_tags_are_yaml_problems(text: str) -> None:
-    with pytest.raises(YamlProblem):
+    with pytest.raises(YamlProblem) as caught:
         parse_documents(text, "t.yaml")
+    assert caught.value.issues[0].line == 1
