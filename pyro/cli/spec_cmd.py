@@ -76,6 +76,11 @@ def _print_validation(reports: list[dict[str, Any]]) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @vars_options
 @click.option("--run", "run_name", metavar="NAME", help="Which Run document of FILE to plan.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not ask registries for digests (a pull is planned without one).",
+)
 @json_option
 @handle_errors
 def plan(
@@ -83,6 +88,7 @@ def plan(
     var_items: tuple[str, ...],
     vars_file: str | None,
     run_name: str | None,
+    offline: bool,
     as_json: bool,
 ) -> None:
     """Show what applying the Run spec in FILE would do (exit 1 when it is not applyable)."""
@@ -123,7 +129,10 @@ def plan(
     assert isinstance(run, RunSpec)
     try:
         inventory = gather_inventory(
-            refs=[run.spec.environment], base_dir=loaded.base_dir, local_environments=environments
+            refs=[run.spec.environment],
+            resolve_remote=not offline,
+            base_dir=loaded.base_dir,
+            local_environments=environments,
         )
     except SpecError as exc:
         # An Environment document of this file (or one it names) cannot be built from:

@@ -218,3 +218,15 @@ def test_plan_uses_environment_documents_of_the_same_file(tmp_path: Path) -> Non
     assert data["environment"]["name"] == "tools:1"
     assert data["environment"]["origin"] in ("build", "installed")
     assert data["resources"] == {"vcpus": 1, "memory_mib": 256}
+
+
+def test_plan_offline_does_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def gather(**kwargs: object) -> Inventory:
+        seen.update(kwargs)
+        return inventory("installed")
+
+    monkeypatch.setattr(pyro.inventory, "gather_inventory", gather)
+    assert CliRunner().invoke(cli, ["plan", "--offline", HELLO]).exit_code == 0
+    assert seen["resolve_remote"] is False and seen["refs"] == ["debian:12"]
