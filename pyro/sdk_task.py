@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -109,12 +109,14 @@ class TaskMethods:
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         secret_env: Sequence[str] = (),
+        on_stdout: Callable[[bytes], None] | None = None,
+        on_stderr: Callable[[bytes], None] | None = None,
     ) -> TaskExecOutput:
         """Run one command in the task (a shell string runs with ``sh -c``); the task stays.
 
         The default cwd is ``/workspace``; a stopped task is booted first. Secrets named in
         ``secret_env`` become env vars; their values are redacted from what is returned
-        and journaled.
+        and journaled. ``on_stdout``/``on_stderr`` get the (redacted) output as it arrives.
 
         Raises:
             NotFoundError: no such task.  UsageError: unknown secret name.
@@ -130,6 +132,8 @@ class TaskMethods:
             cwd=cwd,
             env=env,
             secret_env=secret_env,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
         )
 
     def status_task(self, task_id: str) -> TaskInfo:

@@ -210,7 +210,12 @@ class TaskManager:
         """
         record, _ = self.get(task_id)
         if record.state is VMState.RUNNING:
-            return self.registry.connect(task_id)
+            try:
+                return self.registry.connect(task_id)
+            except StateError:
+                # Its VMM died since the last reap (now recorded as stopped): boot it again.
+                if self.get(task_id)[0].state is VMState.RUNNING:
+                    raise
         try:
             _, client = self.registry.start(task_id)
         except StateError:  # another process started it meanwhile

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,8 +127,12 @@ def exec_command(
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     secret_env: Sequence[str] = (),
+    on_stdout: Callable[[bytes], None] | None = None,
+    on_stderr: Callable[[bytes], None] | None = None,
 ) -> TaskExecOutput:
     """Run one command in the task's VM (booting it if stopped); never cleans up.
+
+    ``on_stdout``/``on_stderr`` receive the output while it arrives, already redacted.
 
     Raises:
         NotFoundError: no such task.  UsageError: unknown secret name, empty command.
@@ -149,10 +153,18 @@ def exec_command(
         "secret_env": list(secret_env),
         "started_at": started,
     }
+    streams = [redact.stream(sink) if sink else None for sink in (on_stdout, on_stderr)]
     try:
         with manager.client(task_id) as client:
             out = run_command(
-                client, task_id, argv, timeout_seconds=timeout_seconds, env=full_env, cwd=workdir
+                client,
+                task_id,
+                argv,
+                timeout_seconds=timeout_seconds,
+                env=full_env,
+                cwd=workdir,
+                on_stdout=streams[0].feed if streams[0] else None,
+                on_stderr=streams[1].feed if streams[1] else None,
             )
     except PyroError as exc:
         exc.summary = redact(exc.summary)
@@ -167,6 +179,10 @@ def exec_command(
         with contextlib.suppress(PyroError):
             manager.record_exec(task_id, fields)
         raise
+    finally:
+        for stream in streams:
+            if stream is not None:
+                stream.close()
     stdout, stderr = redact(out.stdout), redact(out.stderr)
     journal_out, out_cut = cap_text(stdout)
     journal_err, err_cut = cap_text(stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pyro.errors import StateError, UsageError
@@ -100,6 +100,51 @@ class Redactor:
 
     def all(self, items: Iterable[str]) -> list[str]:
         return [self(item) for item in items]
+
+    def stream(self, sink: Callable[[bytes], None]) -> StreamRedactor:
+        """A redacting filter in front of ``sink`` for output that arrives in chunks."""
+        return StreamRedactor(self._items, sink)
+
+
+class StreamRedactor:
+    """Redacts a byte stream chunk by chunk.
+
+    A value may be split across chunks, so the tail that could still become a value (its
+    length minus one byte) is held back until the next chunk or :meth:`close`.
+    """
+
+    def __init__(self, items: list[tuple[str, str]], sink: Callable[[bytes], None]) -> None:
+        self._sink = sink
+        values = [(name, value.encode("utf-8")) for name, value in items]
+        self._names = {value: name for name, value in values}
+        self._pattern = re.compile(b"|".join(re.escape(v) for _, v in values)) if values else None
+        self._hold = max((len(v) for _, v in values), default=1) - 1
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self._pattern is None:
+            self._sink(chunk)
+            return
+        self._buf += chunk
+        cut = len(self._buf) - self._hold
+        for match in self._pattern.finditer(self._buf):
+            if match.start() < cut < match.end():
+                # A shorter value matched where a longer one may still complete: wait.
+                cut = match.start()
+        if cut > 0:
+            self._emit(self._buf[:cut])
+            self._buf = self._buf[cut:]
+
+    def close(self) -> None:
+        if self._buf:
+            self._emit(self._buf)
+            self._buf = b""
+
+    def _emit(self, data: bytes) -> None:
+        assert self._pattern is not None
+        self._sink(
+            self._pattern.sub(lambda m: f"[REDACTED:{self._names[m.group(0)]}]".encode(), data)
+        )
 
 
 class SecretStore:

@@ -30,6 +30,14 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _writer(stream: Any) -> Any:
+    def write(data: bytes) -> None:
+        stream.buffer.write(data)
+        stream.buffer.flush()
+
+    return write
+
+
 def _ago(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -173,13 +181,12 @@ def exec_(
         cwd=cwd,
         env=_pairs(env_items, "--env"),
         secret_env=list(secret_env),
+        on_stdout=None if as_json else _writer(sys.stdout),
+        on_stderr=None if as_json else _writer(sys.stderr),
     )
     if as_json:
         echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})
     else:
-        sys.stdout.write(out.stdout)
-        sys.stdout.flush()
-        sys.stderr.write(out.stderr)
         click.echo(
             f"[task] task_id={task_id} seq={out.seq} exit_code={out.exit_code} "
             f"duration_ms={out.duration_ms}",

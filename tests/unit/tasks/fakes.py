@@ -75,6 +75,10 @@ class FakeAgent:
             raise GuestError("guest agent connection closed (crash: test)")
         elif argv[0] == "fail-stderr":
             err, code = b"boom\n", 3
+        for sink, data in ((on_stdout, out), (on_stderr, err)):
+            if sink is not None and data:
+                sink(data[: len(data) // 2])  # two chunks, to exercise stream redaction
+                sink(data[len(data) // 2 :])
         return ExecResult(
             exit_code=code,
             signal=None,

@@ -57,3 +57,27 @@ def test_store_is_private_and_round_trips(tmp_path: Path) -> None:
 
 def test_missing_store_means_no_secrets(tmp_path: Path) -> None:
     assert SecretStore(tmp_path).load() == {}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
+def test_stream_redaction_catches_values_split_across_chunks(size: int) -> None:
+    redact = Redactor({"SHORT": "abcd", "LONG": "abcdefgh"})
+    text = b"x abcdefgh y abcd z abcdabcdefgh! abc"
+    got: list[bytes] = []
+    stream = redact.stream(got.append)
+    for start in range(0, len(text), size):
+        stream.feed(text[start : start + size])
+    stream.close()
+    assert b"".join(got).decode() == redact(text.decode())
+    assert b"".join(got) == (
+        b"x [REDACTED:LONG] y [REDACTED:SHORT] z [REDACTED:SHORT][REDACTED:LONG]! abc"
+    )
+
+
+def test_stream_without_secrets_passes_chunks_through() -> None:
+    got: list[bytes] = []
+    stream = Redactor({}).stream(got.append)
+    stream.feed(b"a")
+    stream.feed(b"b")
+    stream.close()
+    assert got == [b"a", b"b"]
