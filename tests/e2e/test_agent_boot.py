@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pyro import paths
+from pyro.errors import GuestError
 from pyro.guest.build import build_agent_initrd
 from pyro.guest.client import AgentClient
 
@@ -221,10 +224,23 @@ def test_host_reconnects_to_a_running_guest(vm_factory: Callable[..., GuestVM]) 
     vm = vm_factory()
     first = vm.connect()
     assert first.exec(["sh", "-c", "echo one > /tmp/state"]).exit_code == 0
+
+    # A command still running when its host goes away is killed with the session.
+    def sleep_until_disconnected() -> None:
+        with contextlib.suppress(GuestError):
+            first.exec(["sleep", "300"])
+
+    running = threading.Thread(target=sleep_until_disconnected)
+    running.start()
+    count_sleeps = ["sh", "-c", "cat /proc/[0-9]*/comm | grep -cx sleep || true"]
+    while first.exec(count_sleeps).stdout == b"0\n":
+        time.sleep(0.05)
     first.close()
+    running.join()
     for _ in range(3):
         again = vm.connect(hello_timeout=30)
         assert again.exec(["cat", "/tmp/state"]).stdout == b"one\n"
+        assert again.exec(count_sleeps).stdout == b"0\n"
         again.close()
 
 
