@@ -105,10 +105,8 @@ class EnvironmentService:
             EnvironmentNotFoundError: neither installed nor in the catalog.
             SpecError: ``value`` is a spec path that cannot be loaded.
         """
-        target = self._target(value, must_exist=False)
+        target = self._target(value, must_exist=True)
         status = self._status(target.key, target.entry)
-        if status.state == "not-installed" and target.entry is None and target.oci is None:
-            raise EnvironmentNotFoundError(f"environment {value!r} is neither installed nor known")
         data = status.model_dump()
         install = self.cache.lookup(target.key)
         if verify and status.state != "not-installed":

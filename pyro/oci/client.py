@@ -64,6 +64,7 @@ class _Oras(oras.provider.Registry):  # type: ignore[misc]
     def __init__(self, hostname: str, *, plain_http: bool, basic: str | None) -> None:
         super().__init__(hostname=hostname, insecure=plain_http, auth_backend="token")
         self._basic = basic
+        self._basic_accepted = False
         if basic is not None:
             self.auth._basic_auth = basic
 
@@ -78,6 +79,9 @@ class _Oras(oras.provider.Registry):  # type: ignore[misc]
     ) -> requests.Response:
         headers = dict(headers or {})
         headers.update(self.auth.get_auth_header())
+        if self._basic_accepted:
+            # Answer a basic-auth registry up front instead of sending every body twice.
+            headers["Authorization"] = f"Basic {self._basic}"
 
         session: requests.Session = self.session
 
@@ -94,6 +98,7 @@ class _Oras(oras.provider.Registry):  # type: ignore[misc]
             if self._basic is None:
                 return response
             headers["Authorization"] = f"Basic {self._basic}"
+            self._basic_accepted = True
         else:
             headers, changed = self.auth.authenticate_request(response, headers)
             if not changed:
@@ -225,8 +230,11 @@ class RegistryClient:
         layer = {"digest": digest, "size": size, "mediaType": "application/octet-stream"}
 
         def upload() -> None:
-            if self._oras.blob_exists(layer, self._container):
-                return
+            with self._request("HEAD", f"/blobs/{digest}", stream=True) as head:
+                if head.status_code == 200:
+                    return  # the registry has it already
+                if head.status_code != 404:
+                    self._check(head, f"blob {digest}")  # refused, etc.: say so clearly
             # Chunked upload reads the file in 16 MiB pieces; never the whole blob in memory.
             response = self._oras.chunked_upload(str(path), self._container, layer)
             self._check(response, f"blob {digest}")

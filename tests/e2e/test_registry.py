@@ -225,3 +225,33 @@ def test_real_debian_12_roundtrip(registry: Registry, tmp_path: Path) -> None:
     EnvironmentService(Cache()).push("debian:12", ref)
     install = EnvironmentService(Cache(tmp_path / "cache")).pull(ref)
     assert install.manifest["artifacts"] == real.manifest["artifacts"]
+
+
+def test_basic_auth_from_env_and_docker_config(
+    auth_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.delenv("PYRO_REGISTRY_USERNAME", raising=False)
+    monkeypatch.delenv("PYRO_REGISTRY_PASSWORD", raising=False)
+    ref = auth_registry.ref("pyro/private", "1")
+    source = make_source(tmp_path)
+
+    with pytest.raises(RegistryError, match="refused access") as refused:
+        EnvironmentService(source).push("fake:1", ref)
+    assert "PYRO_REGISTRY_USERNAME" in refused.value.hint
+
+    monkeypatch.setenv("PYRO_REGISTRY_USERNAME", "pyro")
+    monkeypatch.setenv("PYRO_REGISTRY_PASSWORD", "s3cret")
+    EnvironmentService(source).push("fake:1", ref)
+    monkeypatch.delenv("PYRO_REGISTRY_USERNAME")
+    monkeypatch.delenv("PYRO_REGISTRY_PASSWORD")
+
+    (tmp_path / "docker").mkdir()
+    auth = base64.b64encode(b"pyro:s3cret").decode()
+    (tmp_path / "docker" / "config.json").write_text(
+        json.dumps({"auths": {auth_registry.address: {"auth": auth}}})
+    )
+    install = EnvironmentService(Cache(tmp_path / "cache")).pull(ref)
+    assert install.rootfs.read_bytes() == ROOTFS

@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,13 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:{port}
+{auth}"""
+
+AUTH = """\
+auth:
+  htpasswd:
+    realm: pyro-test
+    path: {path}
 """
 
 
@@ -61,6 +69,7 @@ class Registry:
     """A running ``docker-registry serve`` process and where it keeps things."""
 
     workdir: Path
+    users: dict[str, str] = field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _marks: int = 0
@@ -94,7 +103,8 @@ class Registry:
             if not (attempt == 0 and self.port):
                 self.port = _free_port()
             config = self.workdir / "config.yml"
-            config.write_text(CONFIG.format(root=self.storage, port=self.port))
+            auth = AUTH.format(path=self._htpasswd()) if self.users else ""
+            config.write_text(CONFIG.format(root=self.storage, port=self.port, auth=auth))
             log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
             try:
                 self.process = subprocess.Popen(
@@ -111,6 +121,20 @@ class Registry:
             self.kill()
         raise RuntimeError(f"docker-registry did not come up; log tail:\n{last}")
 
+    def _htpasswd(self) -> Path:
+        # bcrypt is what docker-registry's htpasswd backend accepts; glibc's crypt makes it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+
+        path = self.workdir / "htpasswd"
+        lines = [
+            f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}"
+            for user, password in self.users.items()
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -121,6 +145,10 @@ class Registry:
                 with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2) as reply:
                     if reply.status == 200:
                         return True
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and self.users:
+                    return True  # up, and asking for credentials as configured
+                time.sleep(0.05)
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)
         return False
@@ -166,11 +194,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_registry(workdir: Path) -> Iterator[Registry]:
-    """Start a registry under ``workdir``; kill and reap it on exit."""
+def running_registry(workdir: Path, users: dict[str, str] | None = None) -> Iterator[Registry]:
+    """Start a registry under ``workdir`` (basic auth if ``users``); kill and reap it on exit."""
     if shutil.which(BINARY) is None:
         pytest.skip(f"{BINARY} is not installed (apt-get install docker-registry)")
-    registry = Registry(workdir)
+    registry = Registry(workdir, users=dict(users or {}))
     try:
         registry.start()
         yield registry
@@ -182,6 +210,13 @@ def running_registry(workdir: Path) -> Iterator[Registry]:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """One registry for the whole session (do not kill it or tamper with its storage)."""
     with running_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry that wants HTTP basic auth: user ``pyro``, password ``s3cret``."""
+    with running_registry(tmp_path_factory.mktemp("registry"), {"pyro": "s3cret"}) as reg:
         yield reg
 
 
