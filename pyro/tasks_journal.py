@@ -7,7 +7,6 @@ redacted text only (see :mod:`pyro.tasks_secrets`); output is capped per entry.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -116,18 +115,3 @@ class Journal:
     def last(self) -> JournalEntry | None:
         entries = self.entries(tail=1)
         return entries[-1] if entries else None
-
-
-def read_json(path: Path) -> dict[str, object]:
-    """A JSON object file.
-
-    Raises:
-        StateError: unreadable or not an object.
-    """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StateError(f"{path} is unreadable: {exc}") from exc
-    if not isinstance(data, dict):
-        raise StateError(f"{path} is not a JSON object")
-    return data
