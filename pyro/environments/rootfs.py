@@ -142,7 +142,7 @@ def build_rootfs(
                 env={**env, "TMPDIR": str(tmp)},
             )
         debootstrap_s = time.monotonic() - started
-        release_date = _release_date(tree)
+        release_date = _release_date(tree, spec.suite)
         packages = _packages(tree)
         _finish_tree(tree)
         tree_bytes, inodes = _usage(tree)
@@ -171,10 +171,15 @@ def build_rootfs(
     )
 
 
-def _release_date(tree: Path) -> str:
-    """The ``Date:`` of the suite's (In)Release file mmdebstrap fetched ('' if absent)."""
+def _release_date(tree: Path, suite: str) -> str:
+    """The ``Date:`` of the suite's (In)Release file mmdebstrap fetched ('' if absent).
+
+    The suite's own file, not bookworm-updates' or the security archive's.
+    """
     lists = tree / "var" / "lib" / "apt" / "lists"
-    for path in sorted(lists.glob("*_InRelease")) + sorted(lists.glob("*_Release")):
+    for path in sorted(lists.glob(f"*_dists_{suite}_InRelease")) + sorted(
+        lists.glob(f"*_dists_{suite}_Release")
+    ):
         for line in path.read_text(errors="replace").splitlines():
             if line.startswith("Date:"):
                 return line.partition(":")[2].strip()

@@ -70,12 +70,16 @@ def _fake_tree(root: Path) -> Path:
     (lists / "deb.debian.org_debian_dists_bookworm_InRelease").write_text(
         "Origin: Debian\nDate: Sat, 10 May 2025 09:00:00 UTC\n"
     )
+    (lists / "deb.debian.org_debian_dists_bookworm-updates_InRelease").write_text(
+        "Origin: Debian\nDate: Fri, 21 Nov 2026 20:00:00 UTC\n"
+    )
     return tree
 
 
 def test_release_date_comes_from_the_fetched_release_file(tmp_path: Path) -> None:
-    assert rootfs._release_date(_fake_tree(tmp_path)) == "Sat, 10 May 2025 09:00:00 UTC"
-    assert rootfs._release_date(tmp_path / "empty") == ""
+    tree = _fake_tree(tmp_path)
+    assert rootfs._release_date(tree, "bookworm") == "Sat, 10 May 2025 09:00:00 UTC"
+    assert rootfs._release_date(tmp_path / "empty", "bookworm") == ""
 
 
 def test_finishing_writes_identity_files_and_clamps_times(tmp_path: Path) -> None:
