@@ -72,7 +72,7 @@ class FakePyro:
         environment: str,
         command: str | Sequence[str],
         *,
-        on_event: Callable[[str, str, Mapping[str, str]], None],
+        on_event: Callable[[str, str, Mapping[str, str]], None] = lambda *args: None,
         **kwargs: Any,
     ) -> RunResult:
         self.calls.append(("run_in_vm", {"environment": environment, "command": command, **kwargs}))
