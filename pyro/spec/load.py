@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from pyro.errors import SpecError, SpecIssue
 from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
-from pyro.spec.template import has_template, render_template
+from pyro.spec.template import has_template, render_template, template_line_map
 from pyro.spec.yaml import YamlDocument, YamlProblem, parse_documents
 
 __all__ = [
@@ -227,7 +227,7 @@ def _load_text(
     try:
         documents = parse_documents(rendered, name)
     except YamlProblem as problem:
-        raise SpecError(problem.issues) from None
+        raise SpecError(_to_template_lines(problem.issues, text, rendered)) from None
     loaded: list[LoadedSpec] = []
     issues: list[SpecIssue] = []
     for document in documents:
@@ -236,8 +236,22 @@ def _load_text(
         if spec is not None:
             loaded.append(LoadedSpec(spec, path, base_dir, document.index, name))
     if issues:
-        raise SpecError(issues)
+        raise SpecError(_to_template_lines(issues, text, rendered))
     return loaded
+
+
+def _to_template_lines(issues: list[SpecIssue], text: str, rendered: str) -> list[SpecIssue]:
+    """Point issues found in rendered text at the template lines the user wrote."""
+    mapping = template_line_map(text, rendered)
+    if mapping is None:
+        return issues
+    mapped = []
+    for issue in issues:
+        if issue.line is not None and issue.line in mapping:
+            line, exact = mapping[issue.line]
+            issue = replace(issue, line=line, column=issue.column if exact else None)
+        mapped.append(issue)
+    return mapped
 
 
 def _validate(

@@ -20,9 +20,8 @@ Unknown keys are errors. A file may hold several documents separated by `---`.
   `--vars-file FILE`, or the SDK/MCP call. Rendering happens on the text before YAML parsing,
   is sandboxed, and an undefined variable is an error naming the template line. A spec given
   as data (SDK/MCP) is rendered only when vars are passed. Jinja comments (`{# #}`) are off so
-  shell code like `${#list[@]}` works; use YAML `#` comments. Line numbers in validation
-  errors refer to the rendered text, which matches the file unless a `{% for %}` or
-  `{% if %}` block adds or removes lines.
+  shell code like `${#list[@]}` works; use YAML `#` comments. Validation errors name the
+  template line that produced the value (for a `{% for %}` loop, the body line).
 - **YAML**: booleans are only `true`/`false` (YAML 1.2), so `policy: off` is the string `off`;
   numbers are never quoted (`vcpus: "2"` is an error); duplicate keys are errors.
 - **Limits**: a spec file is at most 1 MiB of UTF-8 text.

@@ -198,3 +198,62 @@ def _error(
     message: str, name: str, line: int | None, hint: str | None = None, found: str | None = None
 ) -> SpecError:
     return SpecError([SpecIssue(message, file=name, line=line, found=found)], hint)
+
+
+# Above this many lines, mapping rendered lines back to template lines is skipped (it
+# is quadratic in the worst case); errors then name lines of the rendered text.
+MAX_MAPPED_LINES = 5000
+
+
+def template_line_map(template: str, rendered: str) -> dict[int, tuple[int, bool]] | None:
+    """Map 1-based lines of ``rendered`` to lines of ``template``: ``{rendered: (line, exact)}``.
+
+    ``exact`` is True when the rendered line is the template line unchanged (so its columns
+    are right too). Lines produced by a loop or a substitution map to the template line of
+    the block that produced them. Returns None when no mapping is needed or possible.
+    """
+    if template == rendered:
+        return None
+    source = template.splitlines()
+    output = rendered.splitlines()
+    if len(source) == len(output):
+        return {n: (n, source[n - 1] == output[n - 1]) for n in range(1, len(output) + 1)}
+    if max(len(source), len(output)) > MAX_MAPPED_LINES:
+        return None
+    import difflib
+
+    mapping: dict[int, tuple[int, bool]] = {}
+    matcher = difflib.SequenceMatcher(None, source, output, autojunk=False)
+    for tag, s1, s2, o1, o2 in matcher.get_opcodes():
+        for offset, line in enumerate(range(o1, o2)):
+            if tag == "equal":
+                mapping[line + 1] = (s1 + offset + 1, True)
+            else:
+                mapping[line + 1] = (_closest(source, s1, s2, output[line], offset) + 1, False)
+    return mapping
+
+
+def _closest(source: list[str], start: int, end: int, line: str, offset: int) -> int:
+    """The template line in ``source[start:end]`` that most likely produced ``line``.
+
+    A loop body's lines repeat with different values, so the template line sharing the
+    longest prefix with the rendered line wins ("- name: build-{{ t }}" for
+    "- name: build-all"); without any shared prefix, the block's lines are taken in order.
+    """
+    best, best_length = -1, 0
+    for index in range(start, end):
+        length = _shared_prefix(source[index], line)
+        if length > best_length and source[index].strip():
+            best, best_length = index, length
+    if best >= 0 and best_length > len(line) - len(line.lstrip()):
+        return best
+    return min(start + offset, max(start, end - 1))
+
+
+def _shared_prefix(left: str, right: str) -> int:
+    length = 0
+    for a, b in zip(left, right, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length

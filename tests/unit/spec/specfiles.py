@@ -9,8 +9,15 @@ from pathlib import Path
 from pyro.spec import load_vars_file
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
-VALID = sorted(p for p in (SPECS / "valid").glob("*.yaml") if not p.name.endswith(".vars.yaml"))
-INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
+
+
+def _specs(folder: Path) -> list[Path]:
+    """Spec fixtures in ``folder``; '<name>.vars.yaml' files are vars sidecars, not specs."""
+    return sorted(p for p in folder.glob("*.yaml") if not p.name.endswith(".vars.yaml"))
+
+
+VALID = _specs(SPECS / "valid")
+INVALID = _specs(SPECS / "invalid")
 
 _EXPECT = re.compile(r"^# expect: (?P<body>.*)$", re.MULTILINE)
 _FIELD = re.compile(r"(?P<key>\w+)(?P<op>~?=)(?P<value>.*?)(?=\s+\w+~?=|$)")

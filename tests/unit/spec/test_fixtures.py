@@ -34,7 +34,7 @@ def test_invalid_fixture_fails_where_expected(path: Path) -> None:
     expected = expectations(path)
     assert expected, f"{path.name} has no '# expect:' line"
     with pytest.raises(SpecError) as caught:
-        load_spec_documents(str(path))
+        load_spec_documents(str(path), vars=sidecar_vars(path))
     issues = [issue.to_dict() for issue in caught.value.issues]
     assert issues
     for issue in issues:
