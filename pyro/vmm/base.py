@@ -62,8 +62,10 @@ class VMHandle:
     workdir: Path
     agent_endpoint: str
     started_at: float
-    #: psutil's create_time of the VMM process: together with the vm_id in its command
-    #: line this tells the VMM apart from an unrelated process that reused its PID.
+    #: Start time of the VMM process in clock ticks since boot (/proc/PID/stat field 22):
+    #: together with the vm_id in its command line this tells the VMM apart from an
+    #: unrelated process that reused its PID. Ticks since boot, unlike psutil's
+    #: create_time, do not move when the wall clock is stepped.
     create_time: float
     ephemeral: bool = True
     extra: dict[str, str] = field(default_factory=dict)
@@ -109,7 +111,8 @@ class Backend(Protocol):
         ...
 
     def spawn(self, config: VMConfig) -> VMHandle:
-        """Create the VM's disk, start the VMM and boot the guest; return without waiting.
+        """Create the VM's disk (a persistent VM reuses an existing one), start the VMM and
+        boot the guest; return without waiting.
 
         Raises:
             VMMError: when the disk cannot be made or the VMM does not start.
@@ -133,7 +136,11 @@ class Backend(Protocol):
         ...
 
     def kill(self, handle: VMHandle) -> None:
-        """Kill and reap the VMM, remove its sockets and disk. Idempotent."""
+        """Kill and reap the VMM and remove its sockets. Idempotent.
+
+        An ephemeral VM's disk goes too; a persistent VM's disk stays so the next
+        ``spawn`` with the same workdir boots from it (the workdir's owner deletes it).
+        """
         ...
 
     def serial_log(self, handle: VMHandle) -> Path:
@@ -147,9 +154,9 @@ class Backend(Protocol):
 def vmm_process(handle: VMHandle) -> psutil.Process | None:
     """The VMM process of ``handle``, or None when it is gone or the PID was reused."""
     try:
-        proc = psutil.Process(handle.pid)
-        if abs(proc.create_time() - handle.create_time) > 0.05:
+        if start_ticks(handle.pid) != handle.create_time:
             return None
+        proc = psutil.Process(handle.pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             _reap(proc)
             return None
@@ -157,7 +164,7 @@ def vmm_process(handle: VMHandle) -> psutil.Process | None:
         if not any(tag in arg for arg in proc.cmdline()):
             return None
         return proc
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, VMMError):
         return None
 
 
@@ -199,16 +206,42 @@ def _reap(proc: psutil.Process, *, timeout: float = 0.0) -> bool:
         return True
 
 
+def start_ticks(pid: int) -> float:
+    """When ``pid`` started, in clock ticks since boot.
+
+    Raises:
+        VMMError: when the process does not exist.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError as exc:
+        raise VMMError(f"VMM process {pid} does not exist") from exc
+    # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return float(fields[19])
+
+
 def process_start(pid: int) -> float:
-    """psutil create_time of ``pid``.
+    """Identity stamp of ``pid`` for :attr:`VMHandle.create_time`.
+
+    Waits (≤ 2 s) until the kernel shows the new command line: right after ``vfork`` +
+    ``exec`` returns in the parent, ``/proc/PID/cmdline`` can still be empty, and a
+    handle checked then would look like a stranger's process.
 
     Raises:
         VMMError: when the process already exited.
     """
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.NoSuchProcess as exc:
-        raise VMMError(f"VMM process {pid} exited right after start") from exc
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read(1):
+                    break
+        except OSError as exc:
+            raise VMMError(f"VMM process {pid} exited right after start") from exc
+        time.sleep(0.001)
+    return start_ticks(pid)
 
 
 def remove_files(workdir: Path, names: tuple[str, ...]) -> None:

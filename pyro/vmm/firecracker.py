@@ -114,7 +114,10 @@ class FirecrackerBackend:
         workdir = config.workdir
         workdir.mkdir(parents=True, exist_ok=True)
         remove_files(workdir, (API_SOCK, VSOCK_SOCK))
-        disk = overlay.create_sparse_copy(config.rootfs, workdir / DISK)
+        disk = workdir / DISK
+        # A persistent VM boots again from its own disk after a stop (as with QEMU).
+        if config.ephemeral or not disk.is_file():
+            overlay.create_sparse_copy(config.rootfs, disk)
         tag = instance_id(config.vm_id)
         argv = [str(binary), "--api-sock", API_SOCK, "--id", tag, "--level", "Warning"]
         proc = launch.start_process(
@@ -209,13 +212,15 @@ class FirecrackerBackend:
         self.kill(handle)
 
     def kill(self, handle: VMHandle) -> None:
-        """SIGKILL and reap Firecracker; remove its sockets and disk copy. Idempotent.
+        """SIGKILL and reap Firecracker; remove its sockets and (ephemeral VMs only) its
+        disk copy: a persistent VM's disk stays for its next start. Idempotent.
 
         Raises:
             VMMError: when the process survives SIGKILL.
         """
         kill_vmm(handle)
-        remove_files(handle.workdir, (API_SOCK, VSOCK_SOCK, DISK))
+        disk = (DISK,) if handle.ephemeral else ()
+        remove_files(handle.workdir, (API_SOCK, VSOCK_SOCK, *disk))
         for listener in handle.workdir.glob(f"{VSOCK_SOCK}_*"):
             listener.unlink(missing_ok=True)
 

@@ -34,10 +34,16 @@ SERIAL_LOG_MAX_BYTES = 4 * 1024 * 1024
 SERIAL_LOG_HEAD_BYTES = 64 * 1024
 
 
+# Resolved once in the parent: dlopen() in a forked child of a threaded process can deadlock.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_prctl = _LIBC.prctl
+_fallocate = _LIBC.fallocate
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+
+
 def _die_with_parent(parent_pid: int) -> None:
-    # Runs in the child between fork and exec: only async-signal-safe work here.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Runs in the child between fork and exec: keep it to a syscall or two.
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The parent may have died before prctl took effect; then nobody would kill us.
     if os.getppid() != parent_pid:
         os._exit(1)
@@ -140,9 +146,7 @@ def trim_serial_log(
 
 
 def _collapse(fd: int, offset: int, length: int) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-    return int(libc.fallocate(fd, _FALLOC_FL_COLLAPSE_RANGE, offset, length)) == 0
+    return int(_fallocate(fd, _FALLOC_FL_COLLAPSE_RANGE, offset, length)) == 0
 
 
 def tail_text(path: Path, max_bytes: int = 2000) -> str:

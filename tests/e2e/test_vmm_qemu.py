@@ -85,6 +85,12 @@ def test_handle_round_trips_and_reattaches(vms: VMFactory) -> None:
     assert vms.backend.is_alive(again)
     vms.backend.kill(again)
     assert_nothing_left(vms.backend, handle)
+    overlay = handle.workdir / "overlay.qcow2"
+    assert overlay.is_file()  # a persistent VM keeps its disk for the next start
+    inode = overlay.stat().st_ino
+    restarted = vms.spawn("reattach", ephemeral=False)
+    wait_for_serial(vms.backend, restarted, INIT_LINE, timeout=60)
+    assert overlay.stat().st_ino == inode
 
 
 def test_reused_pid_is_not_killed(vms: VMFactory) -> None:

@@ -23,7 +23,8 @@ from pyro.vmm import Backend, VMConfig, VMHandle
 
 INIT_LINE = "PYRO-TEST-INIT hello"
 DEFAULT_KERNEL = Path("/tmp/kb/vmlinux")
-LEFTOVERS = ("agent.sock", "qmp.sock", "fc.sock", "vsock.sock", "overlay.qcow2", "rootfs.ext4")
+SOCKETS = ("agent.sock", "qmp.sock", "fc.sock", "vsock.sock")
+DISKS = ("overlay.qcow2", "rootfs.ext4")
 
 INIT_C = r"""
 #include <fcntl.h>
@@ -144,12 +145,18 @@ class VMFactory:
             self.backend.kill(handle)
             self.backend.kill(handle)  # idempotent
             assert_nothing_left(self.backend, handle)
+            for name in DISKS:
+                (handle.workdir / name).unlink(missing_ok=True)
         assert self.rootfs.stat().st_size == base_before
 
 
 def assert_nothing_left(backend: Backend, handle: VMHandle) -> None:
-    """No VMM process, socket or per-VM disk remains for ``handle``."""
+    """No VMM process or socket remains for ``handle``, nor the disk of an ephemeral VM.
+
+    A persistent VM's disk stays for its next spawn; the factory removes it in cleanup.
+    """
     assert not backend.is_alive(handle)
     assert wait_gone(handle.pid, 5.0), f"VMM pid {handle.pid} still running"
-    left = [name for name in LEFTOVERS if (handle.workdir / name).exists()]
+    names = SOCKETS + (DISKS if handle.ephemeral else ())
+    left = [name for name in names if (handle.workdir / name).exists()]
     assert not left, f"left behind in {handle.workdir}: {left}"

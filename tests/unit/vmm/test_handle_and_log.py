@@ -7,11 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
-import psutil
 import pytest
 
 from pyro.errors import VMMError
-from pyro.vmm.base import VMHandle, kill_vmm, vmm_process
+from pyro.vmm.base import VMHandle, kill_vmm, process_start, vmm_process
 from pyro.vmm.launch import connect_unix, trim_serial_log
 
 
@@ -45,7 +44,7 @@ def test_malformed_handle_is_a_vmm_error() -> None:
 def test_process_without_the_vm_id_is_not_ours() -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        created = psutil.Process(proc.pid).create_time()
+        created = process_start(proc.pid)
         stranger = _handle(pid=proc.pid, create_time=created)
         assert vmm_process(stranger) is None
         kill_vmm(stranger)  # must leave the unrelated process alone
