@@ -133,7 +133,8 @@ def error_result(exc: PyroError) -> CallToolResult:
 def pyro_tool(
     func: Callable[P, Awaitable[T]],
 ) -> Callable[P, Awaitable[T | CallToolResult]]:
-    """Decorate a tool so a :class:`PyroError` comes back as a tool error, not a crash.
+    """Decorate a tool so a :class:`PyroError` comes back as a tool error, and a bug as a
+    tool error naming its crash log.
 
     The wrapper keeps ``func``'s signature (``__wrapped__``), so the tool's input and output
     schemas are still derived from ``func``'s annotations.
@@ -145,5 +146,30 @@ def pyro_tool(
             return await func(*args, **kwargs)
         except PyroError as exc:
             return error_result(exc)
+        except Exception as exc:
+            return bug_result(exc)
 
     return wrapper
+
+
+def bug_result(exc: Exception) -> CallToolResult:
+    """A bug in pyro, reported like the CLI does (exit 3): the traceback goes to a crash log
+    and the client sees where it is, never the traceback itself.
+    """
+    from pyro.cli.errors import write_crash_log
+
+    try:
+        where = f"the traceback is in {write_crash_log(exc)}"
+    except OSError as log_error:
+        where = f"the crash log could not be written ({log_error.strerror or log_error})"
+    error = {
+        "type": "InternalError",
+        "message": f"internal error: {type(exc).__name__}: {exc}",
+        "hint": f"this is a bug in pyro; {where} (please attach it to a bug report)",
+    }
+    text = f"error: {error['message']}\nhint: {error['hint']}"
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content={"ok": False, "error": error},
+        is_error=True,
+    )

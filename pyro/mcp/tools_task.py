@@ -153,8 +153,7 @@ class EnvTools:
         """
 
         def work(token: Cancellation) -> EnvironmentStatus:
-            self.sdk.pull_environment(environment)
-            details = self.sdk.inspect_environment(environment)
+            details = self.sdk.pull_environment(environment)
             fields = set(EnvironmentStatus.model_fields)
             return EnvironmentStatus.model_validate(details.model_dump(include=fields))
 

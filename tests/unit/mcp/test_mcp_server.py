@@ -199,3 +199,23 @@ def test_unknown_profile_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="unknown MCP profile 'tiny'") as info:
         build_server("tiny")
     assert "vm-run" in info.value.hint
+
+
+async def test_a_bug_is_reported_with_a_crash_log(
+    fake: FakePyro, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+
+    def broken() -> list[Any]:
+        raise RuntimeError("boom")
+
+    fake.list_vms = broken  # type: ignore[method-assign]
+    async with Client(build_server("full", sdk=fake)) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("vm_list", {})
+    assert result.is_error
+    error = result.structured_content["error"]  # type: ignore[index]
+    assert error["type"] == "InternalError" and "RuntimeError: boom" in error["message"]
+    logs = list((tmp_path / "logs").glob("crash-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in error["hint"]
+    assert "Traceback" not in result.content[0].text  # type: ignore[union-attr]
+    assert "Traceback" in logs[0].read_text()
