@@ -10,6 +10,7 @@ keeps planning on a checkout where one of them is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import platform
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from pyro.errors import SpecError
 from pyro.plan.inventory import (
     BackendInfo,
     CatalogEnvironment,
@@ -211,7 +213,15 @@ def _entry_from_path(ref: str, folder: Path) -> CatalogEnvironment | None:
     loaded = load_spec(path)
     if not isinstance(loaded.spec, EnvironmentSpec):
         return None
-    return _entry_from_spec(ref, loaded.spec, loaded.base_dir)
+    try:
+        return _entry_from_spec(ref, loaded.spec, loaded.base_dir)
+    except SpecError as exc:
+        # The builder saw only the document; name the file it came from.
+        issues = [
+            issue if issue.file else dataclasses.replace(issue, file=loaded.source_name)
+            for issue in exc.issues
+        ]
+        raise SpecError(issues, exc.hint) from exc
 
 
 def _agent_digest() -> str | None:
