@@ -99,7 +99,7 @@ def _containers(node: Any, found: list[Any]) -> list[Any]:
 
 @st.composite
 def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
-    document = copy.deepcopy(draw(st.sampled_from(DOCUMENTS)))
+    document: dict[str, Any] = copy.deepcopy(draw(st.sampled_from(DOCUMENTS)))
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         target = draw(st.sampled_from(_containers(document, [])))
         action = draw(st.sampled_from(["drop", "add", "replace"]))
