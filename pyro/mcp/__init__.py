@@ -2,8 +2,9 @@
 
 * :mod:`pyro.mcp.profiles` — which tools each ``--profile`` offers (pure data, no ``mcp``).
 * :mod:`pyro.mcp.server` — ``build_server(profile)``: the :class:`MCPServer` and its tools.
-* :mod:`pyro.mcp.tools_vm`, :mod:`~pyro.mcp.tools_spec`, :mod:`~pyro.mcp.tools_task` — the
-  tools, thin async wrappers over :class:`pyro.Pyro` that run in worker threads.
+* :mod:`pyro.mcp.tools_vm`, :mod:`~pyro.mcp.tools_spec`, :mod:`~pyro.mcp.tools_task`,
+  :mod:`~pyro.mcp.tools_env` — the tools: thin async wrappers over :class:`pyro.Pyro`
+  whose SDK calls run in worker threads.
 * :mod:`pyro.mcp.calls` — threads, cancellation (deletes the call's VMs) and tool errors.
 * :mod:`pyro.mcp.schema` — spec arguments described by the spec models' JSON Schema.
 

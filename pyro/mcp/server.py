@@ -78,7 +78,8 @@ SPEC_PARAMETERS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 def tool_functions(sdk: Pyro) -> dict[str, Callable[..., Any]]:
     """Every tool's implementation by name (unwrapped: errors still raise)."""
-    from pyro.mcp.tools_task import EnvTools, TaskTools
+    from pyro.mcp.tools_env import EnvTools
+    from pyro.mcp.tools_task import TaskTools
 
     functions: dict[str, Callable[..., Any]] = {}
     for group in (VMTools(sdk), SpecTools(sdk), TaskTools(sdk), EnvTools(sdk)):

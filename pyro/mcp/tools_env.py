@@ -1,0 +1,49 @@
+"""The ``env_*`` tools: which environments exist, and installing one ahead of time."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from pyro.environments.service import EnvironmentStatus
+from pyro.mcp.calls import Cancellation, in_thread
+from pyro.mcp.results import EnvList
+from pyro.sdk import Pyro
+
+
+class EnvTools:
+    """Environments: what can be run, and fetching one ahead of time."""
+
+    def __init__(self, sdk: Pyro) -> None:
+        self.sdk = sdk
+
+    async def env_list(self) -> EnvList:
+        """The environments VMs can run (e.g. debian:12), from the catalog and the local
+        cache, each with its state: installed ones start fastest; others are pulled or
+        built on first use.
+        """
+        found = await in_thread(lambda token: self.sdk.list_environments(), undo=_keep)
+        return EnvList(environments=list(found))
+
+    async def env_pull(
+        self,
+        environment: Annotated[
+            str, Field(description="Environment name or oci:// reference, e.g. 'debian:12'.")
+        ],
+    ) -> EnvironmentStatus:
+        """Install an environment ahead of time (pull it, or build it when it has no
+        source) so the first vm_run or task_create with it does not wait. Nothing happens
+        if it is already installed and valid. Can take minutes for a build.
+        """
+
+        def work(token: Cancellation) -> EnvironmentStatus:
+            details = self.sdk.pull_environment(environment)
+            fields = set(EnvironmentStatus.model_fields)
+            return EnvironmentStatus.model_validate(details.model_dump(include=fields))
+
+        return await in_thread(work, undo=_keep)
+
+
+def _keep(vm_id: str) -> None:
+    """Environment tools create no VM, so cancelling them has nothing to delete."""
