@@ -219,3 +219,15 @@ async def test_a_bug_is_reported_with_a_crash_log(
     assert len(logs) == 1 and str(logs[0]) in error["hint"]
     assert "Traceback" not in result.content[0].text  # type: ignore[union-attr]
     assert "Traceback" in logs[0].read_text()
+
+
+async def test_env_list_and_unknown_env_pull() -> None:
+    async with Client(build_server("full", sdk=Pyro())) as client:
+        listed = await client.call_tool("env_list", {})
+        missing = await client.call_tool("env_pull", {"environment": "nosuch:1"})
+    assert not listed.is_error
+    names = [env["name"] for env in listed.structured_content["environments"]]  # type: ignore[index]
+    assert "debian:12" in names
+    assert missing.is_error
+    error = missing.structured_content["error"]  # type: ignore[index]
+    assert error["type"] == "EnvironmentNotFoundError" and "env list" in error["hint"]
