@@ -113,14 +113,14 @@ def connect_unix(workdir: Path, name: str, *, timeout: float) -> socket.socket:
     return sock
 
 
-def trim_serial_log(
-    path: Path, *, max_bytes: int = SERIAL_LOG_MAX_BYTES, head: int = SERIAL_LOG_HEAD_BYTES
-) -> bool:
+def trim_serial_log(path: Path, *, max_bytes: int | None = None, head: int | None = None) -> bool:
     """Keep ``path`` under ``max_bytes``: cut out the middle, keep the boot and the latest tail.
 
     VMMs write the log with O_APPEND, so cutting it while they run is safe: their next
     write lands at the new end. Returns True when the file was trimmed.
     """
+    max_bytes = SERIAL_LOG_MAX_BYTES if max_bytes is None else max_bytes
+    head = min(SERIAL_LOG_HEAD_BYTES if head is None else head, max_bytes // 4)
     try:
         size = path.stat().st_size
     except FileNotFoundError:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +148,30 @@ def test_vmm_lifetime_follows_ephemeral_flag(vms: VMFactory, ephemeral: bool) ->
     else:
         assert not wait_gone(handle.pid, 1), "persistent QEMU died with its parent"
         assert vms.backend.is_alive(handle)
+
+
+def test_flooding_guest_keeps_a_bounded_serial_log(
+    vms: VMFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyro.vmm import launch
+
+    cap = 64 * 1024
+    monkeypatch.setattr(launch, "SERIAL_LOG_MAX_BYTES", cap)
+    handle = vms.spawn("flood", cmdline_extra=("--", "flood"))
+    log = vms.backend.serial_log(handle)
+    written = 0
+    deadline = time.monotonic() + 60
+    # The owner polls is_alive(); each poll trims. Run until 2x the cap was cut away.
+    while written < 2 * cap and time.monotonic() < deadline:
+        size_before = log.stat().st_size if log.exists() else 0
+        assert vms.backend.is_alive(handle)
+        size_after = log.stat().st_size if log.exists() else 0
+        written += max(0, size_before - size_after)
+        time.sleep(0.05)
+    vms.backend.kill(handle)
+    launch.trim_serial_log(log)
+    data = log.read_bytes()
+    assert written >= 2 * cap, "the guest did not flood enough to test trimming"
+    assert len(data) <= cap
+    assert INIT_LINE.encode() in data[:4096]  # the boot is kept
+    assert data.rstrip(b"x\n") != data  # the latest flood is kept

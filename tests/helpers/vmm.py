@@ -2,8 +2,8 @@
 
 * ``test_kernel()`` — the guest kernel (``$PYRO_TEST_KERNEL`` or ``/tmp/kb/vmlinux``).
 * ``tiny_initramfs(dir)`` — an initramfs whose static ``/init`` prints ``INIT_LINE`` to the
-  console, then reboots (QEMU ``-no-reboot`` exits) or, given ``-- hang`` on the kernel
-  command line, waits forever.
+  console, then reboots (QEMU ``-no-reboot`` exits); given ``-- hang`` on the kernel
+  command line it waits forever, given ``-- flood`` it writes to the console forever.
 * ``VMFactory`` — owns every VM a test makes; ``cleanup()`` kills them idempotently and
   asserts that no VMM process, socket or disk is left.
 """
@@ -37,6 +37,12 @@ int main(int argc, char **argv) {
     write(fd >= 0 ? fd : 1, line, sizeof line - 1);
     if (argc > 1 && strcmp(argv[1], "hang") == 0)
         for (;;) pause();
+    if (argc > 1 && strcmp(argv[1], "flood") == 0) {  /* a guest spamming its console */
+        static char chunk[4096];
+        memset(chunk, 'x', sizeof chunk - 1);
+        chunk[sizeof chunk - 1] = '\n';
+        for (;;) write(fd, chunk, sizeof chunk);
+    }
     sync();
     reboot(RB_AUTOBOOT);  /* microvm without ACPI cannot power off; -no-reboot exits */
     for (;;) pause();
