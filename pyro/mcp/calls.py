@@ -47,13 +47,19 @@ class Cancellation:
         self.cancelled = False
 
     def track(self, vm_id: str) -> None:
-        """Remember ``vm_id`` as created by this call; delete it now if already cancelled."""
+        """Remember ``vm_id`` as this call's; if the call is already cancelled, undo it now.
+
+        Raises:
+            CallCancelledError: the call was cancelled, so the worker must not go on
+                (e.g. boot a task again that cancelling just stopped).
+        """
         with self._lock:
             if vm_id not in self._vm_ids:
                 self._vm_ids.append(vm_id)
             cancelled = self.cancelled
         if cancelled:
             self._delete(vm_id)
+            raise CallCancelledError("the tool call was cancelled", "nothing to do; it is gone")
 
     def on_event(self, group: str, phase: str, fields: Mapping[str, str]) -> None:
         """An SDK ``on_event`` sink: tracks VM ids and stops a cancelled run at its next phase.
@@ -62,7 +68,7 @@ class Cancellation:
             CallCancelledError: the call was cancelled (the executor then cleans up).
         """
         vm_id = fields.get("vm_id")
-        if vm_id:
+        if vm_id and phase != "cleanup":
             self.track(vm_id)
         if self.cancelled and phase in _STOPPABLE_PHASES:
             raise CallCancelledError("the tool call was cancelled", "nothing to do; it is gone")

@@ -91,7 +91,8 @@ def test_cancellation_deletes_tracked_and_later_vms() -> None:
     token.track("a")
     token.track("a")
     token.cancel()
-    token.track("b")
+    with pytest.raises(CallCancelledError):
+        token.track("b")
     assert deleted == ["a", "b"]
 
 

@@ -134,3 +134,24 @@ async def test_cancelled_vm_run_kills_its_vm(guest_install: Any, pyro_state: Pat
         group.cancel_scope.cancel()
     assert registry.list() == []
     assert vmm_processes(str(pyro_state)) == []
+
+
+async def test_cancelled_task_exec_stops_the_task_but_keeps_it(
+    guest_install: Any, pyro_state: Path
+) -> None:
+    async with Client(build_server("task-core", sdk=Pyro())) as client:
+        task_id = (await call(client, "task_create", environment="debian:12"))["id"]
+        try:
+            await call(client, "task_exec", task_id=task_id, command="echo kept > f")
+            async with anyio.create_task_group() as group:
+                arguments = {"task_id": task_id, "command": "sleep 600"}
+                group.start_soon(client.call_tool, "task_exec", arguments)
+                # Whether the command had started or not, cancelling stops the task.
+                await anyio.sleep(2)
+                group.cancel_scope.cancel()
+            status = await call(client, "task_status", task_id=task_id)
+            assert status["state"] == "stopped"
+            again = await call(client, "task_exec", task_id=task_id, command=["cat", "f"])
+            assert (again["exit_code"], again["stdout"]) == (0, "kept\n")
+        finally:
+            await call(client, "task_delete", task_id=task_id)
