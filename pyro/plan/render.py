@@ -90,8 +90,9 @@ def render_text(plan: Plan) -> str:
     else:
         version = f" {env.version}" if env.version else ""
         what = f"{env.ref} ({env.name}{version}, {env.origin})"
-    backend = plan.inventory.backend or "no backend"
-    lines = [f"plan {plan.metadata.name}: {what} on {backend}, timeout {plan.timeout_seconds}s"]
+    backend = plan.inventory.backend
+    where = f"on {backend}" if backend else "no usable backend"
+    lines = [f"plan {plan.metadata.name}: {what} {where}, timeout {plan.timeout_seconds}s"]
     width = max(len(step.id) for step in plan.steps)
     for step in plan.steps:
         lines.append(f"  {SYMBOLS[step.action]} {step.id.ljust(width)}  {_describe(step)}")
