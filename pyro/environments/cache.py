@@ -21,7 +21,7 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -167,7 +167,11 @@ class Cache:
     # -- reading -------------------------------------------------------------------------
 
     def status(self, name: str) -> InstallStatus:
-        """Installed, invalid (with the reason) or not installed; cheap (see module doc)."""
+        """Installed, invalid (with the reason) or not installed; cheap (see module doc).
+
+        Raises:
+            CacheError: the cache cannot be read (permissions, I/O errors).
+        """
         sdir = self.slug_dir(name)
         if not os.path.lexists(sdir):
             return InstallStatus("not-installed")
@@ -175,6 +179,8 @@ class Cache:
             return InstallStatus("installed", install=self._current(name, full=False))
         except Invalid as exc:
             return InstallStatus("invalid", reason=str(exc))
+        except OSError as exc:
+            raise CacheError(f"cannot read the install of {name!r} in {sdir}: {exc}") from exc
 
     def lookup(self, name: str) -> Install | None:
         """The valid install ``name`` means, or None when there is none or it is invalid."""
@@ -185,6 +191,7 @@ class Cache:
 
         Raises:
             EnvironmentInvalidError: not installed, or any check fails.
+            CacheError: the cache cannot be read.
         """
         if not os.path.lexists(self.slug_dir(name)):
             raise EnvironmentInvalidError(
@@ -197,6 +204,8 @@ class Cache:
                 f"environment {name!r} is invalid: {exc}",
                 f"run 'pyro env pull {name}' to repair it, or 'pyro env prune' to remove it",
             ) from exc
+        except OSError as exc:
+            raise CacheError(f"cannot read the install of {name!r}: {exc}") from exc
 
     def installed(self) -> list[InstalledEnvironment]:
         """Every name with a valid install, sorted by name (invalid ones are left out)."""
@@ -231,13 +240,22 @@ class Cache:
 
     # -- writing -------------------------------------------------------------------------
 
-    def install(self, name: str, staged_dir: Path, metadata: Any) -> Install:
+    def install(
+        self,
+        name: str,
+        staged_dir: Path,
+        metadata: Any,
+        *,
+        digests: Mapping[str, str] | None = None,
+    ) -> Install:
         """Install the artifacts in ``staged_dir`` (vmlinux, rootfs.ext4) as ``name``.
 
         Files are moved (or copied across filesystems) into a work dir, hashed, described
         by a manifest, fsynced and renamed into place; then current.json is replaced
         atomically. ``metadata`` is a mapping or dataclass with at least ``version``, and
         optionally ``name``, ``spec_digest``, ``source`` and anything else worth keeping.
+        ``digests`` (file name → sha256) skips re-reading files whose bytes the caller
+        hashed while writing them; anything else is hashed here.
 
         Raises:
             CacheError: a staged file is missing or not a regular file, or writing fails.
@@ -248,7 +266,7 @@ class Cache:
             raise CacheError(str(exc), "pass a mapping or the builder's BuiltEnvironment") from exc
         with self.lock(name), self.scratch() as work:
             try:
-                artifacts = store.stage_artifacts(Path(staged_dir), work)
+                artifacts = store.stage_artifacts(Path(staged_dir), work, digests)
                 manifest = {
                     "schemaVersion": 1,
                     "name": str(meta.pop("name", name)),

@@ -162,8 +162,15 @@ def record_verified(where: Path, digest: str) -> None:
     write_file(where / VERIFIED_FILE, canonical_json({"digest": digest, "files": files}))
 
 
-def stage_artifacts(staged: Path, work: Path) -> dict[str, Any]:
-    """Move each staged artifact into ``work``, fsync and hash it; the manifest's artifacts."""
+def stage_artifacts(
+    staged: Path, work: Path, known: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Move each staged artifact into ``work``, fsync and hash it; the manifest's artifacts.
+
+    ``known`` maps file names to sha256 digests the caller computed over exactly the bytes
+    it wrote (a pull hashes while decompressing); a moved file is not read again, a copied
+    one always is.
+    """
     artifacts: dict[str, Any] = {}
     for role, file in ARTIFACT_FILES.items():
         source = staged / file
@@ -172,19 +179,23 @@ def stage_artifacts(staged: Path, work: Path) -> dict[str, Any]:
         except Invalid as exc:
             raise OSError(f"staged {role} {source}: {exc}") from None
         target = work / file
+        digest = (known or {}).get(file)
         if source != target:
             try:
                 os.rename(source, target)
             except OSError:
                 shutil.copyfile(source, target)
+                digest = None
         with open(target, "rb") as handle:
             os.fsync(handle.fileno())
         artifacts[role] = {
             "file": file,
-            "sha256": sha256_file(target),
-            "size": info.st_size,
+            "sha256": digest or sha256_file(target),
+            "size": os.lstat(target).st_size,
             "mediaType": MEDIA_TYPES[role],
         }
+        if artifacts[role]["size"] != info.st_size:
+            raise OSError(f"staged {role} {source} changed while it was installed")
     return artifacts
 
 

@@ -223,7 +223,7 @@ class EnvironmentService:
                 defaults=config.get("defaults"),
                 source=str(pinned(ref, pulled.digest)),
             )
-            install = self.cache.install(key, pulled.staged_dir, meta)
+            install = self.cache.install(key, pulled.staged_dir, meta, digests=pulled.digests)
         name = install.manifest.get("name")
         if isinstance(name, str) and name != key and _is_catalog_name(name):
             self.cache.install_from(name, install)

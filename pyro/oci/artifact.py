@@ -46,6 +46,8 @@ class PulledArtifact:
     digest: str
     config: dict[str, Any]
     staged_dir: Path
+    digests: dict[str, str]
+    """sha256 of each staged file (by file name), computed while it was written."""
 
 
 class _Readable(Protocol):
@@ -172,6 +174,7 @@ def pull_environment(
         raise RegistryError(f"the config blob of {ref} is not JSON") from exc
     staged = work / "staged"
     staged.mkdir()
+    digests: dict[str, str] = {}
     for layer in document["layers"]:
         annotations = layer["annotations"]
         blob = work / "layer.blob"
@@ -185,8 +188,9 @@ def pull_environment(
 
         client.fetch_blob(layer["digest"], layer["size"], blob, report)
         _decompress(blob, staged / annotations[TITLE], layer, ref)
+        digests[annotations[TITLE]] = annotations[UNCOMPRESSED_DIGEST]
         blob.unlink()
-    return PulledArtifact(digest=digest, config=config, staged_dir=staged)
+    return PulledArtifact(digest=digest, config=config, staged_dir=staged, digests=digests)
 
 
 def parse_manifest(data: bytes, ref: OciRef) -> dict[str, Any]:

@@ -296,3 +296,14 @@ def test_install_from_links_same_content(cache: Cache, installed: Install) -> No
     assert os.stat(alias.rootfs).st_ino == os.stat(installed.rootfs).st_ino
     assert cache.verify("alias:1") == alias
     assert [e.name for e in cache.installed()] == ["alias:1", NAME]
+
+
+def test_known_digests_give_the_same_install(cache: Cache, tmp_path: Path) -> None:
+    hashed = cache.install("a:1", stage(tmp_path / "s1"), {"version": "1.0.0"})
+    known = {
+        "vmlinux": "sha256:" + hashlib.sha256(b"K" * 4096).hexdigest(),
+        "rootfs.ext4": "sha256:" + hashlib.sha256(b"R" * 65536).hexdigest(),
+    }
+    trusted = cache.install("a:1", stage(tmp_path / "s2"), {"version": "1.0.0"}, digests=known)
+    assert trusted.digest == hashed.digest
+    assert cache.verify("a:1") == trusted
