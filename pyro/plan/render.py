@@ -91,8 +91,8 @@ def render_text(plan: Plan) -> str:
         version = f" {env.version}" if env.version else ""
         what = f"{env.ref} ({env.name}{version}, {env.origin})"
     backend = plan.inventory.backend
-    where = f"on {backend}" if backend else "no usable backend"
-    lines = [f"plan {plan.metadata.name}: {what} {where}, timeout {plan.timeout_seconds}s"]
+    where = f" on {backend}" if backend else ", no usable backend"
+    lines = [f"plan {plan.metadata.name}: {what}{where}, timeout {plan.timeout_seconds}s"]
     width = max(len(step.id) for step in plan.steps)
     for step in plan.steps:
         lines.append(f"  {SYMBOLS[step.action]} {step.id.ljust(width)}  {_describe(step)}")
