@@ -4,9 +4,11 @@ Two problems every backend has:
 
 * **Lifetime.** An ephemeral VM must not outlive the pyro process that made it, even when
   that process is SIGKILLed: the child asks the kernel for ``PR_SET_PDEATHSIG(SIGKILL)``.
-  The signal fires when the *thread* that forked the child exits, so spawn from the main
-  thread or another thread that lives as long as the VM. A persistent VM gets its own
-  session and no terminal, so it survives the CLI.
+  The signal fires when the *thread* that forked the child exits, so ephemeral VMMs are
+  forked by one spawner thread that lives as long as the process, whichever thread asks.
+  An ephemeral VMM gets its own process group, so a Ctrl-C reaches pyro (which cleans up)
+  rather than the VMM. A persistent VM gets its own session and no terminal, so it
+  survives the CLI.
 * **Socket path length.** ``sun_path`` holds 107 bytes, and state directories (pytest tmp
   dirs, deep $HOME) can be longer. VMMs run with ``cwd=workdir`` and bind *relative* socket
   names; the host connects through ``/proc/self/fd/<dirfd>/<name>``, which is short whatever
@@ -20,7 +22,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,15 +64,30 @@ def start_process(
     parent = os.getpid()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        return subprocess.Popen(
-            list(argv),
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            close_fds=True,
-            start_new_session=not ephemeral,
-            preexec_fn=(lambda: _die_with_parent(parent)) if ephemeral else None,
+        if not ephemeral:
+            return subprocess.Popen(
+                list(argv),
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                close_fds=True,
+                start_new_session=True,
+            )
+        return (
+            _spawner()
+            .submit(
+                subprocess.Popen,
+                list(argv),
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                close_fds=True,
+                process_group=0,
+                preexec_fn=lambda: _die_with_parent(parent),
+            )
+            .result()
         )
     except OSError as exc:
         raise VMMError(
@@ -77,6 +96,22 @@ def start_process(
         ) from exc
     finally:
         os.close(log_fd)
+
+
+_SPAWNER: ThreadPoolExecutor | None = None
+_SPAWNER_PID = 0
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> ThreadPoolExecutor:
+    # One long-lived thread forks every ephemeral VMM, so PR_SET_PDEATHSIG follows the
+    # process's lifetime, not that of whichever (maybe short-lived) thread called spawn.
+    global _SPAWNER, _SPAWNER_PID
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None or os.getpid() != _SPAWNER_PID:  # fresh after a fork
+            _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyro-vmm-spawner")
+            _SPAWNER_PID = os.getpid()
+        return _SPAWNER
 
 
 @contextmanager

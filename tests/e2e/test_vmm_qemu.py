@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,16 @@ def test_flooding_guest_keeps_a_bounded_serial_log(
     assert len(data) <= cap
     assert INIT_LINE.encode() in data[:4096]  # the boot is kept
     assert data.rstrip(b"x\n") != data  # the latest flood is kept
+
+
+def test_ephemeral_vm_outlives_the_thread_that_spawned_it(vms: VMFactory) -> None:
+    # PR_SET_PDEATHSIG is per forking thread: the backend must not tie the VM to it.
+    handles: list[VMHandle] = []
+    worker = threading.Thread(
+        target=lambda: handles.append(vms.spawn("thread", cmdline_extra=("--", "hang")))
+    )
+    worker.start()
+    worker.join()
+    (handle,) = handles
+    wait_for_serial(vms.backend, handle, INIT_LINE, timeout=60)
+    assert vms.backend.is_alive(handle)
