@@ -224,19 +224,22 @@ def _load_text(
     vars: Mapping[str, object] | None,
 ) -> list[LoadedSpec]:
     rendered = render_template(text, vars, name)
+    issues: list[SpecIssue] = []
     try:
         documents = parse_documents(rendered, name)
     except YamlProblem as problem:
-        raise SpecError(_to_template_lines(problem.issues, text, rendered)) from None
+        # Still validate the documents that parsed, so one run reports every problem.
+        issues.extend(problem.issues)
+        documents = problem.documents
     loaded: list[LoadedSpec] = []
-    issues: list[SpecIssue] = []
     for document in documents:
         spec, found = _validate(document, name, locate=True)
-        issues.extend(sorted(found, key=lambda issue: (issue.line or 0, issue.column or 0)))
+        issues.extend(found)
         if spec is not None:
             loaded.append(LoadedSpec(spec, path, base_dir, document.index, name))
     if issues:
-        raise SpecError(_to_template_lines(issues, text, rendered))
+        ordered = sorted(issues, key=lambda issue: (issue.line or 0, issue.column or 0))
+        raise SpecError(_to_template_lines(ordered, text, rendered))
     return loaded
 
 

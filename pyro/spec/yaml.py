@@ -107,11 +107,16 @@ class YamlDocument:
 
 
 class YamlProblem(Exception):
-    """Raised for a problem in the YAML text; carries the issues found."""
+    """Raised for a problem in the YAML text; carries the issues found.
 
-    def __init__(self, issues: list[SpecIssue]) -> None:
+    ``documents`` holds the documents that did parse cleanly, so their validation issues
+    can be reported together with the YAML issues of the others.
+    """
+
+    def __init__(self, issues: list[SpecIssue], documents: list[YamlDocument] | None = None):
         super().__init__(issues[0].message if issues else "invalid YAML")
         self.issues = issues
+        self.documents = documents or []
 
 
 def escape_pointer(token: object) -> str:
@@ -236,7 +241,7 @@ def parse_documents(text: str, name: str) -> list[YamlDocument]:
     if not documents and not issues:
         issues.append(SpecIssue("the spec is empty (no YAML document found)", file=name))
     if issues:
-        raise YamlProblem(issues)
+        raise YamlProblem(issues, documents)
     return documents
 
 

@@ -217,3 +217,16 @@ def test_error_dict_is_json_shaped() -> None:
     assert document["type"] == "SpecError"
     assert document["issues"][0]["pointer"] == "/spec/environment"
     assert document["issues"][0]["line"] == 5
+
+
+def test_yaml_issues_and_validation_issues_of_other_documents_come_together(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mixed.yaml"
+    duplicate = MINIMAL.replace("kind: Run\n", "kind: Run\nkind: Run\n")
+    invalid = MINIMAL.replace("debian:12", "Debian!")
+    path.write_text(invalid + "---\n" + duplicate)
+    with pytest.raises(SpecError) as caught:
+        load_spec_documents(path)
+    found = [(issue.line, issue.pointer) for issue in caught.value.issues]
+    assert found == [(5, "/spec/environment"), (10, "/kind")]
