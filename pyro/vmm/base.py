@@ -66,7 +66,7 @@ class VMHandle:
     #: together with the vm_id in its command line this tells the VMM apart from an
     #: unrelated process that reused its PID. Ticks since boot, unlike psutil's
     #: create_time, do not move when the wall clock is stepped.
-    create_time: float
+    start_ticks: float
     ephemeral: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -90,7 +90,7 @@ class VMHandle:
                 workdir=Path(data["workdir"]),
                 agent_endpoint=str(data["agent_endpoint"]),
                 started_at=float(data["started_at"]),
-                create_time=float(data["create_time"]),
+                start_ticks=float(data["start_ticks"]),
                 ephemeral=bool(data.get("ephemeral", True)),
                 extra={str(k): str(v) for k, v in dict(data.get("extra", {})).items()},
             )
@@ -154,7 +154,7 @@ class Backend(Protocol):
 def vmm_process(handle: VMHandle) -> psutil.Process | None:
     """The VMM process of ``handle``, or None when it is gone or the PID was reused."""
     try:
-        if start_ticks(handle.pid) != handle.create_time:
+        if start_ticks(handle.pid) != handle.start_ticks:
             return None
         proc = psutil.Process(handle.pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -223,7 +223,7 @@ def start_ticks(pid: int) -> float:
 
 
 def process_start(pid: int) -> float:
-    """Identity stamp of ``pid`` for :attr:`VMHandle.create_time`.
+    """Identity stamp of ``pid`` for :attr:`VMHandle.start_ticks`.
 
     Waits (≤ 2 s) until the kernel shows the new command line: right after ``vfork`` +
     ``exec`` returns in the parent, ``/proc/PID/cmdline`` can still be empty, and a

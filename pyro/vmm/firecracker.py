@@ -130,7 +130,7 @@ class FirecrackerBackend:
             workdir=workdir,
             agent_endpoint=VSOCK_SOCK,
             started_at=now(),
-            create_time=process_start(proc.pid),
+            start_ticks=process_start(proc.pid),
             ephemeral=config.ephemeral,
             extra={"cmdline_tag": tag},
         )

@@ -118,7 +118,7 @@ class QemuBackend:
             workdir=workdir,
             agent_endpoint=AGENT_SOCK,
             started_at=now(),
-            create_time=process_start(proc.pid),
+            start_ticks=process_start(proc.pid),
             ephemeral=config.ephemeral,
         )
         return handle

@@ -22,7 +22,7 @@ def _handle(**changes: object) -> VMHandle:
         "workdir": Path("/state/vms/vm-7"),
         "agent_endpoint": "agent.sock",
         "started_at": 1.5,
-        "create_time": 1.25,
+        "start_ticks": 1.25,
         "extra": {"k": "v"},
     }
     fields.update(changes)
@@ -45,11 +45,11 @@ def test_process_without_the_vm_id_is_not_ours() -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
         created = process_start(proc.pid)
-        stranger = _handle(pid=proc.pid, create_time=created)
+        stranger = _handle(pid=proc.pid, start_ticks=created)
         assert vmm_process(stranger) is None
         kill_vmm(stranger)  # must leave the unrelated process alone
         assert proc.poll() is None
-        ours = _handle(pid=proc.pid, create_time=created, extra={"cmdline_tag": "30"})
+        ours = _handle(pid=proc.pid, start_ticks=created, extra={"cmdline_tag": "30"})
         assert vmm_process(ours) is not None
         kill_vmm(ours)
         assert proc.poll() is not None
