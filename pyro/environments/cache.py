@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ from pyro.errors import CacheError, EnvironmentInvalidError
 from pyro.plan.inventory import InstalledEnvironment
 
 CURRENT_FILE = "current.json"
+# Work dirs of other writers (builders) carry no owner pid; prune removes them only when
+# nothing can plausibly still be using them.
+UNOWNED_TMP_MAX_AGE = 24 * 3600.0
 _DIGEST_DIR_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -355,7 +359,7 @@ class Cache:
         Raises:
             CacheError: the cache cannot be read.
         """
-        pruned = self._remove_stale_tmp()
+        pruned = self._remove_stale_tmp(unowned_older_than=UNOWNED_TMP_MAX_AGE)
         try:
             entries = sorted(os.scandir(self.environments_dir), key=lambda e: e.name)
         except FileNotFoundError:
@@ -389,13 +393,28 @@ class Cache:
             pruned.append(_removed(Path(entry.path), reason))
         return pruned
 
-    def _remove_stale_tmp(self) -> list[PrunedItem]:
+    def _remove_stale_tmp(self, *, unowned_older_than: float | None = None) -> list[PrunedItem]:
+        """Remove our work dirs whose owner process is dead.
+
+        ``tmp/`` is shared with the kernel, rootfs and agent builders, whose work dirs
+        (``kernel-…``, ``agent-…``) carry no pid: those are left alone, except by prune
+        when they are older than ``unowned_older_than`` seconds.
+        """
         pruned = []
+        now = time.time()
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.tmp_root):
-                pid = entry.name.split("-", 1)[0]
-                if not (pid.isdigit() and store.pid_alive(int(pid))):
-                    pruned.append(_removed(Path(entry.path), "left over from an interrupted run"))
+                pid, sep, _ = entry.name.partition("-")
+                if pid.isdigit() and sep:
+                    if not store.pid_alive(int(pid)):
+                        pruned.append(_removed(Path(entry.path), "left over by a dead process"))
+                    continue
+                if unowned_older_than is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    age = now - entry.stat(follow_symlinks=False).st_mtime
+                    if age > unowned_older_than:
+                        pruned.append(_removed(Path(entry.path), "stale work dir"))
         return pruned
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -260,15 +261,20 @@ def test_stale_tmp_dirs_go_live_ones_stay(cache: Cache, installed: Install, tmp_
     stale = cache.tmp_root / f"{_dead_pid()}-interrupted"
     stale.mkdir(parents=True)
     (stale / "rootfs.ext4").write_bytes(b"half")
-    junk = cache.tmp_root / "no-pid-here"
-    junk.mkdir()
+    builder = cache.tmp_root / "kernel-abc123"  # another writer's dir: no pid in its name
+    builder.mkdir()
     live = cache.tmp_root / f"{os.getpid()}-working"
     live.mkdir()
 
     cache.install("other:1", stage(tmp_path / "s2"), {"version": "1.0.0"})
-    assert not stale.exists() and not junk.exists()
-    assert live.exists()
+    assert not stale.exists()
+    assert live.exists() and builder.exists()
     assert cache.lookup(NAME) == installed
+
+    assert cache.prune() == []  # a fresh builder dir may be in use
+    day_old = time.time() - 2 * 86400
+    os.utime(builder, (day_old, day_old))
+    assert [item.path for item in cache.prune()] == [builder]
 
 
 def test_prune(cache: Cache, installed: Install, tmp_path: Path) -> None:
