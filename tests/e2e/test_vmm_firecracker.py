@@ -73,3 +73,14 @@ def test_probe_reports_no_exec_on_pvm(
         assert "PVM" in info.reason
     else:
         assert info.can_exec == (detect_kvm() == "hardware")
+
+
+def test_agent_unreachable_is_a_boot_error(vms: VMFactory) -> None:
+    from pyro.errors import BootError
+
+    # The test initrd has no agent (and on PVM no user space runs at all): Firecracker
+    # accepts the vsock connection but the guest refuses port 1024.
+    handle = vms.spawn("fc-noagent", cmdline_extra=("--", "hang"))
+    with pytest.raises(BootError, match="did not accept vsock port 1024"):
+        vms.backend.connect_agent(handle, timeout=1.0)
+    assert vms.backend.is_alive(handle)
