@@ -1,0 +1,225 @@
+"""pyro's benchmark: `make bench` → bench/results.json plus a table on stdout.
+
+Every figure is measured in this run on this machine: median, min and max over N runs.
+Ratios compare figures from the same run, so they hold across machines of different speed:
+
+* ``floor_s``      the same kernel + rootfs + agent booted by a minimal direct QEMU
+                   invocation, to the agent's hello plus one exec (no pyro on the path)
+* ``cold_run_s``   ``pyro run debian:12 -- true`` (environment cached), whole CLI process
+* ``cold_vs_floor`` = cold_run_s / floor_s (median over median)
+* ``plan_s``, ``validate_s``, ``help_s``: CLI wall times of ``pyro plan examples/hello.yaml``,
+  ``pyro validate examples/hello.yaml`` and ``pyro --help``
+* ``cached_pull_s`` pulling an installed environment through the SDK (no blob request)
+* ``task_exec_rtt_s`` ``exec_task(id, "true")`` through the SDK on a running task
+* ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` one after another / all at once;
+  ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
+* ``vmm_rss_mb``   QEMU's resident memory with a booted guest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYRO = [sys.executable, "-m", "pyro.cli"]
+ENV = "debian:12"
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(samples), 4),
+        "min": round(min(samples), 4),
+        "max": round(max(samples), 4),
+        "runs": len(samples),
+    }
+
+
+def timed(fn: Callable[[], Any], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        begun = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - begun)
+    return samples
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run([*PYRO, *args], capture_output=True, cwd=ROOT, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"bench: pyro {' '.join(args)} failed:\n{proc.stderr.decode()}")
+    return proc
+
+
+def floor_once(install: Any, initrd: Path) -> tuple[float, float]:
+    """Direct QEMU: launch → agent hello → exec true → kill. Returns (seconds, rss_mb)."""
+    import psutil
+
+    from pyro.guest.client import AgentClient
+
+    with tempfile.TemporaryDirectory(prefix="pyro-floor-") as tmp:
+        sock_path = Path(tmp) / "a.sock"
+        argv = [
+            "qemu-system-x86_64",
+            "-M",
+            "microvm,acpi=off,x-option-roms=off,isa-serial=on",
+            "-accel",
+            "tcg,tb-size=32",
+            "-cpu",
+            "max",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            str(install.kernel),
+            "-initrd",
+            str(initrd),
+            "-append",
+            "console=ttyS0 reboot=t panic=-1 quiet",
+            "-serial",
+            f"file:{tmp}/serial.log",
+            "-drive",
+            f"id=root,if=none,file={install.rootfs},format=raw,snapshot=on",
+            "-device",
+            "virtio-blk-device,drive=root",
+            "-device",
+            "virtio-serial-device",
+            "-chardev",
+            f"socket,id=agent,path={sock_path},server=on,wait=off",
+            "-device",
+            "virtserialport,chardev=agent,name=org.pyro.agent",
+        ]
+        begun = time.perf_counter()
+        qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.connect(str(sock_path))
+                    break
+                except OSError:
+                    sock.close()
+                    if time.monotonic() > deadline:
+                        raise SystemExit("bench: QEMU never opened its agent socket") from None
+                    time.sleep(0.002)
+            with AgentClient.connect(sock, hello_timeout=30) as client:
+                result = client.exec(["true"], timeout_s=30)
+                elapsed = time.perf_counter() - begun
+                assert result.exit_code == 0
+                rss = psutil.Process(qemu.pid).memory_info().rss / (1 << 20)
+        finally:
+            qemu.kill()
+            qemu.wait()
+    return elapsed, rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    runs = max(5, args.runs)
+
+    sys.path.insert(0, str(ROOT))
+    from pyro.environments import service
+    from pyro.guest.build import build_agent_initrd
+    from pyro.vmm.probe import probe_host
+
+    install = service.pull(ENV)
+    initrd = build_agent_initrd()
+    host = probe_host()
+    results: dict[str, Any] = {
+        "backend": "qemu-tcg" if host.kvm != "hardware" else "qemu-kvm",
+        "host": {
+            "arch": host.arch,
+            "cpus": host.cpus,
+            "kvm": host.kvm,
+            "python": platform.python_version(),
+        },
+        "environment": ENV,
+    }
+    figures: dict[str, dict[str, float]] = {}
+
+    figures["help_s"] = stats(timed(lambda: cli("--help"), runs))
+    figures["validate_s"] = stats(timed(lambda: cli("validate", "examples/hello.yaml"), runs))
+    figures["plan_s"] = stats(timed(lambda: cli("plan", "examples/hello.yaml"), runs))
+    figures["cached_pull_s"] = stats(timed(lambda: service.pull(ENV), runs))
+
+    floor_samples, rss = [], []
+    for _ in range(runs):
+        seconds, mb = floor_once(install, initrd)
+        floor_samples.append(seconds)
+        rss.append(mb)
+    figures["floor_s"] = stats(floor_samples)
+    figures["vmm_rss_mb"] = stats(rss)
+    figures["cold_run_s"] = stats(timed(lambda: cli("run", ENV, "--", "true"), runs))
+
+    def task_rtt() -> list[float]:
+        from pyro import Pyro
+
+        pyro = Pyro()
+        task = pyro.create_task(ENV)
+        try:
+            pyro.exec_task(task.id, "true")
+            return timed(lambda: pyro.exec_task(task.id, ["true"]), max(20, runs))
+        finally:
+            pyro.delete_task(task.id)
+
+    figures["task_exec_rtt_s"] = stats(task_rtt())
+
+    figures["serial8_s"] = stats(
+        timed(lambda: [cli("run", ENV, "--", "true") for _ in range(8)], 1)
+    )
+
+    def concurrent8() -> None:
+        with ThreadPoolExecutor(8) as pool:
+            done = list(pool.map(lambda _: cli("run", ENV, "--", "true", check=False), range(8)))
+        failures = [p for p in done if p.returncode != 0]
+        results.setdefault("concurrent8_failures", 0)
+        results["concurrent8_failures"] += len(failures)
+
+    figures["concurrent8_s"] = stats(timed(concurrent8, 1))
+
+    cores = os.cpu_count() or 1
+    ratio = lambda a, b: round(figures[a]["median"] / figures[b]["median"], 3)  # noqa: E731
+    results["cold_vs_floor"] = ratio("cold_run_s", "floor_s")
+    results["concurrent_throughput_ratio"] = round(
+        figures["serial8_s"]["median"] / figures["concurrent8_s"]["median"] / min(8, cores), 3
+    )
+    results.update(figures)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+    width = max(len(k) for k in figures)
+    print(f"{'figure':<{width}}  {'median':>9} {'min':>9} {'max':>9}  runs")
+    for key in sorted(figures):
+        f = figures[key]
+        print(f"{key:<{width}}  {f['median']:>9.4f} {f['min']:>9.4f} {f['max']:>9.4f}  {f['runs']}")
+    for key in ("cold_vs_floor", "concurrent_throughput_ratio", "concurrent8_failures"):
+        print(f"{key}: {results.get(key)}")
+    print(f"backend: {results['backend']}  host: {results['host']}  → {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    shutil.which("qemu-system-x86_64") or sys.exit("bench: qemu-system-x86_64 is not installed")
+    raise SystemExit(main())
