@@ -354,12 +354,14 @@ class Cache:
     def prune(self) -> list[PrunedItem]:
         """Remove invalid installs, installs no name points at, junk and stale tmp dirs.
 
-        Names whose lock is held by another process are skipped.
+        Names whose lock is held by another process are skipped, and so are installs a
+        VM in ``$PYRO_STATE_DIR`` still boots from.
 
         Raises:
             CacheError: the cache cannot be read.
         """
         pruned = self._remove_stale_tmp(unowned_older_than=UNOWNED_TMP_MAX_AGE)
+        in_use = store.dirs_in_use(paths.state_dir())
         try:
             entries = sorted(os.scandir(self.environments_dir), key=lambda e: e.name)
         except FileNotFoundError:
@@ -377,17 +379,19 @@ class Cache:
                 pruned.append(_removed(sdir, str(exc)))
                 continue
             with contextlib.suppress(CacheError), self.lock(name, timeout=0):
-                pruned.extend(self._prune_slug(name, sdir))
+                pruned.extend(self._prune_slug(name, sdir, in_use))
         return pruned
 
-    def _prune_slug(self, name: str, sdir: Path) -> list[PrunedItem]:
+    def _prune_slug(self, name: str, sdir: Path, in_use: set[Path]) -> list[PrunedItem]:
         try:
             keep = self._current(name, full=False).dir.name
         except Invalid as exc:
+            if any(path.is_relative_to(sdir) for path in in_use):
+                return []  # broken, but a VM still boots from it: remove it once that is gone
             return [_removed(sdir, f"invalid install: {exc}")]
         pruned = []
         for entry in sorted(os.scandir(sdir), key=lambda e: e.name):
-            if entry.name in (keep, CURRENT_FILE):
+            if entry.name in (keep, CURRENT_FILE) or Path(entry.path) in in_use:
                 continue
             reason = "old install" if _DIGEST_DIR_RE.match(entry.name) else "not part of an install"
             pruned.append(_removed(Path(entry.path), reason))

@@ -280,3 +280,19 @@ def link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def dirs_in_use(state_root: Path) -> set[Path]:
+    """Install directories that VMs recorded under ``state_root/vms/*/vm.json`` boot from.
+
+    Their overlays use the install's rootfs as backing file, so pruning it would break them.
+    Read as plain JSON (not through pyro.vms) so pruning never depends on the VM registry.
+    """
+    found: set[Path] = set()
+    for record in (state_root / "vms").glob("*/vm.json"):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            data = json.loads(record.read_bytes())
+            for key in ("rootfs", "kernel"):
+                if isinstance(data.get(key), str):
+                    found.add(Path(data[key]).parent)
+    return found

@@ -27,7 +27,8 @@ def stage(where: Path, kernel: bytes = b"K" * 4096, rootfs: bytes = b"R" * 65536
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> Cache:
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cache:
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path / "state"))  # no real VMs pin installs
     return Cache(tmp_path / "cache")
 
 
@@ -313,3 +314,21 @@ def test_known_digests_give_the_same_install(cache: Cache, tmp_path: Path) -> No
     trusted = cache.install("a:1", stage(tmp_path / "s2"), {"version": "1.0.0"}, digests=known)
     assert trusted.digest == hashed.digest
     assert cache.verify("a:1") == trusted
+
+
+def test_prune_keeps_installs_a_vm_boots_from(
+    cache: Cache, installed: Install, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    record = state / "vms" / "vm1" / "vm.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"id": "vm1", "rootfs": str(installed.rootfs)}))
+    monkeypatch.setenv("PYRO_STATE_DIR", str(state))
+    newer = cache.install(NAME, stage(tmp_path / "s2", rootfs=b"N" * 100), {"version": "2.0.0"})
+
+    assert cache.prune() == []
+    assert installed.dir.is_dir()
+
+    record.unlink()
+    assert [item.path for item in cache.prune()] == [installed.dir]
+    assert cache.verify(NAME) == newer
