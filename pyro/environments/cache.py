@@ -21,7 +21,6 @@ import hashlib
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +32,16 @@ from pyro import paths
 from pyro.environments import cache_files as store
 from pyro.environments.cache_files import (
     ARTIFACT_FILES,
+    CURRENT_FILE,
+    DIGEST_DIR_RE,
     MANIFEST_FILE,
     Invalid,
+    PrunedItem,
     canonical_json,
+    remove_stale_tmp,
 )
 from pyro.errors import CacheError, EnvironmentInvalidError
 from pyro.plan.inventory import InstalledEnvironment
-
-CURRENT_FILE = "current.json"
-# Work dirs of other writers (builders) carry no owner pid; prune removes them only when
-# nothing can plausibly still be using them.
-UNOWNED_TMP_MAX_AGE = 24 * 3600.0
-_DIGEST_DIR_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +63,21 @@ class Install:
         return source if isinstance(source, str) else None
 
     @property
+    def default_vcpus(self) -> int:
+        """vCPUs the environment's spec asks for by default (1 when not recorded)."""
+        return int(self._defaults.get("vcpus", 1))
+
+    @property
+    def default_memory_mib(self) -> int:
+        """Guest memory the environment's spec asks for by default (512 when not recorded)."""
+        return int(self._defaults.get("memoryMiB", 512))
+
+    @property
+    def _defaults(self) -> dict[str, Any]:
+        defaults = self.manifest.get("defaults")
+        return defaults if isinstance(defaults, dict) else {}
+
+    @property
     def source_digest(self) -> str | None:
         """The registry manifest digest it was pulled from; None when built here."""
         source = self.source
@@ -79,15 +91,6 @@ class InstallStatus:
     state: Literal["installed", "invalid", "not-installed"]
     reason: str = ""
     install: Install | None = None
-
-
-@dataclass(frozen=True)
-class PrunedItem:
-    """Something prune removed, and why."""
-
-    path: Path
-    reason: str
-    size: int
 
 
 def slug(name: str) -> str:
@@ -157,7 +160,7 @@ class Cache:
         Raises:
             CacheError: the directory cannot be created.
         """
-        self._remove_stale_tmp()
+        remove_stale_tmp(self.tmp_root)
         try:
             self.tmp_root.mkdir(parents=True, exist_ok=True)
             work = store.make_work_dir(self.tmp_root)
@@ -180,7 +183,7 @@ class Cache:
         if not os.path.lexists(sdir):
             return InstallStatus("not-installed")
         try:
-            return InstallStatus("installed", install=self._current(name, full=False))
+            return InstallStatus("installed", install=self.current(name, full=False))
         except Invalid as exc:
             return InstallStatus("invalid", reason=str(exc))
         except OSError as exc:
@@ -202,7 +205,7 @@ class Cache:
                 f"environment {name!r} is not installed", f"run 'pyro env pull {name}'"
             )
         try:
-            return self._current(name, full=True)
+            return self.current(name, full=True)
         except Invalid as exc:
             raise EnvironmentInvalidError(
                 f"environment {name!r} is invalid: {exc}",
@@ -232,7 +235,8 @@ class Cache:
                 names.append(store.read_current(Path(entry.path) / CURRENT_FILE)[0])
         return names
 
-    def _current(self, name: str, *, full: bool) -> Install:
+    def current(self, name: str, *, full: bool) -> Install:
+        """The install ``name`` means after a quick (or ``full``) check; raises Invalid."""
         sdir = self.slug_dir(name)
         store.require_dir(self.environments_dir, "environments directory")
         store.require_dir(sdir, "install directory")
@@ -341,7 +345,7 @@ class Cache:
         for entry in os.scandir(sdir):
             if entry.name == CURRENT_FILE and entry.is_file(follow_symlinks=False):
                 continue
-            if _DIGEST_DIR_RE.match(entry.name) and entry.is_dir(follow_symlinks=False):
+            if DIGEST_DIR_RE.match(entry.name) and entry.is_dir(follow_symlinks=False):
                 try:
                     store.check_install(Path(entry.path), "sha256:" + entry.name, full=False)
                     continue
@@ -355,71 +359,14 @@ class Cache:
         """Remove invalid installs, installs no name points at, junk and stale tmp dirs.
 
         Names whose lock is held by another process are skipped, and so are installs a
-        VM in ``$PYRO_STATE_DIR`` still boots from.
+        VM in ``$PYRO_STATE_DIR`` still boots from (see :mod:`pyro.environments.cache_prune`).
 
         Raises:
             CacheError: the cache cannot be read.
         """
-        pruned = self._remove_stale_tmp(unowned_older_than=UNOWNED_TMP_MAX_AGE)
-        in_use = store.dirs_in_use(paths.state_dir())
-        try:
-            entries = sorted(os.scandir(self.environments_dir), key=lambda e: e.name)
-        except FileNotFoundError:
-            return pruned
-        except OSError as exc:
-            raise CacheError(f"cannot read {self.environments_dir}: {exc}") from exc
-        for entry in entries:
-            sdir = Path(entry.path)
-            if not entry.is_dir(follow_symlinks=False):
-                pruned.append(_removed(sdir, "not an install directory"))
-                continue
-            try:
-                name, _ = store.read_current(sdir / CURRENT_FILE)
-            except Invalid as exc:
-                pruned.append(_removed(sdir, str(exc)))
-                continue
-            with contextlib.suppress(CacheError), self.lock(name, timeout=0):
-                pruned.extend(self._prune_slug(name, sdir, in_use))
-        return pruned
+        from pyro.environments.cache_prune import prune
 
-    def _prune_slug(self, name: str, sdir: Path, in_use: set[Path]) -> list[PrunedItem]:
-        try:
-            keep = self._current(name, full=False).dir.name
-        except Invalid as exc:
-            if any(path.is_relative_to(sdir) for path in in_use):
-                return []  # broken, but a VM still boots from it: remove it once that is gone
-            return [_removed(sdir, f"invalid install: {exc}")]
-        pruned = []
-        for entry in sorted(os.scandir(sdir), key=lambda e: e.name):
-            if entry.name in (keep, CURRENT_FILE) or Path(entry.path) in in_use:
-                continue
-            reason = "old install" if _DIGEST_DIR_RE.match(entry.name) else "not part of an install"
-            pruned.append(_removed(Path(entry.path), reason))
-        return pruned
-
-    def _remove_stale_tmp(self, *, unowned_older_than: float | None = None) -> list[PrunedItem]:
-        """Remove our work dirs whose owner process is dead.
-
-        ``tmp/`` is shared with the kernel, rootfs and agent builders, whose work dirs
-        (``kernel-…``, ``agent-…``) carry no pid: those are left alone, except by prune
-        when they are older than ``unowned_older_than`` seconds.
-        """
-        pruned = []
-        now = time.time()
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(self.tmp_root):
-                pid, sep, _ = entry.name.partition("-")
-                if pid.isdigit() and sep:
-                    if not store.pid_alive(int(pid)):
-                        pruned.append(_removed(Path(entry.path), "left over by a dead process"))
-                    continue
-                if unowned_older_than is None:
-                    continue
-                with contextlib.suppress(OSError):
-                    age = now - entry.stat(follow_symlinks=False).st_mtime
-                    if age > unowned_older_than:
-                        pruned.append(_removed(Path(entry.path), "stale work dir"))
-        return pruned
+        return prune(self)
 
 
 def _install(name: str, digest: str, where: Path, manifest: dict[str, Any]) -> Install:
@@ -436,20 +383,15 @@ def _install(name: str, digest: str, where: Path, manifest: dict[str, Any]) -> I
 
 def _inventory_entry(install: Install) -> InstalledEnvironment:
     spec_digest = install.manifest.get("specDigest")
-    defaults = install.manifest.get("defaults")
-    defaults = defaults if isinstance(defaults, dict) else {}
     return InstalledEnvironment(
         name=install.name,
         version=install.version,
         digest=install.digest,
         source=install.source,
         spec_digest=spec_digest if isinstance(spec_digest, str) else None,
-        default_vcpus=int(defaults.get("vcpus", 1)),
-        default_memory_mib=int(defaults.get("memoryMiB", 512)),
+        default_vcpus=install.default_vcpus,
+        default_memory_mib=install.default_memory_mib,
     )
 
 
-def _removed(path: Path, reason: str) -> PrunedItem:
-    size = store.disk_usage(path)
-    store.remove(path)
-    return PrunedItem(path=path, reason=reason, size=size)
+__all__ = ["Cache", "Install", "InstallStatus", "PrunedItem", "slug"]

@@ -15,7 +15,9 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,26 @@ MEDIA_TYPES = {
 }
 MANIFEST_FILE = "manifest.json"
 VERIFIED_FILE = "verified.json"
+CURRENT_FILE = "current.json"
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_DIR_RE = re.compile(r"^[0-9a-f]{64}$")
+# Work dirs of other writers (builders) carry no owner pid; prune removes them only when
+# nothing can plausibly still be using them.
+UNOWNED_TMP_MAX_AGE = 24 * 3600.0
 _CHUNK = 1 << 20
 
 
 class Invalid(Exception):
     """Internal: an install (or part of one) failed a check; the message says which."""
+
+
+@dataclass(frozen=True)
+class PrunedItem:
+    """Something prune removed, and why."""
+
+    path: Path
+    reason: str
+    size: int
 
 
 def canonical_json(value: Any) -> bytes:
@@ -296,3 +312,37 @@ def dirs_in_use(state_root: Path) -> set[Path]:
                 if isinstance(data.get(key), str):
                     found.add(Path(data[key]).parent)
     return found
+
+
+def removed(path: Path, reason: str) -> PrunedItem:
+    """Remove ``path`` (never following a symlink) and say what it was."""
+    size = disk_usage(path)
+    remove(path)
+    return PrunedItem(path=path, reason=reason, size=size)
+
+
+def remove_stale_tmp(
+    tmp_root: Path, *, unowned_older_than: float | None = None
+) -> list[PrunedItem]:
+    """Remove our work dirs whose owner process is dead.
+
+    ``tmp/`` is shared with the kernel, rootfs and agent builders, whose work dirs
+    (``kernel-…``, ``agent-…``) carry no pid: those are left alone, except by prune
+    when they are older than ``unowned_older_than`` seconds.
+    """
+    pruned = []
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(tmp_root):
+            pid, sep, _ = entry.name.partition("-")
+            if pid.isdigit() and sep:
+                if not pid_alive(int(pid)):
+                    pruned.append(removed(Path(entry.path), "left over by a dead process"))
+                continue
+            if unowned_older_than is None:
+                continue
+            with contextlib.suppress(OSError):
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+                if age > unowned_older_than:
+                    pruned.append(removed(Path(entry.path), "stale work dir"))
+    return pruned
