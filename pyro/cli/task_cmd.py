@@ -15,9 +15,14 @@ from pyro.errors import UsageError
 
 
 def _pyro() -> Any:
-    from pyro.sdk import Pyro
+    # Only the task half of the facade: importing all of pyro.sdk (specs, plans, the
+    # environment service) would add a large share to every `pyro task exec`.
+    from pyro.sdk_task import TaskMethods
 
-    return Pyro()
+    class Tasks(TaskMethods):
+        _state_dir = None
+
+    return Tasks()
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
