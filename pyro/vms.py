@@ -84,23 +84,27 @@ class VMRecord(BaseModel):
 
 
 def _owner_identity() -> tuple[int, float]:
-    import psutil
+    from pyro.vmm.base import start_ticks
 
-    me = psutil.Process()
-    return me.pid, me.create_time()
+    pid = os.getpid()
+    return pid, start_ticks(pid)
 
 
 def _process_alive(pid: int | None, started: float | None) -> bool:
+    """True while ``pid`` runs and is the process that started at ``started`` (boot ticks:
+    immune to wall-clock steps; a reused PID has other ticks)."""
     if pid is None:
         return False
-    import psutil
+    from pyro.errors import VMMError
+    from pyro.vmm.base import start_ticks
 
     try:
-        proc = psutil.Process(pid)
-        if started is not None and abs(proc.create_time() - started) > 0.05:
-            return False  # the PID was reused by another process
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+        if started is not None and start_ticks(pid) != started:
+            return False
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, VMMError, IndexError):
         return False
 
 
