@@ -31,15 +31,20 @@ class AgentServer:
         self.socket_path = workdir / "agent.sock"
         self.proc = subprocess.Popen([str(binary), "--listen-unix", str(self.socket_path)])
         self.clients: list[AgentClient] = []
-        for _ in range(500):
-            if self.socket_path.exists():
-                break
-            time.sleep(0.01)
 
     def raw_socket(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(self.socket_path))
-        return sock
+        # The socket file appears at bind(), a moment before listen(): retry until it listens.
+        end = time.monotonic() + 20
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.socket_path))
+                return sock
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > end or self.proc.poll() is not None:
+                    raise
+            time.sleep(0.01)
 
     def connect(self, **kwargs: float) -> AgentClient:
         client = AgentClient.connect(self.raw_socket(), hello_timeout=10, **kwargs)

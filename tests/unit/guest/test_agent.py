@@ -8,6 +8,8 @@ import hashlib
 import io
 import os
 import signal
+import socket
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -316,3 +318,24 @@ def test_too_many_arguments_is_refused(agent: AgentServer) -> None:
 def test_program_is_searched_in_the_given_path(agent: AgentServer) -> None:
     result = agent.connect().exec(["ls"], env={"PATH": "/nonexistent"})
     assert result.exit_code == 127
+
+
+def test_serve_fd_mode_serves_one_stream_and_exits(agent_binary: Path) -> None:
+    host, guest = socket.socketpair()
+    proc = subprocess.Popen(
+        [str(agent_binary), "--serve-fd", str(guest.fileno())], pass_fds=[guest.fileno()]
+    )
+    guest.close()
+    try:
+        with AgentClient.connect(host, hello_timeout=10) as client:
+            assert client.exec(["echo", "fd"]).stdout == b"fd\n"
+        assert proc.wait(timeout=10) == 0  # the end of its stream ends the agent
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_usage_error_without_a_mode(agent_binary: Path) -> None:
+    proc = subprocess.run([str(agent_binary)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "--listen-unix" in proc.stderr
