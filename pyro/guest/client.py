@@ -74,6 +74,10 @@ class AgentClient:
     ) -> AgentClient:
         """Say hello (setting the guest's clock, RNG seed and hostname) and start serving.
 
+        ``now`` is the wall-clock time (epoch seconds) to give the guest, default the host's;
+        ``hostname`` is set in the guest if given; ``request_timeout`` bounds every non-exec
+        request and every frame send. The client owns ``sock`` from here on (closed on failure).
+
         Raises:
             RunTimeoutError: if no hello answer arrives within hello_timeout seconds.
             GuestError: if the connection breaks or the agent speaks another protocol.
