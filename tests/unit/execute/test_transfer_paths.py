@@ -1,4 +1,4 @@
-"""Host-path confinement of copy-in/copy-out: nothing outside the allowed root, symlinks included."""
+"""Host-path confinement of copy-in/out: nothing outside the allowed root, symlinks included."""
 
 from __future__ import annotations
 
