@@ -85,6 +85,8 @@ class RootfsInfo:
 
 
 def _camel(name: str) -> str:
+    if name == "size_mib":
+        return "sizeMiB"  # as spelled in specs
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
 

@@ -130,7 +130,7 @@ def test_info_serialises_with_camel_case_keys(tmp_path: Path) -> None:
     )
     data = info.to_dict()
     assert data["image"] == str(tmp_path / "rootfs.ext4")
-    assert data["sizeMib"] == 64 and data["releaseDate"] == "d"
+    assert data["sizeMiB"] == 64 and data["releaseDate"] == "d"
     assert data["packages"] == {"git": "1:2.39.5-0+deb12u2"}
 
 
