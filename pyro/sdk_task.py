@@ -204,7 +204,7 @@ class TaskMethods:
             NotFoundError: no such task.  GuestPathError: no such file.  LimitError.
         """
         tasks = self.tasks
-        with tasks.client(task_id) as client:
+        with tasks.session(task_id) as client:
             return client.get_file(guest_path(path), dst, max_bytes=max_bytes)
 
     def write_task_file(
@@ -224,7 +224,7 @@ class TaskMethods:
         target = guest_path(path)
         tasks = self.tasks
         src: BinaryIO | Path = io.BytesIO(data) if isinstance(data, bytes) else data
-        with tasks.client(task_id) as client:
+        with tasks.session(task_id) as client:
             size = client.put_file(target, src, mode=mode)
         tasks.touch(task_id)
         return TaskFileWritten(task_id=task_id, path=target, bytes=size)
@@ -237,7 +237,7 @@ class TaskMethods:
         """
         from pyro.tasks_files import list_entries
 
-        with self.tasks.client(task_id) as client:
+        with self.tasks.session(task_id) as client:
             return list_entries(client, guest_path(path))
 
     def push_task_dir(
@@ -253,7 +253,7 @@ class TaskMethods:
 
         plan = scan_tree(Path(source))
         tasks = self.tasks
-        with tasks.client(task_id) as client:
+        with tasks.session(task_id) as client:
             result = upload_tree(client, plan, guest_path(dest), os.fspath(source))
         tasks.touch(task_id)
         return result
@@ -269,7 +269,7 @@ class TaskMethods:
         """
         from pyro.tasks_files import export_path
 
-        with self.tasks.client(task_id) as client:
+        with self.tasks.session(task_id) as client:
             return export_path(client, guest_path(path), Path(output))
 
     # -- snapshots --------------------------------------------------------------------------

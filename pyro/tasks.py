@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 
 from pyro.errors import NotFoundError, PyroError, StateError
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 META_FILE = "task.json"
 STOP_TIMEOUT_S = 10.0
+#: How long a command waits for the one before it on the same task.
+SESSION_WAIT_S = 3600.0
 
 
 class CommandSummary(BaseModel):
@@ -223,6 +225,31 @@ class TaskManager:
         self.touch(task_id)
         return client
 
+    @contextlib.contextmanager
+    def session(self, task_id: str, *, wait: float = SESSION_WAIT_S) -> Iterator[AgentClient]:
+        """The task's agent connection, one user at a time.
+
+        QEMU's agent socket serves one connection at a time: a second one would hang in its
+        hello. Callers queue on a per-task lock instead, so concurrent execs run in turn.
+
+        Raises:
+            StateError: another command kept the task busy for more than ``wait`` seconds.
+        """
+        self.registry.locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.registry.locks / f"task-{task_id}.session.lock"))
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout as exc:
+            raise StateError(
+                f"task {task_id} is busy with another command for more than {wait:.0f} s",
+                f"wait for it to finish, or stop it with 'pyro task stop {task_id}'",
+            ) from exc
+        try:
+            with self.client(task_id) as client:
+                yield client
+        finally:
+            lock.release()
+
     def start(self, task_id: str) -> TaskInfo:
         """Boot a stopped task from its own disk.
 
@@ -245,8 +272,10 @@ class TaskManager:
         if record.state is VMState.RUNNING:
             # The agent syncs the guest's page cache to its disk before powering off;
             # QMP quit alone would lose writes the guest has not flushed yet.
-            with contextlib.suppress(PyroError, OSError):
-                client = self.registry.connect(task_id, timeout=5.0)
+            with (
+                contextlib.suppress(PyroError, OSError),
+                self.session(task_id, wait=STOP_TIMEOUT_S) as client,
+            ):
                 client.shutdown(timeout_s=STOP_TIMEOUT_S)
         self.registry.stop(task_id, reason=reason)
         return self.status(task_id)
@@ -266,8 +295,9 @@ class TaskManager:
         except StateError:
             pass
         existed = self.registry.delete(task_id)
-        with contextlib.suppress(OSError):
-            (self.registry.locks / f"task-{task_id}.lock").unlink()
+        for name in (f"task-{task_id}.lock", f"task-{task_id}.session.lock"):
+            with contextlib.suppress(OSError):
+                (self.registry.locks / name).unlink()
         return existed
 
     def status(self, task_id: str) -> TaskInfo:

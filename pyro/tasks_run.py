@@ -155,7 +155,7 @@ def exec_command(
     }
     streams = [redact.stream(sink) if sink else None for sink in (on_stdout, on_stderr)]
     try:
-        with manager.client(task_id) as client:
+        with manager.session(task_id) as client:
             out = run_command(
                 client,
                 task_id,
@@ -231,14 +231,18 @@ def snapshot_create(manager: TaskManager, task_id: str, name: str) -> SnapshotIn
         )
     begun = time.monotonic()
     online = record.state is VMState.RUNNING
-    with manager.registry.locked(task_id):
-        record, _ = manager.get(task_id)
-        if online and record.handle is not None:
-            with manager.registry.connect(task_id) as client:
-                run_checked(client, ["sync"])
+    if online:
+        # Holding the session keeps other commands out between the guest's sync and the
+        # snapshot; QEMU drains the disk itself while it writes the snapshot.
+        with manager.session(task_id) as client:
+            run_checked(client, ["sync"])
+            record, _ = manager.get(task_id)
             create_online(*_backend_and_handle(record), name)
-        else:
-            online = False
+    else:
+        with manager.registry.locked(task_id):
+            record, _ = manager.get(task_id)
+            if record.state is VMState.RUNNING:
+                raise StateError(f"task {task_id} was started while being snapshotted", "try again")
             create_offline(manager.dir(task_id), name)
     info = SnapshotInfo(
         name=name,

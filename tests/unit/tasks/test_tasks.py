@@ -169,3 +169,23 @@ def test_offline_snapshots_with_a_real_qcow2(
     assert snapshot_delete(manager, task_id, "before") is True
     assert snapshot_delete(manager, task_id, "before") is False
     assert manager.status(task_id).snapshots == []
+
+
+def test_a_busy_task_makes_the_next_command_wait_then_fail_clearly(
+    manager: TaskManager, make_task: MakeTask, registry: FakeRegistry
+) -> None:
+    from filelock import FileLock
+
+    from pyro.errors import StateError
+
+    task_id = make_task()
+    holder = FileLock(str(registry.locks / f"task-{task_id}.session.lock"))
+    with holder:
+        with (
+            pytest.raises(StateError, match="busy with another command") as info,
+            manager.session(task_id, wait=0.2),
+        ):
+            pass
+        assert "pyro task stop" in info.value.hint
+    with manager.session(task_id, wait=0.2) as client:
+        assert client.exec(["echo", "free"]).stdout == b"free\n"
