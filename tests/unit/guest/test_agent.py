@@ -7,8 +7,10 @@ import errno
 import hashlib
 import io
 import os
+import random
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -22,7 +24,7 @@ import pytest
 
 from pyro.errors import GuestError, GuestPathError, LimitError
 from pyro.guest.client import AgentClient, GuestRequestError
-from pyro.guest.protocol import Fields, FrameType, Tag, encode_tlv
+from pyro.guest.protocol import Fields, FrameType, Tag, encode_frame, encode_tlv
 
 if TYPE_CHECKING:
     from conftest import AgentServer
@@ -339,3 +341,25 @@ def test_usage_error_without_a_mode(agent_binary: Path) -> None:
     proc = subprocess.run([str(agent_binary)], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "--listen-unix" in proc.stderr
+
+
+def test_agent_survives_malformed_frames_from_a_host(agent: AgentServer) -> None:
+    rng = random.Random(1234)
+    # Read-only and harmless types only: random EXEC/PUT/SHUTDOWN frames could act on the host.
+    harmless = [t for t in range(256) if t not in (FrameType.EXEC, FrameType.PUT, 0x0C)]
+    sock = agent.raw_socket()
+    sock.sendall(encode_frame(FrameType.HELLO, 0, encode_tlv([(Tag.MAGIC, b"pyro-agent-hello")])))
+    for _ in range(300):
+        payload = rng.randbytes(rng.randrange(0, 2048))
+        if rng.random() < 0.5:  # TLV-shaped, with lying lengths now and then
+            tag, length = rng.randrange(0, 50), rng.choice([0, 4, 8, 1 << 31, len(payload)])
+            payload = struct.pack("<HI", tag, length) + payload
+        header = struct.pack(
+            "<2sBBII", b"PY", 1, rng.choice(harmless), rng.randrange(1 << 32), len(payload)
+        )
+        sock.sendall(header + payload)
+    sock.sendall(rng.randbytes(5000))  # and plain garbage
+    sock.close()
+    client = agent.connect()
+    assert client.exec(["echo", "alive"]).stdout == b"alive\n"
+    assert agent.proc.poll() is None
