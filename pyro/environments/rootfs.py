@@ -323,6 +323,8 @@ def _clamp_image_times(image: Path, log_path: Path) -> None:
             ["debugfs", "-w", "-f", str(script), str(image)],
             log_path=log_path,
             what="debugfs (clamping inode times)",
+            # Without it debugfs stamps the superblock's last-write time with the clock.
+            env={"E2FSPROGS_FAKE_TIME": str(SOURCE_DATE_EPOCH)},
         )
     finally:
         script.unlink(missing_ok=True)
