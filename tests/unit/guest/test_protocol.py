@@ -304,3 +304,12 @@ def _capture(fn: Callable[[], object], into: list[BaseException]) -> None:
         fn()
     except BaseException as exc:
         into.append(exc)
+
+
+def test_shutdown_accepts_a_guest_that_vanishes(fake: Callable[..., FakeGuest]) -> None:
+    def script(sock: socket.socket) -> None:
+        ftype, _, _ = read_host_frame(sock)
+        assert ftype == FrameType.SHUTDOWN
+        sock.close()  # powered off before acknowledging
+
+    connect(fake(script)).shutdown(timeout_s=5)
