@@ -169,8 +169,13 @@ class Mux:
             if self._error is None:
                 self._error = GuestError("the connection to the guest agent was closed")
             self._cond.notify_all()
+        # Let a frame being sent finish first: a half-sent frame would make the agent read the
+        # next host's HELLO as its rest (see docs/agent-protocol.md, "Host reconnects").
+        sending = self._send_lock.acquire(timeout=2)
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
+        if sending:
+            self._send_lock.release()
         if threading.current_thread() is not self._reader:
             self._reader.join(timeout=5)
         self._sock.close()
