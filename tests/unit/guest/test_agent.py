@@ -363,3 +363,13 @@ def test_agent_survives_malformed_frames_from_a_host(agent: AgentServer) -> None
     client = agent.connect()
     assert client.exec(["echo", "alive"]).stdout == b"alive\n"
     assert agent.proc.poll() is None
+
+
+def test_path_search_skips_non_executables(agent: AgentServer, tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for d in (first, second):
+        d.mkdir()
+        (d / "hello").write_text(f"#!/bin/sh\necho from {d.name}\n")
+    (second / "hello").chmod(0o755)  # first/hello is not executable: skipped like execvp does
+    path = f"{first}:{second}:/usr/bin:/bin"
+    assert agent.connect().exec(["hello"], env={"PATH": path}).stdout == b"from b\n"
