@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from pyro.errors import NotFoundError, PyroError, StateError, UsageError
-from pyro.sdk_vm import ExecOutput, argv_of, run_command
+from pyro.sdk_vm import ExecOutput, argv_of
 from pyro.tasks import TaskInfo, TaskManager, TaskMeta
 from pyro.tasks_files import WORKSPACE, guest_path, run_checked, scan_tree, upload_tree
 from pyro.tasks_journal import cap_text
-from pyro.tasks_secrets import Redactor, SecretStore, check_secret
+from pyro.tasks_secrets import Redactor, SecretStore, StreamRedactor, check_secret
 from pyro.tasks_snapshots import (
     BASELINE,
     SnapshotInfo,
@@ -30,7 +30,14 @@ from pyro.tasks_snapshots import (
 from pyro.vms import VMRecord, VMState
 
 if TYPE_CHECKING:
+    from pyro.guest.client import ExecResult
     from pyro.vmm.base import Backend, VMHandle
+
+
+#: Output returned to the caller per stream (as for ``pyro run``); the journal keeps less.
+OUTPUT_CAP = 1 << 20
+#: Exit code of a command killed at its timeout, as for ``pyro run`` (coreutils' timeout).
+TIMEOUT_EXIT_CODE = 124
 
 
 class TaskExecOutput(ExecOutput):
@@ -154,18 +161,9 @@ def exec_command(
         "started_at": started,
     }
     streams = [redact.stream(sink) if sink else None for sink in (on_stdout, on_stderr)]
+    begun = time.monotonic()
     try:
-        with manager.session(task_id) as client:
-            out = run_command(
-                client,
-                task_id,
-                argv,
-                timeout_seconds=timeout_seconds,
-                env=full_env,
-                cwd=workdir,
-                on_stdout=streams[0].feed if streams[0] else None,
-                on_stderr=streams[1].feed if streams[1] else None,
-            )
+        result = _run(manager, task_id, argv, full_env, workdir, timeout_seconds, streams)
     except PyroError as exc:
         exc.summary = redact(exc.summary)
         exc.args = (exc.summary,)
@@ -183,24 +181,68 @@ def exec_command(
         for stream in streams:
             if stream is not None:
                 stream.close()
-    stdout, stderr = redact(out.stdout), redact(out.stderr)
+    if result.timed_out:
+        code = TIMEOUT_EXIT_CODE
+    else:
+        code = result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
+    stdout = redact(result.stdout.decode("utf-8", "replace"))
+    stderr = redact(result.stderr.decode("utf-8", "replace"))
     journal_out, out_cut = cap_text(stdout)
     journal_err, err_cut = cap_text(stderr)
+    duration_ms = int((time.monotonic() - begun) * 1000)
     fields.update(
-        exit_code=out.exit_code,
-        timed_out=out.timed_out,
-        signal=out.signal,
+        exit_code=code,
+        timed_out=result.timed_out,
+        signal=result.signal,
         finished_at=time.time(),
-        duration_ms=out.duration_ms,
+        duration_ms=duration_ms,
         stdout=journal_out,
         stderr=journal_err,
-        stdout_truncated=out.stdout_truncated or out_cut,
-        stderr_truncated=out.stderr_truncated or err_cut,
+        stdout_truncated=result.stdout_truncated or out_cut,
+        stderr_truncated=result.stderr_truncated or err_cut,
     )
     entry = manager.record_exec(task_id, fields)
-    data = out.model_dump()
-    data.update(stdout=stdout, stderr=stderr, task_id=task_id, seq=entry.seq)
-    return TaskExecOutput.model_validate(data)
+    return TaskExecOutput(
+        vm_id=task_id,
+        task_id=task_id,
+        seq=entry.seq,
+        exit_code=code,
+        timed_out=result.timed_out,
+        signal=result.signal,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_truncated=result.stdout_truncated,
+        stderr_truncated=result.stderr_truncated,
+        duration_ms=duration_ms,
+    )
+
+
+def _run(
+    manager: TaskManager,
+    task_id: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    timeout_seconds: int,
+    streams: list[StreamRedactor | None],
+) -> ExecResult:
+    try:
+        with manager.session(task_id) as client:
+            return client.exec(
+                argv,
+                env=env,
+                cwd=cwd,
+                timeout_s=float(timeout_seconds),
+                stdout_cap=OUTPUT_CAP,
+                stderr_cap=OUTPUT_CAP,
+                on_stdout=streams[0].feed if streams[0] else None,
+                on_stderr=streams[1].feed if streams[1] else None,
+            )
+    except OSError as exc:
+        raise StateError(
+            f"lost the connection to task {task_id}: {exc}",
+            f"'pyro task status {task_id}' shows whether its VM is still running",
+        ) from exc
 
 
 # -- snapshots ---------------------------------------------------------------------------
