@@ -240,7 +240,7 @@ class VMRegistry:
             BootError: the guest did not answer in time (the VM is stopped again).
         """
         from pyro.guest.client import AgentClient
-        from pyro.vmm.base import VMConfig
+        from pyro.vmm.base import NetworkConfig, VMConfig
 
         with self.locked(vm_id):
             record = self.get(vm_id)
@@ -255,6 +255,7 @@ class VMRegistry:
                 rootfs=Path(record.rootfs),
                 vcpus=record.vcpus,
                 memory_mib=record.memory_mib,
+                network=NetworkConfig.from_dict(record.network),
                 ephemeral=not record.detached,
             )
             handle = backend.spawn(config)

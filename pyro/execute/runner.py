@@ -252,6 +252,7 @@ def _boot(run: _Run, step: BootStep) -> None:
         memory_mib=step.memory_mib,
         ephemeral=True,
         vmm_outlives_owner=keep,
+        network=step.network.model_dump(mode="json"),
     )
     run.vm_id = record.id
     run.event("run", "start", vm_id=record.id)

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pyro.errors import BootError, VMMError
+from pyro.net.ports import check_ports_free
+from pyro.net.slirp import slirp_setup
 from pyro.plan.inventory import BackendInfo
 from pyro.vmm import launch, overlay
 from pyro.vmm.base import (
     SERIAL_LOG,
+    NetworkConfig,
     VMConfig,
     VMHandle,
     kill_vmm,
@@ -46,15 +49,23 @@ BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet")
 #: Accepted by Debian's QEMU 7.2. ``spawn=deny`` forbids fork/exec inside QEMU, so
 #: snapshots must migrate to an ``fd:`` passed over QMP, not to ``exec:cat > FILE``.
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+#: An allowlist's guestfwd rules fork and exec a relay per connection (glib calls setsid
+#: in the child): that needs spawn and elevateprivileges allowed (docs/networking.md).
+SANDBOX_RELAY = "on,obsolete=deny,resourcecontrol=deny"
 
 
 def build_argv(config: VMConfig, *, accel: Literal["tcg", "kvm"], binary: str) -> list[str]:
-    """The QEMU command line for ``config``; all paths relative to the VM's workdir."""
+    """The QEMU command line for ``config``; all paths relative to the VM's workdir.
+
+    Raises:
+        NetworkError: when ``config.network`` cannot be expressed (see pyro.net.slirp).
+    """
+    net = slirp_setup(config.network or NetworkConfig())
     machine = "microvm,acpi=off,x-option-roms=off,isa-serial=on"
     # The overlay is thrown away with an ephemeral VM, so skipping flushes (cache=unsafe)
     # only risks data nobody keeps; a persistent VM's disk must survive a host crash.
     cache = "unsafe" if config.ephemeral else "writeback"
-    cmdline = " ".join((*BASE_CMDLINE, *config.cmdline_extra))
+    cmdline = " ".join((*BASE_CMDLINE, *config.cmdline_extra, *net.cmdline))
     argv = [
         binary,
         "-name", f"pyro-{config.vm_id}",
@@ -64,7 +75,7 @@ def build_argv(config: VMConfig, *, accel: Literal["tcg", "kvm"], binary: str) -
         "-smp", str(config.vcpus),
         "-m", str(config.memory_mib),
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-sandbox", SANDBOX,
+        "-sandbox", SANDBOX_RELAY if net.needs_spawn else SANDBOX,
         "-kernel", str(config.kernel.absolute()),
         "-initrd", str(config.initrd.absolute()),
         "-append", cmdline,
@@ -77,6 +88,7 @@ def build_argv(config: VMConfig, *, accel: Literal["tcg", "kvm"], binary: str) -
         "-device", f"virtserialport,chardev=agent,name={AGENT_PORT_NAME}",
         "-qmp", f"unix:{QMP_SOCK},server=on,wait=off",
         "-pidfile", PIDFILE,
+        *net.argv,
     ]  # fmt: skip
     return argv
 
@@ -100,14 +112,17 @@ class QemuBackend:
 
         Raises:
             VMMError: when the overlay cannot be made or QEMU exits at once.
+            NetworkError: when a published host port is taken (checked before QEMU starts).
         """
+        argv = build_argv(config, accel=self.accel, binary=self.binary)
+        if config.network is not None:
+            check_ports_free(host for host, _ in config.network.publish)
         workdir = config.workdir
         workdir.mkdir(parents=True, exist_ok=True)
         remove_files(workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE))
         # A persistent VM (a task, a kept VM) boots again from its own disk after a stop.
         if config.ephemeral or not (workdir / OVERLAY).is_file():
             overlay.create_qcow2_overlay(config.rootfs, workdir / OVERLAY)
-        argv = build_argv(config, accel=self.accel, binary=self.binary)
         proc = launch.start_process(
             argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / VMM_LOG
         )

@@ -130,6 +130,9 @@ void apply_hello_host_state(int64_t time_ns, const uint8_t *seed, uint32_t seed_
 			    const char *hostname);
 void power_off(void) __attribute__((noreturn));
 
+/* net.c */
+void net_setup(void);
+
 /* exec.c */
 void exec_start(uint32_t id, const uint8_t *payload, uint32_t len);
 void exec_stdin(uint32_t id, const uint8_t *data, uint32_t len);

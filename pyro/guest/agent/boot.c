@@ -191,6 +191,7 @@ void boot_setup(void)
 
 	sethostname("pyro", 4);
 	loopback_up();
+	net_setup(); /* net.c: eth0 from pyro.net= when the VM has a network */
 	trace("switched root");
 }
 
