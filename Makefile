@@ -40,6 +40,10 @@ schemas: setup
 bench: setup environments
 	$(BIN)/python bench/run.py --output bench/results.json
 
+# Build sdist + wheel, check them, smoke-test the wheel in a fresh venv outside the checkout.
+dist-check: setup
+	$(BIN)/python scripts/dist_check.py
+
 demo: setup environments
 	$(PYRO) apply examples/hello.yaml
 
