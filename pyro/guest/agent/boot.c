@@ -144,6 +144,8 @@ static void trace(const char *what)
 
 void boot_setup(void)
 {
+	struct timespec started;
+	clock_gettime(CLOCK_BOOTTIME, &started); /* before /proc tells us whether to trace */
 	umask(022);
 	must_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
 	must_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -151,6 +153,8 @@ void boot_setup(void)
 
 	char *debug = cmdline_value("pyro.debug");
 	trace_boot = debug && strcmp(debug, "0") != 0;
+	if (trace_boot)
+		logmsg("%ld.%03ld agent started", (long)started.tv_sec, started.tv_nsec / 1000000);
 	trace("api filesystems mounted");
 	char *root = cmdline_value("pyro.root");
 	char *fstype = cmdline_value("pyro.rootfstype");
