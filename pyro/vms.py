@@ -407,7 +407,22 @@ class VMRegistry:
                 if not alive:
                     self._mark_dead(record)
                     reaped.append(record.id)
+        self._reap_networks()
         return reaped
+
+    def _reap_networks(self) -> None:
+        """Firecracker TAP devices and nftables tables whose VM is gone (pyro.net.tap)."""
+        if not (self.root.parent / "net" / "leases").is_dir():
+            return
+        from pyro.net.tap import reap_leases
+
+        def running(vm_id: str) -> bool:
+            try:
+                return self.get(vm_id).state is VMState.RUNNING
+            except PyroError:
+                return False
+
+        reap_leases(self.root.parent, running)
 
     # -- logs -----------------------------------------------------------------------------
 

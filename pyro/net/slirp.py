@@ -21,9 +21,12 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyro.errors import NetworkError
-from pyro.vmm.base import NetworkConfig
+
+if TYPE_CHECKING:
+    from pyro.vmm.base import NetworkConfig
 
 GUEST_CIDR = "10.0.2.15/24"
 HOST_ALIAS = "10.0.2.2"
@@ -152,7 +155,7 @@ def slirp_setup(net: NetworkConfig, *, python: str | None = None) -> SlirpSetup:
     forwards: list[Forward] = []
     hosts: list[tuple[str, str]] = []
     if net.policy == "egress":
-        cmdline = (f"pyro.net={GUEST_CIDR},{HOST_ALIAS},{DNS}",)
+        cmdline: tuple[str, ...] = (f"pyro.net={GUEST_CIDR},{HOST_ALIAS},{DNS}",)
     else:
         # restrict=on: the guest reaches nothing but the guestfwd rules below.
         options += ["restrict=on", f"host={RESTRICTED_GATEWAY}"]

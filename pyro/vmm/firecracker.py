@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro.errors import BootError, VMMError
+from pyro.net.tap import TapLease, TapNetwork
 from pyro.plan.inventory import BackendInfo
 from pyro.vmm import launch, overlay
 from pyro.vmm.base import (
@@ -55,9 +56,22 @@ def instance_id(vm_id: str) -> str:
     return ("pyro-" + re.sub(r"[^A-Za-z0-9-]", "-", vm_id))[:64]
 
 
-def api_requests(config: VMConfig, disk: Path) -> list[tuple[str, dict[str, Any]]]:
-    """The API calls (path, JSON body) that configure and start ``config``'s VM, in order."""
-    boot_args = " ".join((*BASE_CMDLINE, *config.cmdline_extra))
+def api_requests(
+    config: VMConfig, disk: Path, lease: TapLease | None = None, net_cmdline: tuple[str, ...] = ()
+) -> list[tuple[str, dict[str, Any]]]:
+    """The API calls (path, JSON body) that configure and start ``config``'s VM, in order.
+
+    ``lease`` (see pyro.net.tap) adds the guest's network interface on its TAP device.
+    """
+    boot_args = " ".join((*BASE_CMDLINE, *config.cmdline_extra, *net_cmdline))
+    nic: list[tuple[str, dict[str, Any]]] = []
+    if lease is not None:
+        nic.append(
+            (
+                "/network-interfaces/eth0",
+                {"iface_id": "eth0", "host_dev_name": lease.tap, "guest_mac": lease.mac},
+            )
+        )
     return [
         (
             "/boot-source",
@@ -79,6 +93,7 @@ def api_requests(config: VMConfig, disk: Path) -> list[tuple[str, dict[str, Any]
         ),
         ("/machine-config", {"vcpu_count": config.vcpus, "mem_size_mib": config.memory_mib}),
         ("/vsock", {"guest_cid": GUEST_CID, "uds_path": VSOCK_SOCK}),
+        *nic,
         ("/actions", {"action_type": "InstanceStart"}),
     ]
 
@@ -102,6 +117,7 @@ class FirecrackerBackend:
 
         Raises:
             VMMError: when the binary is missing, the process dies or the API refuses.
+            NetworkError: when the TAP device or its nftables rules cannot be made.
         """
         binary = self._binary or find_firecracker()
         if binary is None:
@@ -118,9 +134,20 @@ class FirecrackerBackend:
             overlay.create_sparse_copy(config.rootfs, disk)
         tag = instance_id(config.vm_id)
         argv = [str(binary), "--api-sock", API_SOCK, "--id", tag, "--level", "Warning"]
-        proc = launch.start_process(
-            argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / SERIAL_LOG
-        )
+        lease: TapLease | None = None
+        net_cmdline: tuple[str, ...] = ()
+        net_state = workdir.parent.parent
+        if config.network is not None and config.network.enabled:
+            lease, hosts = TapNetwork(net_state).setup(config.vm_id, config.network)
+            net_cmdline = lease.guest_cmdline(hosts)
+        try:
+            proc = launch.start_process(
+                argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / SERIAL_LOG
+            )
+        except BaseException:
+            if lease is not None:
+                TapNetwork(net_state).teardown(config.vm_id)
+            raise
         handle = VMHandle(
             vm_id=config.vm_id,
             backend=self.name,
@@ -130,10 +157,10 @@ class FirecrackerBackend:
             started_at=now(),
             start_ticks=process_start(proc.pid),
             ephemeral=config.ephemeral,
-            extra={"cmdline_tag": tag},
+            extra={"cmdline_tag": tag, **({"net_state": str(net_state)} if lease else {})},
         )
         try:
-            for path, body in api_requests(config, disk):
+            for path, body in api_requests(config, disk, lease, net_cmdline):
                 self.api(handle, "PUT", path, body)
         except VMMError:
             self.kill(handle)
@@ -212,13 +239,16 @@ class FirecrackerBackend:
         self.kill(handle)
 
     def kill(self, handle: VMHandle) -> None:
-        """SIGKILL and reap Firecracker; remove its sockets and (ephemeral VMs only) its
-        disk copy: a persistent VM's disk stays for its next start. Idempotent.
+        """SIGKILL and reap Firecracker; remove its TAP device, nftables table and address
+        lease, its sockets and (ephemeral VMs only) its disk copy: a persistent VM's disk
+        stays for its next start. Idempotent.
 
         Raises:
             VMMError: when the process survives SIGKILL.
         """
         kill_vmm(handle)
+        if "net_state" in handle.extra:
+            TapNetwork(Path(handle.extra["net_state"])).teardown(handle.vm_id)
         disk = (DISK,) if handle.ephemeral else ()
         remove_files(handle.workdir, (API_SOCK, VSOCK_SOCK, *disk))
         for listener in handle.workdir.glob(f"{VSOCK_SOCK}_*"):
