@@ -215,7 +215,7 @@ def make_venv(venv: Path, wheel: Path) -> Path:
     run([base, "-m", "venv", venv])
     bin_dir = venv / "bin"
     env = clean_env(bin_dir)
-    run([bin_dir / "python", "-m", "pip", "install", "--quiet", wheel], env=env, cwd=venv)
+    run([bin_dir / "python", "-m", "pip", "install", "--quiet", "--no-compile", wheel], env=env, cwd=venv)
     purelib = run(
         [bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         env=env,
