@@ -93,6 +93,10 @@ def doctor_report() -> dict[str, Any]:
         "PASS" if firewall else "WARN",
         firewall or "missing nft and iptables: guest networking will not work",
     )
+    from pyro.net.support import network_checks
+
+    for name, net_status, detail in network_checks():
+        check(name, net_status, detail)
     for label, info in dirs.items():
         free = info["free_mib"]
         dir_status: Status = "PASS"
