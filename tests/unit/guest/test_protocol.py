@@ -10,13 +10,14 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyro.errors import GuestError, RunTimeoutError
 from pyro.guest.client import AgentClient
 from pyro.guest.mux import read_frame
 from pyro.guest.protocol import (
+    GUEST_TYPES,
     HEADER,
     HEADER_LEN,
     HELLO_MAGIC,
@@ -313,3 +314,21 @@ def test_shutdown_accepts_a_guest_that_vanishes(fake: Callable[..., FakeGuest]) 
         sock.close()  # powered off before acknowledging
 
     connect(fake(script)).shutdown(timeout_s=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=256))
+def test_read_frame_on_arbitrary_bytes_decodes_or_refuses(data: bytes) -> None:
+    host, guest = socket.socketpair()
+    try:
+        guest.sendall(data)
+        guest.close()  # so a short stream ends instead of waiting
+        host.settimeout(5)
+        try:
+            frame = read_frame(host)
+        except (ProtocolError, EOFError):
+            return
+        assert frame.type in GUEST_TYPES
+        assert len(frame.payload) <= len(data) - HEADER_LEN
+    finally:
+        host.close()
