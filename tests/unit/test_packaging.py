@@ -1,0 +1,154 @@
+"""Packaging metadata: what the wheel must carry and how the runtime finds it.
+
+The archive-level checks (build, twine, install into a fresh venv, smoke outside the
+checkout) are ``make dist-check``; these are the fast static halves of the same promises.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+import pyro
+from pyro.__about__ import CATALOG_VERSION, __version__
+from pyro.environments.catalog import catalog, catalog_dir
+from pyro.guest import build as agent_build
+
+REPO = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+# Modules allowed to use ``__file__``, and why that is safe in an installed wheel.
+SOURCE_RELATIVE_ALLOWED = {
+    # Developer tool (``python -m pyro.spec.schema --write/--docs``) that regenerates
+    # checked-in files; never run by a user.
+    "pyro/spec/schema.py": "developer tool",
+    # Hands QEMU its sibling module relay.py to run as a script: a .py file of the package
+    # itself, installed next to slirp.py (a wheel is never imported from a zip).
+    "pyro/net/slirp.py": "sibling module run as a script",
+}
+
+
+def test_version_is_single_sourced() -> None:
+    project = PYPROJECT["project"]
+    assert "version" not in project
+    assert "version" in project["dynamic"]
+    dynamic = PYPROJECT["tool"]["setuptools"]["dynamic"]["version"]
+    assert dynamic == {"attr": "pyro.__about__.__version__"}
+    assert pyro.__version__ == __version__
+
+
+def test_version_flag_prints_package_and_catalog_version() -> None:
+    code = "import sys; from pyro.cli.main import main; sys.argv[1:] = ['--version']; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"pyro {__version__} (catalog {CATALOG_VERSION})"
+
+
+def _package_data_globs() -> set[Path]:
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["pyro"]
+    package = REPO / "pyro"
+    return {path for pattern in patterns for path in package.glob(pattern) if path.is_file()}
+
+
+@pytest.mark.parametrize("folder", ["pyro/data", "pyro/guest/agent"])
+def test_package_data_patterns_cover_every_data_file(folder: str) -> None:
+    covered = _package_data_globs()
+    files = [
+        p
+        for p in (REPO / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    ]
+    assert files, f"{folder} is empty"
+    missing = [str(p.relative_to(REPO)) for p in files if p not in covered]
+    assert missing == []
+
+
+def test_runtime_resources_resolve_through_importlib() -> None:
+    data = resources.files("pyro.data")
+    assert data.joinpath("examples/hello.yaml").is_file()
+    for schema in ("run.schema.json", "environment.schema.json"):
+        assert (data / "schemas" / schema).is_file()
+    specs = sorted(p.name for p in catalog_dir().glob("*.yaml"))
+    assert "debian-12.yaml" in specs
+    for entry in catalog().values():
+        assert (entry.spec_dir / entry.spec.spec.kernel.fragment).is_file(), entry.name
+    sources = [name for name, _ in agent_build._sources()]
+    assert "main.c" in sources and "agent.h" in sources
+
+
+def _uses_dunder_file(path: Path) -> bool:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return any(isinstance(node, ast.Name) and node.id == "__file__" for node in ast.walk(tree))
+
+
+def test_runtime_code_never_locates_files_relative_to_the_source_tree() -> None:
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in sorted((REPO / "pyro").rglob("*.py"))
+        if _uses_dunder_file(p) and str(p.relative_to(REPO)) not in SOURCE_RELATIVE_ALLOWED
+    ]
+    assert offenders == [], "read package data through importlib.resources instead"
+
+
+def test_sdist_leaves_out_every_symlink_it_would_graft() -> None:
+    manifest = (REPO / "MANIFEST.in").read_text().splitlines()
+    grafted = [line.split()[1] for line in manifest if line.startswith("graft ")]
+    excluded = {line.split()[1] for line in manifest if line.startswith("exclude ")}
+    links = [
+        os.path.relpath(os.path.join(d, n), REPO)
+        for folder in grafted
+        for d, dirs, files in os.walk(REPO / folder)
+        for n in dirs + files
+        if os.path.islink(os.path.join(d, n))
+    ]
+    assert [link for link in links if link not in excluded] == []
+
+
+def test_ci_runs_the_test_command_then_dist_check() -> None:
+    commands = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip().startswith("make")
+    ]
+    assert commands == ["make test", "make dist-check"]
+    assert "\ndist-check:" in (REPO / "Makefile").read_text()
+
+
+def test_dist_check_audit_hook_records_only_checkout_paths(tmp_path: Path) -> None:
+    from scripts.dist_check import SITECUSTOMIZE
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    forbidden = tmp_path / "checkout"
+    forbidden.mkdir()
+    (forbidden / "inside.txt").write_text("x")
+    (tmp_path / "outside.txt").write_text("y")
+    log = tmp_path / "audit.log"
+    code = (
+        "import os, subprocess, sys; open(sys.argv[1]).read(); open(sys.argv[2]).read(); "
+        "os.listdir(sys.argv[3]); subprocess.run(['true'], cwd=sys.argv[3], check=True)"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "PYRO_DIST_FORBID": str(forbidden),
+        "PYRO_DIST_AUDIT_LOG": str(log),
+    }
+    args = [str(forbidden / "inside.txt"), str(tmp_path / "outside.txt"), str(forbidden)]
+    subprocess.run([sys.executable, "-c", code, *args], env=env, check=True, timeout=60)
+
+    events = [line.split(" ", 2)[1:] for line in log.read_text().splitlines()]
+    assert ["open", str(forbidden / "inside.txt")] in events
+    assert ["os.listdir", str(forbidden)] in events
+    assert ["subprocess.Popen", str(forbidden)] in events
+    assert all(not path.endswith("outside.txt") for _, path in events)
