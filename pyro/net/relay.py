@@ -17,6 +17,7 @@ import socket
 import sys
 
 CHUNK = 1 << 16
+RELAY_USAGE_EXIT = 2
 
 
 def relay(guest: socket.socket, target: socket.socket) -> None:
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
     """``relay.py HOST PORT``: exit status 2 on bad arguments, 1 when the connect fails."""
     if len(argv) != 3 or not argv[2].isdigit():
         sys.stderr.write("usage: relay.py HOST PORT\n")
-        return 2
+        return RELAY_USAGE_EXIT
     guest = socket.socket(fileno=os.dup(0))
     try:
         target = socket.create_connection((argv[1], int(argv[2])), timeout=10)

@@ -1,0 +1,90 @@
+"""Firecracker TAP plumbing logic: pool allocation, leases, teardown (commands recorded)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pyro.errors import NetworkError
+from pyro.net import tap
+from pyro.vmm.base import NetworkConfig
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    ran: list[list[str]] = []
+
+    def fake_run(argv: list[str], *, netns: str | None, stdin: str | None = None) -> None:
+        ran.append([*argv, *([f"<{stdin}>"] if stdin else [])])
+
+    monkeypatch.setattr(tap, "_run", fake_run)
+    return ran
+
+
+def test_leases_never_collide_and_are_reused_after_teardown(
+    tmp_path: Path, commands: list[list[str]]
+) -> None:
+    net = tap.TapNetwork(tmp_path, pool="10.99.0.0/28")  # room for four /30 subnets
+    leases = [net.setup(f"vm{i}", NetworkConfig(policy="egress"))[0] for i in range(4)]
+    assert len({lease.guest_ip for lease in leases}) == 4
+    assert len({lease.mac for lease in leases}) == 4
+    assert [lease.host_ip for lease in leases][:2] == ["10.99.0.1", "10.99.0.5"]
+    with pytest.raises(NetworkError, match="exhausted"):
+        net.setup("vm4", NetworkConfig(policy="egress"))
+    net.teardown("vm1")
+    again, _ = net.setup("vm5", NetworkConfig(policy="egress"))
+    assert again.guest_ip == leases[1].guest_ip
+    assert sorted(lease.vm_id for lease in net.leases()) == ["vm0", "vm2", "vm3", "vm5"]
+
+
+def test_setup_failure_removes_what_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+
+    def failing(argv: list[str], *, netns: str | None, stdin: str | None = None) -> None:
+        ran.append(argv)
+        if argv[-1] == "-":  # the nft script
+            raise NetworkError("nft failed")
+
+    monkeypatch.setattr(tap, "_run", failing)
+    net = tap.TapNetwork(tmp_path)
+    with pytest.raises(NetworkError):
+        net.setup("vmx", NetworkConfig(policy="egress"))
+    assert net.leases() == []
+    assert ["ip", "link", "del", "ptvmx"] in ran
+
+
+def test_allowlist_loopback_means_the_tap_address(
+    tmp_path: Path, commands: list[list[str]]
+) -> None:
+    net = tap.TapNetwork(tmp_path)
+    lease, hosts = net.setup("vma", NetworkConfig(policy="allowlist", allow=("127.0.0.1:8080",)))
+    script = next(c[-1] for c in commands if c[0].endswith("nft") and c[1] == "-f")
+    assert f"{lease.host_ip} . 8080" in script and hosts == ()
+    assert lease.guest_cmdline() == (f"pyro.net={lease.guest_ip}/30,{lease.host_ip}",)
+
+
+def test_reap_leases_skips_running_vms_and_live_owners(
+    tmp_path: Path, commands: list[list[str]]
+) -> None:
+    net = tap.TapNetwork(tmp_path)
+    for vm_id in ("alive", "dead", "ownerless"):
+        net.setup(vm_id, NetworkConfig(policy="off", publish=((1, 2),)))
+    # "dead" and "ownerless" were made by a process that no longer exists.
+    for vm_id in ("dead", "ownerless"):
+        path = tmp_path / "net" / "leases" / f"{vm_id}.json"
+        data = json.loads(path.read_text())
+        data["owner_ticks"] = -1.0
+        path.write_text(json.dumps(data))
+    reaped = tap.reap_leases(tmp_path, lambda vm_id: vm_id == "dead")
+    assert reaped == ["ownerless"]
+    assert sorted(lease.vm_id for lease in net.leases()) == ["alive", "dead"]
+    assert tap.owner_alive(net.leases()[0]) and net.leases()[0].owner_pid == os.getpid()
+
+
+def test_tap_name_fits_the_kernel_limit() -> None:
+    assert len(tap.tap_name("0123456789abcdef")) <= 15
