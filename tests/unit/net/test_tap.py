@@ -88,3 +88,29 @@ def test_reap_leases_skips_running_vms_and_live_owners(
 
 def test_tap_name_fits_the_kernel_limit() -> None:
     assert len(tap.tap_name("0123456789abcdef")) <= 15
+
+
+def test_firecracker_gets_the_interface_and_kernel_parameters(
+    tmp_path: Path, commands: list[list[str]]
+) -> None:
+    from pyro.vmm.base import VMConfig
+    from pyro.vmm.firecracker import api_requests
+
+    lease, hosts = tap.TapNetwork(tmp_path).setup("vmf", NetworkConfig(policy="egress"))
+    config = VMConfig(
+        vm_id="vmf",
+        workdir=tmp_path,
+        kernel=tmp_path / "k",
+        initrd=tmp_path / "i",
+        rootfs=tmp_path / "r",
+        vcpus=1,
+        memory_mib=128,
+    )
+    calls = dict(api_requests(config, tmp_path / "d", lease, lease.guest_cmdline(hosts)))
+    assert calls["/network-interfaces/eth0"] == {
+        "iface_id": "eth0",
+        "host_dev_name": lease.tap,
+        "guest_mac": lease.mac,
+    }
+    assert f"pyro.net={lease.guest_ip}/30,{lease.host_ip}" in calls["/boot-source"]["boot_args"]
+    assert list(calls)[-1] == "/actions"
