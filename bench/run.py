@@ -14,6 +14,8 @@ Ratios compare figures from the same run, so they hold across machines of differ
 * ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` one after another / all at once;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
 * ``vmm_rss_mb``   QEMU's resident memory with a booted guest
+* ``net_host_to_guest_mbps`` / ``net_guest_to_host_mbps``: HTTP throughput under policy
+  egress, MB/s (bench/network.py)
 """
 
 from __future__ import annotations
@@ -185,6 +187,11 @@ def main() -> int:
             pyro.delete_task(task.id)
 
     figures["task_exec_rtt_s"] = stats(task_rtt())
+
+    from network import egress_throughput  # bench/network.py, next to this script
+
+    for key, samples in egress_throughput(install, initrd, runs).items():
+        figures[key] = stats(samples)
 
     figures["serial8_s"] = stats(
         timed(lambda: [cli("run", ENV, "--", "true") for _ in range(8)], 1)
