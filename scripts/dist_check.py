@@ -215,7 +215,11 @@ def make_venv(venv: Path, wheel: Path) -> Path:
     run([base, "-m", "venv", venv])
     bin_dir = venv / "bin"
     env = clean_env(bin_dir)
-    run([bin_dir / "python", "-m", "pip", "install", "--quiet", "--no-compile", wheel], env=env, cwd=venv)
+    run(
+        [bin_dir / "python", "-m", "pip", "install", "--quiet", "--no-compile", wheel],
+        env=env,
+        cwd=venv,
+    )
     purelib = run(
         [bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         env=env,
@@ -228,6 +232,8 @@ def make_venv(venv: Path, wheel: Path) -> Path:
 def clean_env(bin_dir: Path, **extra: str) -> dict[str, str]:
     """The caller's environment minus anything that could point back into the checkout."""
     drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYRO_ENV_REGISTRY")
+    # PWD too: a shell started by pyro (e.g. musl-gcc is a sh script) stats $PWD.
+    drop += ("PWD", "OLDPWD")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PATH"] = os.pathsep.join([str(bin_dir), "/usr/local/sbin", "/usr/local/bin"])
     env["PATH"] += os.pathsep + "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -253,6 +259,7 @@ class Smoke:
             PYRO_CACHE_DIR=str(work / "cache"),
             PYRO_STATE_DIR=str(work / "state"),
             TMPDIR=str(work / "tmp"),
+            PWD=str(self.cwd),
             PYRO_DIST_FORBID=os.pathsep.join(sorted(forbid)),
             PYRO_DIST_AUDIT_LOG=str(self.audit_log),
         )
