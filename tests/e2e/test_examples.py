@@ -30,7 +30,9 @@ def run_example(
         text=True,
         timeout=600,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
+        # The checkout first on the path, as for `python -m`: the example must import this
+        # pyro, whatever an (editable) install in the environment maps it to.
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         cwd=ROOT,
         check=False,
     )

@@ -29,6 +29,11 @@ def text_of(result: Any) -> str:
     return "".join(getattr(block, "text", "") for block in result.content)
 
 
+def exec_step_of(result: dict[str, Any]) -> dict[str, Any]:
+    (step,) = [step for step in result["steps"] if step["action"] == "exec"]
+    return step
+
+
 async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     result = await client.call_tool(tool, arguments)
     assert not result.is_error, f"{tool}: {text_of(result)}"
@@ -50,11 +55,10 @@ async def test_vm_run_returns_output_and_exit_codes(guest_install: Any, pyro_sta
             client, "vm_run", environment="debian:12", command=["sh", "-c", "echo no >&2; exit 3"]
         )
     assert ok["ok"] is True and ok["exit_code"] == 0 and ok["backend"]
-    assert ok["steps"][-2]["stdout"] == "Linux\nhi\n"  # the exec step, before cleanup
+    assert exec_step_of(ok)["stdout"] == "Linux\nhi\n"
     # A failing command is a result, not a tool error.
     assert failed["ok"] is False and failed["exit_code"] == 3
-    exec_step = next(s for s in failed["steps"] if s["action"] == "exec")
-    assert exec_step["stderr"] == "no\n"
+    assert exec_step_of(failed)["stderr"] == "no\n"
     assert VMRegistry(pyro_state).list() == []
 
 
@@ -118,7 +122,7 @@ async def test_two_guest_runs_in_flight_both_complete(guest_install: Any, pyro_s
             group.start_soon(run, "two")
     for word, result in results.items():
         assert result["exit_code"] == 0
-        assert next(s for s in result["steps"] if s["action"] == "exec")["stdout"] == f"{word}\n"
+        assert exec_step_of(result)["stdout"] == f"{word}\n"
     assert results["one"]["vm_id"] != results["two"]["vm_id"]
 
 
