@@ -55,7 +55,10 @@ def network_checks() -> list[tuple[str, Status, str]]:
             ("/dev/net/tun", DEV_TUN.exists()),
             ("root", os.geteuid() == 0),
             ("ip (iproute2)", shutil.which("ip", path=sbin) is not None),
-            ("nft (nftables)", shutil.which("nft", path=sbin) is not None),
+            (
+                "nft or iptables",
+                any(shutil.which(tool, path=sbin) for tool in ("nft", "iptables")),
+            ),
         )
         if not ok
     ]

@@ -29,6 +29,7 @@ from filelock import FileLock
 
 from pyro import paths
 from pyro.errors import NetworkError, VMMError
+from pyro.net import iptables
 from pyro.net.nft import TapRules, render, table_name
 from pyro.net.slirp import parse_allow
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_POOL = "172.29.0.0/16"
 POOL_ENV = "PYRO_NET_POOL"
+FIREWALL_ENV = "PYRO_NET_FIREWALL"
 SUBNET_PREFIX = 30
 
 
@@ -55,6 +57,8 @@ class TapLease:
     owner_pid: int
     owner_ticks: float
     dns: str = ""
+    #: "nft", or "iptables" on hosts without nft (see pyro.net.iptables).
+    firewall: str = "nft"
 
     def guest_cmdline(self, hosts: tuple[tuple[str, str], ...] = ()) -> tuple[str, ...]:
         """Kernel parameters for the agent's network set-up (see net.c)."""
@@ -75,17 +79,19 @@ def _mac(index: int) -> str:
     return "02:50:59:" + ":".join(f"{(index >> s) & 0xFF:02x}" for s in (16, 8, 0))
 
 
-def _run(argv: list[str], *, netns: str | None, stdin: str | None = None) -> None:
+def _run(argv: list[str], *, netns: str | None, stdin: str | None = None) -> str:
     if netns and argv[0] == "ip":
         argv = ["ip", "-n", netns, *argv[1:]]
     elif netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     try:
-        subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True, timeout=30)
+        return subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
     except FileNotFoundError as exc:
         raise NetworkError(
             f"cannot set up the VM's network: {argv[0]} is not installed",
-            "install iproute2 and nftables (apt install iproute2 nftables)",
+            "install iproute2 and nftables or iptables (apt install iproute2 nftables)",
         ) from exc
     except subprocess.CalledProcessError as exc:
         detail = (exc.stderr or exc.stdout or "").strip().splitlines()
@@ -167,6 +173,7 @@ class TapNetwork:
                     netns=self.netns,
                     owner_pid=pid,
                     owner_ticks=start_ticks(pid),
+                    firewall=_firewall(),
                 )
                 self._lease_path(vm_id).write_text(json.dumps(asdict(lease)))
                 return lease
@@ -206,9 +213,13 @@ class TapNetwork:
                 allow=allow,
                 publish=net.publish,
             )
-            # Create-then-delete first makes the script idempotent in one transaction.
-            script = f"table ip {lease.table}\ndelete table ip {lease.table}\n" + render(rules)
-            _run([_nft(), "-f", "-"], netns=self.netns, stdin=script)
+            if lease.firewall == "nft":
+                # Create-then-delete makes the script idempotent, in one transaction.
+                script = f"table ip {lease.table}\ndelete table ip {lease.table}\n"
+                _run([_nft(), "-f", "-"], netns=self.netns, stdin=script + render(rules))
+            else:
+                for command in iptables.insert_commands(rules):
+                    _run([_which("iptables") or "iptables", *command[1:]], netns=self.netns)
             if net.policy != "off":
                 _run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], netns=self.netns)
             if net.publish:
@@ -245,15 +256,45 @@ class TapNetwork:
         netns = lease.netns if lease else self.netns
         table = lease.table if lease else table_name(vm_id)
         tap = lease.tap if lease else tap_name(vm_id)
-        with contextlib.suppress(NetworkError):
-            _run([_nft(), "delete", "table", "ip", table], netns=netns)
+        if lease is None or lease.firewall == "nft":
+            with contextlib.suppress(NetworkError):
+                _run([_nft(), "delete", "table", "ip", table], netns=netns)
+        if (lease is None or lease.firewall == "iptables") and _which("iptables-save"):
+            _drop_iptables_rules(table, netns)
         with contextlib.suppress(NetworkError):
             _run(["ip", "link", "del", tap], netns=netns)
         path.unlink(missing_ok=True)
 
 
+def _firewall() -> str:
+    """``$PYRO_NET_FIREWALL`` (nft or iptables), else nft when installed, else iptables."""
+    chosen = os.environ.get(FIREWALL_ENV, "")
+    if chosen in ("nft", "iptables"):
+        return chosen
+    if chosen:
+        raise NetworkError(
+            f"{FIREWALL_ENV}={chosen!r} is not a firewall pyro knows",
+            f"set {FIREWALL_ENV} to nft or iptables, or unset it",
+        )
+    return "nft" if _which("nft") else "iptables"
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
 def _nft() -> str:
-    return shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin") or "nft"
+    return _which("nft") or "nft"
+
+
+def _drop_iptables_rules(tag: str, netns: str | None) -> None:
+    saved = {}
+    for table in ("filter", "nat"):
+        with contextlib.suppress(NetworkError):
+            saved[table] = _run([_which("iptables-save") or "", "-t", table], netns=netns)
+    for command in iptables.delete_commands(saved, tag):
+        with contextlib.suppress(NetworkError):
+            _run([_which("iptables") or "iptables", *command[1:]], netns=netns)
 
 
 def start_ticks(pid: int) -> float:

@@ -50,6 +50,40 @@ def ruleset(netns: str) -> str:
     ).stdout
 
 
+def iptables_rules(netns: str) -> str:
+    return "".join(
+        subprocess.run(
+            ["ip", "netns", "exec", netns, "iptables-save", "-t", table],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for table in ("filter", "nat")
+    )
+
+
+def test_iptables_fallback_in_a_namespace(
+    tmp_path: Path, netns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not shutil.which("iptables-save", path=SBIN):
+        pytest.skip("iptables is not installed (apt install iptables)")
+    monkeypatch.setenv("PYRO_NET_FIREWALL", "iptables")
+    net = TapNetwork(tmp_path, netns=netns)
+    config = NetworkConfig(policy="allowlist", allow=("127.0.0.1:8080",), publish=((18080, 80),))
+    lease, _ = net.setup("e2eipt1", config)
+    try:
+        assert lease.firewall == "iptables" and lease.tap in links(netns)
+        rules = iptables_rules(netns)
+        assert f"--comment {lease.table}" in rules
+        assert f"-d {lease.host_ip}/32 -i {lease.tap} -p tcp" in rules
+        assert f"--to-destination {lease.guest_ip}:80" in rules
+    finally:
+        net.teardown("e2eipt1")
+    assert lease.tap not in links(netns)
+    assert lease.table not in iptables_rules(netns)
+    assert net.leases() == []
+
+
 def test_setup_and_teardown_in_a_namespace(tmp_path: Path, netns: str) -> None:
     net = TapNetwork(tmp_path, netns=netns)
     config = NetworkConfig(policy="allowlist", allow=("127.0.0.1:8080",), publish=((18080, 80),))

@@ -17,10 +17,12 @@ from pyro.vmm.base import NetworkConfig
 def commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     ran: list[list[str]] = []
 
-    def fake_run(argv: list[str], *, netns: str | None, stdin: str | None = None) -> None:
+    def fake_run(argv: list[str], *, netns: str | None, stdin: str | None = None) -> str:
         ran.append([*argv, *([f"<{stdin}>"] if stdin else [])])
+        return ""
 
     monkeypatch.setattr(tap, "_run", fake_run)
+    monkeypatch.setenv("PYRO_NET_FIREWALL", "nft")
     return ran
 
 
@@ -45,12 +47,14 @@ def test_setup_failure_removes_what_was_made(
 ) -> None:
     ran: list[list[str]] = []
 
-    def failing(argv: list[str], *, netns: str | None, stdin: str | None = None) -> None:
+    def failing(argv: list[str], *, netns: str | None, stdin: str | None = None) -> str:
         ran.append(argv)
         if argv[-1] == "-":  # the nft script
             raise NetworkError("nft failed")
+        return ""
 
     monkeypatch.setattr(tap, "_run", failing)
+    monkeypatch.setenv("PYRO_NET_FIREWALL", "nft")
     net = tap.TapNetwork(tmp_path)
     with pytest.raises(NetworkError):
         net.setup("vmx", NetworkConfig(policy="egress"))
@@ -114,3 +118,12 @@ def test_firecracker_gets_the_interface_and_kernel_parameters(
     }
     assert f"pyro.net={lease.guest_ip}/30,{lease.host_ip}" in calls["/boot-source"]["boot_args"]
     assert list(calls)[-1] == "/actions"
+
+
+def test_unknown_firewall_choice_is_a_clear_error(
+    tmp_path: Path, commands: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_NET_FIREWALL", "pf")
+    with pytest.raises(NetworkError, match="PYRO_NET_FIREWALL"):
+        tap.TapNetwork(tmp_path).setup("vmz", NetworkConfig(policy="egress"))
+    assert tap.TapNetwork(tmp_path).leases() == []
