@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro.errors import BootError, VMMError
+from pyro.net.ports import check_ports_free
 from pyro.net.tap import TapLease, TapNetwork
 from pyro.plan.inventory import BackendInfo
 from pyro.vmm import launch, overlay
@@ -138,6 +139,7 @@ class FirecrackerBackend:
         net_cmdline: tuple[str, ...] = ()
         net_state = workdir.parent.parent
         if config.network is not None and config.network.enabled:
+            check_ports_free(host for host, _ in config.network.publish)
             lease, hosts = TapNetwork(net_state).setup(config.vm_id, config.network)
             net_cmdline = lease.guest_cmdline(hosts)
         try:
