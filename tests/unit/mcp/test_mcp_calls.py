@@ -14,7 +14,7 @@ from mcp import Client
 from pyro.errors import NotFoundError
 from pyro.mcp.calls import CallCancelledError, Cancellation, in_thread
 from pyro.mcp.server import build_server
-from tests.unit.mcp.fakes import GUARD_S, FakePyro
+from tests.unit.mcp.mcp_fakes import GUARD_S, FakePyro
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from syrupy.assertion import SnapshotAssertion
 from pyro.mcp.profiles import PROFILES
 from pyro.mcp.server import build_server
 from pyro.sdk import Pyro
-from tests.unit.mcp.fakes import FakePyro
+from tests.unit.mcp.mcp_fakes import FakePyro
 
 pytestmark = pytest.mark.anyio
 
