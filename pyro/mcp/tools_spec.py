@@ -58,8 +58,9 @@ class SpecTools:
     async def apply(self, spec: Spec, vars: Vars = None) -> RunResult:
         """Carry out a Run spec on a real microVM: boot, copy files in, run every step, copy
         artifacts out, clean up. Returns each step's exit code and output; a failing step
-        gives ok=false and names failed_step. Same as vm_run with `spec`; for a single
-        command, vm_run with environment + command is simpler.
+        gives ok=false and names failed_step. Relative host paths (files, artifacts) are
+        relative to the server's working directory. Same as vm_run with `spec`; for a
+        single command, vm_run with environment + command is simpler.
         """
         return await self._call(
             lambda token: self.sdk.apply(spec, vars=vars or {}, on_event=token.on_event)

@@ -85,7 +85,8 @@ class VMTools:
 
         Give EITHER `environment` + `command` (optionally vcpus, memory_mib,
         timeout_seconds, network, env) OR `spec`: a full Run spec document (apiVersion
-        pyro/v1, kind Run) for several steps, files or artifacts, with optional `vars`.
+        pyro/v1, kind Run) for several steps, files or artifacts, with optional `vars`
+        (relative host paths in a spec are relative to the server's working directory).
         Use task_* tools only when later calls must see files or state left by earlier
         ones. A command that fails still returns a result (ok=false, exit_code, stderr);
         exit code 124 means it timed out.
