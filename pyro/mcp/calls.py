@@ -18,8 +18,8 @@ from typing import ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
-
 from mcp.types import CallToolResult, TextContent
+
 from pyro.errors import PyroError, SpecError, StateError
 
 P = ParamSpec("P")

@@ -8,6 +8,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
+
 from pyro.__about__ import __version__
 from pyro.mcp.calls import pyro_tool
 from pyro.mcp.profiles import DEFAULT_PROFILE, tool_names
