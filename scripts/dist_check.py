@@ -10,7 +10,8 @@
    ``pyro --version``, ``doctor --json``, ``env list``, ``validate`` + ``plan`` of the packaged
    hello example, and — when a backend can run guests and debian:12 is installed in the
    developer's cache — ``env pull debian:12`` from a local registry (filled with
-   ``pyro env push`` first), ``env inspect debian:12`` and ``run debian:12 -- git --version``.
+   ``pyro env push`` first), ``env inspect debian:12``, ``run debian:12 -- git --version``
+   and ``demo`` (the hello example, read from pyro's package data).
 5. Fails if any smoke process opened a path in the checkout: an audit hook (a
    ``sitecustomize`` in the smoke venv) records Python's own opens, imports and child
    processes; ``strace -f`` (when installed) records every process's file system calls.
@@ -241,6 +242,19 @@ def clean_env(bin_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _working_strace() -> str | None:
+    """strace, if installed, wanted and allowed to trace here (containers may forbid ptrace)."""
+    strace = shutil.which("strace")
+    if strace is None or os.environ.get("PYRO_DIST_STRACE") == "0":
+        return None
+    probe = [strace, "-f", "-qq", "--seccomp-bpf", "-e", "trace=%file", "-o", os.devnull, "true"]
+    done = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+    if done.returncode != 0:
+        say(f"strace cannot trace here ({done.stderr.decode(errors='replace').strip()[:200]})")
+        return None
+    return strace
+
+
 class Smoke:
     """Runs the installed pyro the way a user would, recording what it touches."""
 
@@ -251,7 +265,7 @@ class Smoke:
         self.audit_log = work / "audit.log"
         self.trace_dir = work / "strace"
         self.trace_dir.mkdir()
-        self.strace = shutil.which("strace") if os.environ.get("PYRO_DIST_STRACE") != "0" else None
+        self.strace = _working_strace()
         forbid = {str(REPO), os.path.realpath(REPO)}
         self.env = clean_env(
             bin_dir,
@@ -338,6 +352,10 @@ def smoke_guest(smoke: Smoke, work: Path) -> None:
         out = smoke.pyro("run", ENVIRONMENT, "--", "git", "--version", timeout=300)
         if "git version" not in out:
             raise CheckFailed(f"'pyro run {ENVIRONMENT} -- git --version' printed {out!r}")
+        # The hello example again, this time read by pyro itself from its package data.
+        out = smoke.pyro("demo", timeout=300)
+        if "hello from pyro" not in out:
+            raise CheckFailed(f"'pyro demo' printed {out!r}")
     finally:
         registry.kill()
 
