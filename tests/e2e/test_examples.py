@@ -221,6 +221,25 @@ def test_langchain_tool_schema() -> None:
 # -- configuration examples -----------------------------------------------------------------
 
 
+@pytest.mark.guest
+def test_mcp_client_snippet_in_the_config_doc_runs(guest_install: Any, pyro_state: Path) -> None:
+    text = (EXAMPLES / "mcp_client_config.md").read_text("utf-8")
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    bin_dir = str(Path(sys.executable).parent)  # where the `pyro` script is installed
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")},
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("0 git version 2."), proc.stdout
+
+
 @pytest.mark.parametrize("name", ["claude_desktop_mcp_config.json", "cursor_mcp_config.json"])
 def test_mcp_host_configs_point_at_pyro_mcp_serve(name: str) -> None:
     config = json.loads((EXAMPLES / name).read_text("utf-8"))
