@@ -298,12 +298,19 @@ class Smoke:
     def touched_checkout(self) -> list[str]:
         """Every recorded access to a path in the checkout (audit hook and strace)."""
         hits = self.audit_log.read_text().splitlines() if self.audit_log.exists() else []
-        needles = {f'"{REPO}', f'"{os.path.realpath(REPO)}'}
+        roots = {str(REPO), os.path.realpath(REPO)}
         for trace in sorted(self.trace_dir.glob("*.trace")):
-            for line in trace.read_text(errors="replace").splitlines():
-                if any(n + "/" in line or n + '"' in line for n in needles):
-                    hits.append(f"{trace.name}: {line.strip()}")
+            lines = trace.read_text(errors="replace").splitlines()
+            hits += [f"{trace.name}: {line}" for line in strace_hits(lines, roots)]
         return hits
+
+
+def strace_hits(lines: Sequence[str], roots: set[str]) -> list[str]:
+    """The strace lines naming a path that is one of ``roots`` or inside one."""
+    needles = [f'"{root.rstrip("/")}' for root in roots]
+    return [
+        line.strip() for line in lines if any(n + "/" in line or n + '"' in line for n in needles)
+    ]
 
 
 def smoke_default_path(smoke: Smoke) -> dict[str, object]:

@@ -152,3 +152,16 @@ def test_dist_check_audit_hook_records_only_checkout_paths(tmp_path: Path) -> No
     assert ["os.listdir", str(forbidden)] in events
     assert ["subprocess.Popen", str(forbidden)] in events
     assert all(not path.endswith("outside.txt") for _, path in events)
+
+
+def test_dist_check_strace_hits_name_checkout_paths_only() -> None:
+    from scripts.dist_check import strace_hits
+
+    lines = [
+        '7 openat(AT_FDCWD, "/src/pyro/pyro/data/examples/hello.yaml", O_RDONLY) = 3',
+        '7 newfstatat(AT_FDCWD, "/src/pyro", {st_mode=S_IFDIR|0755, ...}, 0) = 0',
+        '7 openat(AT_FDCWD, "/src/pyro-other/x", O_RDONLY) = 3',
+        '7 openat(AT_FDCWD, "/tmp/venv/lib/pyro/data/examples/hello.yaml", O_RDONLY) = 3',
+        '7 openat(AT_FDCWD, "hello.yaml", O_RDONLY) = 3',
+    ]
+    assert strace_hits(lines, {"/src/pyro"}) == lines[:2]
