@@ -6,13 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 import pytest
+from helpers.guest import vmm_processes
 from mcp import Client, StdioServerParameters
+
+from pyro.vms import VMRegistry
 
 ROOT = Path(__file__).parents[2]
 SERVE = [sys.executable, "-m", "pyro.cli", "mcp", "serve"]
@@ -195,3 +199,58 @@ def test_unknown_profile_is_a_usage_error() -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "everything" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.guest
+def test_host_disconnecting_mid_call_leaves_no_vm(guest_install: Any, pyro_state: Path) -> None:
+    """The host quits (stdin EOF) while vm_run runs: the server deletes the VM and exits."""
+    registry = VMRegistry(pyro_state)
+    proc = subprocess.Popen(
+        SERVE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        for message in (
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "1"},
+                },
+            },
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {
+                    "name": "vm_run",
+                    "arguments": {"environment": "debian:12", "command": "sleep 600"},
+                },
+            },
+        ):
+            proc.stdin.write(json.dumps(message) + "\n")
+            proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        deadline = time.monotonic() + 300  # deadlock guard only
+        while not any(r.state == "running" for r in registry.list()):
+            assert time.monotonic() < deadline, "the VM never came up"
+            time.sleep(0.1)
+        proc.stdin.close()
+        proc.stdout.read()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert registry.list() == []
+    assert vmm_processes(str(pyro_state)) == []
