@@ -149,6 +149,9 @@ def test_allowlist_reaches_only_the_listed_destination(
             # A listed name resolves (via /etc/hosts) to its forward and reaches the server.
             code, out = guest.sh("getent hosts " + name)
             assert code == 0 and out.split()[0] == "10.0.2.100", out
+            # The image's own entries stay; ours are marked so the next boot replaces them.
+            code, out = guest.sh("cat /etc/hosts")
+            assert "127.0.0.1\tlocalhost" in out and f"\t{name}\t# pyro-net" in out
             assert guest.sh(GET, name, first) == (0, f"hello from host port {first}\n")
 
 

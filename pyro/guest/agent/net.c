@@ -137,7 +137,15 @@ static void write_hosts(const char *spec)
 		ssize_t n = read(fd, old, sizeof old - 1);
 		close(fd);
 		old[n > 0 ? n : 0] = 0;
+		if (n == (ssize_t)sizeof old - 1) {
+			/* Rewriting would cut the file short: leave a huge /etc/hosts alone. */
+			logmsg("network: /etc/hosts is larger than %zu bytes; not changed",
+			       sizeof old - 1);
+			return;
+		}
 	}
+	if ((!spec || !*spec) && strstr(old, HOSTS_MARK) == NULL)
+		return; /* nothing to add, nothing of ours to remove */
 	out[0] = 0;
 	char *save = NULL;
 	for (char *line = strtok_r(old, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
