@@ -225,3 +225,31 @@ def test_sdk_run_without_network_cannot_connect(
 
 def record_states(state: Path) -> list[VMState]:
     return [r.state for r in VMRegistry(state).list()]
+
+
+def test_restarted_vm_keeps_one_copy_of_its_host_entries(
+    guest_install: Any, pyro_state: Path
+) -> None:
+    registry = VMRegistry(pyro_state)
+    record = registry.create(
+        environment="debian:12",
+        environment_digest=guest_install.digest,
+        kernel=guest_install.kernel,
+        initrd=build_agent_initrd(),
+        rootfs=guest_install.rootfs,
+        backend="qemu-tcg",
+        vcpus=1,
+        memory_mib=256,
+        network={"policy": "allowlist", "allow": ["pkg.example:443"]},
+    )
+    try:
+        for _ in range(2):
+            _, client = registry.start(record.id)
+            with client:
+                hosts = client.exec(["cat", "/etc/hosts"], timeout_s=30).stdout.decode()
+                client.exec(["sync"], timeout_s=30)
+            registry.stop(record.id)
+            assert hosts.count("pkg.example") == 1, hosts
+            assert "10.0.2.100\tpkg.example\t# pyro-net" in hosts
+    finally:
+        registry.delete(record.id)
