@@ -80,10 +80,12 @@ def _mac(index: int) -> str:
 
 
 def _run(argv: list[str], *, netns: str | None, stdin: str | None = None) -> str:
-    if netns and argv[0] == "ip":
-        argv = ["ip", "-n", netns, *argv[1:]]
+    # ip, nft, sysctl live in /usr/sbin, which a non-login root shell may lack on PATH.
+    argv = [_which(argv[0]) or argv[0], *argv[1:]]
+    if netns and Path(argv[0]).name == "ip":
+        argv = [argv[0], "-n", netns, *argv[1:]]
     elif netns:
-        argv = ["ip", "netns", "exec", netns, *argv]
+        argv = [_which("ip") or "ip", "netns", "exec", netns, *argv]
     try:
         return subprocess.run(
             argv, input=stdin, capture_output=True, text=True, check=True, timeout=30
