@@ -227,6 +227,9 @@ int get_pump(void)
 			tlv_int(&g_out, G_SIZE, (int64_t)x->size);
 			frame_end(&g_out, f);
 			drop(x);
+			/* The main loop built its poll set before this OK was queued: without
+			 * another turn it would block with the frame unsent (small files). */
+			active = 1;
 		} else {
 			size_t f = frame_begin(&g_out, T_CHUNK, x->id);
 			buf_put(&g_out, data, (size_t)n);
