@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,28 @@ def ok(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def create(*args: str) -> str:
-    task_id = ok("task", "create", ENV, "--id-only", *args).stdout.strip()
-    assert len(task_id) == 12, task_id
-    return task_id
+@pytest.fixture
+def created(pyro_state: Path) -> Iterator[list[str]]:
+    """Ids of the tasks a test made; deleted at teardown even when the test failed."""
+    ids: list[str] = []
+    yield ids
+    for task_id in ids:
+        pyro("task", "delete", task_id)
+
+
+@pytest.fixture
+def create(guest_install: Any, created: list[str]) -> Callable[..., str]:
+    def make(*args: str) -> str:
+        task_id = ok("task", "create", ENV, "--id-only", *args).stdout.strip()
+        assert len(task_id) == 12, task_id
+        created.append(task_id)
+        return task_id
+
+    return make
 
 
 def test_state_persists_across_processes_and_reset_restores_it(
-    guest_install: Any, pyro_state: Path, tmp_path: Path
+    create: Callable[..., str], pyro_state: Path, tmp_path: Path
 ) -> None:
     seed = tmp_path / "seed"
     (seed / "src").mkdir(parents=True)
@@ -91,7 +106,7 @@ def test_state_persists_across_processes_and_reset_restores_it(
     assert "did not exist" in ok("task", "delete", task_id).stdout
 
 
-def test_stop_start_boots_from_the_same_disk(guest_install: Any, pyro_state: Path) -> None:
+def test_stop_start_boots_from_the_same_disk(create: Callable[..., str], pyro_state: Path) -> None:
     task_id = create()
     ok("task", "exec", task_id, "--", "sh", "-c", "echo kept > /workspace/k; echo root > /root/r")
     stopped = json.loads(ok("task", "stop", task_id, "--json").stdout)["task"]
@@ -102,7 +117,7 @@ def test_stop_start_boots_from_the_same_disk(guest_install: Any, pyro_state: Pat
 
 
 def test_a_secret_appears_nowhere_on_the_host(
-    guest_install: Any, pyro_state: Path, tmp_path: Path
+    create: Callable[..., str], pyro_state: Path, tmp_path: Path
 ) -> None:
     secret = "s3cr3t-value-e2e-7f1b"
     secret_file = tmp_path / "token"
@@ -139,7 +154,7 @@ def test_a_secret_appears_nowhere_on_the_host(
     ok("task", "delete", task_id)
 
 
-def test_two_tasks_do_not_see_each_other(guest_install: Any, pyro_state: Path) -> None:
+def test_two_tasks_do_not_see_each_other(create: Callable[..., str], pyro_state: Path) -> None:
     first, second = create(), create()
     ok("task", "exec", first, "--", "sh", "-c", "echo one > mine.txt")
     ok("task", "exec", second, "--", "sh", "-c", "echo two > mine.txt")
@@ -153,7 +168,7 @@ def test_two_tasks_do_not_see_each_other(guest_install: Any, pyro_state: Path) -
 
 
 def test_files_are_binary_safe_through_the_file_protocol(
-    guest_install: Any, pyro_state: Path, tmp_path: Path
+    create: Callable[..., str], pyro_state: Path, tmp_path: Path
 ) -> None:
     task_id = create()
     payload = os.urandom(3 * 1024 * 1024 + 17)
@@ -177,7 +192,7 @@ def test_files_are_binary_safe_through_the_file_protocol(
 
 
 def test_a_task_whose_vmm_died_shows_stopped_with_the_reason(
-    guest_install: Any, pyro_state: Path
+    create: Callable[..., str], pyro_state: Path
 ) -> None:
     task_id = create()
     pid = json.loads(ok("task", "status", task_id, "--json").stdout)["task"]["pid"]
@@ -190,7 +205,7 @@ def test_a_task_whose_vmm_died_shows_stopped_with_the_reason(
 
 
 def test_bad_seed_is_refused_before_anything_boots(
-    guest_install: Any, pyro_state: Path, tmp_path: Path
+    create: Callable[..., str], pyro_state: Path, tmp_path: Path
 ) -> None:
     seed = tmp_path / "seed"
     seed.mkdir()
