@@ -31,6 +31,8 @@ KERNEL_SOURCE_DIR = Path("/usr/src")
 BUILD_TOOLS = {
     "mmdebstrap": "mmdebstrap",
     "mkfs.ext4": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "dumpe2fs": "e2fsprogs",
     "dpkg-query": "dpkg",
     "make": "make",
     "gcc": "gcc",
