@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -77,7 +78,7 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
         ("snapshots", ", ".join(info.snapshots) or "-"),
         (
             "last command",
-            f"#{last.seq} {' '.join(last.argv)} -> exit {last.exit_code} "
+            f"#{last.seq} {shlex.join(last.argv)} -> exit {last.exit_code} "
             f"({last.duration_ms} ms, {_ago(last.finished_at)})"
             if last
             else "-",
@@ -226,7 +227,7 @@ def logs(task_id: str, tail: int | None, as_json: bool) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.started_at))
         result = f"exit {e.exit_code}" if e.error is None else f"error: {e.error}"
         click.echo(
-            f"#{e.seq} {stamp} [{e.cwd}] {' '.join(e.argv)} -> {result} ({e.duration_ms} ms)"
+            f"#{e.seq} {stamp} [{e.cwd}] {shlex.join(e.argv)} -> {result} ({e.duration_ms} ms)"
         )
         for stream, text in (("stdout", e.stdout), ("stderr", e.stderr)):
             for line in text.splitlines():
