@@ -204,11 +204,13 @@ class TaskManager:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def client(self, task_id: str) -> AgentClient:
-        """An agent connection to the task's VM, booting it from its disk when stopped.
+    def client(self, task_id: str, *, boot: bool = True) -> AgentClient:
+        """An agent connection to the task's VM, booting it from its disk when stopped
+        (unless ``boot`` is false). Callers should prefer :meth:`session`.
 
         Raises:
             NotFoundError: no such task.  BootError: it did not come up.
+            StateError: it is not running and ``boot`` is false.
         """
         record, _ = self.get(task_id)
         if record.state is VMState.RUNNING:
@@ -216,8 +218,10 @@ class TaskManager:
                 return self.registry.connect(task_id)
             except StateError:
                 # Its VMM died since the last reap (now recorded as stopped): boot it again.
-                if self.get(task_id)[0].state is VMState.RUNNING:
+                if not boot or self.get(task_id)[0].state is VMState.RUNNING:
                     raise
+        if not boot:
+            raise StateError(f"task {task_id} is not running")
         try:
             _, client = self.registry.start(task_id)
         except StateError:  # another process started it meanwhile
@@ -225,9 +229,13 @@ class TaskManager:
         self.touch(task_id)
         return client
 
+    def _session_lock(self, task_id: str) -> FileLock:
+        self.registry.locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.registry.locks / f"task-{task_id}.session.lock"))
+
     @contextlib.contextmanager
     def session(self, task_id: str, *, wait: float = SESSION_WAIT_S) -> Iterator[AgentClient]:
-        """The task's agent connection, one user at a time.
+        """The task's agent connection, one user at a time (booting a stopped task).
 
         QEMU's agent socket serves one connection at a time: a second one would hang in its
         hello. Callers queue on a per-task lock instead, so concurrent execs run in turn.
@@ -235,8 +243,7 @@ class TaskManager:
         Raises:
             StateError: another command kept the task busy for more than ``wait`` seconds.
         """
-        self.registry.locks.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.registry.locks / f"task-{task_id}.session.lock"))
+        lock = self._session_lock(task_id)
         try:
             lock.acquire(timeout=wait)
         except Timeout as exc:
@@ -265,20 +272,42 @@ class TaskManager:
     def stop(self, task_id: str, *, reason: str = "stopped by user") -> TaskInfo:
         """Sync and power the guest off, then make sure the VMM is gone; the disk stays.
 
+        A command still running after ``STOP_TIMEOUT_S`` is cut off (and journaled so).
+
         Raises:
             NotFoundError: no such task.
         """
+        self._stop(task_id, reason=reason, wait=STOP_TIMEOUT_S, force=True)
+        return self.status(task_id)
+
+    def _stop(self, task_id: str, *, reason: str, wait: float, force: bool) -> bool:
+        """Stop the task; when a command holds its session past ``wait``, stop anyway only
+        if ``force``. Returns whether it was stopped."""
         record, _ = self.get(task_id)
-        if record.state is VMState.RUNNING:
+        if record.state is not VMState.RUNNING:
+            self.registry.stop(task_id, reason=record.reason or reason)
+            return True
+        lock: FileLock | None = self._session_lock(task_id)
+        try:
+            assert lock is not None
+            lock.acquire(timeout=wait)
+        except Timeout:
+            if not force:
+                return False
+            lock = None
+        try:
             # The agent syncs the guest's page cache to its disk before powering off;
             # QMP quit alone would lose writes the guest has not flushed yet.
             with (
                 contextlib.suppress(PyroError, OSError),
-                self.session(task_id, wait=STOP_TIMEOUT_S) as client,
+                self.client(task_id, boot=False) as client,
             ):
                 client.shutdown(timeout_s=STOP_TIMEOUT_S)
-        self.registry.stop(task_id, reason=reason)
-        return self.status(task_id)
+            self.registry.stop(task_id, reason=reason)
+        finally:
+            if lock is not None:
+                lock.release()
+        return True
 
     def delete(self, task_id: str) -> bool:
         """Remove the VM, its disk, journal, secrets and snapshots. False if it did not exist.
@@ -316,8 +345,10 @@ class TaskManager:
                 meta = self.meta(record.id, record)
                 idle = meta.idle_timeout_seconds
                 if idle is not None and now - meta.last_activity_at > idle:
-                    self.stop(record.id, reason=f"idle for more than {idle} s (idle timeout)")
-                    stopped.append(record.id)
+                    # A command still running holds the session: the task is not idle.
+                    reason = f"idle for more than {idle} s (idle timeout)"
+                    if self._stop(record.id, reason=reason, wait=0, force=False):
+                        stopped.append(record.id)
         return stopped
 
     # -- journal --------------------------------------------------------------------------

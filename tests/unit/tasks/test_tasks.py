@@ -189,3 +189,17 @@ def test_a_busy_task_makes_the_next_command_wait_then_fail_clearly(
         assert "pyro task stop" in info.value.hint
     with manager.session(task_id, wait=0.2) as client:
         assert client.exec(["echo", "free"]).stdout == b"free\n"
+
+
+def test_a_task_running_a_long_command_is_not_idle(
+    manager: TaskManager, make_task: MakeTask, registry: FakeRegistry
+) -> None:
+    from filelock import FileLock
+
+    task_id = make_task(idle=60)
+    _, meta = manager.get(task_id)
+    manager.save_meta(task_id, meta.model_copy(update={"last_activity_at": time.time() - 61}))
+    with FileLock(str(registry.locks / f"task-{task_id}.session.lock")):
+        assert manager.reap_idle() == []  # a command holds the session
+    assert manager.status(task_id).state == "running"
+    assert manager.reap_idle() == [task_id]
