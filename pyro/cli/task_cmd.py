@@ -124,9 +124,11 @@ def create(
     as_json: bool,
 ) -> None:
     """Create and boot a task of ENVIRONMENT; prints its id."""
-    from pyro.tasks_secrets import parse_secret_items
+    from pyro.tasks_secrets import Redactor, parse_secret_items
 
     values = parse_secret_items(secrets, secret_files)
+    # A crash log records sys.argv: keep --secret values out of it.
+    sys.argv[:] = Redactor(values).all(sys.argv)
     if not as_json and not id_only:
         click.echo(f"[task] phase=create environment={environment}", err=True)
     info = _pyro().create_task(

@@ -114,3 +114,25 @@ def test_sync_push_and_export(run: CliRunner, make_task: MakeTask, tmp_path: Pat
     assert code == 0 and "1 files" in out
     code, _, _ = invoke(run, "export", task_id, "/srv/app", "--output", str(tmp_path / "back"))
     assert code == 0 and (tmp_path / "back" / "d" / "f.txt").read_text() == "content"
+
+
+def test_create_keeps_secret_values_out_of_argv_for_crash_logs(
+    run: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))  # where the crash log goes
+
+    seen: list[list[str]] = []
+
+    def fake_create(self: object, environment: str, **options: object) -> None:
+        seen.append(list(sys.argv))
+        raise RuntimeError("boom")  # a bug: the CLI writes a crash log with sys.argv
+
+    monkeypatch.setattr(FakePyro, "create_task", fake_create)
+    monkeypatch.setattr(sys, "argv", ["pyro", "task", "create", "e", "--secret", "K=value-1234"])
+    code, _, err = invoke(run, "create", "e", "--secret", "K=value-1234")
+    assert code == 3 and "internal error" in err
+    assert seen == [["pyro", "task", "create", "e", "--secret", "K=[REDACTED:K]"]]
+    [log] = (tmp_path / "logs").iterdir()
+    assert "value-1234" not in log.read_text()
