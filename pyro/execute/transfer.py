@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: Copy-out of a whole guest directory stops past this many files (a hostile guest could
 #: otherwise make the host write without end).
 MAX_COPY_OUT_FILES = 100_000
+#: Copy-out of one file stops past this many bytes (``/dev/zero`` never ends).
+MAX_COPY_OUT_BYTES = 16 << 30
 
 
 @dataclass
@@ -151,7 +153,7 @@ def _get(
     tmp = dest.with_name(f".{dest.name}.pyro-partial")
     try:
         with tmp.open("wb") as f:
-            stats.bytes += client.get_file(guest, f)
+            stats.bytes += client.get_file(guest, f, max_bytes=MAX_COPY_OUT_BYTES)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
