@@ -1,4 +1,4 @@
-"""Where pyro keeps things on the host: cache (environments, kernels, agent) and state (VMs, tasks)."""
+"""Where pyro keeps things on the host: cache (environments, kernels, agent), state (VMs, tasks)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ pyro command calls :meth:`VMRegistry.reap` first, so a VM whose owner died (kill
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import secrets
@@ -386,9 +387,9 @@ class VMRegistry:
             )
         )
 
-    def reap(self) -> list[str]:
+    def reap(self) -> builtins.list[str]:
         """Clean up after the dead: owners gone, VMMs gone, TTLs over. Returns reaped ids."""
-        reaped: list[str] = []
+        reaped: builtins.list[str] = []
         now = time.time()
         for record in self.list():
             if record.ephemeral and not _process_alive(record.owner_pid, record.owner_started):

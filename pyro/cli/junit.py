@@ -62,7 +62,8 @@ def render_junit(result: RunResult) -> bytes:
     suites = ET.Element("testsuites")
     suites.append(suite)
     ET.indent(suites)
-    return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
+    data: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
 
 
 def write_junit(result: RunResult, path: Path) -> None:

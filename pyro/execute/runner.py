@@ -299,7 +299,7 @@ def _exec(run: _Run, step: ExecStep) -> StepResult:
         id=step.id,
         action="exec",
         name=step.name,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         exit_code=code,
         signal=result.signal,
         stdout=result.stdout.decode("utf-8", "replace"),

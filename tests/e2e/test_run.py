@@ -15,7 +15,6 @@ from typing import Any
 
 import psutil
 import pytest
-
 from helpers.guest import vmm_processes
 
 pytestmark = pytest.mark.guest
@@ -25,7 +24,12 @@ PYRO = [sys.executable, "-m", "pyro.cli"]
 
 def pyro(*args: str, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*PYRO, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
+        [*PYRO, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
     )
 
 
@@ -33,8 +37,12 @@ def test_git_version_with_phase_markers(guest_install: Any, pyro_state: Path) ->
     proc = pyro("run", "debian:12", "--", "git", "--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("git version 2.39"), proc.stdout
-    for marker in ("[run] phase=create environment=debian:12", "[run] phase=start vm_id=",
-                   "[run] phase=execute vm_id=", "[run] phase=cleanup vm_id="):
+    for marker in (
+        "[run] phase=create environment=debian:12",
+        "[run] phase=start vm_id=",
+        "[run] phase=execute vm_id=",
+        "[run] phase=cleanup vm_id=",
+    ):
         assert marker in proc.stderr, proc.stderr
     assert "[run] environment=debian:12 backend=qemu-tcg exit_code=0 duration_ms=" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -77,7 +85,9 @@ def test_flood_is_capped_and_host_stays_small(guest_install: Any, pyro_state: Pa
     assert peak < 250 * (1 << 20), f"pyro's RSS peaked at {peak >> 20} MiB for a 50 MB flood"
 
 
-def test_timeout_kills_command_and_keeps_partial_output(guest_install: Any, pyro_state: Path) -> None:
+def test_timeout_kills_command_and_keeps_partial_output(
+    guest_install: Any, pyro_state: Path
+) -> None:
     proc = pyro("run", "--timeout-seconds", "8", "debian:12", "--", "echo before; sleep 1000")
     assert proc.returncode == 124, proc.stderr
     assert proc.stdout == "before\n"
@@ -102,7 +112,9 @@ spec:
   env: {WHO: pyro}
   files: [{source: in, target: /workspace/in}]
   steps:
-    - {name: hash, run: "sha256sum in/blob.bin > out.txt && echo $WHO-$(pwd) >> out.txt", cwd: /workspace}
+    - name: hash
+      run: "sha256sum in/blob.bin > out.txt && echo $WHO-$(pwd) >> out.txt"
+      cwd: /workspace
     - {name: copy, argv: [cp, /workspace/in/blob.bin, /workspace/blob.out]}
   artifacts:
     - {source: /workspace/out.txt, target: out/}
@@ -156,8 +168,14 @@ def test_agent_never_ready_is_a_clear_error_and_nothing_leaks(
     broken.write_bytes(b"this is not an initramfs")
     registry = VMRegistry(pyro_state)
     record = registry.create(
-        environment="debian:12", environment_digest=guest_install.digest, kernel=guest_install.kernel,
-        initrd=broken, rootfs=guest_install.rootfs, backend="qemu-tcg", vcpus=1, memory_mib=256,
+        environment="debian:12",
+        environment_digest=guest_install.digest,
+        kernel=guest_install.kernel,
+        initrd=broken,
+        rootfs=guest_install.rootfs,
+        backend="qemu-tcg",
+        vcpus=1,
+        memory_mib=256,
     )
     with pytest.raises(BootError) as caught:
         registry.start(record.id, boot_timeout=15)
@@ -168,8 +186,12 @@ def test_agent_never_ready_is_a_clear_error_and_nothing_leaks(
 
 
 def test_kill_9_mid_run_is_reaped_by_the_next_command(guest_install: Any, pyro_state: Path) -> None:
-    child = subprocess.Popen([*PYRO, "run", "debian:12", "--", "sleep 600"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [*PYRO, "run", "debian:12", "--", "sleep 600"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert child.stderr is not None
     for line in child.stderr:
         if "phase=execute" in line:

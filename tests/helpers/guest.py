@@ -29,9 +29,9 @@ def vmm_processes(marker: str) -> list[psutil.Process]:
             if not (name.startswith("qemu-system") or name.startswith("firecracker")):
                 continue
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if marker in cmdline or marker in (proc.info["cwd"] or ""):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+            mentioned = marker in cmdline or marker in (proc.info["cwd"] or "")
+            if mentioned and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
         except psutil.Error:
             continue
     return found
@@ -50,7 +50,9 @@ def guest_install() -> Any:
 
 
 @pytest.fixture
-def pyro_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def pyro_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("PYRO_STATE_DIR", str(state))
     yield state
