@@ -8,7 +8,8 @@ PACKAGES=(
   linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev xz-utils  # guest kernel
   musl-tools cpio                       # the static guest agent and its initramfs
   docker-registry                       # a real OCI registry on loopback for tests
-  zstd iproute2 nftables                # layer compression; network plumbing
+  zstd iproute2 nftables iptables       # layer compression; network plumbing (nft, iptables fallback)
+  strace                                # dist-check proves nothing reads the source checkout
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
