@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 environments: setup
 	$(PYRO) env pull debian:12
 
+# The build tests reuse the kernel `environments` just built (a cache hit, not a second build).
 test: setup environments
-	$(BIN)/pytest
+	PYRO_TEST_BUILD_CACHE="$$($(BIN)/python -c 'from pyro.paths import cache_dir; print(cache_dir())')" \
+		$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check pyro tests
