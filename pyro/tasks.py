@@ -297,12 +297,14 @@ class TaskManager:
             lock = None
         try:
             # The agent syncs the guest's page cache to its disk before powering off;
-            # QMP quit alone would lose writes the guest has not flushed yet.
-            with (
-                contextlib.suppress(PyroError, OSError),
-                self.client(task_id, boot=False) as client,
-            ):
-                client.shutdown(timeout_s=STOP_TIMEOUT_S)
+            # QMP quit alone would lose writes the guest has not flushed yet. Without the
+            # session (a command holds the one agent connection) only QMP quit is left.
+            if lock is not None:
+                with (
+                    contextlib.suppress(PyroError, OSError),
+                    self.client(task_id, boot=False) as client,
+                ):
+                    client.shutdown(timeout_s=STOP_TIMEOUT_S)
             self.registry.stop(task_id, reason=reason)
         finally:
             if lock is not None:
