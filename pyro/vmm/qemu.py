@@ -176,6 +176,55 @@ class QemuBackend:
                 hint="the VM may have exited; check 'pyro vm status ID'",
             ) from exc
 
+    # -- snapshots (pyro.vmm.snapshot decides when; these only move the bytes) -------------
+
+    def save_state(self, handle: VMHandle, state: Path, disk: Path, *, timeout: float) -> None:
+        """Pause the guest, write its RAM + device state to ``state`` and a copy of its disk
+        at that instant to ``disk``, then let it run on. See :mod:`pyro.vmm.qemu_snapshot`.
+
+        Raises:
+            VMMError: when QEMU refuses or the migration fails or times out.
+        """
+        from pyro.vmm.qemu_snapshot import save_state
+
+        save_state(handle, state, disk, overlay_name=OVERLAY, qmp_sock=QMP_SOCK, timeout=timeout)
+
+    def restore(
+        self, config: VMConfig, state: Path, disk: Path, *, timeout: float = 30.0
+    ) -> VMHandle:
+        """Start QEMU with ``-incoming defer`` over a fresh overlay backed by ``disk`` and
+        feed it ``state``; the guest runs on from the save as soon as the state is loaded.
+
+        Raises:
+            VMMError: when the overlay cannot be made, QEMU exits or refuses the state.
+        """
+        from pyro.vmm.qemu_snapshot import feed_state, restore_overlay
+
+        workdir = config.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        remove_files(workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE, OVERLAY))
+        restore_overlay(disk, workdir / OVERLAY)
+        argv = [*build_argv(config, accel=self.accel, binary=self.binary), "-incoming", "defer"]
+        proc = launch.start_process(
+            argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / VMM_LOG
+        )
+        handle = VMHandle(
+            vm_id=config.vm_id,
+            backend=self.name,
+            pid=proc.pid,
+            workdir=workdir,
+            agent_endpoint=AGENT_SOCK,
+            started_at=now(),
+            start_ticks=process_start(proc.pid),
+            ephemeral=config.ephemeral,
+        )
+        try:
+            feed_state(handle, state, qmp_sock=QMP_SOCK, timeout=timeout)
+        except BaseException:
+            self.kill(handle)
+            raise
+        return handle
+
     def is_alive(self, handle: VMHandle) -> bool:
         launch.trim_serial_log(handle.workdir / SERIAL_LOG)
         return vmm_process(handle) is not None

@@ -25,6 +25,7 @@
 #define VMADDR_CID_ANY 0xffffffffu
 #define VSOCK_PORT 1024
 #define RNDADDENTROPY 0x40085203
+#define RNDRESEEDCRNG 0x5207 /* _IO('R', 0x07) */
 
 struct sockaddr_vm_compat {
 	unsigned short svm_family;
@@ -305,6 +306,11 @@ void apply_hello_host_state(int64_t time_ns, const uint8_t *seed, uint32_t seed_
 		if (fd >= 0) {
 			if (ioctl(fd, RNDADDENTROPY, &ent) != 0)
 				logmsg("cannot seed the RNG: %s", strerror(errno));
+			/* Once the CRNG is ready, new entropy only reaches it at the next timed
+			 * reseed; a VM restored from a snapshot must not repeat its sibling's
+			 * random bytes, so reseed now. */
+			else if (ioctl(fd, RNDRESEEDCRNG) != 0)
+				logmsg("cannot reseed the RNG: %s", strerror(errno));
 			close(fd);
 		}
 	}
