@@ -253,7 +253,10 @@ def export_path(client: AgentClient, path: str, output: Path) -> SyncResult:
         if top.kind == "d":
             _export_dir(client, path, output, result)
         elif top.kind == "f":
-            result.bytes += _export_file(client, path, output, top.mode & 0o777)
+            # Like cp: a file exported to an existing folder lands inside it.
+            target = output / posixpath.basename(path) if output.is_dir() else output
+            result.dest = str(target)
+            result.bytes += _export_file(client, path, target, top.mode & 0o777)
             result.files += 1
         else:
             raise UsageError(

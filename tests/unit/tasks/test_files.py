@@ -98,6 +98,8 @@ def test_upload_then_export_round_trips_bytes(tree: Path, tmp_path: Path) -> Non
     single = tmp_path / "single.sh"
     export_path(agent, "/workspace/src/run.sh", single)
     assert single.read_bytes() == guest.files["/workspace/src/run.sh"]
+    into = export_path(agent, "/workspace/README", out)  # an existing folder: lands inside
+    assert into.dest == str(out / "README") and (out / "README").read_text() == "hello\n"
 
 
 def test_list_entries_of_a_folder_and_of_a_file(tree: Path) -> None:
