@@ -27,6 +27,7 @@ from pyro.plan.inventory import (
     Inventory,
     KvmKind,
     RemoteEnvironment,
+    SavedGuest,
 )
 from pyro.spec.model import EnvironmentSpec
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
@@ -78,13 +79,15 @@ def gather_inventory(
                 catalog[ref] = entry
     installed = _installed()
     remote = _resolve(refs, catalog, installed) if resolve_remote else []
+    backends = _backends()
     return Inventory(
         host=_host(),
-        backends=_backends(),
+        backends=backends,
         installed=installed,
         catalog=sorted(catalog.values(), key=lambda entry: entry.ref),
         remote=remote,
         agent_digest=_agent_digest(),
+        snapshots=_snapshots(backends),
     )
 
 
@@ -229,6 +232,27 @@ def _agent_digest() -> str | None:
     if agent_digest is None:
         return None
     return cast(str | None, agent_digest())
+
+
+def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:
+    """Saved ready guests whose VMM version the host still has (pyro.vmm.snapshot);
+    none when warm starts are off (``PYRO_WARM=0``, ``--cold``)."""
+    warm_enabled = _optional("pyro.vmm.snapshot", "warm_enabled")
+    store = _optional("pyro.vmm.snapshot", "SnapshotStore")
+    if warm_enabled is None or store is None or not warm_enabled():
+        return []
+    versions = {info.name: info.version for info in backends if info.usable}
+    return [
+        SavedGuest(
+            environment_digest=key.environment_digest,
+            agent_digest=key.agent_digest,
+            backend=key.backend,
+            vcpus=key.vcpus,
+            memory_mib=key.memory_mib,
+        )
+        for key in store().saved()
+        if versions.get(key.backend) == key.vmm_version
+    ]
 
 
 # --- registries -------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from pyro.errors import BootError, NotFoundError, PyroError, StateError
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
-    from pyro.vmm.base import Backend, VMHandle
+    from pyro.vmm.base import Backend, VMConfig, VMHandle
+    from pyro.vmm.snapshot import Snapshot
 
 BOOT_TIMEOUT_S = 60.0
 SERIAL_TAIL_LINES = 25
@@ -232,13 +233,18 @@ class VMRegistry:
         return VMHandle.from_dict(record.handle)
 
     def start(
-        self, vm_id: str, *, boot_timeout: float = BOOT_TIMEOUT_S
+        self,
+        vm_id: str,
+        *,
+        boot_timeout: float = BOOT_TIMEOUT_S,
+        snapshot: Snapshot | None = None,
     ) -> tuple[VMRecord, AgentClient]:
-        """Boot the VM and wait for its agent's hello.
+        """Boot the VM (or restore it from ``snapshot``) and wait for its agent's hello.
 
         Raises:
             StateError: the VM is already running.
             BootError: the guest did not answer in time (the VM is stopped again).
+            VMMError: ``snapshot`` was given and the backend cannot restore, or refused it.
         """
         from pyro.guest.client import AgentClient
         from pyro.vmm.base import NetworkConfig, VMConfig
@@ -259,7 +265,10 @@ class VMRegistry:
                 network=NetworkConfig.from_dict(record.network),
                 ephemeral=not record.detached,
             )
-            handle = backend.spawn(config)
+            if snapshot is None:
+                handle = backend.spawn(config)
+            else:
+                handle = _restore(backend, config, snapshot)
             record = record.model_copy(
                 update={
                     "handle": handle.to_dict(),
@@ -442,6 +451,16 @@ class VMRegistry:
             return ""
         text = data.decode("utf-8", "replace").replace("\r", "")
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _restore(backend: Backend, config: VMConfig, snapshot: Snapshot) -> VMHandle:
+    """Start ``config``'s VM from a saved guest (pyro.vmm.snapshot; QEMU only)."""
+    from pyro.errors import VMMError
+    from pyro.vmm.qemu import QemuBackend
+
+    if not isinstance(backend, QemuBackend):
+        raise VMMError(f"backend {backend.name} cannot restore saved VMs")
+    return backend.restore(config, snapshot.state, snapshot.disk)
 
 
 def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = None) -> None:

@@ -6,6 +6,7 @@ Human mode streams guest stdout/stderr to ours and writes phase markers to stder
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -89,6 +90,13 @@ def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
     raise SystemExit(result.exit_code or 0)
 
 
+def _force_cold(cold: bool) -> None:
+    # Through the environment, so the inventory (no saved guests: the plan says cold) and
+    # the runner (no save after the boot) both see it without threading a flag through.
+    if cold:
+        os.environ["PYRO_WARM"] = "0"  # pyro.vmm.snapshot.WARM_ENV
+
+
 @click.command(context_settings={"allow_interspersed_args": True})
 @click.argument("environment")
 @click.argument("command", nargs=-1, required=True)
@@ -102,6 +110,11 @@ def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
 @click.option(
     "--env", "env_items", multiple=True, metavar="K=V", help="Environment variable for the command."
 )
+@click.option(
+    "--cold",
+    is_flag=True,
+    help="Boot the kernel even if a saved ready guest could be restored (sets PYRO_WARM=0).",
+)
 @json_option
 @handle_errors
 def run(
@@ -113,6 +126,7 @@ def run(
     network: str,
     backend: str | None,
     env_items: tuple[str, ...],
+    cold: bool,
     as_json: bool,
 ) -> None:
     """Run CMD in a fresh microVM of ENVIRONMENT, then delete the VM.
@@ -127,6 +141,7 @@ def run(
     """
     from pyro.sdk import Pyro
 
+    _force_cold(cold)
     argv: str | list[str] = list(command)
     if len(command) == 1 and SHELL_CHARS.search(command[0]):
         argv = command[0]
@@ -156,6 +171,11 @@ def run(
 )
 @click.option("--run", "run_name", metavar="NAME", help="Which Run document of FILE to apply.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
+@click.option(
+    "--cold",
+    is_flag=True,
+    help="Boot the kernel even if a saved ready guest could be restored (sets PYRO_WARM=0).",
+)
 @json_option
 @handle_errors
 def apply(
@@ -164,6 +184,7 @@ def apply(
     vars_file: str | None,
     run_name: str | None,
     junit: str | None,
+    cold: bool,
     as_json: bool,
 ) -> None:
     """Plan the Run spec in FILE and carry it out on a real guest.
@@ -173,6 +194,7 @@ def apply(
     """
     from pyro.sdk import Pyro
 
+    _force_cold(cold)
     reporter = Reporter(as_json)
     source: Any = file
     if file.endswith(".json"):

@@ -27,7 +27,7 @@ from pyro.plan.model import (
     Plan,
     PullStep,
 )
-from pyro.vms import BOOT_TIMEOUT_S, VMRegistry
+from pyro.vms import BOOT_TIMEOUT_S, VMRecord, VMRegistry
 
 if TYPE_CHECKING:
     from pyro.environments.cache import Install
@@ -75,6 +75,7 @@ class _Run:
     timed_out: bool = False
     error: PyroError | None = None
     vm_kept: bool = False
+    boot_mode: str | None = None
 
     @property
     def deadline(self) -> float:
@@ -142,7 +143,7 @@ def _do_step(run: _Run, step: Any) -> None:
                 id=step.id,
                 action=step.action,
                 status="ok",
-                message=f"vm {run.vm_id} ({step.backend})",
+                message=f"vm {run.vm_id} ({step.backend}, {run.boot_mode or step.mode})",
             )
         elif isinstance(step, CopyInStep):
             stats = transfer.copy_in(_client(run), run.options.base_dir, step.source, step.target)
@@ -257,7 +258,34 @@ def _boot(run: _Run, step: BootStep) -> None:
     run.vm_id = record.id
     run.event("run", "start", vm_id=record.id)
     timeout = min(BOOT_TIMEOUT_S, max(1.0, run.remaining()))
-    _, run.client = run.registry.start(record.id, boot_timeout=timeout)
+    run.boot_mode, run.client = _start(run, step, record, keep=keep, timeout=timeout)
+
+
+def _start(
+    run: _Run, step: BootStep, record: VMRecord, *, keep: bool, timeout: float
+) -> tuple[str, AgentClient]:
+    """Restore a saved guest when the plan says so, else boot cold (and save one)."""
+    from pyro.execute import warm
+    from pyro.vmm.snapshot import restorable, warm_enabled
+
+    allowed = warm_enabled() and restorable(
+        network_policy=step.network.policy, publish=bool(step.network.publish), kept=keep
+    )
+    if not allowed:
+        _, client = run.registry.start(record.id, boot_timeout=timeout)
+        return "cold", client
+
+    def note(status: str) -> None:
+        run.event("run", "snapshot", vm_id=record.id, status=status)
+
+    return warm.start(
+        run.registry,
+        record,
+        restore=step.mode == "restore",
+        save=True,
+        boot_timeout=timeout,
+        event=note,
+    )
 
 
 def _exec(run: _Run, step: ExecStep) -> StepResult:

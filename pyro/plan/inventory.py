@@ -70,6 +70,17 @@ class RemoteEnvironment(_Data):
     digest: str
 
 
+class SavedGuest(_Data):
+    """A saved ready guest (pyro.vmm.snapshot) that passed the cheap check, for a VMM
+    version the host still has: a boot of this shape can restore instead of booting."""
+
+    environment_digest: str
+    agent_digest: str
+    backend: str
+    vcpus: int
+    memory_mib: int
+
+
 class Inventory(_Data):
     host: HostInfo
     backends: list[BackendInfo] = []
@@ -78,4 +89,7 @@ class Inventory(_Data):
     remote: list[RemoteEnvironment] = []
     agent_digest: str | None = Field(
         default=None, description="sha256:... of the guest agent initrd."
+    )
+    snapshots: list[SavedGuest] = Field(
+        default=[], description="Saved ready guests (empty when warm starts are off)."
     )

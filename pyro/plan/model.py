@@ -105,7 +105,11 @@ class BootStep(_Data):
     )
     agent_digest: str | None = Field(description="None: the agent initramfs is built on apply.")
     network: PlanNetwork
-    mode: Literal["cold"] = "cold"
+    mode: Literal["cold", "restore"] = Field(
+        default="cold",
+        description="cold: boot the kernel; restore: resume a saved ready guest of this "
+        "environment and shape (falls back to cold if the snapshot turns out invalid).",
+    )
 
 
 class CopyInStep(_Data):

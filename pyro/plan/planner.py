@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pyro.errors import PlanError
 from pyro.plan.inventory import BackendInfo, CatalogEnvironment, InstalledEnvironment, Inventory
@@ -101,6 +101,7 @@ def plan(
                 allow=list(body.network.allow),
                 publish=[{"host": p.host, "guest": p.guest} for p in body.network.publish],
             ),
+            mode=_boot_mode(body, inventory, backend, vcpus, memory_mib, _install_digest(resolved)),
         )
     )
     steps += [
@@ -140,6 +141,35 @@ def plan(
         timeout_seconds=body.timeout_seconds,
         steps=steps,
     )
+
+
+def _boot_mode(
+    body: RunSpecBody,
+    inventory: Inventory,
+    backend: str | None,
+    vcpus: int,
+    memory_mib: int,
+    environment_digest: str | None,
+) -> Literal["cold", "restore"]:
+    """``restore`` when a saved ready guest of exactly this shape is in the inventory and
+    the run may use one (network off, nothing published, VM deleted afterwards: see
+    pyro.vmm.snapshot.restorable); else ``cold``."""
+    if (
+        environment_digest is None
+        or body.network.policy.value != "off"
+        or body.network.publish
+        or body.cleanup.value != "always"
+    ):
+        return "cold"
+    for saved in inventory.snapshots:
+        if (
+            saved.environment_digest == environment_digest
+            and saved.agent_digest == inventory.agent_digest
+            and saved.backend == backend
+            and (saved.vcpus, saved.memory_mib) == (vcpus, memory_mib)
+        ):
+            return "restore"
+    return "cold"
 
 
 def _install_digest(resolved: _Resolved | None) -> str | None:

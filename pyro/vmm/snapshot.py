@@ -1,0 +1,274 @@
+"""Saved ready guests ("warm starts"): a VM saved right after its agent's hello, restored
+by later runs instead of booting.
+
+Layout: ``$PYRO_CACHE_DIR/snapshots/<key digest>/`` holds
+
+``state``       QEMU's migration stream (guest RAM + device state)
+``disk.qcow2``  the VM's disk at the same instant (qcow2 over the environment's rootfs)
+``meta.json``   the key's fields and the size and sha256 of both files (written last)
+
+A snapshot is **content-addressed**: its directory is named by the digest of everything
+that must match for the saved state to be meaningful (:class:`SnapshotKey`); a change of
+environment, kernel, agent, VMM version, machine shape or kernel command line is a new key.
+It is **atomic**: built in a temp directory under a per-key file lock and renamed into
+place. It is **validated before use**: a missing, truncated or altered file fails the
+check, the snapshot is discarded and the run boots cold (and saves a new one).
+
+Only the key's creator holds the per-key lock, and nobody waits for it: a run that finds
+the lock taken boots cold without saving, so concurrent runs never serialise here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from pyro import paths
+
+FORMAT = 1
+STATE = "state"
+DISK = "disk.qcow2"
+META = "meta.json"
+FILES = (STATE, DISK)
+#: ``PYRO_WARM=0`` turns warm starts off (no restore, no save); ``--cold`` sets it per run.
+WARM_ENV = "PYRO_WARM"
+_HASH_CHUNK = 1 << 20
+
+
+def warm_enabled() -> bool:
+    """False when ``PYRO_WARM=0`` (or ``false``/``no``/``off``) is set."""
+    value = os.environ.get(WARM_ENV, "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def restorable(*, network_policy: str, publish: bool, kept: bool) -> bool:
+    """Whether a run of this shape may start from (or save) a snapshot.
+
+    Only network policy ``off`` without published ports: the user-mode network's state
+    (slirp connections, DHCP lease) is not verified to survive a restore. Only VMs deleted
+    after the run: a kept VM's disk would stay backed by the snapshot's disk, which a
+    rebuild of the snapshot replaces.
+    """
+    return network_policy == "off" and not publish and not kept
+
+
+@dataclass(frozen=True)
+class SnapshotKey:
+    """Everything a saved guest depends on. Paths name content-addressed cache entries."""
+
+    environment_digest: str
+    agent_digest: str
+    backend: str
+    vmm_version: str
+    vcpus: int
+    memory_mib: int
+    kernel: str
+    rootfs: str
+    cmdline: str
+
+    def digest(self) -> str:
+        """Hex digest naming the snapshot's directory."""
+        body = json.dumps({"format": FORMAT, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:40]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SnapshotKey | None:
+        """The key recorded in a meta.json, or None when it is malformed."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            values = {f.name: data[f.name] for f in fields(cls)}
+        except KeyError:
+            return None
+        if not all(isinstance(values[n], int) for n in ("vcpus", "memory_mib")):
+            return None
+        if not all(isinstance(v, str | int) for v in values.values()):
+            return None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot that passed :meth:`SnapshotStore.find`'s check."""
+
+    dir: Path
+    key: SnapshotKey
+
+    @property
+    def state(self) -> Path:
+        return self.dir / STATE
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / DISK
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:`` of a file's bytes.
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def check(directory: Path, key: SnapshotKey | None, *, verify: bool) -> str | None:
+    """Why the snapshot in ``directory`` must not be used, or None when it is fine.
+
+    ``key`` None accepts any well-formed key. Sizes are always compared; ``verify`` also
+    hashes both files (≈ 20 ms for a 512 MiB guest's 24 MB of state).
+    """
+    try:
+        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "meta.json is missing"
+    except (OSError, ValueError) as exc:
+        return f"meta.json is unreadable: {exc}"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return "meta.json has another format"
+    recorded = SnapshotKey.from_dict(meta.get("key"))
+    if recorded is None:
+        return "meta.json has no valid key"
+    if key is not None and recorded != key:
+        return "it was saved for another key"
+    if recorded.digest() != directory.name:
+        return "its directory does not match its key"
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        return "meta.json lists no files"
+    for name in FILES:
+        entry = files.get(name)
+        if not isinstance(entry, dict):
+            return f"meta.json does not list {name}"
+        try:
+            size = (directory / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != entry.get("size"):
+            return f"{name} has {size} bytes, not {entry.get('size')}"
+        if verify:
+            try:
+                digest = file_digest(directory / name)
+            except OSError as exc:
+                return f"{name} is unreadable: {exc.strerror}"
+            if digest != entry.get("sha256"):
+                return f"{name} does not match its recorded digest"
+    return None
+
+
+class SnapshotStore:
+    """The snapshots under ``<cache>/snapshots``."""
+
+    def __init__(self, cache_root: Path | None = None) -> None:
+        self.root = (cache_root or paths.cache_dir()) / "snapshots"
+
+    def path(self, key: SnapshotKey) -> Path:
+        return self.root / key.digest()
+
+    def find(self, key: SnapshotKey, *, verify: bool = True) -> Snapshot | None:
+        """The valid snapshot for ``key``; an invalid one is discarded (None is returned)."""
+        directory = self.path(key)
+        if not directory.is_dir():
+            return None
+        if check(directory, key, verify=verify) is not None:
+            self.discard(key)
+            return None
+        return Snapshot(directory, key)
+
+    def saved(self) -> list[SnapshotKey]:
+        """Keys of the snapshots that pass the cheap check (sizes, no hashing)."""
+        found: list[SnapshotKey] = []
+        if not self.root.is_dir():
+            return found
+        for child in sorted(self.root.iterdir()):
+            if child.name.startswith(".") or check(child, None, verify=False) is not None:
+                continue
+            key = _read_key(child)
+            if key is not None:
+                found.append(key)
+        return found
+
+    def discard(self, key: SnapshotKey) -> None:
+        """Remove the snapshot of ``key`` if present.
+
+        Renamed away first, so no reader sees a half-deleted directory; VMs running from
+        it keep their open files (QEMU holds the backing disk open).
+        """
+        trash = self.root / f".trash-{key.digest()}-{secrets.token_hex(4)}"
+        try:
+            os.rename(self.path(key), trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def creating(self, key: SnapshotKey) -> Iterator[Path | None]:
+        """A fresh work directory to save ``key`` into, or None when another process is
+        saving it right now (the caller then just goes on without saving).
+
+        Publish the work with :meth:`publish` inside the block; whatever is left is removed.
+        """
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(locks / f"{key.digest()}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield None
+            return
+        work = self.root / f".tmp-{key.digest()}-{secrets.token_hex(4)}"
+        try:
+            # Holding the key's lock: leftovers of a creator that was killed are ours to remove.
+            for stale in self.root.glob(f".tmp-{key.digest()}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            work.mkdir()
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            lock.release()
+
+    def publish(self, key: SnapshotKey, work: Path) -> Snapshot:
+        """Record sizes and digests of the files in ``work`` and move it into place.
+
+        Raises:
+            OSError: when the files cannot be read or the rename fails.
+        """
+        meta = {
+            "format": FORMAT,
+            "key": asdict(key),
+            "created_at": time.time(),
+            "files": {
+                name: {"size": (work / name).stat().st_size, "sha256": file_digest(work / name)}
+                for name in FILES
+            },
+        }
+        tmp = work / f"{META}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, work / META)
+        target = self.path(key)
+        self.discard(key)  # an invalid leftover; a valid one cannot exist while we hold the lock
+        os.rename(work, target)
+        return Snapshot(target, key)
+
+
+def _read_key(directory: Path) -> SnapshotKey | None:
+    try:
+        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return SnapshotKey.from_dict(meta.get("key")) if isinstance(meta, dict) else None

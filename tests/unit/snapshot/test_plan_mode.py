@@ -1,0 +1,73 @@
+"""The planner picks ``boot (restore)`` only for a saved guest of exactly the run's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from unit.plan.fixtures import AGENT_DIGEST, INSTALLED_DIGEST, inventory, run_spec
+
+from pyro.plan.inventory import SavedGuest
+from pyro.plan.model import BootStep
+from pyro.plan.planner import plan
+from pyro.plan.render import render_text
+
+SAVED = SavedGuest(
+    environment_digest=INSTALLED_DIGEST,
+    agent_digest=AGENT_DIGEST,
+    backend="qemu-tcg",
+    vcpus=1,
+    memory_mib=768,
+)
+
+
+def boot(result: Any) -> BootStep:
+    return next(s for s in result.steps if isinstance(s, BootStep))
+
+
+def test_matching_snapshot_plans_a_restore() -> None:
+    result = plan(run_spec(), inventory("installed", snapshots=[SAVED]))
+    assert result.applyable
+    assert boot(result).mode == "restore"
+    assert "network=off restore" in render_text(result)
+
+
+def test_no_snapshot_plans_a_cold_boot() -> None:
+    result = plan(run_spec(), inventory("installed"))
+    assert boot(result).mode == "cold"
+    assert "network=off cold" in render_text(result)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"environment_digest": "sha256:" + "9" * 64},
+        {"agent_digest": "sha256:" + "9" * 64},
+        {"backend": "qemu-kvm"},
+        {"vcpus": 2},
+        {"memory_mib": 512},
+    ],
+)
+def test_snapshot_of_another_shape_is_not_used(change: dict[str, Any]) -> None:
+    other = SAVED.model_copy(update=change)
+    assert boot(plan(run_spec(), inventory("installed", snapshots=[other]))).mode == "cold"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"network": {"policy": "egress"}},
+        {"network": {"publish": [{"host": 18080, "guest": 80}]}},
+        {"cleanup": "never"},
+        {"cleanup": "on-success"},
+    ],
+)
+def test_runs_that_must_boot_cold(spec: dict[str, Any]) -> None:
+    result = plan(run_spec(**spec), inventory("installed", snapshots=[SAVED]))
+    assert boot(result).mode == "cold"
+
+
+def test_environment_still_to_be_pulled_boots_cold() -> None:
+    pulled = SAVED.model_copy(update={"memory_mib": 512})
+    result = plan(run_spec(), inventory("pullable", snapshots=[pulled]))
+    assert boot(result).mode == "cold"
