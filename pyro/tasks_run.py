@@ -78,9 +78,10 @@ def create(
 
     for name, value in secrets.items():
         check_secret(name, value)
-    for label, what in ((options.ttl_seconds, "ttl"), (options.idle_timeout_seconds, "idle")):
-        if label is not None and label <= 0:
-            raise UsageError(f"the {what} timeout must be a positive number of seconds")
+    _check_range("vcpus", options.vcpus, 1, 32)
+    _check_range("memory_mib", options.memory_mib, 128, 65536)
+    _check_range("ttl_seconds", options.ttl_seconds, 1, None)
+    _check_range("idle_timeout_seconds", options.idle_timeout_seconds, 1, None)
     # Scan the seed first: a bad folder is refused before anything boots.
     plan = scan_tree(Path(options.seed_path)) if options.seed_path else None
     install = service.pull(environment)
@@ -125,6 +126,13 @@ def create(
     return manager.status(task_id)
 
 
+def _check_range(what: str, value: int | None, low: int, high: int | None) -> None:
+    """Raises: UsageError: ``value`` is given and outside [low, high] (the Run spec's limits)."""
+    if value is not None and (value < low or (high is not None and value > high)):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{what} is {value}; it must be {bound}", f"give {what} {bound}")
+
+
 def exec_command(
     manager: TaskManager,
     task_id: str,
@@ -146,6 +154,7 @@ def exec_command(
         StateError/GuestError: the VM broke during the command (journaled too).
     """
     argv = argv_of(command)
+    _check_range("timeout_seconds", timeout_seconds, 1, None)
     _, meta = manager.get(task_id)
     store = SecretStore(manager.dir(task_id))
     redact = Redactor(store.load())

@@ -203,3 +203,18 @@ def test_a_task_running_a_long_command_is_not_idle(
         assert manager.reap_idle() == []  # a command holds the session
     assert manager.status(task_id).state == "running"
     assert manager.reap_idle() == [task_id]
+
+
+def test_out_of_range_arguments_are_usage_errors(manager: TaskManager, make_task: MakeTask) -> None:
+    from pyro.tasks_run import TaskCreateOptions, create
+
+    for options in (
+        TaskCreateOptions(vcpus=0),
+        TaskCreateOptions(memory_mib=64),
+        TaskCreateOptions(ttl_seconds=0),
+        TaskCreateOptions(idle_timeout_seconds=-5),
+    ):
+        with pytest.raises(UsageError, match="must be"):
+            create(manager, "debian:12", options, {})
+    with pytest.raises(UsageError, match="timeout_seconds is 0"):
+        exec_command(manager, make_task(), ["true"], timeout_seconds=0)
