@@ -173,13 +173,20 @@ def exec_command(
     begun = time.monotonic()
     try:
         result = _run(manager, task_id, argv, full_env, workdir, timeout_seconds, streams)
-    except PyroError as exc:
-        exc.summary = redact(exc.summary)
-        exc.args = (exc.summary,)
+    except BaseException as exc:
+        # Journal every command that ran or may have run, also when it was interrupted.
+        if isinstance(exc, PyroError):
+            exc.summary = redact(exc.summary)
+            exc.args = (exc.summary,)
+            error = exc.summary
+        elif isinstance(exc, KeyboardInterrupt):
+            error = "interrupted on the host (the command was cancelled)"
+        else:
+            error = redact(f"{type(exc).__name__}: {exc}")
         finished = time.time()
         fields.update(
             exit_code=None,
-            error=exc.summary,
+            error=error,
             finished_at=finished,
             duration_ms=int((finished - started) * 1000),
         )

@@ -71,6 +71,8 @@ class FakeAgent:
             out = f"{cwd}\n".encode()
         elif argv[0] == "false":
             code = 1
+        elif argv[0] == "interrupt":
+            raise KeyboardInterrupt
         elif argv[0] == "crash":
             raise GuestError("guest agent connection closed (crash: test)")
         elif argv[0] == "fail-stderr":

@@ -82,6 +82,14 @@ def test_a_broken_exec_is_journaled_with_its_error(
         exec_command(manager, task_id, ["crash"])
     [entry] = manager.logs(task_id)
     assert entry.exit_code is None and entry.error is not None and "crash" in entry.error
+    with pytest.raises(KeyboardInterrupt):
+        exec_command(manager, task_id, ["interrupt"])
+    last = manager.logs(task_id)[-1]
+    assert (last.seq, last.exit_code, last.error) == (
+        2,
+        None,
+        "interrupted on the host (the command was cancelled)",
+    )
 
 
 def test_exec_boots_a_stopped_task_from_its_disk(
