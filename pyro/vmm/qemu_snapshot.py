@@ -39,6 +39,11 @@ def _session(handle: VMHandle, qmp_sock: str, *, wait: float = 0.0) -> Iterator[
 
     deadline = time.monotonic() + wait
     with launch.short_dir(handle.workdir) as short:
+        # Wait for QEMU to create the socket first: qemu.qmp logs every failed connect.
+        while not os.path.exists(f"{short}/{qmp_sock}") and time.monotonic() < deadline:
+            if vmm_process(handle) is None:
+                break
+            time.sleep(0.002)
         while True:
             monitor = QEMUMonitorProtocol(f"{short}/{qmp_sock}")
             try:
