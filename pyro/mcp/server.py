@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,9 @@ from pyro.__about__ import __version__
 from pyro.mcp.calls import pyro_tool
 from pyro.mcp.profiles import DEFAULT_PROFILE, tool_names
 from pyro.mcp.schema import embed_spec_schema
+from pyro.mcp.tools_env import EnvTools
 from pyro.mcp.tools_spec import SpecTools
+from pyro.mcp.tools_task import TaskTools
 from pyro.mcp.tools_vm import VMTools
 from pyro.sdk import Pyro
 
@@ -79,9 +82,6 @@ SPEC_PARAMETERS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 def tool_functions(sdk: Pyro) -> dict[str, Callable[..., Any]]:
     """Every tool's implementation by name (unwrapped: errors still raise)."""
-    from pyro.mcp.tools_env import EnvTools
-    from pyro.mcp.tools_task import TaskTools
-
     functions: dict[str, Callable[..., Any]] = {}
     for group in (VMTools(sdk), SpecTools(sdk), TaskTools(sdk), EnvTools(sdk)):
         for name in ANNOTATIONS:
@@ -98,7 +98,7 @@ def make_tool(name: str, function: Callable[..., Any]) -> Tool:
     tool = Tool.from_function(
         pyro_tool(function),
         name=name,
-        description=_dedent(function.__doc__ or ""),
+        description=inspect.cleandoc(function.__doc__ or ""),
         annotations=ANNOTATIONS[name],
         structured_output=True,
     )
@@ -116,7 +116,7 @@ def build_server(profile: str = DEFAULT_PROFILE, *, sdk: Pyro | None = None) -> 
     """
     names = tool_names(profile)
     functions = tool_functions(sdk or Pyro())
-    tools = [make_tool(name, functions[name]) for name in names if name in functions]
+    tools = [make_tool(name, functions[name]) for name in names]
     return MCPServer(
         name="pyro",
         title="pyro microVMs",
@@ -125,9 +125,3 @@ def build_server(profile: str = DEFAULT_PROFILE, *, sdk: Pyro | None = None) -> 
         tools=tools,
         log_level="WARNING",
     )
-
-
-def _dedent(text: str) -> str:
-    import inspect
-
-    return inspect.cleandoc(text)
