@@ -5,13 +5,17 @@ Ratios compare figures from the same run, so they hold across machines of differ
 
 * ``floor_s``      the same kernel + rootfs + agent booted by a minimal direct QEMU
                    invocation, to the agent's hello plus one exec (no pyro on the path)
-* ``cold_run_s``   ``pyro run debian:12 -- true`` (environment cached), whole CLI process
-* ``cold_vs_floor`` = cold_run_s / floor_s (median over median)
+* ``cold_run_s``   ``pyro run --cold debian:12 -- true`` (environment cached, kernel boot
+                   forced), whole CLI process
+* ``warm_run_s``   ``pyro run debian:12 -- true`` restoring the saved ready guest (one run
+                   before the timing saves it); every timed run must report a restore
+* ``cold_vs_floor`` = cold_run_s / floor_s; ``warm_vs_cold`` = warm_run_s / cold_run_s
 * ``plan_s``, ``validate_s``, ``help_s``: CLI wall times of ``pyro plan examples/hello.yaml``,
   ``pyro validate examples/hello.yaml`` and ``pyro --help``
 * ``cached_pull_s`` pulling an installed environment through the SDK (no blob request)
 * ``task_exec_rtt_s`` ``exec_task(id, "true")`` through the SDK on a running task
-* ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` one after another / all at once;
+* ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` (default: warm) one after another / all
+  at once;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
 * ``vmm_rss_mb``   QEMU's resident memory with a booted guest
 * ``net_host_to_guest_mbps`` / ``net_guest_to_host_mbps``: HTTP throughput under policy
@@ -64,6 +68,14 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     if check and proc.returncode != 0:
         raise SystemExit(f"bench: pyro {' '.join(args)} failed:\n{proc.stderr.decode()}")
     return proc
+
+
+def run_true(mode: str | None, *flags: str) -> None:
+    """``pyro run [flags] debian:12 -- true``; fails the bench if the boot was not ``mode``."""
+    proc = cli("run", "--json", *flags, ENV, "--", "true")
+    boot = next(s for s in json.loads(proc.stdout)["steps"] if s["id"] == "boot")
+    if mode is not None and not boot["message"].endswith(f", {mode})"):
+        raise SystemExit(f"bench: expected a {mode} boot, got {boot['message']!r}")
 
 
 def floor_once(install: Any, initrd: Path) -> tuple[float, float]:
@@ -173,7 +185,9 @@ def main() -> int:
         rss.append(mb)
     figures["floor_s"] = stats(floor_samples)
     figures["vmm_rss_mb"] = stats(rss)
-    figures["cold_run_s"] = stats(timed(lambda: cli("run", ENV, "--", "true"), runs))
+    figures["cold_run_s"] = stats(timed(lambda: run_true("cold", "--cold"), runs))
+    run_true(None)  # saves the ready guest if there is none yet
+    figures["warm_run_s"] = stats(timed(lambda: run_true("restore"), runs))
 
     def task_rtt() -> list[float]:
         from pyro import Pyro
@@ -209,6 +223,7 @@ def main() -> int:
     cores = os.cpu_count() or 1
     ratio = lambda a, b: round(figures[a]["median"] / figures[b]["median"], 3)  # noqa: E731
     results["cold_vs_floor"] = ratio("cold_run_s", "floor_s")
+    results["warm_vs_cold"] = ratio("warm_run_s", "cold_run_s")
     results["concurrent_throughput_ratio"] = round(
         figures["serial8_s"]["median"] / figures["concurrent8_s"]["median"] / min(8, cores), 3
     )
@@ -221,7 +236,12 @@ def main() -> int:
     for key in sorted(figures):
         f = figures[key]
         print(f"{key:<{width}}  {f['median']:>9.4f} {f['min']:>9.4f} {f['max']:>9.4f}  {f['runs']}")
-    for key in ("cold_vs_floor", "concurrent_throughput_ratio", "concurrent8_failures"):
+    for key in (
+        "cold_vs_floor",
+        "warm_vs_cold",
+        "concurrent_throughput_ratio",
+        "concurrent8_failures",
+    ):
         print(f"{key}: {results.get(key)}")
     print(f"backend: {results['backend']}  host: {results['host']}  → {args.output}")
     return 0
