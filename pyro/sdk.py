@@ -6,13 +6,14 @@ Every method returns pydantic models (``.model_dump()`` gives plain data) and ra
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro.errors import UsageError
+from pyro.errors import SpecError, UsageError
 from pyro.sdk_env import EnvironmentMethods
 from pyro.sdk_task import TaskMethods
 from pyro.sdk_vm import VMMethods
@@ -82,16 +83,29 @@ def prepare(
     return Prepared(runs[0], environments)
 
 
-def make_plan(prepared: Prepared) -> Plan:
-    """Gather the inventory and plan (the planner itself is pure)."""
+def make_plan(prepared: Prepared, *, resolve_remote: bool = True) -> Plan:
+    """Gather the inventory and plan (the planner itself is pure).
+
+    ``resolve_remote=False`` asks no registry for digests (a pull is planned without one).
+    """
     from pyro.inventory import gather_inventory
     from pyro.plan.planner import plan as plan_run
 
-    inventory = gather_inventory(
-        refs=[prepared.run.spec.environment],
-        base_dir=prepared.loaded.base_dir,
-        local_environments=prepared.environments,
-    )
+    try:
+        inventory = gather_inventory(
+            refs=[prepared.run.spec.environment],
+            base_dir=prepared.loaded.base_dir,
+            local_environments=prepared.environments,
+            resolve_remote=resolve_remote,
+        )
+    except SpecError as exc:
+        # An Environment document of this file (or one it names) cannot be built from:
+        # say which file, since the builder only saw the document.
+        issues = [
+            issue if issue.file else dataclasses.replace(issue, file=prepared.loaded.source_name)
+            for issue in exc.issues
+        ]
+        raise SpecError(issues, exc.hint) from exc
     return plan_run(prepared.loaded, inventory, environments=prepared.environments)
 
 

@@ -7,14 +7,13 @@ only reads options, picks the documents and prints. Errors go through
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.vars import parse_vars, vars_options
-from pyro.errors import SpecError, UsageError
+from pyro.errors import SpecError
 
 
 @click.command()
@@ -92,57 +91,10 @@ def plan(
     as_json: bool,
 ) -> None:
     """Show what applying the Run spec in FILE would do (exit 1 when it is not applyable)."""
-    from pyro.inventory import gather_inventory
-    from pyro.plan.planner import plan as make_plan
-    from pyro.spec.load import load_spec_documents
-    from pyro.spec.model import EnvironmentSpec, RunSpec
+    from pyro.sdk import make_plan, prepare
 
     variables = parse_vars(var_items, vars_file)
-    documents = load_spec_documents(file, vars=variables)
-    runs = [doc for doc in documents if isinstance(doc.spec, RunSpec)]
-    if run_name is not None:
-        runs = [doc for doc in runs if doc.spec.metadata.name == run_name]
-    if len(runs) != 1:
-        names = ", ".join(
-            doc.spec.metadata.name for doc in documents if isinstance(doc.spec, RunSpec)
-        )
-        if run_name is not None:
-            raise UsageError(
-                f"{file} has no Run document named '{run_name}'",
-                f"Run documents in the file: {names or 'none'}",
-            )
-        if not runs:
-            raise UsageError(
-                f"{file} has no Run document to plan",
-                "an Environment spec is built with 'pyro env build FILE'",
-            )
-        raise UsageError(
-            f"{file} has {len(runs)} Run documents ({names})", "choose one with --run NAME"
-        )
-    loaded = runs[0]
-    environments = {
-        doc.spec.metadata.name: doc.spec
-        for doc in documents
-        if isinstance(doc.spec, EnvironmentSpec)
-    }
-    run = loaded.spec
-    assert isinstance(run, RunSpec)
-    try:
-        inventory = gather_inventory(
-            refs=[run.spec.environment],
-            resolve_remote=not offline,
-            base_dir=loaded.base_dir,
-            local_environments=environments,
-        )
-    except SpecError as exc:
-        # An Environment document of this file (or one it names) cannot be built from:
-        # say which file, since the builder only saw the document.
-        issues = [
-            issue if issue.file else dataclasses.replace(issue, file=loaded.source_name)
-            for issue in exc.issues
-        ]
-        raise SpecError(issues, exc.hint) from exc
-    result = make_plan(loaded, inventory, environments=environments)
+    result = make_plan(prepare(file, vars=variables, run_name=run_name), resolve_remote=not offline)
     if as_json:
         from pyro.plan.model import render_json
 
