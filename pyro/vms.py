@@ -455,12 +455,17 @@ class VMRegistry:
 
 def _restore(backend: Backend, config: VMConfig, snapshot: Snapshot) -> VMHandle:
     """Start ``config``'s VM from a saved guest (pyro.vmm.snapshot; QEMU only)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from pyro.errors import VMMError
     from pyro.vmm.qemu import QemuBackend
 
     if not isinstance(backend, QemuBackend):
         raise VMMError(f"backend {backend.name} cannot restore saved VMs")
-    return backend.restore(config, snapshot.state, snapshot.disk)
+    # Hash the snapshot while QEMU starts; QEMU gets the state only once it checked out.
+    with ThreadPoolExecutor(1, thread_name_prefix="pyro-snapshot-verify") as pool:
+        verified = pool.submit(snapshot.verify)
+        return backend.restore(config, snapshot.state, snapshot.disk, before_load=verified.result)
 
 
 def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = None) -> None:

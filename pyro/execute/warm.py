@@ -82,7 +82,7 @@ def start(
     key = snapshot_key(record) if (restore or save) else None
     store = snapshots.SnapshotStore()
     if key is not None and restore:
-        found = store.find(key)
+        found = store.find(key, verify=False)  # hashed while QEMU starts (VMRegistry.start)
         if found is None:
             event("missing")
         else:

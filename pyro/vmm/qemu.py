@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,10 +191,18 @@ class QemuBackend:
         save_state(handle, state, disk, overlay_name=OVERLAY, qmp_sock=QMP_SOCK, timeout=timeout)
 
     def restore(
-        self, config: VMConfig, state: Path, disk: Path, *, timeout: float = 30.0
+        self,
+        config: VMConfig,
+        state: Path,
+        disk: Path,
+        *,
+        timeout: float = 30.0,
+        before_load: Callable[[], object] | None = None,
     ) -> VMHandle:
         """Start QEMU with ``-incoming defer`` over a fresh overlay backed by ``disk`` and
         feed it ``state``; the guest runs on from the save as soon as the state is loaded.
+        ``before_load`` runs once QEMU is started, before it gets the state; if it raises,
+        QEMU is killed and the exception propagates.
 
         Raises:
             VMMError: when the overlay cannot be made, QEMU exits or refuses the state.
@@ -219,6 +228,8 @@ class QemuBackend:
             ephemeral=config.ephemeral,
         )
         try:
+            if before_load is not None:
+                before_load()
             feed_state(handle, state, qmp_sock=QMP_SOCK, timeout=timeout)
         except BaseException:
             self.kill(handle)

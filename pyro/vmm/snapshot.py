@@ -35,6 +35,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from pyro import paths
+from pyro.errors import VMMError
 
 FORMAT = 1
 STATE = "state"
@@ -112,6 +113,20 @@ class Snapshot:
     @property
     def disk(self) -> Path:
         return self.dir / DISK
+
+    def verify(self) -> None:
+        """Hash both files against meta.json (the full check :meth:`SnapshotStore.find`
+        does by default; a restore may run it while the VMM starts).
+
+        Raises:
+            VMMError: when the snapshot must not be used.
+        """
+        reason = check(self.dir, self.key, verify=True)
+        if reason is not None:
+            raise VMMError(
+                f"the saved VM in {self.dir} is damaged: {reason}",
+                hint="it is discarded; the next cold boot saves a new one",
+            )
 
 
 def file_digest(path: Path) -> str:

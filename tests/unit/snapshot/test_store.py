@@ -172,3 +172,17 @@ def test_only_unnetworked_deleted_vms_restore() -> None:
     assert not restorable(network_policy="egress", publish=False, kept=False)
     assert not restorable(network_policy="off", publish=True, kept=False)
     assert not restorable(network_policy="off", publish=False, kept=True)
+
+
+def test_verify_raises_a_pyro_error_for_a_damaged_snapshot(tmp_path: Path) -> None:
+    from pyro.errors import VMMError
+
+    store = SnapshotStore(tmp_path)
+    saved(store)
+    found = store.find(KEY, verify=False)
+    assert found is not None
+    found.verify()  # intact: no error
+    (found.dir / DISK).write_bytes(b"DISK" * 100)  # same size, other bytes
+    assert store.find(KEY, verify=False) is not None  # the cheap check cannot tell
+    with pytest.raises(VMMError, match="does not match its recorded digest"):
+        found.verify()
