@@ -14,8 +14,10 @@ a fresh overlay over the rootfs alone.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,53 +33,89 @@ FD_NAME = "pyro-snapshot"
 QMP_READY_S = 10.0
 
 
-@contextlib.contextmanager
-def _session(handle: VMHandle, qmp_sock: str, *, wait: float = 0.0) -> Iterator[Any]:
-    """One QMP connection (fds passed with getfd belong to the connection that sent them)."""
-    from qemu.qmp import QMPError
-    from qemu.qmp.legacy import QEMUMonitorProtocol
+class _Qmp:
+    """A minimal synchronous QMP client: one connection, commands answered in order.
 
-    deadline = time.monotonic() + wait
-    with launch.short_dir(handle.workdir) as short:
-        # Wait for QEMU to create the socket first: qemu.qmp logs every failed connect.
-        while not os.path.exists(f"{short}/{qmp_sock}") and time.monotonic() < deadline:
-            if vmm_process(handle) is None:
-                break
-            time.sleep(0.002)
-        while True:
-            monitor = QEMUMonitorProtocol(f"{short}/{qmp_sock}")
-            try:
-                monitor.connect()
-                break
-            except (OSError, QMPError) as exc:
-                monitor.close()
-                if vmm_process(handle) is None or time.monotonic() >= deadline:
-                    raise VMMError(
-                        f"QMP of VM {handle.vm_id} is not reachable: {exc}",
-                        hint="the VMM exited; see its vmm.log",
-                    ) from exc
-                time.sleep(0.005)
+    Synchronous and dependency-free on purpose: a warm start is a handful of commands, and
+    ``qemu.qmp``'s asyncio machinery costs more to import and run than the load itself.
+    """
+
+    def __init__(self, sock: socket.socket, vm_id: str) -> None:
+        self.sock = sock
+        self.vm_id = vm_id
+        self.buffer = b""
+        self._message()  # the greeting
+        self.command("qmp_capabilities")
+
+    def _message(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise VMMError(f"QMP of VM {self.vm_id} closed the connection")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
         try:
-            yield monitor
-        except (OSError, EOFError, QMPError) as exc:
-            raise VMMError(f"QMP failed for VM {handle.vm_id}: {exc}") from exc
-        finally:
-            monitor.close()
+            message = json.loads(line)
+        except ValueError as exc:
+            raise VMMError(f"QMP of VM {self.vm_id} sent garbage: {line[:80]!r}") from exc
+        if not isinstance(message, dict):
+            raise VMMError(f"QMP of VM {self.vm_id} sent garbage: {line[:80]!r}")
+        return message
+
+    def command(self, name: str, *, fd: int | None = None, **arguments: Any) -> Any:
+        """Run ``name`` and return its result; ``fd`` travels with it (SCM_RIGHTS).
+
+        Raises:
+            VMMError: when QEMU answers with an error or the connection breaks.
+        """
+        request = json.dumps({"execute": name, "arguments": arguments}).encode() + b"\n"
+        if fd is None:
+            self.sock.sendall(request)
+        else:
+            socket.send_fds(self.sock, [request], [fd])
+        while True:
+            reply = self._message()
+            if "event" in reply:
+                continue  # asynchronous notifications (STOP, RESUME, MIGRATION, ...)
+            if "error" in reply:
+                error = reply["error"]
+                desc = error.get("desc", error) if isinstance(error, dict) else error
+                raise VMMError(
+                    f"QEMU refused {name!r} for VM {self.vm_id}: {desc}",
+                    hint="the VMM may be too old for snapshots (QEMU 7.2 is known to work)",
+                )
+            return reply.get("return")
 
 
-def _command(monitor: Any, command: str, **arguments: Any) -> Any:
-    reply = monitor.cmd_raw(command, arguments or None)
-    if "error" in reply:
-        raise VMMError(
-            f"QEMU refused {command!r}: {reply['error'].get('desc', reply['error'])}",
-            hint="the VMM may be too old for snapshots (QEMU 7.2 is known to work)",
-        )
-    return reply.get("return")
+@contextlib.contextmanager
+def _session(
+    handle: VMHandle, qmp_sock: str, *, wait: float = 0.0, timeout: float = 30.0
+) -> Iterator[_Qmp]:
+    """One QMP connection (fds passed with getfd belong to the connection that sent them).
 
-
-def _pass_fd(monitor: Any, fd: int) -> None:
-    monitor.send_fd_scm(fd)
-    _command(monitor, "getfd", fdname=FD_NAME)
+    Waits up to ``wait`` seconds for QEMU to open its socket; each reply may take
+    ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            sock = launch.connect_unix(handle.workdir, qmp_sock, timeout=timeout)
+            break
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            if vmm_process(handle) is None or time.monotonic() >= deadline:
+                raise VMMError(
+                    f"QMP of VM {handle.vm_id} is not reachable: {exc}",
+                    hint="the VMM exited; see its vmm.log",
+                ) from exc
+            time.sleep(0.002)
+        except OSError as exc:
+            raise VMMError(f"cannot connect to QMP of VM {handle.vm_id}: {exc}") from exc
+    try:
+        yield _Qmp(sock, handle.vm_id)
+    except OSError as exc:  # includes socket timeouts
+        raise VMMError(f"QMP failed for VM {handle.vm_id}: {exc}") from exc
+    finally:
+        sock.close()
 
 
 def save_state(
@@ -89,16 +127,16 @@ def save_state(
         VMMError: when QEMU refuses, the migration fails or does not finish in ``timeout``.
     """
     deadline = time.monotonic() + timeout
-    with _session(handle, qmp_sock) as monitor:
-        _command(monitor, "stop")
+    with _session(handle, qmp_sock) as qmp:
+        qmp.command("stop")
         try:
             fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                _pass_fd(monitor, fd)
+                qmp.command("getfd", fd=fd, fdname=FD_NAME)
             finally:
                 os.close(fd)  # QEMU holds its own copy now
-            _command(monitor, "migrate", uri=f"fd:{FD_NAME}")
-            _wait_migration(monitor, handle, deadline)
+            qmp.command("migrate", uri=f"fd:{FD_NAME}")
+            _wait_migration(qmp, handle, deadline)
             # Migration completion flushed and released the disk; copy it before the guest
             # writes again. The copy keeps its backing file reference (the base rootfs).
             try:
@@ -107,12 +145,12 @@ def save_state(
                 raise VMMError(f"cannot copy the disk of VM {handle.vm_id}: {exc}") from exc
         finally:
             # The first run goes on with its command either way.
-            _command(monitor, "cont")
+            qmp.command("cont")
 
 
-def _wait_migration(monitor: Any, handle: VMHandle, deadline: float) -> None:
+def _wait_migration(qmp: _Qmp, handle: VMHandle, deadline: float) -> None:
     while True:
-        info = _command(monitor, "query-migrate") or {}
+        info = qmp.command("query-migrate") or {}
         status = info.get("status")
         if status == "completed":
             return
@@ -123,7 +161,7 @@ def _wait_migration(monitor: Any, handle: VMHandle, deadline: float) -> None:
             )
         if time.monotonic() >= deadline:
             with contextlib.suppress(VMMError):
-                _command(monitor, "migrate_cancel")
+                qmp.command("migrate_cancel")
             raise VMMError(f"saving VM {handle.vm_id} did not finish in time")
         time.sleep(0.005)
 
@@ -144,14 +182,14 @@ def feed_state(handle: VMHandle, state: Path, *, qmp_sock: str, timeout: float) 
     except OSError as exc:
         raise VMMError(f"cannot open the saved VM state {state}: {exc.strerror}") from exc
     try:
-        with _session(handle, qmp_sock, wait=QMP_READY_S) as monitor:
-            _pass_fd(monitor, fd)
-            _command(monitor, "migrate-incoming", uri=f"fd:{FD_NAME}")
-            while (_command(monitor, "query-status") or {}).get("status") == "inmigrate":
+        with _session(handle, qmp_sock, wait=QMP_READY_S) as qmp:
+            qmp.command("getfd", fd=fd, fdname=FD_NAME)
+            qmp.command("migrate-incoming", uri=f"fd:{FD_NAME}")
+            while (qmp.command("query-status") or {}).get("status") == "inmigrate":
                 if time.monotonic() >= deadline:
                     raise VMMError(f"VM {handle.vm_id}: loading the saved state timed out")
                 time.sleep(0.002)
-            _command(monitor, "cont")
+            qmp.command("cont")
     finally:
         os.close(fd)
 
