@@ -186,3 +186,13 @@ def test_verify_raises_a_pyro_error_for_a_damaged_snapshot(tmp_path: Path) -> No
     assert store.find(KEY, verify=False) is not None  # the cheap check cannot tell
     with pytest.raises(VMMError, match="does not match its recorded digest"):
         found.verify()
+
+
+def test_prune_keeps_the_newest(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    keys = [dataclasses.replace(KEY, memory_mib=256 * (i + 1)) for i in range(4)]
+    for key in keys:
+        saved(store, key)
+    dropped = store.prune(keep=2)
+    assert sorted(dropped, key=lambda k: k.memory_mib) == keys[:2]
+    assert sorted(store.saved(), key=lambda k: k.memory_mib) == keys[2:]
