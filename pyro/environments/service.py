@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from pyro.environments.cache import Cache, Install, PrunedItem
-from pyro.errors import EnvironmentInvalidError, EnvironmentNotFoundError, UsageError
+from pyro.errors import CacheError, EnvironmentInvalidError, EnvironmentNotFoundError, UsageError
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
 
 if TYPE_CHECKING:  # the catalog (and its spec loader) is imported only when needed
@@ -213,7 +213,13 @@ class EnvironmentService:
             _emit(progress, ProgressEvent("download", key, what, done, total))
 
         with self.cache.scratch() as work:
-            pulled = pull_environment(ref, work, insecure=insecure, progress=bytes_moved)
+            try:
+                pulled = pull_environment(ref, work, insecure=insecure, progress=bytes_moved)
+            except OSError as exc:  # writing the download: a full disk, a read-only cache
+                raise CacheError(
+                    f"cannot store {ref} in the cache at {self.cache.root}: {exc.strerror or exc}",
+                    "free disk space there (or point $PYRO_CACHE_DIR elsewhere), then pull again",
+                ) from exc
             config = pulled.config
             meta: dict[str, Any] = dict(config.get("createdFrom") or {})
             meta.update(
