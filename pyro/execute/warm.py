@@ -29,7 +29,8 @@ WARM_UP = "true; /usr/bin/env true"
 WARM_UP_TIMEOUT_S = 30.0
 
 #: Called with one word: ``missing`` (no valid snapshot: cold), ``restore-failed`` (fell
-#: back to cold), ``saved`` (this cold boot saved one).
+#: back to cold), ``saved`` / ``save-failed`` (this cold boot saved one / tried to; the
+#: run goes on either way).
 Event = Callable[[str], None]
 
 
@@ -122,11 +123,14 @@ def _save(
             return  # someone else is saving it, or just did
         handle = VMHandle.from_dict(record.handle)
         _warm_up(client)
-        with contextlib.suppress(VMMError, OSError):
+        try:
             backend.save_state(
                 handle, work / snapshots.STATE, work / snapshots.DISK, timeout=SAVE_TIMEOUT_S
             )
             store.publish(key, work)
+        except (VMMError, OSError):
+            event("save-failed")
+        else:
             event("saved")
 
 
