@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PYRO   := $(BIN)/pyro
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup host-deps test check lint typecheck schemas bench demo environments dist-check clean
+.PHONY: setup host-deps test check lint typecheck schemas bench demo environments dist-check soak clean
 
 setup: host-deps $(STAMP)
 
@@ -45,6 +45,11 @@ bench: setup environments
 # Build sdist + wheel, check them, smoke-test the wheel in a fresh venv outside the checkout.
 dist-check: setup
 	$(BIN)/python scripts/dist_check.py
+
+# Fault injection + fuzzing on real guests (~5-8 min, root for the tmpfs disk-full case):
+# writes soak/results.json and prints a table; exit 1 on any leak, traceback or unrepaired cache.
+soak: setup environments
+	$(BIN)/python soak/run.py --output soak/results.json
 
 demo: setup environments
 	$(PYRO) apply examples/hello.yaml

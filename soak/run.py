@@ -1,0 +1,158 @@
+"""``make soak``: fault injection and fuzzing against real guests, bounded to ~10 minutes.
+
+Writes ``soak/results.json`` and prints a table. Everything runs on loopback with private
+``PYRO_STATE_DIR``/``PYRO_CACHE_DIR`` folders (the default cache is only read: it provides
+debian:12, pushed once to a loopback registry that the pull scenarios use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
+
+import faults  # noqa: E402
+from harness import Soak  # noqa: E402
+from helpers.registry import running_registry  # noqa: E402
+
+
+def fuzz(soak: Soak, spec_n: int, frame_n: int, cli_n: int) -> dict[str, int]:
+    """Run the unit fuzz checks (tests/unit/fuzz) at soak scale; failures count as tracebacks."""
+    from hypothesis import HealthCheck, given, settings
+    from unit.fuzz import fuzzlib
+
+    counts = {"spec": 0, "frame": 0, "cli": 0}
+    base = Path("/nonexistent-base")
+
+    def run(name: str, n: int, strategy: Any, check: Any) -> None:
+        @settings(
+            max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
+        @given(strategy)
+        def prop(example: Any) -> None:
+            counts[name] += 1
+            check(example)
+
+        try:
+            prop()
+        except Exception as exc:  # a falsifying example: exactly what the soak looks for
+            soak.tracebacks.append(f"fuzz {name}: {type(exc).__name__}: {str(exc)[:1500]}")
+
+    run("spec", spec_n * 4 // 5, fuzzlib.spec_texts, lambda t: fuzzlib.check_spec_text(t, base))
+    run("spec", spec_n // 5, fuzzlib.spec_documents(), lambda d: fuzzlib.check_spec_data(d, base))
+    run("frame", frame_n, fuzzlib.hostile_sessions, fuzzlib.check_hostile_guest)
+    cli_dir = Path(tempfile.mkdtemp(prefix="cli-", dir=soak.work))
+    saved = {
+        k: os.environ.get(k) for k in ("PYRO_STATE_DIR", "PYRO_CACHE_DIR", "PYRO_ENV_REGISTRY")
+    }
+    os.environ.update(
+        PYRO_STATE_DIR=str(cli_dir / "state"),
+        PYRO_CACHE_DIR=str(cli_dir / "cache"),
+        PYRO_ENV_REGISTRY="127.0.0.1:9/none",
+    )
+    cwd = os.getcwd()
+    os.chdir(cli_dir)
+    try:
+        run("cli", cli_n, fuzzlib.cli_argvs, fuzzlib.check_cli_argv)
+    finally:
+        os.chdir(cwd)
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--spec-examples", type=int, default=10_000)
+    parser.add_argument("--frame-examples", type=int, default=1_500)
+    parser.add_argument("--cli-examples", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="pyro-soak-"))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PYRO_")}
+    soak = Soak(work=work, base_env=base_env)
+    details: dict[str, Any] = {"seed": args.seed}
+    timings: dict[str, float] = {}
+    try:
+        with running_registry(work / "registry") as registry:
+            soak.base_env["PYRO_ENV_REGISTRY"] = f"{registry.address}/soak"
+            t = time.monotonic()
+            push = soak.pyro("env", "push", "debian:12", registry.ref("soak/debian", "12"))
+            if push.returncode != 0:
+                print(f"cannot push debian:12 to the loopback registry:\n{push.stderr}")
+                return 1
+            timings["push"] = time.monotonic() - t
+            for name, call in (
+                ("kills", lambda: faults.kill_injections(soak, registry, args.kills, rng)),
+                ("registry_killed", lambda: faults.registry_dies_mid_pull(soak, registry, rng)),
+                ("disk_full", lambda: faults.disk_full_install(soak)),
+                ("cache_corruptions", lambda: faults.cache_corruptions(soak)),
+                ("hostile_guests", lambda: faults.hostile_guests(soak)),
+            ):
+                t = time.monotonic()
+                details[name] = call()
+                timings[name] = time.monotonic() - t
+                print(f"[soak] {name} done in {timings[name]:.0f} s", file=sys.stderr)
+        t = time.monotonic()
+        counts = fuzz(soak, args.spec_examples, args.frame_examples, args.cli_examples)
+        timings["fuzz"] = time.monotonic() - t
+        soak.tracebacks += [f"crash log {p}" for p in soak.crash_logs()]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    corruptions = details["cache_corruptions"]
+    results = {
+        "kill_injections": details["kills"]["killed"],
+        "leaks_found": len(soak.leaks),
+        "fuzz_spec_examples": counts["spec"],
+        "fuzz_frame_examples": counts["frame"],
+        "fuzz_cli_examples": counts["cli"],
+        "tracebacks": len(soak.tracebacks),
+        "cache_corruptions_repaired": sum(corruptions.values()),
+        "cache_corruptions_tried": len(corruptions),
+        "duration_s": round(time.monotonic() - started, 1),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "leaks": soak.leaks,
+        "traceback_details": soak.tracebacks,
+        "notes": soak.notes,
+        "details": details,
+    }
+    args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    _table(results)
+    ok = not soak.leaks and not soak.tracebacks and sum(corruptions.values()) == len(corruptions)
+    return 0 if ok else 1
+
+
+def _table(results: dict[str, Any]) -> None:
+    keys = [
+        "kill_injections", "leaks_found", "fuzz_spec_examples", "fuzz_frame_examples",
+        "fuzz_cli_examples", "tracebacks", "cache_corruptions_repaired",
+        "cache_corruptions_tried", "duration_s",
+    ]  # fmt: skip
+    width = max(map(len, keys))
+    print(f"{'metric':<{width}}  value")
+    for key in keys:
+        print(f"{key:<{width}}  {results[key]}")
+    for leak in results["leaks"]:
+        print(f"leak: {leak}")
+    for tb in results["traceback_details"]:
+        print(f"traceback: {tb[:400]}")
+    for note in results["notes"]:
+        print(f"note: {note[:400]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
