@@ -83,12 +83,16 @@ def pull(environment: str, insecure: bool, as_json: bool) -> None:
 
 @env.command()
 @click.argument("spec_or_name")
+@click.option("--force", is_flag=True, help="Build even when nothing changed.")
 @json_option
 @handle_errors
-def build(spec_or_name: str, as_json: bool) -> None:
-    """Build an environment from a catalog name or an Environment spec file, and install it."""
+def build(spec_or_name: str, force: bool, as_json: bool) -> None:
+    """Build an environment from a catalog name or an Environment spec file, and install it.
+
+    An install built from the same inputs is kept (nothing to do) unless --force.
+    """
     with _reporter("build", as_json) as report:
-        install = EnvironmentService().build(spec_or_name, progress=report)
+        install = EnvironmentService().build(spec_or_name, progress=report, force=force)
     _show_install(install, as_json)
 
 

@@ -243,11 +243,14 @@ class EnvironmentService:
         base_dir: Path | None = None,
         progress: Progress | None = None,
         log: Callable[[str], None] | None = None,
+        force: bool = False,
     ) -> Install:
         """Build ``value`` (a catalog name or spec path) from source and install it.
 
         ``spec`` is the already loaded Environment spec ``value`` names, if the caller has
         it; spec paths are relative to ``base_dir`` (default: the working directory).
+        A valid install built from the same inputs (spec digest) is kept unless ``force``:
+        nothing changed, nothing to build.
 
         Raises:
             UsageError: ``value`` is an oci:// reference or not a valid reference.
@@ -263,8 +266,15 @@ class EnvironmentService:
                 "use 'pyro env pull' for oci:// references",
             )
         with self.cache.lock(target.key):
-            _emit(progress, ProgressEvent("install", target.key, "building"))
-            install = self._build(target.entry, progress, log)
+            current = None if force else self.cache.lookup(target.key)
+            if (
+                current is not None
+                and current.manifest.get("specDigest") == target.entry.spec_digest
+            ):
+                install = current
+            else:
+                _emit(progress, ProgressEvent("install", target.key, "building"))
+                install = self._build(target.entry, progress, log)
         _emit(progress, ProgressEvent("ready", target.key, install.digest))
         return install
 

@@ -76,6 +76,15 @@ def test_catalog_entry_without_source_is_built_once(
     assert again == install and builds == ["debian:12"]
 
 
+def test_build_with_nothing_changed_keeps_the_install_unless_forced(
+    service: EnvironmentService, builds: list[str]
+) -> None:
+    first = service.build("debian:12")
+    assert service.build("debian:12") == first and builds == ["debian:12"]
+    service.build("debian:12", force=True)
+    assert builds == ["debian:12", "debian:12"]
+
+
 def test_invalid_install_is_rebuilt(service: EnvironmentService, builds: list[str]) -> None:
     install = service.pull("debian:12")
     install.kernel.unlink()
