@@ -123,7 +123,13 @@ def _copy_out_dir(
     pending = [(source, rel_target)]
     while pending:
         guest_dir, host_dir = pending.pop()
-        host_path_inside(root, host_dir, what="artifact target").mkdir(parents=True, exist_ok=True)
+        host = host_path_inside(root, host_dir, what="artifact target")
+        try:
+            host.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GuestPathError(
+                f"cannot create artifact folder {host_dir!r} on the host: {exc.strerror or exc}"
+            ) from exc
         for entry in client.list_dir(guest_dir):
             name = entry.name
             if not name or name in (".", "..") or "/" in name or "\x00" in name:
@@ -144,17 +150,29 @@ def _copy_out_dir(
 def _get(
     client: AgentClient, root: Path, guest: str, rel_target: str, stats: TransferStats
 ) -> None:
-    dest = host_path_inside(root, rel_target, what="artifact target")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_symlink():
+    try:
+        dest = host_path_inside(root, rel_target, what="artifact target")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        is_link = dest.is_symlink()
+    except OSError as exc:  # e.g. a guest name longer than the host allows
+        raise GuestPathError(
+            f"cannot write artifact {rel_target!r} on the host: {exc.strerror or exc}"
+        ) from exc
+    if is_link:
         raise GuestPathError(
             f"artifact target {rel_target!r} is a symlink; refusing to write through it"
         )
-    tmp = dest.with_name(f".{dest.name}.pyro-partial")
+    # A short temp name: the guest's name may already be at the host's 255-byte limit.
+    tmp = dest.with_name(f".pyro-partial-{os.getpid()}")
     try:
         with tmp.open("wb") as f:
             stats.bytes += client.get_file(guest, f, max_bytes=MAX_COPY_OUT_BYTES)
         os.replace(tmp, dest)
+    except OSError as exc:  # host side: a name too long for the host, a full disk
+        raise GuestPathError(
+            f"cannot write artifact {rel_target!r} on the host: {exc.strerror or exc}",
+            "copy out an archive instead (e.g. tar the files in a step), or free disk space",
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     stats.files += 1
