@@ -224,3 +224,37 @@ def test_mcp_tools_stay_inside_the_workspace_root(
     from pyro.vms import VMRegistry
 
     assert VMRegistry(pyro_state).list() == []
+
+
+def test_task_secrets_are_redacted_everywhere(
+    tmp_path: Path, guest_install: Any, pyro_state: Path
+) -> None:
+    from pyro.sdk import Pyro
+
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    sdk = Pyro()
+    task = sdk.create_task("debian:12", secrets={"TOKEN": secret})
+    try:
+        out = sdk.exec_task(
+            task.id,
+            'echo "out $TOKEN"; echo "err $TOKEN" >&2; exit 3',
+            secret_env=["TOKEN"],
+        )
+        dumps = [
+            out.model_dump_json(),
+            sdk.status_task(task.id).model_dump_json(),
+            sdk.logs_task(task.id).model_dump_json(),
+        ]
+        for dump in dumps:
+            assert secret not in dump
+        assert "[REDACTED:TOKEN]" in dumps[0]
+        # On disk, only the secrets file (0600) may hold the value.
+        holders = [
+            p
+            for p in pyro_state.rglob("*")
+            if p.is_file() and p.stat().st_size < 50 << 20 and secret.encode() in p.read_bytes()
+        ]
+        assert all(p.name == "secrets.json" for p in holders), holders
+        assert all(p.stat().st_mode & 0o077 == 0 for p in holders)
+    finally:
+        sdk.delete_task(task.id)
