@@ -6,11 +6,12 @@ Human mode streams guest stdout/stderr to ours and writes phase markers to stder
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,11 +91,23 @@ def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
     raise SystemExit(result.exit_code or 0)
 
 
-def _force_cold(cold: bool) -> None:
+@contextlib.contextmanager
+def _forced_cold(cold: bool) -> Iterator[None]:
     # Through the environment, so the inventory (no saved guests: the plan says cold) and
-    # the runner (no save after the boot) both see it without threading a flag through.
-    if cold:
-        os.environ["PYRO_WARM"] = "0"  # pyro.vmm.snapshot.WARM_ENV
+    # the runner (no save after the boot) both see it without threading a flag through;
+    # restored afterwards, for callers that run commands in-process.
+    if not cold:
+        yield
+        return
+    before = os.environ.get("PYRO_WARM")  # pyro.vmm.snapshot.WARM_ENV
+    os.environ["PYRO_WARM"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYRO_WARM", None)
+        else:
+            os.environ["PYRO_WARM"] = before
 
 
 @click.command(context_settings={"allow_interspersed_args": True})
@@ -141,25 +154,25 @@ def run(
     """
     from pyro.sdk import Pyro
 
-    _force_cold(cold)
     argv: str | list[str] = list(command)
     if len(command) == 1 and SHELL_CHARS.search(command[0]):
         argv = command[0]
     env = {k: str(v) for k, v in (parse_vars(env_items) or {}).items()}
     reporter = Reporter(as_json)
-    result = Pyro().run_in_vm(
-        environment,
-        argv,
-        vcpus=vcpus,
-        memory_mib=memory_mib,
-        timeout_seconds=timeout_seconds,
-        network=network,
-        env=env,
-        backend=None if backend == "auto" else backend,
-        on_event=reporter.event,
-        on_stdout=reporter.stdout,
-        on_stderr=reporter.stderr,
-    )
+    with _forced_cold(cold):
+        result = Pyro().run_in_vm(
+            environment,
+            argv,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            timeout_seconds=timeout_seconds,
+            network=network,
+            env=env,
+            backend=None if backend == "auto" else backend,
+            on_event=reporter.event,
+            on_stdout=reporter.stdout,
+            on_stderr=reporter.stderr,
+        )
     _finish(result, reporter, None)
 
 
@@ -194,7 +207,6 @@ def apply(
     """
     from pyro.sdk import Pyro
 
-    _force_cold(cold)
     reporter = Reporter(as_json)
     source: Any = file
     if file.endswith(".json"):
@@ -209,14 +221,15 @@ def apply(
         if '"kind": "Plan"' in text or '"kind":"Plan"' in text:
             source = plan_from_json(text)
     variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
-    result = Pyro().apply(
-        source,
-        vars=variables,
-        run_name=run_name,
-        on_event=reporter.event,
-        on_stdout=reporter.stdout,
-        on_stderr=reporter.stderr,
-    )
+    with _forced_cold(cold):
+        result = Pyro().apply(
+            source,
+            vars=variables,
+            run_name=run_name,
+            on_event=reporter.event,
+            on_stdout=reporter.stdout,
+            on_stderr=reporter.stderr,
+        )
     _finish(result, reporter, junit)
 
 
