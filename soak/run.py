@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -87,6 +88,8 @@ def main() -> int:
     soak = Soak(work=work, base_env=base_env)
     details: dict[str, Any] = {"seed": args.seed}
     timings: dict[str, float] = {}
+    # A SIGTERM (timeout, Ctrl-C from make) still runs the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         with running_registry(work / "registry") as registry:
             soak.base_env["PYRO_ENV_REGISTRY"] = f"{registry.address}/soak"
@@ -112,6 +115,7 @@ def main() -> int:
         timings["fuzz"] = time.monotonic() - t
         soak.tracebacks += [f"crash log {p}" for p in soak.crash_logs()]
     finally:
+        _delete_vms(soak.state)
         shutil.rmtree(work, ignore_errors=True)
     corruptions = details["cache_corruptions"]
     results = {
@@ -134,6 +138,15 @@ def main() -> int:
     _table(results)
     ok = not soak.leaks and not soak.tracebacks and sum(corruptions.values()) == len(corruptions)
     return 0 if ok else 1
+
+
+def _delete_vms(state: Path) -> None:
+    """Whatever a scenario left (e.g. its task when interrupted) dies with the soak."""
+    from pyro.vms import VMRegistry
+
+    registry = VMRegistry(state)
+    for record in registry.list():
+        registry.delete(record.id)
 
 
 def _table(results: dict[str, Any]) -> None:
