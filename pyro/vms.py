@@ -130,7 +130,7 @@ class VMRegistry:
 
     def get(self, vm_id: str) -> VMRecord:
         """Raises: NotFoundError: no VM (or task) has this id."""
-        if not vm_id or "/" in vm_id or vm_id.startswith("."):
+        if not vm_id or "/" in vm_id or "\0" in vm_id or vm_id.startswith("."):
             raise NotFoundError(f"no VM with id {vm_id!r}")
         path = self.dir(vm_id) / "vm.json"
         try:
@@ -465,7 +465,13 @@ def _restore(backend: Backend, config: VMConfig, snapshot: Snapshot) -> VMHandle
     # Hash the snapshot while QEMU starts; QEMU gets the state only once it checked out.
     with ThreadPoolExecutor(1, thread_name_prefix="pyro-snapshot-verify") as pool:
         verified = pool.submit(snapshot.verify)
-        return backend.restore(config, snapshot.state, snapshot.disk, before_load=verified.result)
+        return backend.restore(
+            config,
+            snapshot.state,
+            snapshot.disk,
+            overlay_template=snapshot.overlay,
+            before_load=verified.result,
+        )
 
 
 def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = None) -> None:

@@ -118,6 +118,7 @@ def main() -> int:
         _delete_vms(soak.state)
         shutil.rmtree(work, ignore_errors=True)
     corruptions = details["cache_corruptions"]
+    unclear = sorted(k for k, v in details["hostile_guests"].items() if not v["clear_end"])
     results = {
         "kill_injections": details["kills"]["killed"],
         "leaks_found": len(soak.leaks),
@@ -127,6 +128,7 @@ def main() -> int:
         "tracebacks": len(soak.tracebacks),
         "cache_corruptions_repaired": sum(corruptions.values()),
         "cache_corruptions_tried": len(corruptions),
+        "hostile_guests_unclear": unclear,
         "duration_s": round(time.monotonic() - started, 1),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "leaks": soak.leaks,
@@ -136,7 +138,8 @@ def main() -> int:
     }
     args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     _table(results)
-    ok = not soak.leaks and not soak.tracebacks and sum(corruptions.values()) == len(corruptions)
+    repaired = sum(corruptions.values()) == len(corruptions)
+    ok = not soak.leaks and not soak.tracebacks and repaired and not unclear
     return 0 if ok else 1
 
 
@@ -153,7 +156,7 @@ def _table(results: dict[str, Any]) -> None:
     keys = [
         "kill_injections", "leaks_found", "fuzz_spec_examples", "fuzz_frame_examples",
         "fuzz_cli_examples", "tracebacks", "cache_corruptions_repaired",
-        "cache_corruptions_tried", "duration_s",
+        "cache_corruptions_tried", "hostile_guests_unclear", "duration_s",
     ]  # fmt: skip
     width = max(map(len, keys))
     print(f"{'metric':<{width}}  value")

@@ -185,6 +185,8 @@ def _read(path: Path, name: str) -> str:
         raise _file_error(name, "no such file", "check the path") from error
     except IsADirectoryError as error:
         raise _file_error(name, "is a folder, not a spec file", "name a .yaml file") from error
+    except ValueError as error:  # a NUL byte in the path (SDK/MCP callers can pass one)
+        raise _file_error(name, "is not a valid path (NUL byte)", "check the path") from error
     except OSError as error:
         reason = error.strerror or str(error)
         raise _file_error(name, f"cannot be read: {reason}", "check permissions") from error

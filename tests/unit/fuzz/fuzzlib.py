@@ -309,10 +309,11 @@ _TOKENS = st.one_of(
         [
             "--json", "--help", "-h", "--var", "K=V", "=", "--vars-file", "--", "--version",
             "--timeout-seconds", "-1", "0", "99999999999999999999", "--memory-mib", "nan",
-            "--network", "bogus", "x.yaml", "/dev/null", "/", "../../etc/passwd", "\x00",
+            "--network", "bogus", "x.yaml", "/dev/null", "/", "../../etc/passwd",
             "--no-such-flag", "debian:12", "oci://", "deadbeef", "--profile", "-", "é",
         ]
     ),
+    # No NUL: an OS argv cannot carry one (click's Path type would raise ValueError on it).
     st.text(max_size=12).filter(lambda s: "\x00" not in s),
 )  # fmt: skip
 cli_argvs = st.tuples(st.sampled_from(SAFE_COMMANDS), st.lists(_TOKENS, max_size=6)).map(
@@ -329,11 +330,12 @@ def check_cli_argv(argv: list[str]) -> None:
 
     from pyro.cli.main import cli
 
+    crash_dir = Path(os.environ.get("PYRO_STATE_DIR", "/nonexistent")) / "logs"
+    crashes_before = set(crash_dir.glob("crash-*"))
     result = CliRunner().invoke(cli, argv, catch_exceptions=True)
     text = result.output + (result.stderr if result.stderr_bytes is not None else "")
     unexpected = result.exception if not isinstance(result.exception, SystemExit) else None
     assert unexpected is None, f"pyro {argv!r} raised {unexpected!r}"
     assert result.exit_code in (0, 1, 2), f"pyro {argv!r} exited {result.exit_code}: {text}"
     assert "Traceback" not in text, f"pyro {argv!r} printed a traceback: {text}"
-    crash_dir = Path(os.environ.get("PYRO_STATE_DIR", "/nonexistent")) / "logs"
-    assert not list(crash_dir.glob("crash-*")), f"pyro {argv!r} wrote a crash log"
+    assert set(crash_dir.glob("crash-*")) == crashes_before, f"pyro {argv!r} wrote a crash log"
