@@ -113,6 +113,7 @@ def _save(
     from pyro.vmm import get_backend
     from pyro.vmm.base import VMHandle
     from pyro.vmm.qemu import QemuBackend
+    from pyro.vmm.qemu_snapshot import make_overlay_template
 
     record = registry.get(vm_id)
     backend = get_backend(record.backend)
@@ -126,6 +127,11 @@ def _save(
         try:
             backend.save_state(
                 handle, work / snapshots.STATE, work / snapshots.DISK, timeout=SAVE_TIMEOUT_S
+            )
+            make_overlay_template(
+                work / snapshots.DISK,
+                store.path(key) / snapshots.DISK,
+                work / snapshots.OVERLAY,
             )
             store.publish(key, work)
         except (VMMError, OSError):

@@ -14,6 +14,7 @@ so socket names stay short whatever the workdir's length):
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -197,12 +198,14 @@ class QemuBackend:
         disk: Path,
         *,
         timeout: float = 30.0,
+        overlay_template: Path | None = None,
         before_load: Callable[[], object] | None = None,
     ) -> VMHandle:
         """Start QEMU with ``-incoming defer`` over a fresh overlay backed by ``disk`` and
         feed it ``state``; the guest runs on from the save as soon as the state is loaded.
-        ``before_load`` runs once QEMU is started, before it gets the state; if it raises,
-        QEMU is killed and the exception propagates.
+        ``overlay_template`` (an empty qcow2 over ``disk``) is copied instead of running
+        qemu-img when given. ``before_load`` runs once QEMU is started, before it gets the
+        state; if it raises, QEMU is killed and the exception propagates.
 
         Raises:
             VMMError: when the overlay cannot be made, QEMU exits or refuses the state.
@@ -212,7 +215,13 @@ class QemuBackend:
         workdir = config.workdir
         workdir.mkdir(parents=True, exist_ok=True)
         remove_files(workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE, OVERLAY))
-        restore_overlay(disk, workdir / OVERLAY)
+        if overlay_template is None:
+            restore_overlay(disk, workdir / OVERLAY)
+        else:
+            try:
+                shutil.copyfile(overlay_template, workdir / OVERLAY)
+            except OSError as exc:
+                raise VMMError(f"cannot copy the overlay for VM {config.vm_id}: {exc}") from exc
         argv = [*build_argv(config, accel=self.accel, binary=self.binary), "-incoming", "defer"]
         proc = launch.start_process(
             argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / VMM_LOG

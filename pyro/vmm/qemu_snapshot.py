@@ -194,24 +194,40 @@ def feed_state(handle: VMHandle, state: Path, *, qmp_sock: str, timeout: float) 
         os.close(fd)
 
 
+def make_overlay_template(disk: Path, backing: Path, dest: Path) -> None:
+    """Create ``dest``: an empty qcow2 over ``disk`` that names ``backing`` (where ``disk``
+    will live once published) as its backing file. Restores copy it instead of running
+    qemu-img.
+
+    Raises:
+        VMMError: when qemu-img is missing or fails.
+    """
+    restore_overlay(disk, dest)
+    _qemu_img("rebase", "-q", "-u", "-F", "qcow2", "-b", str(backing.absolute()), str(dest))
+
+
 def restore_overlay(disk: Path, dest: Path) -> None:
     """Create ``dest`` as a qcow2 overlay backed by the saved qcow2 ``disk``.
 
     Raises:
         VMMError: when qemu-img is missing or fails.
     """
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk.absolute()), str(dest))
+
+
+def _qemu_img(*args: str) -> None:
     exe = shutil.which("qemu-img")
     if exe is None:
         raise VMMError("qemu-img is not installed", hint="apt-get install qemu-utils")
-    backing = str(disk.absolute())
-    argv = [exe, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, str(dest)]
+    dest = args[-1]
+    argv = [exe, *args]
     try:
         subprocess.run(argv, check=True, capture_output=True, timeout=30)
     except subprocess.CalledProcessError as exc:
         lines = exc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise VMMError(
-            f"qemu-img could not create {dest}: {lines[-1] if lines else exc}",
+            f"qemu-img failed on {dest}: {lines[-1] if lines else exc}",
             hint="check free disk space in the VM's state directory",
         ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise VMMError(f"qemu-img timed out creating {dest}") from exc
+        raise VMMError(f"qemu-img timed out on {dest}") from exc

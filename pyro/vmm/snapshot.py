@@ -5,6 +5,7 @@ Layout: ``$PYRO_CACHE_DIR/snapshots/<key digest>/`` holds
 
 ``state``       QEMU's migration stream (guest RAM + device state)
 ``disk.qcow2``  the VM's disk at the same instant (qcow2 over the environment's rootfs)
+``overlay.qcow2`` an empty qcow2 over ``disk.qcow2``: each restore copies it (no qemu-img)
 ``meta.json``   the key's fields and the size and sha256 of both files (written last)
 
 A snapshot is **content-addressed**: its directory is named by the digest of everything
@@ -37,11 +38,12 @@ from filelock import FileLock, Timeout
 from pyro import paths
 from pyro.errors import VMMError
 
-FORMAT = 1
+FORMAT = 2
 STATE = "state"
 DISK = "disk.qcow2"
+OVERLAY = "overlay.qcow2"
 META = "meta.json"
-FILES = (STATE, DISK)
+FILES = (STATE, DISK, OVERLAY)
 #: ``PYRO_WARM=0`` turns warm starts off (no restore, no save); ``--cold`` sets it per run.
 WARM_ENV = "PYRO_WARM"
 _HASH_CHUNK = 1 << 20
@@ -115,6 +117,10 @@ class Snapshot:
     @property
     def disk(self) -> Path:
         return self.dir / DISK
+
+    @property
+    def overlay(self) -> Path:
+        return self.dir / OVERLAY
 
     def verify(self) -> None:
         """Hash both files against meta.json (the full check :meth:`SnapshotStore.find`
@@ -284,11 +290,21 @@ class SnapshotStore:
         return Snapshot(target, key)
 
     def prune(self, *, keep: int) -> list[SnapshotKey]:
-        """Discard all but the ``keep`` most recently saved snapshots; returns the discarded.
+        """Discard invalid entries and all but the ``keep`` most recently saved snapshots;
+        returns the keys of the valid ones discarded.
 
         Keys change with every environment, agent or VMM update and old keys are never
         matched again, so without this the store would only grow.
         """
+        if self.root.is_dir():
+            # Entries of another format or otherwise invalid are never used: drop them.
+            # (Published entries appear by an atomic rename, complete with meta.json.)
+            for child in self.root.iterdir():
+                if not child.name.startswith(".") and check(child, None, verify=False):
+                    trash = self.root / f".trash-{child.name}-{secrets.token_hex(4)}"
+                    with contextlib.suppress(OSError):
+                        os.rename(child, trash)
+                        shutil.rmtree(trash, ignore_errors=True)
         dated = sorted(
             ((_created_at(self.path(key)), key) for key in self.saved()),
             key=lambda item: item[0],

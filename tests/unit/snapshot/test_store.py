@@ -12,6 +12,7 @@ import pytest
 from pyro.vmm.snapshot import (
     DISK,
     META,
+    OVERLAY,
     STATE,
     SnapshotKey,
     SnapshotStore,
@@ -38,6 +39,7 @@ def saved(store: SnapshotStore, key: SnapshotKey = KEY) -> Path:
         assert work is not None
         (work / STATE).write_bytes(b"state" * 1000)
         (work / DISK).write_bytes(b"disk" * 100)
+        (work / OVERLAY).write_bytes(b"overlay")
         return store.publish(key, work).dir
 
 
@@ -79,7 +81,15 @@ def test_published_snapshot_is_found_and_listed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate-state", "flip-disk", "delete-disk", "delete-meta", "garble-meta", "other-key"],
+    [
+        "truncate-state",
+        "flip-disk",
+        "delete-disk",
+        "delete-overlay",
+        "delete-meta",
+        "garble-meta",
+        "other-key",
+    ],
 )
 def test_damaged_snapshot_is_rejected_and_discarded(tmp_path: Path, damage: str) -> None:
     store = SnapshotStore(tmp_path)
@@ -92,6 +102,8 @@ def test_damaged_snapshot_is_rejected_and_discarded(tmp_path: Path, damage: str)
         (directory / DISK).write_bytes(bytes(data))
     elif damage == "delete-disk":
         (directory / DISK).unlink()
+    elif damage == "delete-overlay":
+        (directory / OVERLAY).unlink()
     elif damage == "delete-meta":
         (directory / META).unlink()
     elif damage == "garble-meta":
@@ -196,3 +208,13 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
     dropped = store.prune(keep=2)
     assert sorted(dropped, key=lambda k: k.memory_mib) == keys[:2]
     assert sorted(store.saved(), key=lambda k: k.memory_mib) == keys[2:]
+
+
+def test_prune_drops_entries_of_another_format(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    directory = saved(store)
+    old = store.root / ("f" * 40)
+    old.mkdir()
+    (old / META).write_text(json.dumps({"format": 0}))
+    assert store.prune(keep=16) == []
+    assert not old.exists() and directory.exists()
