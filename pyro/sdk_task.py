@@ -6,15 +6,19 @@ import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pydantic import BaseModel
 
-from pyro.tasks import TaskInfo, TaskManager
-from pyro.tasks_files import FileEntry, SyncResult, guest_path
-from pyro.tasks_journal import JournalEntry
-from pyro.tasks_run import TaskCreateOptions, TaskExecOutput
-from pyro.tasks_snapshots import BASELINE, SnapshotInfo
+from pyro.tasks_files import guest_path
+from pyro.tasks_snapshots import BASELINE
+
+if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
+    from pyro.tasks import TaskInfo, TaskManager
+    from pyro.tasks_files import FileEntry, SyncResult
+    from pyro.tasks_journal import JournalEntry
+    from pyro.tasks_run import TaskExecOutput
+    from pyro.tasks_snapshots import SnapshotInfo
 
 __all__ = [
     "FileEntry",
@@ -58,6 +62,8 @@ class TaskMethods:
 
         registry = VMRegistry(self._state_dir)
         registry.reap()
+        from pyro.tasks import TaskManager
+
         manager = TaskManager(registry)
         manager.reap_idle()
         return manager
@@ -86,7 +92,7 @@ class TaskMethods:
             LimitError: the seed is too large, or the host cannot hold the VM.
             EnvironmentNotFoundError, BackendUnavailableError, BootError.
         """
-        from pyro.tasks_run import create
+        from pyro.tasks_run import TaskCreateOptions, create
 
         options = TaskCreateOptions(
             seed_path=None if seed_path is None else os.fspath(seed_path),
