@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, BinaryIO
 from pydantic import BaseModel
 
 from pyro.tasks_files import guest_path
+from pyro.tasks_journal import JournalEntry
 from pyro.tasks_snapshots import BASELINE
 
 if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
     from pyro.tasks import TaskInfo, TaskManager
     from pyro.tasks_files import FileEntry, SyncResult
-    from pyro.tasks_journal import JournalEntry
     from pyro.tasks_run import TaskExecOutput
     from pyro.tasks_snapshots import SnapshotInfo
 

@@ -14,7 +14,9 @@ from pyro.execute.transfer import host_path_inside
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import Deleted, TaskList
 from pyro.sdk import Pyro
-from pyro.sdk_task import TaskExecOutput, TaskInfo, TaskLogs
+from pyro.sdk_task import TaskLogs
+from pyro.tasks import TaskInfo
+from pyro.tasks_run import TaskExecOutput
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ import pytest
 
 from pyro.errors import NotFoundError
 from pyro.sdk import Pyro
-from pyro.sdk_task import TaskExecOutput
+from pyro.tasks_run import TaskExecOutput
 
 pytestmark = pytest.mark.guest
 
