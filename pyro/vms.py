@@ -15,15 +15,23 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from pyro import paths
 from pyro.errors import BootError, NotFoundError, PyroError, StateError
+from pyro.vm_record import (
+    VMRecord,
+    VMState,
+    check_limits,
+    owner_identity,
+    process_alive,
+)
+
+__all__ = ["BOOT_TIMEOUT_S", "VMRecord", "VMRegistry", "VMState", "check_limits"]
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -32,82 +40,6 @@ if TYPE_CHECKING:
 
 BOOT_TIMEOUT_S = 60.0
 SERIAL_TAIL_LINES = 25
-
-
-class VMState(StrEnum):
-    CREATED = "created"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-class VMRecord(BaseModel):
-    """What the registry knows about one VM; persisted as ``vm.json``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    kind: Literal["vm", "task"] = "vm"
-    name: str | None = None
-    labels: dict[str, str] = {}
-    environment: str
-    environment_digest: str
-    backend: str
-    vcpus: int
-    memory_mib: int
-    network: dict[str, Any] | None = None
-    kernel: str
-    initrd: str
-    rootfs: str
-    state: VMState = VMState.CREATED
-    reason: str = ""
-    created_at: float
-    started_at: float | None = None
-    ttl_seconds: int | None = None
-    ephemeral: bool = False
-    #: True when the VMM process must survive its owner (the VM may be kept after a run).
-    detached: bool = True
-    owner_pid: int | None = None
-    owner_started: float | None = None
-    handle: dict[str, Any] | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    def public(self) -> dict[str, Any]:
-        """The fields users see (no machine-internal handle)."""
-        data = self.model_dump(
-            mode="json", exclude={"handle", "kernel", "initrd", "rootfs", "extra"}
-        )
-        data["pid"] = self.handle.get("pid") if self.handle else None
-        data["uptime_s"] = (
-            round(time.time() - self.started_at, 3)
-            if self.state is VMState.RUNNING and self.started_at
-            else None
-        )
-        return data
-
-
-def _owner_identity() -> tuple[int, float]:
-    from pyro.vmm.base import start_ticks
-
-    pid = os.getpid()
-    return pid, start_ticks(pid)
-
-
-def _process_alive(pid: int | None, started: float | None) -> bool:
-    """True while ``pid`` runs and is the process that started at ``started`` (boot ticks:
-    immune to wall-clock steps; a reused PID has other ticks)."""
-    if pid is None:
-        return False
-    from pyro.errors import VMMError
-    from pyro.vmm.base import start_ticks
-
-    try:
-        if started is not None and start_ticks(pid) != started:
-            return False
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, VMMError, IndexError):
-        return False
 
 
 class VMRegistry:
@@ -189,7 +121,7 @@ class VMRegistry:
         """
         check_limits(vcpus=vcpus, memory_mib=memory_mib, registry=self)
         vm_id = secrets.token_hex(6)
-        owner_pid, owner_started = _owner_identity() if ephemeral else (None, None)
+        owner_pid, owner_started = owner_identity() if ephemeral else (None, None)
         record = VMRecord(
             id=vm_id,
             kind=kind,
@@ -401,7 +333,7 @@ class VMRegistry:
         reaped: builtins.list[str] = []
         now = time.time()
         for record in self.list():
-            if record.ephemeral and not _process_alive(record.owner_pid, record.owner_started):
+            if record.ephemeral and not process_alive(record.owner_pid, record.owner_started):
                 self.delete(record.id)
                 reaped.append(record.id)
                 continue
@@ -472,33 +404,3 @@ def _restore(backend: Backend, config: VMConfig, snapshot: Snapshot) -> VMHandle
             overlay_template=snapshot.overlay,
             before_load=verified.result,
         )
-
-
-def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = None) -> None:
-    """Refuse a VM the host cannot hold: vCPUs above the host's, memory above what is free
-    for guests, or more running VMs than ``PYRO_MAX_VMS`` (default: host memory / 256 MiB).
-
-    Raises:
-        LimitError: with what was asked, what the host has, and what to do.
-    """
-    import psutil
-
-    from pyro.errors import LimitError
-
-    host_cpus = os.cpu_count() or 1
-    if vcpus > max(host_cpus, 1) * 4:
-        raise LimitError(
-            f"{vcpus} vCPUs asked; this host has {host_cpus} CPUs (at most {host_cpus * 4} vCPUs)"
-        )
-    total_mib = psutil.virtual_memory().total // (1 << 20)
-    if memory_mib > total_mib:
-        raise LimitError(f"{memory_mib} MiB of guest memory asked; this host has {total_mib} MiB")
-    limit = int(os.environ.get("PYRO_MAX_VMS", "0") or 0) or max(1, total_mib // 256)
-    if registry is not None:
-        running = [r for r in registry.list() if r.state is VMState.RUNNING]
-        if len(running) >= limit:
-            raise LimitError(
-                f"{len(running)} VMs are running, the limit is {limit}",
-                "delete VMs or tasks you no longer need (pyro vm list / pyro task list), "
-                "or raise PYRO_MAX_VMS",
-            )
