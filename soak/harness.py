@@ -109,7 +109,9 @@ def vmm_processes(state: Path) -> dict[str, int]:
 def find_leaks(state: Path, cache: Path | None = None) -> list[str]:
     """What is left behind (see the module doc); empty when clean."""
     from pyro.errors import PyroError
-    from pyro.vms import VMRegistry, VMState, _process_alive
+    from pyro.vm_record import VMState
+    from pyro.vm_record import process_alive as _process_alive
+    from pyro.vms import VMRegistry
 
     registry = VMRegistry(state)
     leaks: list[str] = []
@@ -143,7 +145,8 @@ def wait_gone(state: Path, timeout: float = 10.0) -> None:
 
     VMMs of VMs recorded as running (a task kept across injections) are expected to stay.
     """
-    from pyro.vms import VMRegistry, VMState
+    from pyro.vm_record import VMState
+    from pyro.vms import VMRegistry
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
