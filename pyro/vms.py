@@ -341,16 +341,31 @@ class VMRegistry:
                 self.delete(record.id)
                 reaped.append(record.id)
                 continue
-            if record.state is VMState.RUNNING and record.handle is not None:
-                try:
-                    alive = self._backend(record).is_alive(self._handle(record))
-                except PyroError:
-                    alive = False
-                if not alive:
-                    self._mark_dead(record)
-                    reaped.append(record.id)
+            running = record.state is VMState.RUNNING and record.handle is not None
+            if running and not self._alive(record) and self._mark_dead_if_still(record.id):
+                reaped.append(record.id)
         self._reap_networks()
         return reaped
+
+    def _alive(self, record: VMRecord) -> bool:
+        try:
+            return self._backend(record).is_alive(self._handle(record))
+        except PyroError:
+            return False
+
+    def _mark_dead_if_still(self, vm_id: str) -> bool:
+        """Under the VM's lock, record a dead VMM — unless the owner deleted or restarted the
+        VM meanwhile (its VMM is killed just before its directory goes: writing the record
+        back then would resurrect a deleted VM)."""
+        with self.locked(vm_id):
+            try:
+                record = self.get(vm_id)
+            except PyroError:
+                return False
+            if record.state is not VMState.RUNNING or record.handle is None or self._alive(record):
+                return False
+            self._mark_dead(record)
+            return True
 
     def _reap_networks(self) -> None:
         """Firecracker TAP devices and nftables tables whose VM is gone (pyro.net.tap)."""
