@@ -125,20 +125,26 @@ class QemuBackend:
         # A persistent VM (a task, a kept VM) boots again from its own disk after a stop.
         if config.ephemeral or not (workdir / OVERLAY).is_file():
             overlay.create_qcow2_overlay(config.rootfs, workdir / OVERLAY)
+        return self._launch(config, argv)
+
+    def _launch(self, config: VMConfig, argv: list[str]) -> VMHandle:
+        """Start QEMU in the VM's workdir and describe it as a handle."""
         proc = launch.start_process(
-            argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / VMM_LOG
+            argv,
+            workdir=config.workdir,
+            ephemeral=config.ephemeral,
+            log_path=config.workdir / VMM_LOG,
         )
-        handle = VMHandle(
+        return VMHandle(
             vm_id=config.vm_id,
             backend=self.name,
             pid=proc.pid,
-            workdir=workdir,
+            workdir=config.workdir,
             agent_endpoint=AGENT_SOCK,
             started_at=now(),
             start_ticks=process_start(proc.pid),
             ephemeral=config.ephemeral,
         )
-        return handle
 
     def connect_agent(self, handle: VMHandle, *, timeout: float) -> socket.socket:
         """Connect to the agent's virtserialport socket, waiting for QEMU to create it.
@@ -223,19 +229,7 @@ class QemuBackend:
             except OSError as exc:
                 raise VMMError(f"cannot copy the overlay for VM {config.vm_id}: {exc}") from exc
         argv = [*build_argv(config, accel=self.accel, binary=self.binary), "-incoming", "defer"]
-        proc = launch.start_process(
-            argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / VMM_LOG
-        )
-        handle = VMHandle(
-            vm_id=config.vm_id,
-            backend=self.name,
-            pid=proc.pid,
-            workdir=workdir,
-            agent_endpoint=AGENT_SOCK,
-            started_at=now(),
-            start_ticks=process_start(proc.pid),
-            ephemeral=config.ephemeral,
-        )
+        handle = self._launch(config, argv)
         try:
             if before_load is not None:
                 before_load()
