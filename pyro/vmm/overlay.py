@@ -18,6 +18,31 @@ from pyro.errors import VMMError
 QEMU_IMG = "qemu-img"
 
 
+def run_qemu_img(*args: str, qemu_img: str = QEMU_IMG) -> None:
+    """Run ``qemu-img ARGS…`` whose last argument is the image it writes.
+
+    Raises:
+        VMMError: qemu-img is missing, fails (its last error line is shown) or hangs.
+    """
+    exe = shutil.which(qemu_img)
+    if exe is None:
+        raise VMMError(
+            "qemu-img is not installed",
+            hint="install it with 'apt-get install qemu-utils'",
+        )
+    dest = args[-1]
+    try:
+        subprocess.run([exe, *args], check=True, capture_output=True, timeout=30)
+    except subprocess.CalledProcessError as exc:
+        lines = exc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise VMMError(
+            f"qemu-img could not write {dest}: {lines[-1] if lines else exc}",
+            hint="check free disk space and permissions of the VM's state directory",
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise VMMError(f"qemu-img timed out writing {dest}") from exc
+
+
 def create_qcow2_overlay(base: Path, dest: Path, *, qemu_img: str = QEMU_IMG) -> Path:
     """Create ``dest`` as a qcow2 image backed by the raw image ``base``.
 
@@ -25,23 +50,18 @@ def create_qcow2_overlay(base: Path, dest: Path, *, qemu_img: str = QEMU_IMG) ->
         VMMError: when ``base`` is missing or qemu-img fails.
     """
     _require_base(base)
-    exe = shutil.which(qemu_img)
-    if exe is None:
-        raise VMMError(
-            "qemu-img is not installed",
-            hint="install it with 'apt-get install qemu-utils'",
-        )
-    argv = [exe, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.absolute()), str(dest)]
-    try:
-        subprocess.run(argv, check=True, capture_output=True, timeout=30)
-    except subprocess.CalledProcessError as exc:
-        message = exc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise VMMError(
-            f"qemu-img could not create the overlay {dest}: {message[-1] if message else exc}",
-            hint="check free disk space and permissions of the VM's state directory",
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise VMMError(f"qemu-img timed out creating {dest}") from exc
+    run_qemu_img(
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        "-b",
+        str(base.absolute()),
+        str(dest),
+        qemu_img=qemu_img,
+    )
     return dest
 
 

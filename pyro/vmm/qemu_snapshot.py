@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from pyro.errors import VMMError
 from pyro.vmm import launch
 from pyro.vmm.base import VMHandle, vmm_process
+from pyro.vmm.overlay import run_qemu_img
 
 FD_NAME = "pyro-snapshot"
 #: How long QEMU may take to open its QMP socket after start.
@@ -203,7 +203,7 @@ def make_overlay_template(disk: Path, backing: Path, dest: Path) -> None:
         VMMError: when qemu-img is missing or fails.
     """
     restore_overlay(disk, dest)
-    _qemu_img("rebase", "-q", "-u", "-F", "qcow2", "-b", str(backing.absolute()), str(dest))
+    run_qemu_img("rebase", "-q", "-u", "-F", "qcow2", "-b", str(backing.absolute()), str(dest))
 
 
 def restore_overlay(disk: Path, dest: Path) -> None:
@@ -212,22 +212,6 @@ def restore_overlay(disk: Path, dest: Path) -> None:
     Raises:
         VMMError: when qemu-img is missing or fails.
     """
-    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk.absolute()), str(dest))
-
-
-def _qemu_img(*args: str) -> None:
-    exe = shutil.which("qemu-img")
-    if exe is None:
-        raise VMMError("qemu-img is not installed", hint="apt-get install qemu-utils")
-    dest = args[-1]
-    argv = [exe, *args]
-    try:
-        subprocess.run(argv, check=True, capture_output=True, timeout=30)
-    except subprocess.CalledProcessError as exc:
-        lines = exc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise VMMError(
-            f"qemu-img failed on {dest}: {lines[-1] if lines else exc}",
-            hint="check free disk space in the VM's state directory",
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise VMMError(f"qemu-img timed out on {dest}") from exc
+    run_qemu_img(
+        "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(disk.absolute()), str(dest)
+    )
