@@ -132,6 +132,8 @@ void power_off(void) __attribute__((noreturn));
 
 /* net.c */
 void net_setup(void);
+/* boot.c: value of `key=` on the kernel command line (heap copy), or NULL. */
+char *cmdline_value(const char *key);
 
 /* exec.c */
 void exec_start(uint32_t id, const uint8_t *payload, uint32_t len);

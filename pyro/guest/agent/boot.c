@@ -87,10 +87,10 @@ static void try_mount(const char *src, const char *dst, const char *type, unsign
 		logmsg("cannot mount %s on %s: %s", type, dst, strerror(errno));
 }
 
-/* Value of `key=` on the kernel command line, or NULL. */
-static char *cmdline_value(const char *key)
+/* Value of `key=` on the kernel command line (a heap copy the caller frees), or NULL. */
+char *cmdline_value(const char *key)
 {
-	static char line[4096];
+	char line[4096];
 	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
@@ -100,7 +100,8 @@ static char *cmdline_value(const char *key)
 		return NULL;
 	line[n] = 0;
 	size_t klen = strlen(key);
-	for (char *tok = strtok(line, " \n"); tok; tok = strtok(NULL, " \n")) {
+	char *save = NULL;
+	for (char *tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
 		if (strncmp(tok, key, klen) == 0 && tok[klen] == '=')
 			return strdup(tok + klen + 1);
 	}

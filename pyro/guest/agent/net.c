@@ -26,27 +26,6 @@
 #define NET_IFACE "eth0"
 #define HOSTS_MARK "# pyro-net"
 
-/* Value of `key=` on the kernel command line (heap copy), or NULL. */
-static char *net_cmdline_value(const char *key)
-{
-	char line[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	ssize_t n = read(fd, line, sizeof line - 1);
-	close(fd);
-	if (n <= 0)
-		return NULL;
-	line[n] = 0;
-	size_t klen = strlen(key);
-	char *save = NULL;
-	for (char *tok = strtok_r(line, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
-		if (strncmp(tok, key, klen) == 0 && tok[klen] == '=')
-			return strdup(tok + klen + 1);
-	}
-	return NULL;
-}
-
 static void set_sin(struct sockaddr *sa, struct in_addr addr)
 {
 	struct sockaddr_in sin;
@@ -174,7 +153,7 @@ static void write_hosts(const char *spec)
 
 void net_setup(void)
 {
-	char *conf = net_cmdline_value("pyro.net");
+	char *conf = cmdline_value("pyro.net");
 	if (!conf)
 		return;
 	char *fields[3] = {conf, NULL, NULL};
@@ -203,7 +182,7 @@ void net_setup(void)
 	else
 		snprintf(resolv, sizeof resolv, "# pyro: no DNS server (allowlist names are in /etc/hosts)\n");
 	write_file("/etc/resolv.conf", resolv);
-	char *hosts = net_cmdline_value("pyro.hosts");
+	char *hosts = cmdline_value("pyro.hosts");
 	write_hosts(hosts);
 	free(hosts);
 	free(conf);
