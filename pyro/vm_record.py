@@ -96,16 +96,15 @@ def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = N
     Raises:
         LimitError: with what was asked, what the host has, and what to do.
     """
-    import psutil
-
     from pyro.errors import LimitError
+    from pyro.vmm.probe import host_memory_mib
 
     host_cpus = os.cpu_count() or 1
     if vcpus > max(host_cpus, 1) * 4:
         raise LimitError(
             f"{vcpus} vCPUs asked; this host has {host_cpus} CPUs (at most {host_cpus * 4} vCPUs)"
         )
-    total_mib = psutil.virtual_memory().total // (1 << 20)
+    total_mib = host_memory_mib()
     if memory_mib > total_mib:
         raise LimitError(f"{memory_mib} MiB of guest memory asked; this host has {total_mib} MiB")
     limit = int(os.environ.get("PYRO_MAX_VMS", "0") or 0) or max(1, total_mib // 256)

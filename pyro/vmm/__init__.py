@@ -1,15 +1,17 @@
-"""VMM backends: a Protocol, one module per VMM, a registry and backend selection."""
+"""VMM backends: a Protocol, one module per VMM, a registry and backend selection.
+
+A backend's module is imported when that backend is first asked for: a run on QEMU never
+loads the Firecracker module (and its TAP/nft plumbing), and planning loads neither.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from pyro.errors import BackendUnavailableError
 from pyro.plan.inventory import BackendInfo
 from pyro.vmm.base import Backend, NetworkConfig, VMConfig, VMHandle
-from pyro.vmm.firecracker import FirecrackerBackend
-from pyro.vmm.qemu import QemuBackend
 
 __all__ = [
     "AUTO_ORDER",
@@ -22,11 +24,44 @@ __all__ = [
     "select_backend",
 ]
 
-BACKENDS: dict[str, Backend] = {
-    "firecracker": FirecrackerBackend(),
-    "qemu-kvm": QemuBackend("kvm"),
-    "qemu-tcg": QemuBackend("tcg"),
-}
+
+def _firecracker() -> Backend:
+    from pyro.vmm.firecracker import FirecrackerBackend
+
+    return FirecrackerBackend()
+
+
+def _qemu(accel: str) -> Callable[[], Backend]:
+    def make() -> Backend:
+        from pyro.vmm.qemu import QemuBackend
+
+        return QemuBackend("kvm" if accel == "kvm" else "tcg")
+
+    return make
+
+
+class _Backends(Mapping[str, Backend]):
+    """Backend name → backend, each made (and its module imported) on first lookup."""
+
+    def __init__(self, factories: dict[str, Callable[[], Backend]]) -> None:
+        self._factories = factories
+        self._made: dict[str, Backend] = {}
+
+    def __getitem__(self, name: str) -> Backend:
+        if name not in self._made:
+            self._made[name] = self._factories[name]()
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+
+BACKENDS: Mapping[str, Backend] = _Backends(
+    {"firecracker": _firecracker, "qemu-kvm": _qemu("kvm"), "qemu-tcg": _qemu("tcg")}
+)
 #: Automatic selection tries these in order and takes the first that can run commands.
 AUTO_ORDER = ("firecracker", "qemu-kvm", "qemu-tcg")
 

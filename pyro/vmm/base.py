@@ -14,12 +14,13 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import psutil
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyro.errors import VMMError
 from pyro.plan.inventory import BackendInfo
+
+if TYPE_CHECKING:  # psutil is imported on first use: planning never needs it
+    import psutil
 
 SERIAL_LOG = "serial.log"
 
@@ -196,6 +197,8 @@ class Backend(Protocol):
 
 def vmm_process(handle: VMHandle) -> psutil.Process | None:
     """The VMM process of ``handle``, or None when it is gone or the PID was reused."""
+    import psutil
+
     try:
         if start_ticks(handle.pid) != handle.start_ticks:
             return None
@@ -217,6 +220,8 @@ def kill_vmm(handle: VMHandle, *, wait: float = 5.0) -> None:
     Raises:
         VMMError: when the process survives SIGKILL for ``wait`` seconds.
     """
+    import psutil
+
     proc = vmm_process(handle)
     if proc is None:
         return
@@ -240,6 +245,8 @@ def wait_exit(handle: VMHandle, timeout: float) -> bool:
 def _reap(proc: psutil.Process, *, timeout: float = 0.0) -> bool:
     # psutil's wait() calls waitpid() for our own children (no zombie left behind)
     # and polls for processes we merely reattached to.
+    import psutil
+
     try:
         proc.wait(timeout=timeout)
         return True

@@ -14,8 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pyro.paths import cache_dir, state_dir
-from pyro.vmm.firecracker import find_firecracker
-from pyro.vmm.probe import DEV_KVM, PVM_REASON, kvm_accessible, probe_backends, probe_host
+from pyro.vmm.probe import (
+    DEV_KVM,
+    PVM_REASON,
+    find_firecracker,
+    kvm_accessible,
+    probe_backends,
+    probe_host,
+)
 
 Status = Literal["PASS", "WARN", "FAIL"]
 DEV_TUN = Path("/dev/net/tun")

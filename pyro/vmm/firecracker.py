@@ -37,7 +37,7 @@ from pyro.vmm.base import (
     vmm_process,
     wait_exit,
 )
-from pyro.vmm.probe import find_binary
+from pyro.vmm.probe import find_firecracker
 
 API_SOCK = "fc.sock"
 VSOCK_SOCK = "vsock.sock"
@@ -45,11 +45,6 @@ DISK = "rootfs.ext4"
 GUEST_CID = 3
 AGENT_VSOCK_PORT = 1024
 BASE_CMDLINE = ("console=ttyS0", "reboot=k", "panic=1", "pci=off", "quiet")
-
-
-def find_firecracker() -> Path | None:
-    """The firecracker binary: ``$PYRO_FIRECRACKER``, else ``firecracker`` on PATH."""
-    return find_binary("firecracker", "PYRO_FIRECRACKER")
 
 
 def instance_id(vm_id: str) -> str:

@@ -15,8 +15,6 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-import psutil
-
 from pyro.paths import cache_dir
 from pyro.plan.inventory import BackendInfo, HostInfo, KvmKind
 
@@ -63,9 +61,14 @@ def probe_host() -> HostInfo:
     return HostInfo(
         arch=platform.machine(),
         cpus=os.cpu_count() or 1,
-        memory_mib=psutil.virtual_memory().total // (1024 * 1024),
+        memory_mib=host_memory_mib(),
         kvm=detect_kvm(),
     )
+
+
+def host_memory_mib() -> int:
+    """This host's physical memory in MiB (what psutil reports as total, without its import)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
 
 
 def find_binary(name: str, env_var: str | None = None) -> Path | None:
@@ -127,10 +130,13 @@ def _short_version(line: str) -> str | None:
     return line or None
 
 
+def find_firecracker() -> Path | None:
+    """The firecracker binary: ``$PYRO_FIRECRACKER``, else ``firecracker`` on PATH."""
+    return find_binary("firecracker", "PYRO_FIRECRACKER")
+
+
 def probe_backends(kvm: KvmKind | None = None) -> list[BackendInfo]:
     """Every backend in selection order (firecracker, qemu-kvm, qemu-tcg), usable or not."""
-    from pyro.vmm.firecracker import find_firecracker
-
     kind = detect_kvm() if kvm is None else kvm
     qemu = find_binary("qemu-system-x86_64")
     firecracker = find_firecracker()
