@@ -178,7 +178,6 @@ class VMRegistry:
             BootError: the guest did not answer in time (the VM is stopped again).
             VMMError: ``snapshot`` was given and the backend cannot restore, or refused it.
         """
-        from pyro.guest.client import AgentClient
         from pyro.vmm.base import NetworkConfig, VMConfig
 
         with self.locked(vm_id):
@@ -212,6 +211,9 @@ class VMRegistry:
             self.save(record)
             deadline = time.monotonic() + boot_timeout
             try:
+                # Imported while the guest boots: nothing before the spawn waits for it.
+                from pyro.guest.client import AgentClient
+
                 sock = backend.connect_agent(handle, timeout=boot_timeout)
                 remaining = max(0.5, deadline - time.monotonic())
                 client = AgentClient.connect(sock, hello_timeout=remaining)
