@@ -1,17 +1,39 @@
-"""Spec documents: models, the one loader, JSON Schema export. Pure: no I/O but reading specs."""
+"""Spec documents: models, the one loader, JSON Schema export. Pure: no I/O but reading specs.
+
+Names are resolved on first use, so ``from pyro.spec.model import RunSpec`` (the run path)
+does not pay for the YAML loader and the template engine.
+"""
 
 from __future__ import annotations
 
-from pyro.spec.load import (
-    LoadedSpec,
-    load_spec,
-    load_spec_data,
-    load_spec_documents,
-    load_spec_text,
-    load_vars_file,
-    render_template,
-)
-from pyro.spec.model import KINDS, AnySpec, EnvironmentSpec, RunSpec
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyro.spec.load import (
+        LoadedSpec,
+        load_spec,
+        load_spec_data,
+        load_spec_documents,
+        load_spec_text,
+        load_vars_file,
+        render_template,
+    )
+    from pyro.spec.model import KINDS, AnySpec, EnvironmentSpec, RunSpec
+
+_HOMES = {
+    "KINDS": "pyro.spec.model",
+    "AnySpec": "pyro.spec.model",
+    "EnvironmentSpec": "pyro.spec.model",
+    "RunSpec": "pyro.spec.model",
+    "LoadedSpec": "pyro.spec.load",
+    "load_spec": "pyro.spec.load",
+    "load_spec_data": "pyro.spec.load",
+    "load_spec_documents": "pyro.spec.load",
+    "load_spec_text": "pyro.spec.load",
+    "load_vars_file": "pyro.spec.load",
+    "render_template": "pyro.spec.load",
+}
 
 __all__ = [
     "KINDS",
@@ -26,3 +48,10 @@ __all__ = [
     "load_vars_file",
     "render_template",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pyro.spec' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

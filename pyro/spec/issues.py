@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from pyro.errors import SpecIssue
-from pyro.spec.yaml import Position, escape_pointer
+from pyro.spec.documents import Position, escape_pointer
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails

@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from pyro.errors import SpecError, SpecIssue
+from pyro.spec.documents import YamlDocument, YamlProblem
 from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
 from pyro.spec.template import has_template, render_template, template_line_map
-from pyro.spec.yaml import YamlDocument, YamlProblem, parse_documents
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -154,6 +154,8 @@ def load_vars_file(path: str | os.PathLike[str]) -> dict[str, object]:
         SpecError: the file cannot be read, is not YAML, holds more than one document, or
             is not a mapping with string keys.
     """
+    from pyro.spec.yaml import parse_documents
+
     name = os.fspath(path)
     text = _read(Path(name), name)
     try:
@@ -225,6 +227,8 @@ def _load_text(
     path: Path | None,
     vars: Mapping[str, object] | None,
 ) -> list[LoadedSpec]:
+    from pyro.spec.yaml import parse_documents  # text only: data input never needs YAML
+
     rendered = render_template(text, vars, name)
     issues: list[SpecIssue] = []
     try:

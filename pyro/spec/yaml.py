@@ -20,6 +20,17 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pyro.errors import SpecIssue
+from pyro.spec.documents import Position, YamlDocument, YamlProblem, escape_pointer
+
+__all__ = [
+    "MAX_NODES",
+    "Position",
+    "SpecLoader",
+    "YamlDocument",
+    "YamlProblem",
+    "escape_pointer",
+    "parse_documents",
+]
 
 # A document whose node tree (aliases expanded) is bigger than this is refused: it guards
 # against "billion laughs" documents, which expand a few anchors into billions of nodes.
@@ -82,46 +93,6 @@ SpecLoader.add_implicit_resolver(_NULL_TAG, _NULL_RE, [""])
 SpecLoader.add_implicit_resolver(_MERGE_TAG, re.compile(r"^(?:<<)$"), ["<"])
 SpecLoader.add_constructor(_BOOL_TAG, SpecLoader.construct_yaml_bool)
 SpecLoader.add_constructor(_INT_TAG, SpecLoader.construct_yaml_int)
-
-
-Position = tuple[int, int]
-"""1-based (line, column)."""
-
-
-@dataclass
-class YamlDocument:
-    """One parsed YAML document: its data, and where each JSON pointer was written."""
-
-    data: Any
-    index: int
-    start: Position
-    positions: dict[str, Position] = field(default_factory=dict)
-
-    def locate(self, pointer: str) -> Position:
-        """Position of ``pointer``, or of its nearest ancestor written in the document."""
-        while pointer:
-            if pointer in self.positions:
-                return self.positions[pointer]
-            pointer = pointer.rsplit("/", 1)[0]
-        return self.positions.get("", self.start)
-
-
-class YamlProblem(Exception):
-    """Raised for a problem in the YAML text; carries the issues found.
-
-    ``documents`` holds the documents that did parse cleanly, so their validation issues
-    can be reported together with the YAML issues of the others.
-    """
-
-    def __init__(self, issues: list[SpecIssue], documents: list[YamlDocument] | None = None):
-        super().__init__(issues[0].message if issues else "invalid YAML")
-        self.issues = issues
-        self.documents = documents or []
-
-
-def escape_pointer(token: object) -> str:
-    """Escape one JSON-pointer reference token (RFC 6901)."""
-    return str(token).replace("~", "~0").replace("/", "~1")
 
 
 def _pos(node: Node) -> Position:
