@@ -8,7 +8,9 @@ without a ``source`` one: ``oci://$PYRO_ENV_REGISTRY/<name>`` with the name's ``
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
 import json
 import os
 import shutil
@@ -16,9 +18,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from pyro.environments.buildrun import BUILDER_VERSION, sha256_bytes
 from pyro.errors import EnvironmentNotFoundError, SpecError, SpecIssue, UsageError
+from pyro.paths import cache_dir
 from pyro.plan.inventory import CatalogEnvironment
 from pyro.spec.load import load_spec
 from pyro.spec.model import EnvironmentSpec
@@ -180,6 +184,9 @@ def lookup(name: str) -> CatalogEntry:
 def catalog_entries() -> list[CatalogEnvironment]:
     """The catalog as the planner's inventory sees it.
 
+    Every plan needs these, so they come from a summary cached under the cache folder
+    (see :func:`_summaries`) rather than from parsing and validating the specs each time.
+
     Raises:
         SpecError: a packaged spec is invalid.
         UsageError: $PYRO_ENV_REGISTRY is malformed.
@@ -187,17 +194,62 @@ def catalog_entries() -> list[CatalogEnvironment]:
     buildable, _ = can_build()
     return [
         CatalogEnvironment(
-            ref=entry.name,
-            name=entry.name,
-            version=entry.spec.spec.version,
-            spec_digest=entry.spec_digest,
+            ref=summary["name"],
+            name=summary["name"],
+            version=summary["version"],
+            spec_digest=summary["spec_digest"],
             buildable=buildable,
-            source=entry.source,
-            default_vcpus=entry.spec.spec.defaults.vcpus,
-            default_memory_mib=entry.spec.spec.defaults.memory_mib,
+            source=summary["source"] or registry_source(summary["name"]),
+            default_vcpus=summary["vcpus"],
+            default_memory_mib=summary["memory_mib"],
         )
+        for summary in _summaries()
+    ]
+
+
+#: Bump when a summary's fields change; old summary files are then ignored.
+_SUMMARY_FORMAT = 1
+
+
+def _summaries() -> list[dict[str, Any]]:
+    """What the inventory needs of each packaged spec, keyed by the bytes they come from.
+
+    The key digests every file of the catalog folder (specs and kernel fragments), the
+    builder version and this format, so an edited spec or fragment (editable installs) is
+    never served stale; reading and hashing the folder costs well under a millisecond.
+    A missing, corrupt or read-only cache only costs this process the full parse.
+    """
+    key = _catalog_key(catalog_dir())
+    store = cache_dir() / "catalog-summary.json"
+    with contextlib.suppress(OSError, ValueError):
+        cached = json.loads(store.read_text(encoding="utf-8"))
+        if isinstance(cached, dict) and cached.get("key") == key:
+            return list(cached["summaries"])
+    summaries = [
+        {
+            "name": entry.name,
+            "version": entry.spec.spec.version,
+            "spec_digest": entry.spec_digest,
+            "source": entry.spec.spec.source.ref if entry.spec.spec.source else None,
+            "vcpus": entry.spec.spec.defaults.vcpus,
+            "memory_mib": entry.spec.spec.defaults.memory_mib,
+        }
         for entry in catalog().values()
     ]
+    with contextlib.suppress(OSError):
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "summaries": summaries}), encoding="utf-8")
+        os.replace(tmp, store)
+    return summaries
+
+
+def _catalog_key(folder: Path) -> str:
+    digest = hashlib.sha256(f"{_SUMMARY_FORMAT}\0{BUILDER_VERSION}\0".encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".pyc"):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def can_build() -> tuple[bool, str]:

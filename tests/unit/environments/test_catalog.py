@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,62 @@ def test_specs_are_package_data() -> None:
         "debian-12.yaml",
     ]
     assert isinstance(lookup("debian:12").spec, EnvironmentSpec)
+
+
+def _copy_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import shutil
+
+    folder = tmp_path / "catalog"
+    shutil.copytree(catalog_module.catalog_dir(), folder, ignore=shutil.ignore_patterns("*.pyc"))
+    monkeypatch.setattr(catalog_module, "catalog_dir", lambda: folder)
+    catalog_module._package_specs.cache_clear()
+    monkeypatch.setenv("PYRO_CACHE_DIR", str(tmp_path / "cache"))
+    return folder
+
+
+def test_inventory_entries_come_from_the_summary_without_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _copy_catalog(tmp_path, monkeypatch)
+    first = catalog_entries()
+    assert (tmp_path / "cache" / "catalog-summary.json").is_file()
+
+    def no_parse() -> None:
+        raise AssertionError("the specs were parsed again")
+
+    catalog_module._package_specs.cache_clear()
+    monkeypatch.setattr(catalog_module, "_package_specs", no_parse)
+    assert catalog_entries() == first
+    # $PYRO_ENV_REGISTRY is applied to the summary, not baked into it.
+    monkeypatch.setenv(REGISTRY_ENV, "127.0.0.1:5000/pyro")
+    sources = {entry.name: entry.source for entry in catalog_entries()}
+    assert sources["debian:12"] == "oci://127.0.0.1:5000/pyro/debian:12"
+
+
+def test_an_edited_spec_or_fragment_is_never_served_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _copy_catalog(tmp_path, monkeypatch)
+    before = {entry.name: entry for entry in catalog_entries()}
+    spec = folder / "debian-12.yaml"
+    spec.write_text(spec.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+    catalog_module._package_specs.cache_clear()
+    after = {entry.name: entry for entry in catalog_entries()}
+    assert after["debian:12"].version == "1.0.1"
+    assert after["debian:12"].spec_digest != before["debian:12"].spec_digest
+    fragment = folder / "kernels" / "pyro-6.1.config"
+    fragment.write_text(fragment.read_text() + "\n# changed\n")
+    catalog_module._package_specs.cache_clear()
+    changed = {entry.name: entry for entry in catalog_entries()}
+    assert changed["debian:12-base"].spec_digest != after["debian:12-base"].spec_digest
+    assert changed["debian:12"].spec_digest == lookup("debian:12").spec_digest
+
+
+def test_a_corrupt_summary_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _copy_catalog(tmp_path, monkeypatch)
+    expected = catalog_entries()
+    store = tmp_path / "cache" / "catalog-summary.json"
+    for garbage in ("{not json", '{"key": 1}', "[]", '{"key": "x", "summaries": 3}'):
+        store.write_text(garbage)
+        assert catalog_entries() == expected
+        assert json.loads(store.read_text())["summaries"][0]["name"] == "debian:12"
