@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import BaseModel
-
-from pyro.tasks_files import guest_path
-from pyro.tasks_journal import JournalEntry
-from pyro.tasks_snapshots import BASELINE
 
 if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
     from pyro.tasks import TaskInfo, TaskManager
     from pyro.tasks_files import FileEntry, SyncResult
+    from pyro.tasks_journal import JournalEntry, TaskLogs
     from pyro.tasks_run import TaskExecOutput
     from pyro.tasks_snapshots import SnapshotInfo
 
@@ -33,11 +31,30 @@ __all__ = [
 ]
 
 
-class TaskLogs(BaseModel):
-    """A task's command journal (redacted), oldest first."""
+#: Where each task type named in ``__all__`` is defined (imported on first use).
+_HOMES = {
+    "FileEntry": "pyro.tasks_files",
+    "JournalEntry": "pyro.tasks_journal",
+    "SnapshotInfo": "pyro.tasks_snapshots",
+    "SyncResult": "pyro.tasks_files",
+    "TaskExecOutput": "pyro.tasks_run",
+    "TaskInfo": "pyro.tasks",
+    "TaskLogs": "pyro.tasks_journal",
+}
 
-    task_id: str
-    entries: list[JournalEntry]
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pyro.sdk_task' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def guest_path(path: str) -> str:
+    """``path`` checked as an absolute guest path (see :func:`pyro.tasks_files.guest_path`)."""
+    from pyro.tasks_files import guest_path as check
+
+    return check(path)
 
 
 class TaskFileWritten(BaseModel):
@@ -156,6 +173,8 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.
         """
+        from pyro.tasks_journal import TaskLogs
+
         return TaskLogs(task_id=task_id, entries=self.tasks.logs(task_id, tail))
 
     def list_tasks(
@@ -310,12 +329,14 @@ class TaskMethods:
 
         return snapshot_delete(self.tasks, task_id, name)
 
-    def reset_task(self, task_id: str, *, snapshot: str = BASELINE) -> TaskInfo:
-        """Put the task's disk back to a snapshot (default: as created) and boot it.
+    def reset_task(self, task_id: str, *, snapshot: str | None = None) -> TaskInfo:
+        """Put the task's disk back to a snapshot (default: ``baseline``, the disk as the
+        task was created) and boot it.
 
         Raises:
             NotFoundError: no such task or snapshot.  BackendUnavailableError.
         """
         from pyro.tasks_run import reset
+        from pyro.tasks_snapshots import BASELINE
 
-        return reset(self.tasks, task_id, snapshot)
+        return reset(self.tasks, task_id, BASELINE if snapshot is None else snapshot)

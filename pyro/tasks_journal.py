@@ -41,6 +41,13 @@ class JournalEntry(BaseModel):
     stderr_truncated: bool = False
 
 
+class TaskLogs(BaseModel):
+    """A task's command journal (redacted), oldest first."""
+
+    task_id: str
+    entries: list[JournalEntry]
+
+
 def cap_text(text: str, cap: int = JOURNAL_OUTPUT_CAP) -> tuple[str, bool]:
     """``text`` cut to at most ``cap`` UTF-8 bytes, and whether it was cut."""
     data = text.encode("utf-8")
