@@ -141,3 +141,63 @@ def test_pure_source_has_no_forbidden_imports(path: Path) -> None:
         source = path.read_text(encoding="utf-8")
         for call in ("os.system", "os.popen", "os.exec", "os.spawn", "os.fork", ".write_text("):
             assert call not in source, f"{relative} calls {call}"
+
+
+# What `pyro run` must not have loaded when it starts the VMM: everything here is either
+# unused by a run or needed only after the spawn, while the guest boots (docs/performance.md).
+NOT_BEFORE_SPAWN = [
+    "yaml",  # spec data needs no YAML parser; the catalog comes from its cached summary
+    "jinja2",
+    "psutil",  # watched processes only exist after the spawn
+    "pyro.vmm.firecracker",
+    "pyro.net.tap",
+    "pyro.guest.client",
+    "pyro.tasks",
+    "pyro.tasks_files",
+    "pyro.tasks_journal",
+    "pyro.tasks_snapshots",
+    "pyro.oci",
+    "pyro.mcp",
+    "httpx",
+    "oras",
+]
+
+
+def test_a_run_loads_only_what_it_needs_before_the_vmm_starts(
+    guest_install: object, pyro_state: Path
+) -> None:
+    # The QEMU backend is stopped at its spawn (or restore), where the modules are listed;
+    # the VM record the run made is deleted before the process exits.
+    code = (
+        "import sys, json\n"
+        "class Stop(BaseException): pass\n"
+        "def stop(*a, **k):\n"
+        "    print(json.dumps(sorted(sys.modules)))\n"
+        "    raise Stop\n"
+        "import pyro.vmm.qemu as q\n"
+        "q.QemuBackend.spawn = stop\n"
+        "q.QemuBackend.restore = stop\n"
+        "sys.argv = ['pyro', 'run', '--backend', 'qemu-tcg', 'debian:12', '--', 'true']\n"
+        "from pyro.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except (Stop, SystemExit):\n"
+        "    pass\n"
+        "from pyro.vms import VMRegistry\n"
+        "for record in VMRegistry().list():\n"
+        "    VMRegistry().delete(record.id)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert lines, f"the run never reached the VMM:\n{result.stderr[-2000:]}"
+    modules = set(json.loads(lines[-1]))
+    assert "pydantic" in modules and "pyro.plan.planner" in modules  # it did plan
+    early = sorted(
+        name
+        for name in modules
+        for bad in NOT_BEFORE_SPAWN
+        if name == bad or name.startswith(bad + ".")
+    )
+    assert early == []
