@@ -12,10 +12,12 @@ Ratios compare figures from the same run, so they hold across machines of differ
 * ``cold_vs_floor`` = cold_run_s / floor_s; ``warm_vs_cold`` = warm_run_s / cold_run_s
 * ``plan_s``, ``validate_s``, ``help_s``: CLI wall times of ``pyro plan examples/hello.yaml``,
   ``pyro validate examples/hello.yaml`` and ``pyro --help``
+* ``import_floor_s`` what any CLI built on pyro's chosen libraries pays before its own
+  code: this Python starting, importing click and defining one pydantic model
 * ``cached_pull_s`` pulling an installed environment through the SDK (no blob request)
 * ``task_exec_rtt_s`` ``exec_task(id, "true")`` through the SDK on a running task
 * ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` (default: warm) one after another / all
-  at once;
+  at once, each timed N times;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
 * ``vmm_rss_mb``   QEMU's resident memory with a booted guest
 * ``net_host_to_guest_mbps`` / ``net_guest_to_host_mbps``: HTTP throughput under policy
@@ -173,6 +175,10 @@ def main() -> int:
     }
     figures: dict[str, dict[str, float]] = {}
 
+    floor_code = "import click\nfrom pydantic import BaseModel\nclass M(BaseModel):\n    x: int\n"
+    figures["import_floor_s"] = stats(
+        timed(lambda: subprocess.run([sys.executable, "-c", floor_code], check=True), runs)
+    )
     figures["help_s"] = stats(timed(lambda: cli("--help"), runs))
     figures["validate_s"] = stats(timed(lambda: cli("validate", "examples/hello.yaml"), runs))
     figures["plan_s"] = stats(timed(lambda: cli("plan", "examples/hello.yaml"), runs))
@@ -213,7 +219,7 @@ def main() -> int:
         figures[key] = stats(samples)
 
     figures["serial8_s"] = stats(
-        timed(lambda: [cli("run", ENV, "--", "true") for _ in range(8)], 1)
+        timed(lambda: [cli("run", ENV, "--", "true") for _ in range(8)], runs)
     )
 
     def concurrent8() -> None:
@@ -223,7 +229,7 @@ def main() -> int:
         results.setdefault("concurrent8_failures", 0)
         results["concurrent8_failures"] += len(failures)
 
-    figures["concurrent8_s"] = stats(timed(concurrent8, 1))
+    figures["concurrent8_s"] = stats(timed(concurrent8, runs))
 
     cores = os.cpu_count() or 1
     ratio = lambda a, b: round(figures[a]["median"] / figures[b]["median"], 3)  # noqa: E731
