@@ -7,10 +7,12 @@ Every method returns pydantic models (``.model_dump()`` gives plain data) and ra
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyro.errors import UsageError
 from pyro.planning import SpecSource, make_plan, prepare
 from pyro.sdk_env import EnvironmentMethods
 from pyro.sdk_task import TaskMethods
@@ -18,6 +20,7 @@ from pyro.sdk_vm import VMMethods
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
+    from pyro.execute.pool import WarmPool
     from pyro.execute.result import RunResult
     from pyro.execute.runner import EventSink, OutputSink
     from pyro.plan.model import Plan
@@ -60,13 +63,51 @@ def run_spec_for_command(
 
 
 class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
-    """pyro's Python API. Cheap to create; holds no VM itself.
+    """pyro's Python API. Cheap to create; holds no VM itself — unless ``warm_pool`` is set.
+
+    ``warm_pool=N`` (1 to 8) keeps up to N restored guests ready for the next ``run_in_vm`` /
+    ``apply`` of the shape last run (network ``off``; see docs/performance.md): for a
+    long-lived host such as an MCP server. Those guests belong to this object: ``close()``
+    (or leaving a ``with`` block, or the end of the process) deletes them.
 
     Raises (every method): :class:`pyro.errors.PyroError` subclasses only.
     """
 
-    def __init__(self, *, state_dir: Path | None = None) -> None:
+    def __init__(self, *, state_dir: Path | None = None, warm_pool: int = 0) -> None:
+        from pyro.execute.pool import MAX_POOL_SIZE
+
+        if not 0 <= warm_pool <= MAX_POOL_SIZE:
+            raise UsageError(
+                f"warm_pool must be 0 to {MAX_POOL_SIZE}, not {warm_pool}",
+                "each pooled guest holds its memory while it waits; 1 or 2 is usually enough",
+            )
         self._state_dir = state_dir
+        self._pool_size = warm_pool
+        self._warm_pool: WarmPool | None = None
+
+    def __enter__(self) -> Pyro:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Delete the guests the warm pool holds (nothing to do without one). Idempotent."""
+        if self._warm_pool is not None:
+            self._warm_pool.close()
+
+    def _pool(self) -> WarmPool | None:
+        if self._pool_size == 0:
+            return None
+        if self._warm_pool is None:
+            from pyro.execute.pool import WarmPool
+            from pyro.vms import VMRegistry
+
+            self._warm_pool = WarmPool(self._pool_size, VMRegistry(self._state_dir))
+            # The guests die with the process anyway (QEMU's parent-death signal); this
+            # also deletes their records and disks at a normal exit.
+            weakref.finalize(self, self._warm_pool.close)
+        return self._warm_pool
 
     # -- specs and plans -----------------------------------------------------------------
 
@@ -127,7 +168,12 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             prepared = prepare(spec_or_plan, vars=vars, run_name=run_name)
             plan = make_plan(prepared)
             base_dir, environments = prepared.loaded.base_dir, prepared.environments
-        options = ApplyOptions(base_dir=base_dir, environments=environments, registry=self.registry)
+        options = ApplyOptions(
+            base_dir=base_dir,
+            environments=environments,
+            registry=self.registry,
+            pool=self._pool(),
+        )
         if on_event is not None:
             options.on_event = on_event
         options.on_stdout, options.on_stderr = on_stdout, on_stderr

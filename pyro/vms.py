@@ -349,6 +349,14 @@ class VMRegistry:
         self._reap_networks()
         return reaped
 
+    def is_running(self, vm_id: str) -> bool:
+        """True when the VM exists, is recorded running and its VMM process is alive."""
+        try:
+            record = self.get(vm_id)
+        except PyroError:
+            return False
+        return record.state is VMState.RUNNING and self._alive(record)
+
     def _alive(self, record: VMRecord) -> bool:
         try:
             return self._backend(record).is_alive(self._handle(record))

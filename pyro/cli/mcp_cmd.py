@@ -28,8 +28,17 @@ def mcp() -> None:
     help="Which tools to offer: vm-run (only vm_run), task-core (vm_run, env_list, "
     "task_*, plan, apply) or full (everything).",
 )
+@click.option(
+    "--warm-pool",
+    type=click.IntRange(0, 8),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Keep up to N restored guests ready for the next vm_run/apply of the shape last "
+    "run (network off); each holds its memory while it waits. Deleted when the server exits.",
+)
 @handle_errors
-def serve(profile: str) -> None:
+def serve(profile: str, warm_pool: int) -> None:
     """Serve MCP on stdin/stdout until the client disconnects.
 
     \b
@@ -37,5 +46,7 @@ def serve(profile: str) -> None:
       {"mcpServers": {"pyro": {"command": "pyro", "args": ["mcp", "serve"]}}}
     """
     from pyro.mcp.server import build_server
+    from pyro.sdk import Pyro
 
-    build_server(profile).run("stdio")
+    with Pyro(warm_pool=warm_pool) as sdk:
+        build_server(profile, sdk=sdk).run("stdio")

@@ -31,6 +31,7 @@ from pyro.vms import BOOT_TIMEOUT_S, VMRecord, VMRegistry
 
 if TYPE_CHECKING:
     from pyro.environments.cache import Install
+    from pyro.execute.pool import WarmPool
     from pyro.guest.client import AgentClient
     from pyro.spec.model import EnvironmentSpec
 
@@ -56,6 +57,8 @@ class ApplyOptions:
     on_stdout: OutputSink | None = None
     on_stderr: OutputSink | None = None
     registry: VMRegistry | None = None
+    pool: WarmPool | None = None
+    """Ready guests to take instead of restoring one (a long-lived host's; see pool.py)."""
     stdout_cap: int = STDOUT_CAP
     stderr_cap: int = STDERR_CAP
 
@@ -241,6 +244,8 @@ def _boot(run: _Run, step: BootStep) -> None:
         if isinstance(run.plan.steps[-1], CleanupStep)
         else False
     )
+    if _take_pooled(run, step, install, initrd, keep=keep):
+        return
     run.event("run", "create", environment=env.name)
     record = run.registry.create(
         environment=env.name,
@@ -259,6 +264,38 @@ def _boot(run: _Run, step: BootStep) -> None:
     run.event("run", "start", vm_id=record.id)
     timeout = min(BOOT_TIMEOUT_S, max(1.0, run.remaining()))
     run.boot_mode, run.client = _start(run, step, record, keep=keep, timeout=timeout)
+
+
+def _take_pooled(run: _Run, step: BootStep, install: Install, initrd: Path, *, keep: bool) -> bool:
+    """Serve a ``restore`` boot from the warm pool when it holds a guest of this shape."""
+    from pyro.vmm.snapshot import restorable, warm_enabled
+
+    pool, env = run.options.pool, run.plan.environment
+    if pool is None or env is None or step.mode != "restore" or step.backend is None:
+        return False
+    if not warm_enabled() or not restorable(
+        network_policy=step.network.policy, publish=bool(step.network.publish), kept=keep
+    ):
+        return False
+    from pyro.execute.pool import Shape
+
+    shape = Shape(
+        environment=env.name,
+        environment_digest=install.digest,
+        kernel=install.kernel,
+        initrd=initrd,
+        rootfs=install.rootfs,
+        backend=step.backend,
+        vcpus=step.vcpus,
+        memory_mib=step.memory_mib,
+    )
+    pooled = pool.take(shape)
+    if pooled is None:
+        return False
+    run.event("run", "create", environment=env.name)
+    run.vm_id, run.client, run.boot_mode = pooled.vm_id, pooled.client, "pooled"
+    run.event("run", "start", vm_id=pooled.vm_id)
+    return True
 
 
 def _start(

@@ -123,7 +123,7 @@ def _save(
         if work is None or store.find(key, verify=False) is not None:
             return  # someone else is saving it, or just did
         handle = VMHandle.from_dict(record.handle)
-        _warm_up(client)
+        warm_up(client)
         try:
             backend.save_state(
                 handle, work / snapshots.STATE, work / snapshots.DISK, timeout=SAVE_TIMEOUT_S
@@ -140,9 +140,11 @@ def _save(
             event("saved")
 
 
-def _warm_up(client: AgentClient) -> None:
+def warm_up(client: AgentClient) -> None:
     """Run what every command needs once, so the saved guest's page cache already holds the
     shell, the dynamic loader and libc: a restored guest then skips their disk reads
-    (under TCG the block and filesystem paths cost more than the reads themselves)."""
+    (under TCG the block and filesystem paths cost more than the reads themselves). A
+    pooled guest runs it again while it waits: under TCG that also translates the code
+    once, so the exec that takes the guest runs already-translated code."""
     with contextlib.suppress(PyroError):
         client.exec(["/bin/sh", "-c", WARM_UP], timeout_s=WARM_UP_TIMEOUT_S)
