@@ -16,6 +16,9 @@ Ratios compare figures from the same run, so they hold across machines of differ
   code: this Python starting, importing click and defining one pydantic model
 * ``cached_pull_s`` pulling an installed environment through the SDK (no blob request)
 * ``task_exec_rtt_s`` ``exec_task(id, "true")`` through the SDK on a running task
+* ``sdk_warm_run_s`` / ``pool_run_s`` ``Pyro().run_in_vm("debian:12", ["true"])`` in a
+  long-lived process: restoring a guest per run / taking it from ``Pyro(warm_pool=1)``
+  (the pool refilled between runs); ``pool_vs_sdk_warm`` = pool_run_s / sdk_warm_run_s
 * ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` (default: warm) one after another / all
   at once, each timed N times;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
@@ -184,19 +187,17 @@ def main() -> int:
     figures["plan_s"] = stats(timed(lambda: cli("plan", "examples/hello.yaml"), runs))
     figures["cached_pull_s"] = stats(timed(lambda: service.pull(ENV), runs))
 
-    floor_samples, rss = [], []
+    run_true(None)  # saves the ready guest if there is none yet
+    # Interleaved, so a change in the host's load hits all three figures alike.
+    floor_samples, rss, cold_samples, warm_samples = [], [], [], []
     for _ in range(runs):
         seconds, mb = floor_once(install, initrd)
         floor_samples.append(seconds)
         rss.append(mb)
-    figures["floor_s"] = stats(floor_samples)
-    figures["vmm_rss_mb"] = stats(rss)
-    run_true(None)  # saves the ready guest if there is none yet
-    # Interleaved, so a change in the host's load hits both figures alike.
-    cold_samples, warm_samples = [], []
-    for _ in range(runs):
         cold_samples += timed(lambda: run_true("cold", "--cold"), 1)
         warm_samples += timed(lambda: run_true("restore"), 1)
+    figures["floor_s"] = stats(floor_samples)
+    figures["vmm_rss_mb"] = stats(rss)
     figures["cold_run_s"] = stats(cold_samples)
     figures["warm_run_s"] = stats(warm_samples)
 
@@ -212,6 +213,27 @@ def main() -> int:
             pyro.delete_task(task.id)
 
     figures["task_exec_rtt_s"] = stats(task_rtt())
+
+    def in_process_runs(pool_size: int) -> list[float]:
+        from pyro import Pyro
+
+        samples = []
+        with Pyro(warm_pool=pool_size) as pyro:
+            pyro.run_in_vm(ENV, ["true"])  # points the pool at this shape
+            for _ in range(max(10, runs)):
+                if pyro._warm_pool is not None:
+                    pyro._warm_pool.wait_filled(60)
+                begun = time.perf_counter()
+                result = pyro.run_in_vm(ENV, ["true"])
+                samples.append(time.perf_counter() - begun)
+                mode = next(s.message for s in result.steps if s.action == "boot") or ""
+                expected = "pooled" if pool_size else "restore"
+                if not mode.endswith(f", {expected})"):
+                    raise SystemExit(f"bench: expected a {expected} boot, got {mode!r}")
+        return samples
+
+    figures["sdk_warm_run_s"] = stats(in_process_runs(0))
+    figures["pool_run_s"] = stats(in_process_runs(1))
 
     from network import egress_throughput  # bench/network.py, next to this script
 
@@ -235,6 +257,7 @@ def main() -> int:
     ratio = lambda a, b: round(figures[a]["median"] / figures[b]["median"], 3)  # noqa: E731
     results["cold_vs_floor"] = ratio("cold_run_s", "floor_s")
     results["warm_vs_cold"] = ratio("warm_run_s", "cold_run_s")
+    results["pool_vs_sdk_warm"] = ratio("pool_run_s", "sdk_warm_run_s")
     results["concurrent_throughput_ratio"] = round(
         figures["serial8_s"]["median"] / figures["concurrent8_s"]["median"] / min(8, cores), 3
     )
@@ -250,6 +273,7 @@ def main() -> int:
     for key in (
         "cold_vs_floor",
         "warm_vs_cold",
+        "pool_vs_sdk_warm",
         "concurrent_throughput_ratio",
         "concurrent8_failures",
     ):
