@@ -35,7 +35,7 @@ __all__ = ["BOOT_TIMEOUT_S", "VMRecord", "VMRegistry", "VMState", "check_limits"
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
-    from pyro.vmm.base import Backend, VMConfig, VMHandle
+    from pyro.vmm.base import Backend, VMHandle
     from pyro.vmm.snapshot import Snapshot
 
 BOOT_TIMEOUT_S = 60.0
@@ -199,7 +199,7 @@ class VMRegistry:
             if snapshot is None:
                 handle = backend.spawn(config)
             else:
-                handle = _restore(backend, config, snapshot)
+                handle = snapshot.restore(backend, config)
             record = record.model_copy(
                 update={
                     "handle": handle.to_dict(),
@@ -397,35 +397,8 @@ class VMRegistry:
         return self.dir(vm_id) / "serial.log"
 
     def serial_tail(self, vm_id: str, lines: int = SERIAL_TAIL_LINES) -> str:
-        path = self.serial_log_path(vm_id)
-        try:
-            with path.open("rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - 16384))
-                data = f.read()
-        except OSError:
-            return ""
-        text = data.decode("utf-8", "replace").replace("\r", "")
+        """The last ``lines`` lines of the VM's serial console, for error messages."""
+        from pyro.vmm.launch import tail_text
+
+        text = tail_text(self.serial_log_path(vm_id), 16384).replace("\r", "")
         return "\n".join(text.splitlines()[-lines:])
-
-
-def _restore(backend: Backend, config: VMConfig, snapshot: Snapshot) -> VMHandle:
-    """Start ``config``'s VM from a saved guest (pyro.vmm.snapshot; QEMU only)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pyro.errors import VMMError
-    from pyro.vmm.qemu import QemuBackend
-
-    if not isinstance(backend, QemuBackend):
-        raise VMMError(f"backend {backend.name} cannot restore saved VMs")
-    # Hash the snapshot while QEMU starts; QEMU gets the state only once it checked out.
-    with ThreadPoolExecutor(1, thread_name_prefix="pyro-snapshot-verify") as pool:
-        verified = pool.submit(snapshot.verify)
-        return backend.restore(
-            config,
-            snapshot.state,
-            snapshot.disk,
-            overlay_template=snapshot.overlay,
-            before_load=verified.result,
-        )

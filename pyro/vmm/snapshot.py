@@ -31,12 +31,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
 from pyro import paths
 from pyro.errors import VMMError
+
+if TYPE_CHECKING:
+    from pyro.vmm.base import Backend, VMConfig, VMHandle
 
 FORMAT = 2
 STATE = "state"
@@ -134,6 +137,29 @@ class Snapshot:
             raise VMMError(
                 f"the saved VM in {self.dir} is damaged: {reason}",
                 hint="it is discarded; the next cold boot saves a new one",
+            )
+
+    def restore(self, backend: Backend, config: VMConfig) -> VMHandle:
+        """Start ``config``'s VM from this saved guest (QEMU only). The files are hashed
+        while QEMU starts; QEMU gets the state only once they check out.
+
+        Raises:
+            VMMError: the backend cannot restore, the files are damaged, or QEMU refused.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pyro.vmm.qemu import QemuBackend
+
+        if not isinstance(backend, QemuBackend):
+            raise VMMError(f"backend {backend.name} cannot restore saved VMs")
+        with ThreadPoolExecutor(1, thread_name_prefix="pyro-snapshot-verify") as pool:
+            verified = pool.submit(self.verify)
+            return backend.restore(
+                config,
+                self.state,
+                self.disk,
+                overlay_template=self.overlay,
+                before_load=verified.result,
             )
 
 
