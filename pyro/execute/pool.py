@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from pyro.errors import PyroError
 
 if TYPE_CHECKING:
+    from pyro.environments.cache import Install
     from pyro.guest.client import AgentClient
+    from pyro.plan.model import BootStep
     from pyro.vms import VMRegistry
 
 #: More than this many idle guests is a memory leak waiting to happen, not a pool.
@@ -53,6 +55,33 @@ class Pooled:
 
     vm_id: str
     client: AgentClient
+
+
+def take_for_boot(
+    pool: WarmPool, environment: str, install: Install, initrd: Path, step: BootStep, *, keep: bool
+) -> Pooled | None:
+    """A pooled guest for a plan's boot step, or None when the step may not use one: only
+    ``restore`` boots qualify (network ``off``, nothing published, VM deleted after)."""
+    from pyro.vmm.snapshot import restorable, warm_enabled
+
+    if step.mode != "restore" or step.backend is None or not warm_enabled():
+        return None
+    if not restorable(
+        network_policy=step.network.policy, publish=bool(step.network.publish), kept=keep
+    ):
+        return None
+    return pool.take(
+        Shape(
+            environment=environment,
+            environment_digest=install.digest,
+            kernel=install.kernel,
+            initrd=initrd,
+            rootfs=install.rootfs,
+            backend=step.backend,
+            vcpus=step.vcpus,
+            memory_mib=step.memory_mib,
+        )
+    )
 
 
 class WarmPool:

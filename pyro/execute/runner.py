@@ -268,28 +268,12 @@ def _boot(run: _Run, step: BootStep) -> None:
 
 def _take_pooled(run: _Run, step: BootStep, install: Install, initrd: Path, *, keep: bool) -> bool:
     """Serve a ``restore`` boot from the warm pool when it holds a guest of this shape."""
-    from pyro.vmm.snapshot import restorable, warm_enabled
-
-    pool, env = run.options.pool, run.plan.environment
-    if pool is None or env is None or step.mode != "restore" or step.backend is None:
+    env = run.plan.environment
+    if run.options.pool is None or env is None:
         return False
-    if not warm_enabled() or not restorable(
-        network_policy=step.network.policy, publish=bool(step.network.publish), kept=keep
-    ):
-        return False
-    from pyro.execute.pool import Shape
+    from pyro.execute.pool import take_for_boot
 
-    shape = Shape(
-        environment=env.name,
-        environment_digest=install.digest,
-        kernel=install.kernel,
-        initrd=initrd,
-        rootfs=install.rootfs,
-        backend=step.backend,
-        vcpus=step.vcpus,
-        memory_mib=step.memory_mib,
-    )
-    pooled = pool.take(shape)
+    pooled = take_for_boot(run.options.pool, env.name, install, initrd, step, keep=keep)
     if pooled is None:
         return False
     run.event("run", "create", environment=env.name)

@@ -1,0 +1,97 @@
+"""Which boot steps the warm pool may serve (logic only; tests/e2e/test_pool.py boots guests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyro.environments.cache import Install
+from pyro.execute.pool import MAX_POOL_SIZE, Pooled, Shape, WarmPool, take_for_boot
+from pyro.plan.model import BootStep, PlanNetwork
+
+INSTALL = Install(
+    name="debian:12",
+    digest="sha256:" + "1" * 64,
+    version="1.0.0",
+    dir=Path("/cache/env"),
+    kernel=Path("/cache/env/vmlinux"),
+    rootfs=Path("/cache/env/rootfs.ext4"),
+    manifest={},
+)
+INITRD = Path("/cache/agent/agent.cpio")
+
+
+class FakePool:
+    def __init__(self) -> None:
+        self.asked: list[Shape] = []
+
+    def take(self, shape: Shape) -> Pooled | None:
+        self.asked.append(shape)
+        return None
+
+
+def boot(**fields: Any) -> BootStep:
+    base: dict[str, Any] = {
+        "id": "boot",
+        "backend": "qemu-tcg",
+        "vcpus": 1,
+        "memory_mib": 512,
+        "environment_digest": INSTALL.digest,
+        "agent_digest": None,
+        "network": PlanNetwork(policy="off"),
+        "mode": "restore",
+    }
+    return BootStep(**{**base, **fields})
+
+
+def ask(step: BootStep, *, keep: bool = False) -> list[Shape]:
+    pool = FakePool()
+    take_for_boot(pool, "debian:12", INSTALL, INITRD, step, keep=keep)  # type: ignore[arg-type]
+    return pool.asked
+
+
+def test_a_restore_boot_asks_for_its_exact_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYRO_WARM", raising=False)
+    assert ask(boot(vcpus=2, memory_mib=1024)) == [
+        Shape(
+            environment="debian:12",
+            environment_digest=INSTALL.digest,
+            kernel=INSTALL.kernel,
+            initrd=INITRD,
+            rootfs=INSTALL.rootfs,
+            backend="qemu-tcg",
+            vcpus=2,
+            memory_mib=1024,
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("step", "keep"),
+    [
+        (boot(mode="cold"), False),
+        (boot(network=PlanNetwork(policy="egress")), False),
+        (boot(network=PlanNetwork(policy="off", publish=[{"host": 8080, "guest": 80}])), False),
+        (boot(), True),  # a VM kept after the run must not come from the pool
+        (boot(backend=None), False),
+    ],
+    ids=["cold", "egress", "published", "kept", "no-backend"],
+)
+def test_other_boots_never_touch_the_pool(
+    step: BootStep, keep: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYRO_WARM", raising=False)
+    assert ask(step, keep=keep) == []
+
+
+def test_warm_starts_off_means_no_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRO_WARM", "0")
+    assert ask(boot()) == []
+
+
+@pytest.mark.parametrize("size", [0, -1, MAX_POOL_SIZE + 1])
+def test_pool_size_is_bounded(size: int) -> None:
+    with pytest.raises(ValueError, match="warm pool holds"):
+        WarmPool(size, registry=None)  # type: ignore[arg-type]
