@@ -12,60 +12,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, Any
 
 from pyro.environments.cache import Cache, Install, PrunedItem
+from pyro.environments.status import (
+    EnvironmentDetails,
+    EnvironmentStatus,
+    Progress,
+    ProgressEvent,
+)
 from pyro.errors import CacheError, EnvironmentInvalidError, EnvironmentNotFoundError, UsageError
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
+
+__all__ = [
+    "EnvironmentDetails",
+    "EnvironmentService",
+    "EnvironmentStatus",
+    "Progress",
+    "ProgressEvent",
+    "build",
+    "inspect",
+    "list_environments",
+    "prune",
+    "pull",
+    "push",
+]
 
 if TYPE_CHECKING:  # the catalog (and its spec loader) is imported only when needed
     from pyro.environments.catalog import CatalogEntry
     from pyro.spec.model import EnvironmentSpec
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One step of a pull, build or push, for progress displays.
-
-    ``phase`` is ``install`` (work starts), ``download``/``upload`` (bytes move; ``done``
-    and ``total`` are bytes), ``build`` (a build log line in ``message``) or ``ready``.
-    """
-
-    phase: str
-    environment: str
-    message: str = ""
-    done: int = 0
-    total: int = 0
-
-
-Progress = Callable[[ProgressEvent], None]
-
-
-class EnvironmentStatus(BaseModel):
-    """An environment pyro knows: from the catalog, the cache, or both."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    state: Literal["installed", "invalid", "not-installed"]
-    reason: str = ""
-    version: str | None = None
-    digest: str | None = None
-    spec_digest: str | None = None
-    source: str | None = None
-    in_catalog: bool = False
-    path: str | None = None
-
-
-class EnvironmentDetails(EnvironmentStatus):
-    """:class:`EnvironmentStatus` plus the install manifest and whether it was hashed."""
-
-    verified: bool = False
-    kernel: str | None = None
-    rootfs: str | None = None
-    manifest: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
