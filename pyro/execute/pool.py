@@ -92,7 +92,8 @@ class WarmPool:
             raise ValueError(f"a warm pool holds 1 to {MAX_POOL_SIZE} guests, not {size}")
         self.size = size
         self.registry = registry
-        self.last_error: PyroError | None = None
+        self.last_error: Exception | None = None
+        """Why the last fill failed (the runs then restore their own guests)."""
         self._shape: Shape | None = None
         self._ready: list[Pooled] = []
         self._lock = threading.Lock()
@@ -131,7 +132,11 @@ class WarmPool:
         """Block until the pool is full (or stops filling); True when full."""
         with self._lock:
             self._wake.wait_for(
-                lambda: self._closed or len(self._ready) >= self.size or not self._filling,
+                lambda: (
+                    self._closed
+                    or len(self._ready) >= self.size
+                    or not (self._filling or self._needs_fill())
+                ),
                 timeout=timeout,
             )
             return len(self._ready) >= self.size
@@ -171,7 +176,7 @@ class WarmPool:
             assert shape is not None
             try:
                 pooled = self._fill(shape)
-            except PyroError as exc:
+            except Exception as exc:  # a failed fill must never fail a run
                 with self._lock:
                     self.last_error = exc
                     # Do not retry in a loop: the next take() asks again.

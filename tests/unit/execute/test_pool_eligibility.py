@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pyro.environments.cache import Install
+from pyro.errors import LimitError
 from pyro.execute.pool import MAX_POOL_SIZE, Pooled, Shape, WarmPool, take_for_boot
 from pyro.plan.model import BootStep, PlanNetwork
 
@@ -95,3 +96,45 @@ def test_warm_starts_off_means_no_pool(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_pool_size_is_bounded(size: int) -> None:
     with pytest.raises(ValueError, match="warm pool holds"):
         WarmPool(size, registry=None)  # type: ignore[arg-type]
+
+
+class RefusingRegistry:
+    """A registry that refuses every VM, as when PYRO_MAX_VMS is reached."""
+
+    def __init__(self) -> None:
+        self.creates = 0
+
+    def create(self, **fields: Any) -> Any:
+        self.creates += 1
+        raise LimitError("3 VMs are running, the limit is 3")
+
+
+def test_a_failed_fill_is_recorded_and_not_retried_in_a_loop() -> None:
+    registry = RefusingRegistry()
+    pool = WarmPool(2, registry)  # type: ignore[arg-type]
+    shape = ask_shape()
+    try:
+        assert pool.take(shape) is None
+        assert pool.wait_filled(10) is False  # returns once the fill has failed
+        assert isinstance(pool.last_error, LimitError)
+        assert registry.creates == 1  # not retried until the next take()
+        assert pool.take(shape) is None
+        assert pool.wait_filled(10) is False
+        assert registry.creates == 2
+    finally:
+        pool.close()
+    assert pool.take(shape) is None  # closed: never fills again
+    assert registry.creates == 2
+
+
+def ask_shape() -> Shape:
+    return Shape(
+        environment="debian:12",
+        environment_digest=INSTALL.digest,
+        kernel=INSTALL.kernel,
+        initrd=INITRD,
+        rootfs=INSTALL.rootfs,
+        backend="qemu-tcg",
+        vcpus=1,
+        memory_mib=512,
+    )
