@@ -249,8 +249,10 @@ def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:
             backend=key.backend,
             vcpus=key.vcpus,
             memory_mib=key.memory_mib,
+            network=key.network,
         )
         for key in store().saved()
+        if key.network in ("off", "egress")
         if versions.get(key.backend) == key.vmm_version
     ]
 

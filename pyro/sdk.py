@@ -66,7 +66,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
     """pyro's Python API. Cheap to create; holds no VM itself — unless ``warm_pool`` is set.
 
     ``warm_pool=N`` (1 to 8) keeps up to N restored guests ready for the next ``run_in_vm`` /
-    ``apply`` of the shape last run (network ``off``; see docs/performance.md): for a
+    ``apply`` of the shape last run (network ``off`` or ``egress``; docs/performance.md): for a
     long-lived host such as an MCP server. Those guests belong to this object: ``close()``
     (or leaving a ``with`` block, or the end of the process) deletes them.
 

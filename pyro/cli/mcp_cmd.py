@@ -35,7 +35,8 @@ def mcp() -> None:
     show_default=True,
     metavar="N",
     help="Keep up to N restored guests ready for the next vm_run/apply of the shape last "
-    "run (network off); each holds its memory while it waits. Deleted when the server exits.",
+    "run (network off or egress); each holds its memory while it waits. Deleted when the "
+    "server exits.",
 )
 @handle_errors
 def serve(profile: str, warm_pool: int) -> None:

@@ -3,7 +3,7 @@
 A one-shot run restores a saved guest in a fraction of a second; a host that runs many
 commands can restore the next guest *before* it is asked for and hand it to the next run
 of the same shape, leaving that run only its exec. The pool follows the shape of the most
-recent run that could use it (environment, backend, vCPUs, memory; network ``off``), keeps
+recent run that could use it (environment, backend, vCPUs, memory, network policy), keeps
 up to ``size`` guests of that shape, and refills in one background thread.
 
 Every pooled guest is an ordinary ephemeral VM in the registry, owned by this process: the
@@ -37,7 +37,7 @@ JOIN_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class Shape:
-    """What a guest must match to serve a run: the boot step's inputs (network ``off``)."""
+    """What a guest must match to serve a run: the boot step's inputs."""
 
     environment: str
     environment_digest: str
@@ -47,6 +47,8 @@ class Shape:
     backend: str
     vcpus: int
     memory_mib: int
+    network: str = "off"
+    """``off`` or ``egress`` (pyro.vmm.snapshot.restorable)."""
 
 
 @dataclass
@@ -61,7 +63,8 @@ def take_for_boot(
     pool: WarmPool, environment: str, install: Install, initrd: Path, step: BootStep, *, keep: bool
 ) -> Pooled | None:
     """A pooled guest for a plan's boot step, or None when the step may not use one: only
-    ``restore`` boots qualify (network ``off``, nothing published, VM deleted after)."""
+    ``restore`` boots qualify (network ``off`` or ``egress``, nothing published, VM deleted
+    after)."""
     from pyro.vmm.snapshot import restorable, warm_enabled
 
     if step.mode != "restore" or step.backend is None or not warm_enabled():
@@ -80,6 +83,7 @@ def take_for_boot(
             backend=step.backend,
             vcpus=step.vcpus,
             memory_mib=step.memory_mib,
+            network=step.network.policy,
         )
     )
 
@@ -207,7 +211,7 @@ class WarmPool:
             memory_mib=shape.memory_mib,
             ephemeral=True,
             vmm_outlives_owner=False,
-            network={"policy": "off", "allow": [], "publish": []},
+            network={"policy": shape.network, "allow": [], "publish": []},
         )
         try:
             _, client = warm.start(

@@ -37,7 +37,9 @@ Event = Callable[[str], None]
 def snapshot_key(record: VMRecord) -> snapshots.SnapshotKey | None:
     """The key a snapshot of ``record``'s VM has, or None when its backend cannot save."""
     from pyro.guest.build import agent_digest
+    from pyro.net.slirp import slirp_setup
     from pyro.vmm import get_backend
+    from pyro.vmm.base import NetworkConfig
     from pyro.vmm.qemu import BASE_CMDLINE, QemuBackend
 
     try:
@@ -50,6 +52,7 @@ def snapshot_key(record: VMRecord) -> snapshots.SnapshotKey | None:
     agent = agent_digest()
     if version is None or agent is None:
         return None
+    network = NetworkConfig.from_dict(record.network)
     return snapshots.SnapshotKey(
         environment_digest=record.environment_digest,
         agent_digest=agent,
@@ -59,7 +62,8 @@ def snapshot_key(record: VMRecord) -> snapshots.SnapshotKey | None:
         memory_mib=record.memory_mib,
         kernel=str(Path(record.kernel).absolute()),
         rootfs=str(Path(record.rootfs).absolute()),
-        cmdline=" ".join(BASE_CMDLINE),
+        cmdline=" ".join((*BASE_CMDLINE, *slirp_setup(network).cmdline)),
+        network=network.policy,
     )
 
 

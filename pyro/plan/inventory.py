@@ -79,6 +79,9 @@ class SavedGuest(_Data):
     backend: str
     vcpus: int
     memory_mib: int
+    network: Literal["off", "egress"] = Field(
+        default="off", description="The network policy the guest was saved with."
+    )
 
 
 class Inventory(_Data):

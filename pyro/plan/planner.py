@@ -151,12 +151,13 @@ def _boot_mode(
     memory_mib: int,
     environment_digest: str | None,
 ) -> Literal["cold", "restore"]:
-    """``restore`` when a saved ready guest of exactly this shape is in the inventory and
-    the run may use one (network off, nothing published, VM deleted afterwards: see
-    pyro.vmm.snapshot.restorable); else ``cold``."""
+    """``restore`` when a saved ready guest of exactly this shape and network policy is in
+    the inventory and the run may use one (network off or egress, nothing published, VM
+    deleted afterwards: see pyro.vmm.snapshot.restorable); else ``cold``."""
+    policy = body.network.policy.value
     if (
         environment_digest is None
-        or body.network.policy.value != "off"
+        or policy not in ("off", "egress")
         or body.network.publish
         or body.cleanup.value != "always"
     ):
@@ -167,6 +168,7 @@ def _boot_mode(
             and saved.agent_digest == inventory.agent_digest
             and saved.backend == backend
             and (saved.vcpus, saved.memory_mib) == (vcpus, memory_mib)
+            and saved.network == policy
         ):
             return "restore"
     return "cold"

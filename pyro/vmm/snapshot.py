@@ -41,7 +41,7 @@ from pyro.errors import VMMError
 if TYPE_CHECKING:
     from pyro.vmm.base import Backend, VMConfig, VMHandle
 
-FORMAT = 2
+FORMAT = 3
 STATE = "state"
 DISK = "disk.qcow2"
 OVERLAY = "overlay.qcow2"
@@ -63,12 +63,14 @@ def warm_enabled() -> bool:
 def restorable(*, network_policy: str, publish: bool, kept: bool) -> bool:
     """Whether a run of this shape may start from (or save) a snapshot.
 
-    Only network policy ``off`` without published ports: the user-mode network's state
-    (slirp connections, DHCP lease) is not verified to survive a restore. Only VMs deleted
-    after the run: a kept VM's disk would stay backed by the snapshot's disk, which a
-    rebuild of the snapshot replaces.
+    Network policy ``off``, or ``egress`` without published ports: a saved egress guest
+    has no connections open, and its user-mode network (address, gateway, DNS forwarder)
+    is the same for every egress run, so a restore of that policy only needs a snapshot
+    saved with it (the key says which). Not ``allowlist``, whose forwards and /etc/hosts
+    differ per run, and not published ports. Only VMs deleted after the run: a kept VM's
+    disk would stay backed by the snapshot's disk, which a rebuild of the snapshot replaces.
     """
-    return network_policy == "off" and not publish and not kept
+    return network_policy in ("off", "egress") and not publish and not kept
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class SnapshotKey:
     kernel: str
     rootfs: str
     cmdline: str
+    network: str
+    """The network policy the guest was saved with: ``off`` or ``egress``."""
 
     def digest(self) -> str:
         """Hex digest naming the snapshot's directory."""

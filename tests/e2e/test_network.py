@@ -253,3 +253,55 @@ def test_restarted_vm_keeps_one_copy_of_its_host_entries(
             assert "10.0.2.100\tpkg.example\t# pyro-net" in hosts
     finally:
         registry.delete(record.id)
+
+
+def _boot_mode(result: Any) -> str:
+    boot = next(step for step in result.steps if step.action == "boot")
+    return str(boot.message).rsplit(", ", 1)[1].rstrip(")")
+
+
+def test_egress_runs_restore_a_guest_saved_with_egress(
+    guest_install: Any, pyro_state: Path, host_servers: Any
+) -> None:
+    """An egress run saves (or finds) an egress snapshot; the next one restores it, reaches
+    the host through the restored user-mode network, and is a guest of its own."""
+    from pyro import Pyro
+
+    first, second = host_servers
+    pyro = Pyro()
+    command = ["bash", "-c", GET + "; cat /proc/sys/kernel/random/uuid", "10.0.2.2"]
+    warm = []
+    for port in (first, second, first):
+        result = pyro.run_in_vm("debian:12", [*command, str(port)], network="egress")
+        assert result.exit_code == 0, result
+        lines = result.exec_steps()[-1].stdout.splitlines()
+        assert lines[0] == f"hello from host port {port}"
+        warm.append((_boot_mode(result), lines[1]))
+    assert [mode for mode, _ in warm][1:] == ["restore", "restore"], warm
+    assert len({uuid for _, uuid in warm}) == 3  # reseeded: no two guests repeat
+    # A run without network never restores the egress guest (and cannot connect).
+    off = pyro.run_in_vm("debian:12", [*command, str(first)])
+    assert off.exit_code == 7 and _boot_mode(off) in ("cold", "restore")
+    assert record_states(pyro_state) == []
+
+
+def test_the_pool_serves_egress_runs(
+    guest_install: Any, pyro_state: Path, host_servers: Any
+) -> None:
+    from pyro import Pyro
+
+    first, _ = host_servers
+    with Pyro(warm_pool=1) as pyro:
+        modes = []
+        for _ in range(4):
+            result = pyro.run_in_vm(
+                "debian:12", ["bash", "-c", GET, "10.0.2.2", str(first)], network="egress"
+            )
+            assert result.exec_steps()[-1].stdout == f"hello from host port {first}\n", result
+            modes.append(_boot_mode(result))
+            if modes[-1] == "pooled":
+                break
+            assert pyro._warm_pool is not None
+            pyro._warm_pool.wait_filled(60)
+        assert modes[-1] == "pooled", modes
+    assert record_states(pyro_state) == []

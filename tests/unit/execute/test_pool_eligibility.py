@@ -73,18 +73,26 @@ def test_a_restore_boot_asks_for_its_exact_shape(monkeypatch: pytest.MonkeyPatch
     ("step", "keep"),
     [
         (boot(mode="cold"), False),
-        (boot(network=PlanNetwork(policy="egress")), False),
+        (boot(network=PlanNetwork(policy="allowlist", allow=["127.0.0.1:80"])), False),
+        (boot(network=PlanNetwork(policy="egress", publish=[{"host": 8080, "guest": 80}])), False),
         (boot(network=PlanNetwork(policy="off", publish=[{"host": 8080, "guest": 80}])), False),
         (boot(), True),  # a VM kept after the run must not come from the pool
         (boot(backend=None), False),
     ],
-    ids=["cold", "egress", "published", "kept", "no-backend"],
+    ids=["cold", "allowlist", "egress-published", "published", "kept", "no-backend"],
 )
 def test_other_boots_never_touch_the_pool(
     step: BootStep, keep: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PYRO_WARM", raising=False)
     assert ask(step, keep=keep) == []
+
+
+def test_an_egress_restore_asks_for_an_egress_guest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYRO_WARM", raising=False)
+    [shape] = ask(boot(network=PlanNetwork(policy="egress")))
+    assert shape.network == "egress"
+    assert ask(boot())[0].network == "off"
 
 
 def test_warm_starts_off_means_no_pool(monkeypatch: pytest.MonkeyPatch) -> None:

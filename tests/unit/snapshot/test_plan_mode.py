@@ -53,10 +53,18 @@ def test_snapshot_of_another_shape_is_not_used(change: dict[str, Any]) -> None:
     assert boot(plan(run_spec(), inventory("installed", snapshots=[other]))).mode == "cold"
 
 
+def test_an_egress_run_restores_only_a_guest_saved_with_egress() -> None:
+    egress = run_spec(network={"policy": "egress"})
+    assert boot(plan(egress, inventory("installed", snapshots=[SAVED]))).mode == "cold"
+    saved = SAVED.model_copy(update={"network": "egress"})
+    assert boot(plan(egress, inventory("installed", snapshots=[saved]))).mode == "restore"
+    assert boot(plan(run_spec(), inventory("installed", snapshots=[saved]))).mode == "cold"
+
+
 @pytest.mark.parametrize(
     "spec",
     [
-        {"network": {"policy": "egress"}},
+        {"network": {"policy": "allowlist", "allow": ["127.0.0.1:8080"]}},
         {"network": {"publish": [{"host": 18080, "guest": 80}]}},
         {"cleanup": "never"},
         {"cleanup": "on-success"},

@@ -31,6 +31,7 @@ KEY = SnapshotKey(
     kernel="/cache/kernels/abc/vmlinux",
     rootfs="/cache/environments/debian/rootfs.ext4",
     cmdline="console=ttyS0 quiet",
+    network="off",
 )
 
 
@@ -54,6 +55,7 @@ def test_every_field_of_the_key_changes_its_digest() -> None:
         "kernel": "/cache/kernels/def/vmlinux",
         "rootfs": "/elsewhere/rootfs.ext4",
         "cmdline": "console=ttyS0",
+        "network": "egress",
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SnapshotKey)}
     digests = {dataclasses.replace(KEY, **{n: v}).digest() for n, v in changed.items()}
@@ -179,9 +181,11 @@ def test_warm_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert warm_enabled()
 
 
-def test_only_unnetworked_deleted_vms_restore() -> None:
+def test_only_deleted_vms_without_allowlists_or_published_ports_restore() -> None:
     assert restorable(network_policy="off", publish=False, kept=False)
-    assert not restorable(network_policy="egress", publish=False, kept=False)
+    assert restorable(network_policy="egress", publish=False, kept=False)
+    assert not restorable(network_policy="allowlist", publish=False, kept=False)
+    assert not restorable(network_policy="egress", publish=True, kept=False)
     assert not restorable(network_policy="off", publish=True, kept=False)
     assert not restorable(network_policy="off", publish=False, kept=True)
 
