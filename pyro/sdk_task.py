@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pydantic import BaseModel
+
+from pyro.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
     from pyro.tasks import TaskInfo, TaskManager
@@ -43,11 +44,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'pyro.sdk_task' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
 
 
 def guest_path(path: str) -> str:

@@ -199,6 +199,7 @@ class WarmPool:
     def _fill(self, shape: Shape) -> Pooled:
         """Create a VM of ``shape`` and restore it (boot it when there is no snapshot)."""
         from pyro.execute import warm
+        from pyro.vmm.base import NetworkConfig
 
         record = self.registry.create(
             environment=shape.environment,
@@ -211,7 +212,7 @@ class WarmPool:
             memory_mib=shape.memory_mib,
             ephemeral=True,
             vmm_outlives_owner=False,
-            network={"policy": shape.network, "allow": [], "publish": []},
+            network=NetworkConfig(policy=shape.network).to_dict(),
         )
         try:
             _, client = warm.start(

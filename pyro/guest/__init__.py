@@ -6,8 +6,9 @@ loads the protocol client.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pyro.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from pyro.guest.build import agent_digest, agent_source_digest, build_agent_initrd
@@ -37,8 +38,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'pyro.guest' has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
