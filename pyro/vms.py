@@ -170,8 +170,10 @@ class VMRegistry:
         *,
         boot_timeout: float = BOOT_TIMEOUT_S,
         snapshot: Snapshot | None = None,
+        shared_ram: bool = False,
     ) -> tuple[VMRecord, AgentClient]:
         """Boot the VM (or restore it from ``snapshot``) and wait for its agent's hello.
+        ``shared_ram``: a cold boot that will be saved (:attr:`VMConfig.shared_ram`).
 
         Raises:
             StateError: the VM is already running.
@@ -195,6 +197,7 @@ class VMRegistry:
                 memory_mib=record.memory_mib,
                 network=NetworkConfig.from_dict(record.network),
                 ephemeral=not record.detached,
+                shared_ram=shared_ram,
             )
             if snapshot is None:
                 handle = backend.spawn(config)

@@ -10,6 +10,7 @@ PACKAGES=(
   docker-registry                       # a real OCI registry on loopback for tests
   zstd iproute2 nftables iptables       # layer compression; network plumbing (nft, iptables fallback)
   strace                                # dist-check proves nothing reads the source checkout
+  python3 python3-venv                  # Debian's optimised CPython for the venv (see Makefile)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

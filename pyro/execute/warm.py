@@ -99,8 +99,10 @@ def start(
             except PyroError:
                 event("restore-failed")
                 store.discard(key)
-    _, client = registry.start(record.id, boot_timeout=boot_timeout)
-    if key is not None and save and store.find(key, verify=False) is None:
+    # Only the boot that saves puts its RAM in a memfd the save can copy.
+    saving = key is not None and save and store.find(key, verify=False) is None
+    _, client = registry.start(record.id, boot_timeout=boot_timeout, shared_ram=saving)
+    if saving and key is not None:
         _save(registry, record.id, client, store, key, event)
     return "cold", client
 
@@ -130,7 +132,11 @@ def _save(
         warm_up(client)
         try:
             backend.save_state(
-                handle, work / snapshots.STATE, work / snapshots.DISK, timeout=SAVE_TIMEOUT_S
+                handle,
+                work / snapshots.STATE,
+                work / snapshots.RAM,
+                work / snapshots.DISK,
+                timeout=SAVE_TIMEOUT_S,
             )
             make_overlay_template(
                 work / snapshots.DISK,

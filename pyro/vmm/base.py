@@ -94,6 +94,9 @@ class VMConfig:
     cmdline_extra: tuple[str, ...] = ()
     network: NetworkConfig | None = None
     ephemeral: bool = True
+    shared_ram: bool = False
+    """Guest RAM in a memfd QEMU maps shared, so that a save can copy it out of the
+    migration stream (QEMU only; the cold boot that saves a snapshot)."""
 
 
 @dataclass

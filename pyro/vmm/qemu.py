@@ -56,8 +56,19 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 SANDBOX_RELAY = "on,obsolete=deny,resourcecontrol=deny"
 
 
-def build_argv(config: VMConfig, *, accel: Literal["tcg", "kvm"], binary: str) -> list[str]:
+def build_argv(
+    config: VMConfig,
+    *,
+    accel: Literal["tcg", "kvm"],
+    binary: str,
+    ram_file: Path | None = None,
+) -> list[str]:
     """The QEMU command line for ``config``; all paths relative to the VM's workdir.
+
+    Guest RAM is anonymous memory, except for a boot that will be saved
+    (``config.shared_ram``: a memfd, copied out by the save) and a restore (``ram_file``:
+    the saved RAM mapped copy-on-write, so the guest faults in only the pages it touches
+    and concurrent restores share the host's page cache of one file).
 
     Raises:
         NetworkError: when ``config.network`` cannot be expressed (see pyro.net.slirp).
@@ -92,7 +103,15 @@ def build_argv(config: VMConfig, *, accel: Literal["tcg", "kvm"], binary: str) -
         "-pidfile", PIDFILE,
         *net.argv,
     ]  # fmt: skip
-    return argv
+    size = f"size={config.memory_mib}M"
+    if ram_file is not None:
+        memory = f"memory-backend-file,id=ram0,{size},mem-path={ram_file.absolute()},share=off"
+    elif config.shared_ram:
+        memory = f"memory-backend-memfd,id=ram0,{size},share=on"
+    else:
+        return argv
+    argv[argv.index("-M") + 1] += ",memory-backend=ram0"
+    return [*argv, "-object", memory]
 
 
 class QemuBackend:
@@ -186,29 +205,36 @@ class QemuBackend:
 
     # -- snapshots (pyro.vmm.snapshot decides when; these only move the bytes) -------------
 
-    def save_state(self, handle: VMHandle, state: Path, disk: Path, *, timeout: float) -> None:
-        """Pause the guest, write its RAM + device state to ``state`` and a copy of its disk
-        at that instant to ``disk``, then let it run on. See :mod:`pyro.vmm.qemu_snapshot`.
+    def save_state(
+        self, handle: VMHandle, state: Path, ram: Path, disk: Path, *, timeout: float
+    ) -> None:
+        """Pause the guest (started with ``shared_ram``), write its device state to
+        ``state``, its RAM to ``ram`` and its disk at that instant to ``disk``, then let it
+        run on. See :mod:`pyro.vmm.qemu_snapshot`.
 
         Raises:
             VMMError: when QEMU refuses or the migration fails or times out.
         """
         from pyro.vmm.qemu_snapshot import save_state
 
-        save_state(handle, state, disk, overlay_name=OVERLAY, qmp_sock=QMP_SOCK, timeout=timeout)
+        save_state(
+            handle, state, ram, disk, overlay_name=OVERLAY, qmp_sock=QMP_SOCK, timeout=timeout
+        )
 
     def restore(
         self,
         config: VMConfig,
         state: Path,
+        ram: Path,
         disk: Path,
         *,
         timeout: float = 30.0,
         overlay_template: Path | None = None,
         before_load: Callable[[], object] | None = None,
     ) -> VMHandle:
-        """Start QEMU with ``-incoming defer`` over a fresh overlay backed by ``disk`` and
-        feed it ``state``; the guest runs on from the save as soon as the state is loaded.
+        """Start QEMU with ``-incoming defer`` over a fresh overlay backed by ``disk``, the
+        saved ``ram`` mapped copy-on-write, and feed it ``state``; the guest runs on from
+        the save as soon as the state is loaded.
         ``overlay_template`` (an empty qcow2 over ``disk``) is copied instead of running
         qemu-img when given. ``before_load`` runs once QEMU is started, before it gets the
         state; if it raises, QEMU is killed and the exception propagates.
@@ -228,7 +254,8 @@ class QemuBackend:
                 shutil.copyfile(overlay_template, workdir / OVERLAY)
             except OSError as exc:
                 raise VMMError(f"cannot copy the overlay for VM {config.vm_id}: {exc}") from exc
-        argv = [*build_argv(config, accel=self.accel, binary=self.binary), "-incoming", "defer"]
+        argv = build_argv(config, accel=self.accel, binary=self.binary, ram_file=ram)
+        argv += ["-incoming", "defer"]
         handle = self._launch(config, argv)
         try:
             if before_load is not None:

@@ -5,6 +5,13 @@ The state goes through a file descriptor instead: the host opens the file, hands
 to QEMU over the QMP socket (SCM_RIGHTS + ``getfd``) and migrates to/from ``fd:NAME``
 (QEMU 7.2 has no ``file:`` URI).
 
+The guest RAM is not in the migration stream. The VM being saved runs with its RAM in a
+memfd QEMU maps shared, and the ``x-ignore-shared`` capability makes QEMU skip shared RAM:
+the stream holds only device state (tens of kB), and the save copies the memfd to a
+sparse ``ram`` file. A restore maps that file privately (copy-on-write) with the same
+capability, so loading the state is quick and the same every time, the guest faults in
+only the pages it touches, and concurrent restores share one copy in the page cache.
+
 The disk is saved with the RAM: the guest's page cache and the ext4 journal position in
 RAM only make sense with the disk exactly as it was at the save, so a restored VM gets a
 fresh overlay *backed by the saved disk* (itself backed by the environment's rootfs), not
@@ -27,8 +34,11 @@ from pyro.errors import VMMError
 from pyro.vmm import launch
 from pyro.vmm.base import VMHandle, vmm_process
 from pyro.vmm.overlay import run_qemu_img
+from pyro.vmm.sparse import copy_sparse
 
 FD_NAME = "pyro-snapshot"
+#: Leave shared RAM out of the stream: it is copied (save) or mapped (restore) as a file.
+IGNORE_SHARED = [{"capability": "x-ignore-shared", "state": True}]
 #: How long QEMU may take to open its QMP socket after start.
 QMP_READY_S = 10.0
 
@@ -119,33 +129,72 @@ def _session(
 
 
 def save_state(
-    handle: VMHandle, state: Path, disk: Path, *, overlay_name: str, qmp_sock: str, timeout: float
+    handle: VMHandle,
+    state: Path,
+    ram: Path,
+    disk: Path,
+    *,
+    overlay_name: str,
+    qmp_sock: str,
+    timeout: float,
 ) -> None:
-    """Stop the guest, migrate its state into ``state``, copy its disk to ``disk``, resume.
+    """Stop the guest, migrate its device state into ``state``, copy its RAM to ``ram``
+    and its disk to ``disk``, resume. The VM must run with ``VMConfig.shared_ram``.
 
     Raises:
-        VMMError: when QEMU refuses, the migration fails or does not finish in ``timeout``.
+        VMMError: when QEMU refuses, the migration fails or does not finish in ``timeout``,
+            or the guest RAM cannot be copied.
     """
     deadline = time.monotonic() + timeout
-    with _session(handle, qmp_sock) as qmp:
+    ram_fd = _guest_ram(handle)
+    with contextlib.ExitStack() as stack:
+        stack.callback(os.close, ram_fd)
+        qmp = stack.enter_context(_session(handle, qmp_sock))
         qmp.command("stop")
+        stack.callback(qmp.command, "cont")  # the first run goes on with its command either way
+        qmp.command("migrate-set-capabilities", capabilities=IGNORE_SHARED)
+        fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                qmp.command("getfd", fd=fd, fdname=FD_NAME)
-            finally:
-                os.close(fd)  # QEMU holds its own copy now
-            qmp.command("migrate", uri=f"fd:{FD_NAME}")
-            _wait_migration(qmp, handle, deadline)
-            # Migration completion flushed and released the disk; copy it before the guest
-            # writes again. The copy keeps its backing file reference (the base rootfs).
-            try:
-                shutil.copyfile(handle.workdir / overlay_name, disk)
-            except OSError as exc:
-                raise VMMError(f"cannot copy the disk of VM {handle.vm_id}: {exc}") from exc
+            qmp.command("getfd", fd=fd, fdname=FD_NAME)
         finally:
-            # The first run goes on with its command either way.
-            qmp.command("cont")
+            os.close(fd)  # QEMU holds its own copy now
+        qmp.command("migrate", uri=f"fd:{FD_NAME}")
+        _wait_migration(qmp, handle, deadline)
+        # Migration completion flushed and released the disk; copy RAM and disk before the
+        # guest writes again. The disk copy keeps its backing file reference (the rootfs).
+        try:
+            copy_sparse(ram_fd, ram, os.fstat(ram_fd).st_size)
+            shutil.copyfile(handle.workdir / overlay_name, disk)
+        except OSError as exc:
+            raise VMMError(f"cannot copy the RAM or disk of VM {handle.vm_id}: {exc}") from exc
+
+
+def _guest_ram(handle: VMHandle) -> int:
+    """A read-only fd of the memfd holding the guest RAM of ``handle``'s QEMU.
+
+    Raises:
+        VMMError: when QEMU has no such memfd (it was not started with ``shared_ram``).
+    """
+    fds = Path(f"/proc/{handle.pid}/fd")
+    try:
+        entries = list(fds.iterdir())
+    except OSError as exc:
+        raise VMMError(f"cannot list the files of VM {handle.vm_id}'s VMM: {exc}") from exc
+    found: list[tuple[int, int]] = []  # (size, fd): the guest RAM is the largest memfd
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if os.readlink(entry).startswith("/memfd:"):
+                fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC)
+                found.append((os.fstat(fd).st_size, fd))
+    if found:
+        found.sort()
+        for _, fd in found[:-1]:
+            os.close(fd)
+        return found[-1][1]
+    raise VMMError(
+        f"VM {handle.vm_id} has no shared guest RAM to save",
+        hint="only a VM started with shared_ram can be saved",
+    )
 
 
 def _wait_migration(qmp: _Qmp, handle: VMHandle, deadline: float) -> None:
@@ -184,6 +233,7 @@ def feed_state(handle: VMHandle, state: Path, *, qmp_sock: str, timeout: float) 
     try:
         with _session(handle, qmp_sock, wait=QMP_READY_S) as qmp:
             qmp.command("getfd", fd=fd, fdname=FD_NAME)
+            qmp.command("migrate-set-capabilities", capabilities=IGNORE_SHARED)
             qmp.command("migrate-incoming", uri=f"fd:{FD_NAME}")
             while (qmp.command("query-status") or {}).get("status") == "inmigrate":
                 if time.monotonic() >= deadline:

@@ -21,7 +21,7 @@ import pytest
 
 from pyro.execute import warm
 from pyro.guest.client import AgentClient
-from pyro.vmm.snapshot import STATE, SnapshotStore
+from pyro.vmm.snapshot import RAM, STATE, SnapshotStore
 from pyro.vms import VMRecord, VMRegistry
 
 pytestmark = pytest.mark.guest
@@ -191,17 +191,36 @@ def test_disk_of_a_restored_guest_stays_consistent(
         saved.delete(record.id)
 
 
-def test_corrupted_snapshot_is_not_used_and_is_rebuilt(
+def test_saved_ram_lies_beside_the_state_and_holds_only_touched_pages(
     saved: VMRegistry, guest_install: Any
 ) -> None:
     record = new_record(saved, guest_install)
     key = warm.snapshot_key(record)
+    saved.delete(record.id)  # only its key was needed
     assert key is not None
-    state = SnapshotStore().path(key) / STATE
-    with state.open("r+b") as f:  # same size: only the digest can tell
-        f.seek(4096)
+    directory = SnapshotStore().path(key)
+    state, ram = (directory / STATE).stat(), (directory / RAM).stat()
+    assert state.st_size < 1 << 20  # device state only: the RAM is not in the stream
+    assert ram.st_size == record.memory_mib << 20
+    # Sparse: the kernel, the agent and the page cache of a booted guest, not 512 MiB.
+    assert 4 << 20 < ram.st_blocks * 512 < ram.st_size // 4
+    with (directory / RAM).open("rb") as f:  # the guest kernel's banner is in its RAM
+        assert b"Linux version 6.1" in f.read(64 << 20)
+
+
+@pytest.mark.parametrize("damaged", [STATE, RAM])
+def test_corrupted_snapshot_is_not_used_and_is_rebuilt(
+    saved: VMRegistry, guest_install: Any, damaged: str
+) -> None:
+    record = new_record(saved, guest_install)
+    key = warm.snapshot_key(record)
+    assert key is not None
+    path = SnapshotStore().path(key) / damaged
+    offset = 4096 if damaged == STATE else 16 << 20  # in the state; in the kernel's RAM
+    with path.open("r+b") as f:  # same size: only the digest can tell
+        f.seek(offset)
         byte = f.read(1)
-        f.seek(4096)
+        f.seek(offset)
         f.write(bytes([byte[0] ^ 0xFF]))
     try:
         mode, client, events = start(saved, record)

@@ -13,6 +13,7 @@ from pyro.vmm.snapshot import (
     DISK,
     META,
     OVERLAY,
+    RAM,
     STATE,
     SnapshotKey,
     SnapshotStore,
@@ -39,6 +40,10 @@ def saved(store: SnapshotStore, key: SnapshotKey = KEY) -> Path:
     with store.creating(key) as work:
         assert work is not None
         (work / STATE).write_bytes(b"state" * 1000)
+        with (work / RAM).open("wb") as ram:  # sparse, like a saved guest's RAM
+            ram.seek(1 << 20)
+            ram.write(b"page" * 1024)
+            ram.truncate(4 << 20)
         (work / DISK).write_bytes(b"disk" * 100)
         (work / OVERLAY).write_bytes(b"overlay")
         return store.publish(key, work).dir
@@ -85,6 +90,8 @@ def test_published_snapshot_is_found_and_listed(tmp_path: Path) -> None:
     "damage",
     [
         "truncate-state",
+        "flip-ram",
+        "ram-hole-filled",
         "flip-disk",
         "delete-disk",
         "delete-overlay",
@@ -98,6 +105,14 @@ def test_damaged_snapshot_is_rejected_and_discarded(tmp_path: Path, damage: str)
     directory = saved(store)
     if damage == "truncate-state":
         os.truncate(directory / STATE, 100)
+    elif damage == "flip-ram":
+        with (directory / RAM).open("r+b") as ram:  # same size, in the data
+            ram.seek((1 << 20) + 5)
+            ram.write(b"X")
+    elif damage == "ram-hole-filled":
+        with (directory / RAM).open("r+b") as ram:  # zeros written over a hole: same bytes
+            ram.seek(3 << 20)
+            ram.write(bytes(4096))
     elif damage == "flip-disk":
         data = bytearray((directory / DISK).read_bytes())
         data[7] ^= 0xFF  # same size: only the digest tells

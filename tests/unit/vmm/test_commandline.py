@@ -75,6 +75,21 @@ def test_qemu_cmdline_extra_comes_last() -> None:
     assert append.endswith(" loglevel=7 -- hang")
 
 
+def test_qemu_guest_ram_is_anonymous_unless_saved_or_restored() -> None:
+    plain = build_argv(_config(), accel="tcg", binary="q")
+    assert "-object" not in plain and "memory-backend" not in _option(plain, "-M")[0]
+
+    saving = build_argv(_config(shared_ram=True), accel="tcg", binary="q")
+    assert _option(saving, "-object") == ["memory-backend-memfd,id=ram0,size=256M,share=on"]
+    assert _option(saving, "-M")[0].endswith(",memory-backend=ram0")
+
+    restoring = build_argv(_config(), accel="tcg", binary="q", ram_file=Path("/snap/ram"))
+    assert _option(restoring, "-object") == [
+        "memory-backend-file,id=ram0,size=256M,mem-path=/snap/ram,share=off"
+    ]  # copy-on-write: the guest never writes the saved file
+    assert _option(restoring, "-M")[0].endswith(",memory-backend=ram0")
+
+
 def test_firecracker_requests_in_order() -> None:
     disk = Path("/state/vms/vm-1/rootfs.ext4")
     requests = api_requests(_config(), disk)
