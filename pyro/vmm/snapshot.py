@@ -179,7 +179,8 @@ def check(directory: Path, key: SnapshotKey | None, *, verify: bool) -> str | No
     """Why the snapshot in ``directory`` must not be used, or None when it is fine.
 
     ``key`` None accepts any well-formed key. Sizes are always compared; ``verify`` also
-    hashes the files' data (≈ 20 ms for a 512 MiB guest's ≈ 25 MB of touched RAM).
+    hashes the files' data (≈ 20 ms for a 512 MiB guest's ≈ 25 MB of touched RAM), except
+    files not written since an earlier check hashed them (``verified.json``).
     """
     try:
         meta = json.loads((directory / META).read_text(encoding="utf-8"))
@@ -199,24 +200,67 @@ def check(directory: Path, key: SnapshotKey | None, *, verify: bool) -> str | No
     files = meta.get("files")
     if not isinstance(files, dict):
         return "meta.json lists no files"
+    known = _read_verified(directory) if verify else {}
+    stats: dict[str, os.stat_result] = {}
     for name in FILES:
         entry = files.get(name)
         if not isinstance(entry, dict):
             return f"meta.json does not list {name}"
         try:
-            size = (directory / name).stat().st_size
+            stats[name] = stat = (directory / name).stat()
         except OSError:
             return f"{name} is missing"
-        if size != entry.get("size"):
-            return f"{name} has {size} bytes, not {entry.get('size')}"
-        if verify:
+        if stat.st_size != entry.get("size"):
+            return f"{name} has {stat.st_size} bytes, not {entry.get('size')}"
+        if verify and known.get(name) != _fingerprint(stat):
             try:
                 digest = sparse_digest(directory / name)
             except OSError as exc:
                 return f"{name} is unreadable: {exc.strerror}"
             if digest != entry.get("digest"):
                 return f"{name} does not match its recorded digest"
+    if verify:
+        _record_verified(directory, stats, known)
     return None
+
+
+# A file hashed once need not be hashed again while nothing has written to it: every write
+# changes its mtime and ctime (ctime cannot be set from user space). A fingerprint is only
+# recorded for a file last changed well before the hash began, as git does for its index,
+# so a write within the same clock tick as the hash cannot go unnoticed.
+VERIFIED = "verified.json"
+_SETTLED_S = 2.0
+
+
+def _fingerprint(stat: os.stat_result) -> list[int]:
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _read_verified(directory: Path) -> dict[str, Any]:
+    try:
+        known = json.loads((directory / VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _record_verified(
+    directory: Path, stats: dict[str, os.stat_result], known: dict[str, Any]
+) -> None:
+    settled = time.time_ns() - int(_SETTLED_S * 1e9)
+    fingerprints = {
+        name: _fingerprint(stat)
+        for name, stat in stats.items()
+        if max(stat.st_mtime_ns, stat.st_ctime_ns) < settled
+    }
+    if not fingerprints or fingerprints == known:
+        return
+    tmp = directory / f".{VERIFIED}.{secrets.token_hex(4)}"
+    with contextlib.suppress(OSError):  # only an optimisation: hashed again next time
+        tmp.write_text(json.dumps(fingerprints), encoding="utf-8")
+        os.replace(tmp, directory / VERIFIED)
+    with contextlib.suppress(OSError):
+        tmp.unlink()
 
 
 class SnapshotStore:

@@ -237,3 +237,39 @@ def test_prune_drops_entries_of_another_format(tmp_path: Path) -> None:
     (old / META).write_text(json.dumps({"format": 0}))
     assert store.prune(keep=16) == []
     assert not old.exists() and directory.exists()
+
+
+def test_verified_files_are_not_hashed_again_until_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyro.vmm.snapshot as snapshot
+
+    store = SnapshotStore(tmp_path)
+    directory = saved(store)
+    assert check(directory, KEY, verify=True) is None
+    # Just written: too recent to trust a fingerprint (a write in the same clock tick
+    # would leave the times unchanged), so nothing is recorded yet.
+    assert not (directory / snapshot.VERIFIED).exists()
+
+    monkeypatch.setattr(snapshot, "_SETTLED_S", -60.0)  # as if written long ago
+    assert check(directory, KEY, verify=True) is None
+    assert set(json.loads((directory / snapshot.VERIFIED).read_text())) == set(snapshot.FILES)
+
+    hashed: list[Path] = []
+    real_digest = snapshot.sparse_digest
+
+    def counting_digest(path: Path) -> str:
+        hashed.append(path)
+        return real_digest(path)
+
+    monkeypatch.setattr(snapshot, "sparse_digest", counting_digest)
+    assert check(directory, KEY, verify=True) is None
+    assert hashed == []  # nothing written since: nothing hashed
+
+    before = os.stat(directory / RAM)
+    with (directory / RAM).open("r+b") as ram:  # same size, mtime put back: ctime moves
+        ram.seek((1 << 20) + 7)
+        ram.write(b"!")
+    os.utime(directory / RAM, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert check(directory, KEY, verify=True) == "ram does not match its recorded digest"
+    assert hashed == [directory / RAM]
