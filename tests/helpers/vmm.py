@@ -1,6 +1,7 @@
 """Driving any VMM backend through the :class:`pyro.vmm.Backend` protocol in tests.
 
-* ``test_kernel()`` — the guest kernel (``$PYRO_TEST_KERNEL`` or ``/tmp/kb/vmlinux``).
+* ``test_kernel()`` — the guest kernel: ``$PYRO_TEST_KERNEL``, else the kernel of the
+  installed debian:12 environment (``make environments`` installs it).
 * ``tiny_initramfs(dir)`` — an initramfs whose static ``/init`` prints ``INIT_LINE`` to the
   console, then reboots (QEMU ``-no-reboot`` exits); given ``-- hang`` on the kernel
   command line it waits forever, given ``-- flood`` it writes to the console forever.
@@ -22,7 +23,6 @@ import pytest
 from pyro.vmm import Backend, VMConfig, VMHandle
 
 INIT_LINE = "PYRO-TEST-INIT hello"
-DEFAULT_KERNEL = Path("/tmp/kb/vmlinux")
 SOCKETS = ("agent.sock", "qmp.sock", "fc.sock", "vsock.sock")
 DISKS = ("overlay.qcow2", "rootfs.ext4")
 
@@ -51,11 +51,18 @@ int main(int argc, char **argv) {
 
 
 def test_kernel() -> Path:
-    """The guest kernel for VM tests; skips when none is built."""
-    kernel = Path(os.environ.get("PYRO_TEST_KERNEL") or DEFAULT_KERNEL)
-    if not kernel.is_file():
-        pytest.skip(f"no guest kernel at {kernel} (build one or set PYRO_TEST_KERNEL)")
-    return kernel
+    """The guest kernel for VM tests; skips when there is none."""
+    if os.environ.get("PYRO_TEST_KERNEL"):
+        kernel = Path(os.environ["PYRO_TEST_KERNEL"])
+        if not kernel.is_file():
+            pytest.skip(f"PYRO_TEST_KERNEL names no file: {kernel}")
+        return kernel
+    from pyro.environments.cache import Cache
+
+    install = Cache().lookup("debian:12")
+    if install is None or not Path(install.kernel).is_file():
+        pytest.skip("no guest kernel: run 'make environments' or set PYRO_TEST_KERNEL")
+    return Path(install.kernel)
 
 
 def tiny_initramfs(directory: Path) -> Path:
