@@ -20,7 +20,7 @@ Ratios compare figures from the same run, so they hold across machines of differ
   long-lived process: restoring a guest per run / taking it from ``Pyro(warm_pool=1)``
   (the pool refilled between runs); ``pool_vs_sdk_warm`` = pool_run_s / sdk_warm_run_s
 * ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` (default: warm) one after another / all
-  at once, each timed N times;
+  at once, each timed N times, alternating;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
 * ``vmm_rss_mb``   QEMU's resident memory with a booted guest
 * ``net_host_to_guest_mbps`` / ``net_guest_to_host_mbps``: HTTP throughput under policy
@@ -240,9 +240,9 @@ def main() -> int:
     for key, samples in egress_throughput(install, initrd, runs).items():
         figures[key] = stats(samples)
 
-    figures["serial8_s"] = stats(
-        timed(lambda: [cli("run", ENV, "--", "true") for _ in range(8)], runs)
-    )
+    def serial8() -> None:
+        for _ in range(8):
+            cli("run", ENV, "--", "true")
 
     def concurrent8() -> None:
         with ThreadPoolExecutor(8) as pool:
@@ -251,7 +251,14 @@ def main() -> int:
         results.setdefault("concurrent8_failures", 0)
         results["concurrent8_failures"] += len(failures)
 
-    figures["concurrent8_s"] = stats(timed(concurrent8, runs))
+    # Alternated, like floor/cold/warm: the host's speed drifts within minutes, and a
+    # ratio of two blocks measured one after the other would carry that drift.
+    serial_samples, concurrent_samples = [], []
+    for _ in range(runs):
+        serial_samples += timed(serial8, 1)
+        concurrent_samples += timed(concurrent8, 1)
+    figures["serial8_s"] = stats(serial_samples)
+    figures["concurrent8_s"] = stats(concurrent_samples)
 
     cores = os.cpu_count() or 1
     ratio = lambda a, b: round(figures[a]["median"] / figures[b]["median"], 3)  # noqa: E731
