@@ -11,8 +11,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from pyro.errors import BuildError
 
 Log = Callable[[str], None]
@@ -108,6 +106,8 @@ def locked(lock_path: Path, what: str) -> Iterator[None]:
         BuildError: the lock is not free within LOCK_TIMEOUT_S.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock, Timeout
+
     lock = FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
     try:
         lock.acquire()

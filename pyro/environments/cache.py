@@ -24,9 +24,10 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from filelock import FileLock
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 from pyro import paths
 from pyro.environments import cache_files as store
@@ -138,6 +139,8 @@ class Cache:
                 lock_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise CacheError(f"cannot create lock directory {lock_dir}: {exc}") from exc
+            from filelock import FileLock  # only where a lock is taken: reads need none
+
             lock = self._locks[key] = FileLock(str(lock_dir / f"{key}.lock"))
         try:
             lock.acquire(timeout=timeout)

@@ -16,8 +16,6 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from filelock import FileLock
-
 from pyro import paths
 from pyro.errors import BuildError, CacheError
 
@@ -74,6 +72,8 @@ def build_agent_initrd(cache_root: Path | None = None) -> Path:
     target = _initrd_path(root)
     if target.is_file():
         return target
+    from filelock import FileLock  # only to build: a run finds the initrd built
+
     try:
         (root / "locks").mkdir(parents=True, exist_ok=True)
         (root / "tmp").mkdir(parents=True, exist_ok=True)

@@ -35,8 +35,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
-
 from pyro import paths
 from pyro.errors import VMMError
 from pyro.vmm.sparse import sparse_digest
@@ -317,6 +315,8 @@ class SnapshotStore:
         """
         locks = self.root / ".locks"
         locks.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock, Timeout
+
         lock = FileLock(str(locks / f"{key.digest()}.lock"), timeout=0)
         try:
             lock.acquire()

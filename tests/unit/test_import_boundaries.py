@@ -201,3 +201,44 @@ def test_a_run_loads_only_what_it_needs_before_the_vmm_starts(
         if name == bad or name.startswith(bad + ".")
     )
     assert early == []
+
+
+# 'pyro plan' and 'pyro validate' only read: no locks, no process handling, no VMM, no
+# registry clients, no templates.
+NOT_IN_PLAN = [
+    "filelock",
+    "psutil",
+    "pyro.vms",
+    "pyro.execute",
+    "pyro.vmm.qemu",
+    "pyro.vmm.firecracker",
+    "pyro.guest.client",
+    "oras",
+    "httpx",
+    "mcp",
+    "jinja2",
+]
+
+
+@pytest.mark.parametrize("command", ["plan", "validate"])
+def test_plan_and_validate_load_only_what_reading_needs(command: str) -> None:
+    code = (
+        "import sys, json\n"
+        f"sys.argv = ['pyro', {command!r}, 'examples/hello.yaml']\n"
+        "from pyro.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    modules = set(json.loads(result.stdout.splitlines()[-1]))
+    assert "pydantic" in modules and "yaml" in modules  # it did read and validate
+    loaded = sorted(
+        name for name in modules for bad in NOT_IN_PLAN if name == bad or name.startswith(bad + ".")
+    )
+    assert loaded == []
