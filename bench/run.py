@@ -23,6 +23,8 @@ Ratios compare figures from the same run, so they hold across machines of differ
   at once, each timed N times, alternating;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
 * ``vmm_rss_mb``   QEMU's resident memory with a booted guest
+* ``idle_vm_cpu_pct`` CPU a running task's QEMU uses while its guest waits for a command,
+  in % of one core (what each idle workspace or pooled guest costs a long-lived host)
 * ``net_host_to_guest_mbps`` / ``net_guest_to_host_mbps``: HTTP throughput under policy
   egress, MB/s (bench/network.py)
 """
@@ -30,6 +32,7 @@ Ratios compare figures from the same run, so they hold across machines of differ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -201,18 +204,36 @@ def main() -> int:
     figures["cold_run_s"] = stats(cold_samples)
     figures["warm_run_s"] = stats(warm_samples)
 
-    def task_rtt() -> list[float]:
+    def cpu_ns(pid: int) -> int:
+        """CPU time of all of a process's threads, in ns (schedstat: finer than ticks)."""
+        total = 0
+        for thread in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                total += int((thread / "schedstat").read_text().split()[0])
+        return total
+
+    def task_rtt_and_idle_cpu() -> tuple[list[float], list[float]]:
         from pyro import Pyro
 
         pyro = Pyro()
         task = pyro.create_task(ENV)
         try:
             pyro.exec_task(task.id, "true")
-            return timed(lambda: pyro.exec_task(task.id, ["true"]), max(20, runs))
+            rtt = timed(lambda: pyro.exec_task(task.id, ["true"]), max(20, runs))
+            pid = pyro.status_task(task.id).pid
+            assert pid is not None
+            idle = []
+            for _ in range(runs):  # the guest waits for its next command
+                before, begun = cpu_ns(pid), time.monotonic_ns()
+                time.sleep(1.0)
+                idle.append(100 * (cpu_ns(pid) - before) / (time.monotonic_ns() - begun))
+            return rtt, idle
         finally:
             pyro.delete_task(task.id)
 
-    figures["task_exec_rtt_s"] = stats(task_rtt())
+    rtt_samples, idle_samples = task_rtt_and_idle_cpu()
+    figures["task_exec_rtt_s"] = stats(rtt_samples)
+    figures["idle_vm_cpu_pct"] = stats(idle_samples)
 
     def in_process_runs(pool_size: int) -> list[float]:
         from pyro import Pyro
