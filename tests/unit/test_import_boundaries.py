@@ -187,20 +187,25 @@ def test_a_run_loads_only_what_it_needs_before_the_vmm_starts(
         "for record in VMRegistry().list():\n"
         "    VMRegistry().delete(record.id)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    result = _python(code)
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert lines, f"the run never reached the VMM:\n{result.stderr[-2000:]}"
     modules = set(json.loads(lines[-1]))
     assert "pydantic" in modules and "pyro.plan.planner" in modules  # it did plan
-    early = sorted(
-        name
-        for name in modules
-        for bad in NOT_BEFORE_SPAWN
-        if name == bad or name.startswith(bad + ".")
+    assert _among(modules, NOT_BEFORE_SPAWN) == []
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
-    assert early == []
+
+
+def _among(modules: set[str], packages: list[str]) -> list[str]:
+    """The loaded modules that are, or belong to, one of ``packages``."""
+    return sorted(
+        name for name in modules for bad in packages if name == bad or name.startswith(bad + ".")
+    )
 
 
 # 'pyro plan' and 'pyro validate' only read: no locks, no process handling, no VMM, no
@@ -232,13 +237,8 @@ def test_plan_and_validate_load_only_what_reading_needs(command: str) -> None:
         "    assert not exc.code, exc.code\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    result = _python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     modules = set(json.loads(result.stdout.splitlines()[-1]))
     assert "pydantic" in modules and "yaml" in modules  # it did read and validate
-    loaded = sorted(
-        name for name in modules for bad in NOT_IN_PLAN if name == bad or name.startswith(bad + ".")
-    )
-    assert loaded == []
+    assert _among(modules, NOT_IN_PLAN) == []
