@@ -15,7 +15,7 @@ from pyro.__about__ import CATALOG_VERSION, __version__
 from pyro.cli.errors import run_cli
 
 # The command uses no pydantic plugins. Unless told so, pydantic looks for them in the
-# entry points of every installed distribution when it builds the first model (≈ 3% of
+# entry points of every installed distribution when it builds the first model (≈ 2.5% of
 # 'pyro plan'). An explicit setting in the environment wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
 
