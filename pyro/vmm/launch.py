@@ -6,6 +6,8 @@ Two problems every backend has:
   that process is SIGKILLed: the child asks the kernel for ``PR_SET_PDEATHSIG(SIGKILL)``.
   The signal fires when the *thread* that forked the child exits, so ephemeral VMMs are
   forked by one spawner thread that lives as long as the process, whichever thread asks.
+  It is a daemon thread: it holds no work of its own, so it never keeps the process
+  waiting at exit.
   An ephemeral VMM gets its own process group, so a Ctrl-C reaches pyro (which cleans up)
   rather than the VMM. A persistent VM gets its own session and no terminal, so it
   survives the CLI.
@@ -19,14 +21,16 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pyro.errors import VMMError
 
@@ -74,10 +78,8 @@ def start_process(
                 close_fds=True,
                 start_new_session=True,
             )
-        return (
-            _spawner()
-            .submit(
-                subprocess.Popen,
+        return _spawner().call(
+            lambda: subprocess.Popen(
                 list(argv),
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
@@ -87,7 +89,6 @@ def start_process(
                 process_group=0,
                 preexec_fn=lambda: _die_with_parent(parent),
             )
-            .result()
         )
     except OSError as exc:
         raise VMMError(
@@ -98,19 +99,40 @@ def start_process(
         os.close(log_fd)
 
 
-_SPAWNER: ThreadPoolExecutor | None = None
-_SPAWNER_PID = 0
+class _Spawner:
+    """A daemon thread that runs the calls handed to it, one at a time."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="pyro-vmm-spawner", daemon=True).start()
+
+    def call(self, fn: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        """``fn()``, run on the spawner thread (its exception re-raised here)."""
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._calls.put((future, fn))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            future, fn = self._calls.get()
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                future.set_exception(exc)
+
+
+_SPAWNER: _Spawner | None = None
 _SPAWNER_LOCK = threading.Lock()
 
 
-def _spawner() -> ThreadPoolExecutor:
+def _spawner() -> _Spawner:
     # One long-lived thread forks every ephemeral VMM, so PR_SET_PDEATHSIG follows the
     # process's lifetime, not that of whichever (maybe short-lived) thread called spawn.
-    global _SPAWNER, _SPAWNER_PID
+    global _SPAWNER
     with _SPAWNER_LOCK:
-        if _SPAWNER is None or os.getpid() != _SPAWNER_PID:  # fresh after a fork
-            _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyro-vmm-spawner")
-            _SPAWNER_PID = os.getpid()
+        if _SPAWNER is None or os.getpid() != _SPAWNER.pid:  # fresh after a fork
+            _SPAWNER = _Spawner()
         return _SPAWNER
 
 
