@@ -5,14 +5,17 @@ Keeping imports lazy keeps ``pyro --help`` and ``pyro plan`` fast.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import os
+import sys
+from typing import NoReturn
 
 import click
 
 from pyro.__about__ import CATALOG_VERSION, __version__
-from pyro.cli.errors import run_cli
+from pyro.cli.errors import EXIT_ERROR, run_cli
 
 # The command uses no pydantic plugins. Unless told so, pydantic looks for them in the
 # entry points of every installed distribution when it builds the first model (≈ 2.5% of
@@ -75,3 +78,35 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the CLI and return its exit code (see pyro.cli.errors)."""
     return run_cli(cli, argv, "pyro")
+
+
+def entry() -> NoReturn:
+    """The ``pyro`` console script: :func:`main`, then :func:`exit_now` with its code."""
+    exit_now(main())
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` without tearing the interpreter down.
+
+    A normal exit frees every object and module one by one before the process ends; the
+    OS reclaims all of it at once anyway, and for a short-lived command that teardown is
+    ≈ 6% of the work (callgrind: 'pyro plan' 785 M → 736 M instructions, 'pyro run' 873 M
+    → 818 M). What a normal exit promises is kept: other threads still running get the
+    normal exit (which waits for them), atexit callbacks and finalizers run, and stdout
+    and stderr are flushed. A reader gone by then (``pyro plan | head -1``) means
+    EXIT_ERROR, as when it goes away mid-command.
+    """
+    threading = sys.modules.get("threading")
+    if threading is not None and any(
+        thread.is_alive() and not thread.daemon
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+    ):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the reader went away, or the stream was closed
+            code = code or EXIT_ERROR
+    os._exit(code)
