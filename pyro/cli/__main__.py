@@ -1,5 +1,5 @@
-"""``python -m pyro.cli`` runs the pyro command."""
+"""``python -m pyro.cli`` runs the pyro command, as the ``pyro`` script does."""
 
-from pyro.cli.main import main
+from pyro.cli.main import entry
 
-raise SystemExit(main())
+entry()
