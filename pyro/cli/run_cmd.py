@@ -7,6 +7,7 @@ Human mode streams guest stdout/stderr to ours and writes phase markers to stder
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -29,6 +30,11 @@ NETWORKS = click.Choice(["off", "egress"])
 SHELL_CHARS = re.compile(r"[\s;&|<>()$`\\\"'*?~]")
 
 
+def _value(text: str) -> str:
+    """``text`` as one ``key=value`` field: double-quoted (JSON) when it has spaces."""
+    return json.dumps(text) if any(c.isspace() or c == '"' for c in text) else text
+
+
 class Reporter:
     """Phase markers on stderr and guest output to stdout/stderr (human mode only)."""
 
@@ -38,7 +44,7 @@ class Reporter:
     def event(self, group: str, phase: str, fields: Mapping[str, str]) -> None:
         if self.as_json:
             return
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        extra = " ".join(f"{k}={_value(v)}" for k, v in fields.items())
         click.echo(f"[{group}] phase={phase} {extra}".rstrip(), err=True)
 
     def stdout(self, step_id: str, data: bytes) -> None:

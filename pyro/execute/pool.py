@@ -221,7 +221,7 @@ class WarmPool:
                 restore=True,
                 save=False,
                 boot_timeout=FILL_TIMEOUT_S,
-                event=lambda status: None,
+                event=lambda status, reason: None,
             )
             warm.warm_up(client)
         except BaseException:

@@ -296,8 +296,9 @@ def _start(
         _, client = run.registry.start(record.id, boot_timeout=timeout)
         return "cold", client
 
-    def note(status: str) -> None:
-        run.event("run", "snapshot", vm_id=record.id, status=status)
+    def note(status: str, reason: str) -> None:
+        fields = {"reason": reason} if reason else {}
+        run.event("run", "snapshot", vm_id=record.id, status=status, **fields)
 
     return warm.start(
         run.registry,

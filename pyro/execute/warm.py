@@ -28,10 +28,11 @@ SAVE_TIMEOUT_S = 30.0
 WARM_UP = "true; /usr/bin/env true"
 WARM_UP_TIMEOUT_S = 30.0
 
-#: Called with one word: ``missing`` (no valid snapshot: cold), ``restore-failed`` (fell
-#: back to cold), ``saved`` / ``save-failed`` (this cold boot saved one / tried to; the
-#: run goes on either way).
-Event = Callable[[str], None]
+#: Called with a status and a reason: ``missing`` (no valid snapshot: cold),
+#: ``restore-failed`` (fell back to cold), ``saved`` / ``save-failed`` (this cold boot saved
+#: one / tried to; the run goes on either way). The reason says why a ``-failed`` status
+#: failed (the error's message); it is empty for the others.
+Event = Callable[[str, str], None]
 
 
 def snapshot_key(record: VMRecord) -> snapshots.SnapshotKey | None:
@@ -89,15 +90,15 @@ def start(
     if key is not None and restore:
         found = store.find(key, verify=False)  # hashed while QEMU starts (VMRegistry.start)
         if found is None:
-            event("missing")
+            event("missing", "")
         else:
             try:
                 _, client = registry.start(
                     record.id, boot_timeout=min(boot_timeout, RESTORE_TIMEOUT_S), snapshot=found
                 )
                 return "restore", client
-            except PyroError:
-                event("restore-failed")
+            except PyroError as exc:
+                event("restore-failed", exc.summary)
                 store.discard(key)
     # Only the boot that saves puts its RAM in a memfd the save can copy.
     saving = key is not None and save and store.find(key, verify=False) is None
@@ -144,10 +145,10 @@ def _save(
                 work / snapshots.OVERLAY,
             )
             store.publish(key, work)
-        except (VMMError, OSError):
-            event("save-failed")
+        except (VMMError, OSError) as exc:
+            event("save-failed", str(exc))
         else:
-            event("saved")
+            event("saved", "")
 
 
 def warm_up(client: AgentClient) -> None:

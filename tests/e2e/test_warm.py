@@ -57,12 +57,20 @@ def new_record(registry: VMRegistry, install: Any, *, ephemeral: bool = True) ->
     )
 
 
+REASONS: dict[str, str] = {}  # the latest reason given with each status
+
+
 def start(
     registry: VMRegistry, record: VMRecord, *, restore: bool = True, save: bool = True
 ) -> tuple[str, AgentClient, list[str]]:
     events: list[str] = []
+
+    def event(status: str, reason: str) -> None:
+        events.append(status)
+        REASONS[status] = reason
+
     mode, client = warm.start(
-        registry, record, restore=restore, save=save, boot_timeout=60, event=events.append
+        registry, record, restore=restore, save=save, boot_timeout=60, event=event
     )
     return mode, client, events
 
@@ -227,6 +235,7 @@ def test_corrupted_snapshot_is_not_used_and_is_rebuilt(
         client.close()
         assert mode == "cold"
         assert events == ["restore-failed", "saved"]  # the hash check runs as QEMU starts
+        assert damaged in REASONS["restore-failed"]  # the reason names the damaged file
     finally:
         saved.delete(record.id)
     assert SnapshotStore().find(key) is not None  # rebuilt by that cold boot
