@@ -244,6 +244,40 @@ def test_host_reconnects_to_a_running_guest(vm_factory: Callable[..., GuestVM]) 
         again.close()
 
 
+def test_quick_reconnects_always_get_an_answer(vm_factory: Callable[..., GuestVM]) -> None:
+    # The port reports a hang-up in its control queue, which the guest may handle after
+    # the next host's HELLO: the agent must not drop that host's session with the old one.
+    # Before it kept the session across a hang-up, one reconnect in 5-25 went unanswered.
+    vm = vm_factory()
+    client = vm.connect()
+    for attempt in range(100):
+        client.close()
+        client = vm.connect(hello_timeout=10)
+        assert client.exec(["true"]).exit_code == 0, f"reconnect {attempt}"
+    client.close()
+
+
+def test_a_session_nobody_comes_back_to_is_dropped(vm_factory: Callable[..., GuestVM]) -> None:
+    vm = vm_factory()
+    first = vm.connect()
+
+    def outlive_the_host() -> None:
+        with contextlib.suppress(GuestError):
+            first.exec(["sh", "-c", "sleep 3; touch /tmp/survived"])
+
+    running = threading.Thread(target=outlive_the_host)
+    running.start()
+    count_sleeps = ["sh", "-c", "cat /proc/[0-9]*/comm | grep -cx sleep || true"]
+    while first.exec(count_sleeps).stdout == b"0\n":
+        time.sleep(0.05)
+    first.close()
+    running.join()
+    time.sleep(4)  # past the 2 s the agent keeps a session, past the command's 3 s
+    again = vm.connect()
+    # Killed when no host had come back after 2 s, not when this host said hello.
+    assert again.exec(["test", "-e", "/tmp/survived"]).exit_code == 1
+
+
 def test_fatal_boot_error_is_on_the_console(vm_factory: Callable[..., GuestVM]) -> None:
     vm = vm_factory(append="pyro.root=/dev/nonexistent")
     vm.proc.wait(timeout=120)

@@ -36,6 +36,9 @@ static int port = -1;     /* the virtio-serial port fd (stays open across host r
 static int exit_on_eof;   /* --serve-fd */
 static int64_t ready_ms;
 static int port_async; /* the port signals host (dis)connects with SIGIO */
+/* When the port's host went away with the session kept (see disconnect); 0 otherwise. */
+static int64_t hung_up_ms;
+#define HANGUP_GRACE_MS 2000
 
 int64_t now_ms(void)
 {
@@ -91,6 +94,17 @@ static void reset_session(void)
 
 static void disconnect(void)
 {
+	if (conn >= 0 && conn == port) {
+		/* The port reports hang-ups in its control queue, which the guest may handle
+		 * after data the next host already sent: the HELLO just read (and answered) can
+		 * be the next host's, followed by the hang-up of the previous one. So the port
+		 * keeps the session (and its pending output) for HANGUP_GRACE_MS: a host that
+		 * comes back gets it, a new host's HELLO starts over anyway, and
+		 * end_abandoned_session() drops it when nobody comes. */
+		conn = -1;
+		hung_up_ms = now_ms();
+		return;
+	}
 	reset_session();
 	if (conn >= 0 && conn != port)
 		close(conn);
@@ -298,6 +312,15 @@ static int listen_unix(const char *path)
 	return s;
 }
 
+/* No host came back to the port within HANGUP_GRACE_MS: drop the session it left. */
+static void end_abandoned_session(void)
+{
+	if (hung_up_ms && conn < 0 && now_ms() - hung_up_ms >= HANGUP_GRACE_MS) {
+		hung_up_ms = 0;
+		reset_session();
+	}
+}
+
 /* The port reads as end-of-file and polls POLLHUP while no host is connected. */
 static int port_host_connected(void)
 {
@@ -316,8 +339,10 @@ static void serve(int sigfd)
 			lidx = n;
 			fds[n++] = (struct pollfd){.fd = listener, .events = POLLIN};
 		}
-		if (conn < 0 && port >= 0 && port_host_connected())
+		if (conn < 0 && port >= 0 && port_host_connected()) {
 			conn = port;
+			hung_up_ms = 0;
+		}
 		if (conn >= 0) {
 			cidx = n;
 			short ev = POLLIN;
@@ -338,6 +363,11 @@ static void serve(int sigfd)
 		int recheck = port_async ? 1000 : 20;
 		if (conn < 0 && port >= 0 && (timeout < 0 || timeout > recheck))
 			timeout = recheck;
+		if (hung_up_ms && conn < 0) {
+			int64_t left = hung_up_ms + HANGUP_GRACE_MS - now_ms();
+			if (timeout < 0 || timeout > left)
+				timeout = left < 0 ? 0 : (int)left;
+		}
 		if (get_pump() && buf_pending(&g_out) < OUT_HIGH)
 			timeout = 0;
 
@@ -366,9 +396,10 @@ static void serve(int sigfd)
 		exec_handle(fds + first_exec, n - first_exec);
 		exec_timers();
 		exec_reap();
-		if (conn < 0 || !synced)
+		end_abandoned_session();
+		if ((conn < 0 && !hung_up_ms) || !synced)
 			buf_clear(&g_out); /* nobody to read it */
-		else if (buf_pending(&g_out) > 0)
+		else if (conn >= 0 && buf_pending(&g_out) > 0)
 			write_output();
 	}
 }
