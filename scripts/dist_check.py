@@ -190,7 +190,7 @@ def check_wheel(wheel: Path, expected: list[str]) -> None:
     stray = sorted(n for n in names if not n.startswith(("pyro/", f"{info}/")))
     if stray:
         raise CheckFailed(f"the wheel holds files outside the package: {stray[:10]}")
-    if "pyro = pyro.cli.main:main" not in entry_points:
+    if "pyro = pyro.cli.main:entry" not in entry_points:
         raise CheckFailed("the wheel does not declare the 'pyro' console script")
 
 
