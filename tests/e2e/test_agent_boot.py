@@ -226,22 +226,31 @@ def test_host_reconnects_to_a_running_guest(vm_factory: Callable[..., GuestVM]) 
     assert first.exec(["sh", "-c", "echo one > /tmp/state"]).exit_code == 0
 
     # A command still running when its host goes away is killed with the session.
-    def sleep_until_disconnected() -> None:
-        with contextlib.suppress(GuestError):
-            first.exec(["sleep", "300"])
-
-    running = threading.Thread(target=sleep_until_disconnected)
-    running.start()
-    count_sleeps = ["sh", "-c", "cat /proc/[0-9]*/comm | grep -cx sleep || true"]
-    while first.exec(count_sleeps).stdout == b"0\n":
-        time.sleep(0.05)
-    first.close()
-    running.join()
+    _close_while_running(first, ["sleep", "300"])
     for _ in range(3):
         again = vm.connect(hello_timeout=30)
         assert again.exec(["cat", "/tmp/state"]).stdout == b"one\n"
-        assert again.exec(count_sleeps).stdout == b"0\n"
+        assert again.exec(COUNT_SLEEPS).stdout == b"0\n"
         again.close()
+
+
+COUNT_SLEEPS = ["sh", "-c", "cat /proc/[0-9]*/comm | grep -cx sleep || true"]
+
+
+def _close_while_running(client: AgentClient, argv: list[str]) -> None:
+    """Start ``argv`` (which runs ``sleep``), close ``client`` once it runs, and return
+    when the exec has given up."""
+
+    def run_until_disconnected() -> None:
+        with contextlib.suppress(GuestError):
+            client.exec(argv)
+
+    running = threading.Thread(target=run_until_disconnected)
+    running.start()
+    while client.exec(COUNT_SLEEPS).stdout == b"0\n":
+        time.sleep(0.05)
+    client.close()
+    running.join()
 
 
 def test_quick_reconnects_always_get_an_answer(vm_factory: Callable[..., GuestVM]) -> None:
@@ -259,19 +268,7 @@ def test_quick_reconnects_always_get_an_answer(vm_factory: Callable[..., GuestVM
 
 def test_a_session_nobody_comes_back_to_is_dropped(vm_factory: Callable[..., GuestVM]) -> None:
     vm = vm_factory()
-    first = vm.connect()
-
-    def outlive_the_host() -> None:
-        with contextlib.suppress(GuestError):
-            first.exec(["sh", "-c", "sleep 3; touch /tmp/survived"])
-
-    running = threading.Thread(target=outlive_the_host)
-    running.start()
-    count_sleeps = ["sh", "-c", "cat /proc/[0-9]*/comm | grep -cx sleep || true"]
-    while first.exec(count_sleeps).stdout == b"0\n":
-        time.sleep(0.05)
-    first.close()
-    running.join()
+    _close_while_running(vm.connect(), ["sh", "-c", "sleep 3; touch /tmp/survived"])
     time.sleep(4)  # past the 2 s the agent keeps a session, past the command's 3 s
     again = vm.connect()
     # Killed when no host had come back after 2 s, not when this host said hello.
