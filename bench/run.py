@@ -24,6 +24,10 @@ Ratios compare figures from the same run, so they hold across machines of differ
 * ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` (default: warm) one after another / all
   at once, each timed N times, alternating;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
+* ``concurrent8_no_slots_s`` the same eight at once with start slots off
+  (``PYRO_START_SLOTS=0``, pyro/startslots.py); ``start_slots_speedup`` =
+  concurrent8_no_slots / concurrent8; ``concurrent8_run_mean_s`` /
+  ``concurrent8_no_slots_run_mean_s``: how long each of the eight took, on average
 * ``vmm_rss_mb``   QEMU's resident memory with a booted guest
 * ``idle_vm_cpu_pct`` CPU a running task's QEMU uses while its guest waits for a command,
   in % of one core (what each idle workspace or pooled guest costs a long-lived host)
@@ -44,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -279,10 +284,11 @@ def main() -> int:
     # Started directly with their output discarded, like a shell's 'pyro run ... &': the
     # bench process does no work (no pipe-reading threads) while they run, so the CPU the
     # runs compete for is theirs.
-    def start_run() -> subprocess.Popen[bytes]:
+    def start_run(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [*PYRO, "run", ENV, "--", "true"],
             cwd=ROOT,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -293,26 +299,53 @@ def main() -> int:
             if start_run().wait() != 0:
                 raise SystemExit("bench: a serial 'pyro run' failed (run it by hand to see why)")
 
-    def concurrent8() -> None:
-        started = [start_run() for _ in range(8)]
-        failures = [proc for proc in started if proc.wait() != 0]
-        results.setdefault("concurrent8_failures", 0)
-        results["concurrent8_failures"] += len(failures)
+    def concurrent8(env: dict[str, str] | None = None) -> tuple[float, float]:
+        """Eight runs at once: (seconds until the last ends, mean seconds a run took)."""
+        begun = time.perf_counter()
+        started = [start_run(env) for _ in range(8)]
+        took: list[float] = []
 
+        def wait(proc: subprocess.Popen[bytes]) -> None:
+            proc.wait()
+            took.append(time.perf_counter() - begun)
+
+        waiters = [threading.Thread(target=wait, args=(proc,)) for proc in started]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join()
+        results.setdefault("concurrent8_failures", 0)
+        results["concurrent8_failures"] += sum(proc.returncode != 0 for proc in started)
+        return max(took), statistics.mean(took)
+
+    no_slots = {**os.environ, "PYRO_START_SLOTS": "0"}
     # Alternated, like floor/cold/warm: the host's speed drifts within minutes, and a
     # ratio of two blocks measured one after the other would carry that drift.
-    serial_samples, concurrent_samples = [], []
+    series: dict[str, list[float]] = {
+        key: []
+        for key in (
+            "serial8_s",
+            "concurrent8_s",
+            "concurrent8_run_mean_s",
+            "concurrent8_no_slots_s",
+            "concurrent8_no_slots_run_mean_s",
+        )
+    }
     for _ in range(runs):
-        serial_samples += timed(serial8, 1)
-        concurrent_samples += timed(concurrent8, 1)
-    figures["serial8_s"] = stats(serial_samples)
-    figures["concurrent8_s"] = stats(concurrent_samples)
+        series["serial8_s"] += timed(serial8, 1)
+        for suffix, env in (("", None), ("_no_slots", no_slots)):
+            last, mean = concurrent8(env)
+            series[f"concurrent8{suffix}_s"].append(last)
+            series[f"concurrent8{suffix}_run_mean_s"].append(mean)
+    for key, values in series.items():
+        figures[key] = stats(values)
 
     cores = os.cpu_count() or 1
     ratio = lambda a, b: round(figures[a]["median"] / figures[b]["median"], 3)  # noqa: E731
     results["cold_vs_floor"] = ratio("cold_run_s", "floor_s")
     results["warm_vs_cold"] = ratio("warm_run_s", "cold_run_s")
     results["pool_vs_sdk_warm"] = ratio("pool_run_s", "sdk_warm_run_s")
+    results["start_slots_speedup"] = ratio("concurrent8_no_slots_s", "concurrent8_s")
     results["concurrent_throughput_ratio"] = round(
         figures["serial8_s"]["median"] / figures["concurrent8_s"]["median"] / min(8, cores), 3
     )
@@ -330,6 +363,7 @@ def main() -> int:
         "warm_vs_cold",
         "pool_vs_sdk_warm",
         "concurrent_throughput_ratio",
+        "start_slots_speedup",
         "concurrent8_failures",
     ):
         print(f"{key}: {results.get(key)}")

@@ -80,8 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(cli, argv, "pyro")
 
 
+#: Commands that start a guest: they take a start slot before importing what they need.
+STARTS_A_GUEST = frozenset({"run", "apply", "demo"})
+
+
 def entry() -> NoReturn:
-    """The ``pyro`` console script: :func:`main`, then :func:`exit_now` with its code."""
+    """The ``pyro`` console script: :func:`main`, then :func:`exit_now` with its code.
+
+    A command that starts a guest first takes a start slot (pyro.startslots), so that
+    many runs started at once on a few CPUs start a few at a time.
+    """
+    if len(sys.argv) > 1 and sys.argv[1] in STARTS_A_GUEST:
+        from pyro.startslots import take_for_process
+
+        take_for_process()
     exit_now(main())
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyro import startslots
 from pyro.errors import BootError, PlanError, PyroError, StalePlanError
 from pyro.execute import transfer
 from pyro.execute.result import TIMEOUT_EXIT_CODE, RunResult, StepResult
@@ -141,7 +142,10 @@ def _do_step(run: _Run, step: Any) -> None:
             _obtain(run, step)
             status = StepResult(id=step.id, action=step.action, status="ok")
         elif isinstance(step, BootStep):
-            _boot(run, step)
+            try:
+                _boot(run, step)
+            finally:  # unused by a pooled guest, or left by a failed boot
+                startslots.release_process_slot()
             status = StepResult(
                 id=step.id,
                 action=step.action,
@@ -199,6 +203,7 @@ def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
 
     env = run.plan.environment
     assert env is not None
+    startslots.release_process_slot()  # a pull or a build waits on the network or disks
     run.event("pull", "install", environment=env.name)
     if isinstance(step, PullStep):
         install = service.pull(step.ref)
@@ -246,6 +251,22 @@ def _boot(run: _Run, step: BootStep) -> None:
     )
     if _take_pooled(run, step, install, initrd, keep=keep):
         return
+    with startslots.start_slot() as slot:
+        if slot.waited_s >= 0.001:
+            run.event(
+                "run",
+                "start-slot",
+                waited_ms=str(round(slot.waited_s * 1000)),
+                status="held" if slot.held else "none-free",
+            )
+        _create_and_start(run, step, install, initrd, keep=keep)
+
+
+def _create_and_start(
+    run: _Run, step: BootStep, install: Install, initrd: Path, *, keep: bool
+) -> None:
+    env = run.plan.environment
+    assert env is not None and step.backend is not None
     run.event("run", "create", environment=env.name)
     record = run.registry.create(
         environment=env.name,

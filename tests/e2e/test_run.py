@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,6 +229,64 @@ def test_four_concurrent_runs_all_succeed(guest_install: Any, pyro_state: Path) 
         t.join()
     assert sorted(r.stdout for r in results) == [f"run-{i}\n" for i in range(4)]
     assert all(r.returncode == 0 for r in results)
+
+
+def test_a_running_command_holds_no_start_slot(guest_install: Any, pyro_state: Path) -> None:
+    from pyro.startslots import acquire
+
+    child = subprocess.Popen(
+        [*PYRO, "run", "debian:12", "--", "sleep 3; echo done"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYRO_START_SLOTS": "1"},
+    )
+    try:
+        assert child.stderr is not None
+        for line in child.stderr:
+            if "phase=execute" in line:
+                break
+        # The run's only slot was given back when its guest was ready.
+        slot = acquire(slots=1, directory=pyro_state / "start-slots", wait_s=0)
+        assert slot.held
+        slot.release()
+        out, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 0, err
+    assert out == "done\n"
+
+
+def test_a_run_waits_for_a_start_slot_then_goes_ahead(guest_install: Any, pyro_state: Path) -> None:
+    from pyro.startslots import WAIT_S, acquire
+
+    env = {**os.environ, "PYRO_START_SLOTS": "1"}
+    held = acquire(slots=1, directory=pyro_state / "start-slots")
+    assert held.held
+    try:
+        stuck = pyro("run", "debian:12", "--", "echo went-ahead", env=env)
+        timer = threading.Timer(0.5, held.release)
+        timer.start()
+        waited = pyro("run", "debian:12", "--", "echo waited", env=env)
+        timer.join()
+    finally:
+        held.release()
+    assert stuck.returncode == 0 and stuck.stdout == "went-ahead\n", stuck.stderr
+    went_ahead = re.search(
+        r"\[run\] phase=start-slot waited_ms=(\d+) status=none-free", stuck.stderr
+    )
+    assert went_ahead and int(went_ahead[1]) >= WAIT_S * 1000, stuck.stderr
+    assert waited.returncode == 0 and waited.stdout == "waited\n", waited.stderr
+    assert re.search(r"\[run\] phase=start-slot waited_ms=\d+ status=held", waited.stderr)
+
+
+def test_a_bad_start_slot_count_is_a_clear_error(guest_install: Any, pyro_state: Path) -> None:
+    proc = pyro("run", "debian:12", "--", "true", env={**os.environ, "PYRO_START_SLOTS": "lots"})
+    assert proc.returncode == 1
+    assert "error: PYRO_START_SLOTS='lots' is not a number of start slots" in proc.stderr
+    assert "hint: set PYRO_START_SLOTS to a whole number" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_vm_lifecycle_and_exec_auto_deletes(guest_install: Any, pyro_state: Path) -> None:

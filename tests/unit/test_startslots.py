@@ -1,0 +1,157 @@
+"""Start slots (pyro.startslots): real flocks on real files, real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pyro import startslots
+from pyro.errors import UsageError
+from pyro.startslots import StartSlot, acquire, slot_count
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_slot_count_defaults_to_the_cpus_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PYRO_START_SLOTS", raising=False)
+    assert slot_count() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("PYRO_START_SLOTS", " 3 ")
+    assert slot_count() == 3
+    monkeypatch.setenv("PYRO_START_SLOTS", "0")
+    assert slot_count() == 0
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5", "2x"])
+def test_a_bad_slot_count_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("PYRO_START_SLOTS", value)
+    with pytest.raises(UsageError) as caught:
+        acquire(directory=Path("/nonexistent"))
+    assert f"PYRO_START_SLOTS={value!r}" in caught.value.summary
+    assert "0 turns start slots off" in caught.value.hint
+
+
+def test_slots_are_taken_until_none_is_free(tmp_path: Path) -> None:
+    before = open_fds()
+    first = acquire(slots=2, directory=tmp_path)
+    second = acquire(slots=2, directory=tmp_path)
+    assert first.held and second.held and first.slots == 2
+    third = acquire(slots=2, directory=tmp_path, wait_s=0.05)
+    assert not third.held
+    assert third.waited_s >= 0.05
+    first.release()
+    first.release()  # idempotent
+    fourth = acquire(slots=2, directory=tmp_path, wait_s=0)
+    assert fourth.held
+    second.release()
+    fourth.release()
+    assert open_fds() == before, "a slot that was not kept left its file open"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]
+
+
+def test_a_waiting_start_gets_the_slot_another_gives_back(tmp_path: Path) -> None:
+    holder = acquire(slots=1, directory=tmp_path)
+    assert holder.held
+    timer = threading.Timer(0.2, holder.release)
+    timer.start()
+    try:
+        waiter = acquire(slots=1, directory=tmp_path, wait_s=30)
+    finally:
+        timer.join()
+    assert waiter.held
+    assert waiter.waited_s >= 0.2
+    waiter.release()
+
+
+def test_slots_off_or_unusable_means_starting_without_one(tmp_path: Path) -> None:
+    off = acquire(slots=0, directory=tmp_path / "never")
+    assert not off.held and off.waited_s == 0 and off.slots == 0
+    assert not (tmp_path / "never").exists()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    unusable = acquire(slots=2, directory=blocked / "start-slots")
+    assert not unusable.held and unusable.waited_s == 0
+
+
+def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pyro.startslots import acquire\n"
+        f"slot = acquire(slots=1, directory=Path({str(tmp_path)!r}))\n"
+        "print('held' if slot.held else 'free', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+        assert not acquire(slots=1, directory=tmp_path, wait_s=0).held
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        after = acquire(slots=1, directory=tmp_path, wait_s=5)
+        assert after.held
+        after.release()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_process_slot_serves_the_first_start_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PYRO_START_SLOTS", "1")
+    startslots.take_for_process()
+    folder = tmp_path / "start-slots"
+    try:
+        assert not acquire(slots=1, directory=folder, wait_s=0).held
+        with startslots.start_slot() as slot:
+            assert slot.held  # the process's own: taking another would have waited
+        again = acquire(slots=1, directory=folder, wait_s=0)
+        assert again.held, "the block did not give the process's slot back"
+        again.release()
+    finally:
+        startslots.release_process_slot()
+
+
+def test_release_of_the_process_slot_frees_it_for_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PYRO_START_SLOTS", "1")
+    startslots.take_for_process()
+    startslots.release_process_slot()
+    startslots.release_process_slot()  # idempotent
+    other = acquire(slots=1, directory=tmp_path / "start-slots", wait_s=0)
+    assert other.held
+    other.release()
+
+
+def test_take_for_process_leaves_a_bad_count_to_the_boot_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PYRO_START_SLOTS", "many")
+    startslots.take_for_process()  # no exception here
+    with pytest.raises(UsageError), startslots.start_slot():
+        pass
+
+
+def test_start_slot_releases_on_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PYRO_START_SLOTS", "1")
+    with pytest.raises(RuntimeError), startslots.start_slot() as slot:
+        assert isinstance(slot, StartSlot) and slot.held
+        raise RuntimeError("boot failed")
+    after = acquire(slots=1, directory=tmp_path / "start-slots", wait_s=0)
+    assert after.held
+    after.release()
