@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 #: Commands that start a guest: they take a start slot before importing what they need.
 STARTS_A_GUEST = frozenset({"run", "apply", "demo"})
+HELP = frozenset({"-h", "--help"})
 
 
 def entry() -> NoReturn:
@@ -90,11 +91,16 @@ def entry() -> NoReturn:
     A command that starts a guest first takes a start slot (pyro.startslots), so that
     many runs started at once on a few CPUs start a few at a time.
     """
-    if len(sys.argv) > 1 and sys.argv[1] in STARTS_A_GUEST:
+    if starts_a_guest(sys.argv[1:]):
         from pyro.startslots import take_for_process
 
         take_for_process()
     exit_now(main())
+
+
+def starts_a_guest(args: list[str]) -> bool:
+    """Whether the command line ``pyro ARGS`` starts a guest (and is not asking for help)."""
+    return bool(args) and args[0] in STARTS_A_GUEST and not HELP & set(args)
 
 
 def exit_now(code: int) -> NoReturn:

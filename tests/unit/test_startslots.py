@@ -155,3 +155,24 @@ def test_start_slot_releases_on_error(tmp_path: Path, monkeypatch: pytest.Monkey
     after = acquire(slots=1, directory=tmp_path / "start-slots", wait_s=0)
     assert after.held
     after.release()
+
+
+@pytest.mark.parametrize(
+    ("args", "starts"),
+    [
+        (["run", "debian:12", "--", "true"], True),
+        (["apply", "run.yaml"], True),
+        (["demo"], True),
+        (["run", "--help"], False),
+        (["apply", "-h"], False),
+        (["plan", "run.yaml"], False),
+        (["task", "exec", "t1", "--", "true"], False),
+        ([], False),
+    ],
+)
+def test_the_cli_takes_a_slot_only_for_commands_that_start_a_guest(
+    args: list[str], starts: bool
+) -> None:
+    from pyro.cli.main import starts_a_guest
+
+    assert starts_a_guest(args) is starts
