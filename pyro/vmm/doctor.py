@@ -116,6 +116,8 @@ def doctor_report() -> dict[str, Any]:
             f"{info['path']}: {free} MiB free" + ("" if info["writable"] else ", not writable"),
         )
 
+    check("start slots", *_start_slots())
+
     return {
         "ok": all(c["status"] != "FAIL" for c in checks),
         "platform": {
@@ -138,6 +140,21 @@ def doctor_report() -> dict[str, Any]:
         "dirs": dirs,
         "checks": checks,
     }
+
+
+def _start_slots() -> tuple[Status, str]:
+    """How many runs may be starting at once (pyro.startslots), or why that is unset."""
+    from pyro.errors import UsageError
+    from pyro.startslots import SLOTS_ENV, slot_count
+
+    try:
+        count = slot_count()
+    except UsageError as exc:
+        return "FAIL", f"{exc.summary}: {exc.hint}"
+    if count == 0:
+        return "PASS", f"off ({SLOTS_ENV}=0): runs start however many at once"
+    source = f"{SLOTS_ENV}" if os.environ.get(SLOTS_ENV, "").strip() else "one per CPU"
+    return "PASS", f"{count} run(s) may start at once ({source})"
 
 
 _TOOLS: tuple[str, ...] = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4")

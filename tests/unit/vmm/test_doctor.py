@@ -40,3 +40,24 @@ def test_exit_code_follows_failures(monkeypatch: pytest.MonkeyPatch, ok: bool, c
     as_json = CliRunner().invoke(doctor, ["--json"])
     assert as_json.exit_code == code
     assert json.loads(as_json.output)["ok"] is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "detail"),
+    [
+        (None, "PASS", "run(s) may start at once (one per CPU)"),
+        ("3", "PASS", "3 run(s) may start at once (PYRO_START_SLOTS)"),
+        ("0", "PASS", "off (PYRO_START_SLOTS=0)"),
+        ("many", "FAIL", "PYRO_START_SLOTS='many' is not a number of start slots"),
+    ],
+)
+def test_start_slots_check(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, status: str, detail: str
+) -> None:
+    if value is None:
+        monkeypatch.delenv("PYRO_START_SLOTS", raising=False)
+    else:
+        monkeypatch.setenv("PYRO_START_SLOTS", value)
+    check = next(c for c in doctor_report()["checks"] if c["name"] == "start slots")
+    assert check["status"] == status
+    assert detail in check["detail"]
