@@ -34,6 +34,22 @@ def pyro(*args: str, timeout: float = 300, **kwargs: Any) -> subprocess.Complete
     )
 
 
+def run_until_executing(command: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """``pyro run debian:12 -- COMMAND`` started, returned once its command is running."""
+    child = subprocess.Popen(
+        [*PYRO, "run", "debian:12", "--", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+    assert child.stderr is not None
+    for line in child.stderr:
+        if "phase=execute" in line:
+            break
+    return child
+
+
 def test_git_version_with_phase_markers(guest_install: Any, pyro_state: Path) -> None:
     proc = pyro("run", "debian:12", "--", "git", "--version")
     assert proc.returncode == 0, proc.stderr
@@ -194,18 +210,9 @@ def test_agent_never_ready_is_a_clear_error_and_nothing_leaks(
 
 
 def test_kill_9_mid_run_is_reaped_by_the_next_command(guest_install: Any, pyro_state: Path) -> None:
-    child = subprocess.Popen(
-        [*PYRO, "run", "debian:12", "--", "sleep 600"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stderr is not None
-    for line in child.stderr:
-        if "phase=execute" in line:
-            break
+    child = run_until_executing("sleep 600")
     child.send_signal(signal.SIGKILL)
-    child.wait()
+    child.communicate()
     proc = pyro("vm", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["vms"] == []
@@ -234,18 +241,8 @@ def test_four_concurrent_runs_all_succeed(guest_install: Any, pyro_state: Path) 
 def test_a_running_command_holds_no_start_slot(guest_install: Any, pyro_state: Path) -> None:
     from pyro.startslots import acquire
 
-    child = subprocess.Popen(
-        [*PYRO, "run", "debian:12", "--", "sleep 3; echo done"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYRO_START_SLOTS": "1"},
-    )
+    child = run_until_executing("sleep 3; echo done", env={**os.environ, "PYRO_START_SLOTS": "1"})
     try:
-        assert child.stderr is not None
-        for line in child.stderr:
-            if "phase=execute" in line:
-                break
         # The run's only slot was given back when its guest was ready.
         slot = acquire(slots=1, directory=pyro_state / "start-slots", wait_s=0)
         assert slot.held

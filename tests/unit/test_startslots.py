@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,56 +106,52 @@ def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
         proc.wait()
 
 
-def test_the_process_slot_serves_the_first_start_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def one_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """One start slot in a private state dir; yields its folder. The process slot is
+    given back at the end, whatever the test did."""
     monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("PYRO_START_SLOTS", "1")
-    startslots.take_for_process()
-    folder = tmp_path / "start-slots"
-    try:
-        assert not acquire(slots=1, directory=folder, wait_s=0).held
-        with startslots.start_slot() as slot:
-            assert slot.held  # the process's own: taking another would have waited
-        again = acquire(slots=1, directory=folder, wait_s=0)
-        assert again.held, "the block did not give the process's slot back"
-        again.release()
-    finally:
-        startslots.release_process_slot()
-
-
-def test_release_of_the_process_slot_frees_it_for_others(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("PYRO_START_SLOTS", "1")
-    startslots.take_for_process()
+    yield tmp_path / "start-slots"
     startslots.release_process_slot()
-    startslots.release_process_slot()  # idempotent
-    other = acquire(slots=1, directory=tmp_path / "start-slots", wait_s=0)
-    assert other.held
+
+
+def assert_free(folder: Path) -> None:
+    other = acquire(slots=1, directory=folder, wait_s=0)
+    assert other.held, "the slot was not given back"
     other.release()
 
 
+def test_the_process_slot_serves_the_first_start_only(one_slot: Path) -> None:
+    startslots.take_for_process()
+    startslots.take_for_process()  # a second call keeps the slot it has
+    assert not acquire(slots=1, directory=one_slot, wait_s=0).held
+    with startslots.start_slot() as slot:
+        assert slot.held  # the process's own: taking another would have waited
+    assert_free(one_slot)
+
+
+def test_release_of_the_process_slot_frees_it_for_others(one_slot: Path) -> None:
+    startslots.take_for_process()
+    startslots.release_process_slot()
+    startslots.release_process_slot()  # idempotent
+    assert_free(one_slot)
+
+
 def test_take_for_process_leaves_a_bad_count_to_the_boot_step(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    one_slot: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("PYRO_START_SLOTS", "many")
     startslots.take_for_process()  # no exception here
     with pytest.raises(UsageError), startslots.start_slot():
         pass
 
 
-def test_start_slot_releases_on_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("PYRO_START_SLOTS", "1")
+def test_start_slot_releases_on_error(one_slot: Path) -> None:
     with pytest.raises(RuntimeError), startslots.start_slot() as slot:
         assert isinstance(slot, StartSlot) and slot.held
         raise RuntimeError("boot failed")
-    after = acquire(slots=1, directory=tmp_path / "start-slots", wait_s=0)
-    assert after.held
-    after.release()
+    assert_free(one_slot)
 
 
 @pytest.mark.parametrize(
