@@ -108,14 +108,19 @@ def acquire(
     order = fds[first:] + fds[:first]
     begun = time.monotonic()
     chosen = None
-    while chosen is None:
-        chosen = next((fd for fd in order if _try_lock(fd)), None)
-        if chosen is not None or time.monotonic() - begun >= wait_s:
-            break
-        time.sleep(POLL_S)
-    for fd in fds:
-        if fd != chosen:
-            os.close(fd)
+    try:
+        while chosen is None:
+            chosen = next((fd for fd in order if _try_lock(fd)), None)
+            if chosen is not None or time.monotonic() - begun >= wait_s:
+                break
+            time.sleep(POLL_S)
+    except BaseException:  # Ctrl-C while waiting: close every file, the lock with it
+        chosen = None
+        raise
+    finally:
+        for fd in fds:
+            if fd != chosen:
+                os.close(fd)
     return StartSlot(chosen, waited_s=time.monotonic() - begun, slots=count)
 
 

@@ -15,7 +15,7 @@ from typing import NoReturn
 import click
 
 from pyro.__about__ import CATALOG_VERSION, __version__
-from pyro.cli.errors import EXIT_ERROR, run_cli
+from pyro.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, run_cli
 
 # The command uses no pydantic plugins. Unless told so, pydantic looks for them in the
 # entry points of every installed distribution when it builds the first model (≈ 2.5% of
@@ -94,7 +94,11 @@ def entry() -> NoReturn:
     if starts_a_guest(sys.argv[1:]):
         from pyro.startslots import take_for_process
 
-        take_for_process()
+        try:
+            take_for_process()
+        except KeyboardInterrupt:  # Ctrl-C while waiting for a slot: nothing started yet
+            click.echo("interrupted", err=True)
+            exit_now(EXIT_INTERRUPTED)
     exit_now(main())
 
 

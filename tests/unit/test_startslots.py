@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,15 @@ from pyro.startslots import StartSlot, acquire, slot_count
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+def open_files(pid: int) -> list[str]:
+    """The paths a process has open (those it closes meanwhile are left out)."""
+    paths = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            paths.append(os.readlink(fd))
+    return paths
 
 
 def test_slot_count_defaults_to_the_cpus_this_process_may_use(
@@ -173,3 +183,49 @@ def test_the_cli_takes_a_slot_only_for_commands_that_start_a_guest(
     from pyro.cli.main import starts_a_guest
 
     assert starts_a_guest(args) is starts
+
+
+def test_ctrl_c_while_waiting_for_a_slot_is_a_clean_interrupt(one_slot: Path) -> None:
+    held = acquire(slots=1, directory=one_slot)
+    assert held.held
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pyro.cli", "run", "debian:12", "--", "true"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Waiting means the slot files are open: look for them among the child's files.
+        for _ in range(600):
+            if any(path.startswith(str(one_slot)) for path in open_files(child.pid)):
+                break
+            threading.Event().wait(0.01)
+        else:
+            pytest.fail("the run never waited for a start slot")
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+        held.release()
+    assert child.returncode == 130
+    assert err == "interrupted\n" and out == ""
+    assert not (one_slot.parent / "vms").exists() or not any((one_slot.parent / "vms").iterdir())
+
+
+def test_an_interrupted_wait_leaves_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = acquire(slots=2, directory=tmp_path)
+    other = acquire(slots=2, directory=tmp_path)
+    before = open_fds()
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(startslots.time, "sleep", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        acquire(slots=2, directory=tmp_path, wait_s=30)
+    assert open_fds() == before
+    held.release()
+    other.release()
