@@ -114,6 +114,9 @@ def acquire(
             if chosen is not None or time.monotonic() - begun >= wait_s:
                 break
             time.sleep(POLL_S)
+    except OSError:  # a filesystem without flock (ENOLCK): start without a slot
+        chosen = None
+        return StartSlot(None)
     except BaseException:  # Ctrl-C while waiting: close every file, the lock with it
         chosen = None
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -229,3 +230,17 @@ def test_an_interrupted_wait_leaves_no_file_open(
     assert open_fds() == before
     held.release()
     other.release()
+
+
+def test_a_filesystem_without_locks_means_starting_without_a_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = open_fds()
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(startslots.fcntl, "flock", no_locks)
+    slot = acquire(slots=2, directory=tmp_path)
+    assert not slot.held and slot.slots == 0
+    assert open_fds() == before
