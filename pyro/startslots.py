@@ -1,4 +1,4 @@
-"""Start slots: how many runs may be starting at once on this host (one per CPU).
+"""Start slots: how many runs may be starting at once (one per CPU, per state dir).
 
 Starting a run is CPU work from end to end: Python imports pyro, the planner runs, the
 VMM starts and the guest resumes or boots. Eight starts at once on two CPUs finish later
@@ -34,6 +34,8 @@ from pyro.errors import UsageError
 from pyro.paths import state_dir
 
 SLOTS_ENV = "PYRO_START_SLOTS"
+#: The most slots ``PYRO_START_SLOTS`` may ask for (each is a file a start opens).
+MAX_SLOTS = 1024
 #: The longest a start waits for a slot before it goes ahead without one.
 WAIT_S = 2.0
 #: How often a waiting start looks for a free slot.
@@ -70,11 +72,11 @@ def slot_count() -> int:
     value = os.environ.get(SLOTS_ENV, "").strip()
     if not value:
         return len(os.sched_getaffinity(0)) or 1
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit() and int(value) <= MAX_SLOTS):
         raise UsageError(
             f"{SLOTS_ENV}={value!r} is not a number of start slots",
-            f"set {SLOTS_ENV} to a whole number (0 turns start slots off), or unset it to "
-            "have one slot per CPU",
+            f"set {SLOTS_ENV} to a whole number up to {MAX_SLOTS} (0 turns start slots "
+            "off), or unset it to have one slot per CPU",
         )
     return int(value)
 

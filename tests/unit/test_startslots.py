@@ -39,17 +39,19 @@ def test_slot_count_defaults_to_the_cpus_this_process_may_use(
     assert slot_count() == len(os.sched_getaffinity(0))
     monkeypatch.setenv("PYRO_START_SLOTS", " 3 ")
     assert slot_count() == 3
+    monkeypatch.setenv("PYRO_START_SLOTS", "1024")
+    assert slot_count() == 1024
     monkeypatch.setenv("PYRO_START_SLOTS", "0")
     assert slot_count() == 0
 
 
-@pytest.mark.parametrize("value", ["two", "-1", "1.5", "2x"])
+@pytest.mark.parametrize("value", ["two", "-1", "1.5", "2x", "\u00b2", "1025"])
 def test_a_bad_slot_count_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("PYRO_START_SLOTS", value)
     with pytest.raises(UsageError) as caught:
         acquire(directory=Path("/nonexistent"))
     assert f"PYRO_START_SLOTS={value!r}" in caught.value.summary
-    assert "0 turns start slots off" in caught.value.hint
+    assert "up to 1024 (0 turns start slots off)" in caught.value.hint
 
 
 def test_slots_are_taken_until_none_is_free(tmp_path: Path) -> None:
