@@ -10,8 +10,8 @@ Layout under the cache root (docs/cache.md)::
 An install is used only when current.json, its manifest and every artifact are regular
 files (never symlinks) and the artifacts' sha256 match the manifest. Hashing a 1 GiB rootfs
 on every lookup would be slow, so a successful full verification records each file's
-(size, mtime, inode) in verified.json; a lookup whose stat signature still matches trusts
-that verification, anything else is hashed again.
+(size, mtime, ctime, inode, device) in verified.json; a lookup whose stat signature still
+matches trusts that verification, anything else is hashed again.
 """
 
 from __future__ import annotations

@@ -161,7 +161,9 @@ def check_install(where: Path, digest: str, *, full: bool) -> dict[str, Any]:
 
 
 def _signature(info: os.stat_result) -> list[int]:
-    return [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev]
+    # The ctime too: any write or metadata change moves it, and user space cannot set it
+    # back the way it can the mtime (touch -d, rsync --inplace).
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
 
 
 def _read_stamp(where: Path) -> dict[str, Any]:

@@ -218,16 +218,34 @@ def test_corruption_is_detected_and_repaired(
     assert no_symlinks(cache.environments_dir)
 
 
-def test_bit_flip_with_preserved_mtime_needs_full_verify(cache: Cache, installed: Install) -> None:
-    """The quick check trusts an unchanged (size, mtime, inode); --verify hashes anyway."""
+def test_bit_flip_with_mtime_put_back_is_caught_by_the_quick_check(
+    cache: Cache, installed: Install
+) -> None:
+    """The mtime can be set back; the ctime cannot, and the quick check compares it."""
     before = os.stat(installed.rootfs)
     with open(installed.rootfs, "r+b") as handle:
         handle.write(b"Z")
     os.utime(installed.rootfs, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(installed.rootfs).st_mtime_ns == before.st_mtime_ns
+    assert cache.lookup(NAME) is None
+    assert cache.status(NAME).state == "invalid"
+    with pytest.raises(EnvironmentInvalidError, match=r"rootfs\.ext4 does not match"):
+        cache.verify(NAME)
+
+
+def test_a_failed_full_verify_is_remembered_by_the_quick_check(
+    cache: Cache, installed: Install
+) -> None:
+    """A change the stat signature cannot show (same size, mtime, ctime: here the
+    signature is rewritten to match) passes the quick check until --verify hashes it."""
+    from pyro.environments.cache_files import record_verified
+
+    with open(installed.rootfs, "r+b") as handle:
+        handle.write(b"Z")
+    record_verified(installed.rootfs.parent, installed.digest)
     assert cache.lookup(NAME) is not None
     with pytest.raises(EnvironmentInvalidError, match=r"rootfs\.ext4 does not match"):
         cache.verify(NAME)
-    # A failed full verification is remembered: the quick check no longer trusts it.
     assert cache.status(NAME).state == "invalid"
     assert cache.lookup(NAME) is None
 
