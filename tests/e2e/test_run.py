@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 from helpers.guest import vmm_processes
+from helpers.procs import wait_until_open
 
 pytestmark = pytest.mark.guest
 
@@ -263,10 +264,20 @@ def test_a_run_waits_for_a_start_slot_then_goes_ahead(guest_install: Any, pyro_s
     assert held.held
     try:
         stuck = pyro("run", "debian:12", "--", "echo went-ahead", env=env)
-        timer = threading.Timer(0.5, held.release)
-        timer.start()
-        waited = pyro("run", "debian:12", "--", "echo waited", env=env)
-        timer.join()
+        child = subprocess.Popen(
+            [*PYRO, "run", "debian:12", "--", "echo waited"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert wait_until_open(child.pid, pyro_state / "start-slots")
+            held.release()  # while the run waits for it
+            out, err = child.communicate(timeout=120)
+        finally:
+            child.kill()
+            child.wait()
     finally:
         held.release()
     assert stuck.returncode == 0 and stuck.stdout == "went-ahead\n", stuck.stderr
@@ -274,8 +285,8 @@ def test_a_run_waits_for_a_start_slot_then_goes_ahead(guest_install: Any, pyro_s
         r"\[run\] phase=start-slot waited_ms=(\d+) status=none-free", stuck.stderr
     )
     assert went_ahead and int(went_ahead[1]) >= WAIT_S * 1000, stuck.stderr
-    assert waited.returncode == 0 and waited.stdout == "waited\n", waited.stderr
-    assert re.search(r"\[run\] phase=start-slot waited_ms=\d+ status=held", waited.stderr)
+    assert child.returncode == 0 and out == "waited\n", err
+    assert re.search(r"\[run\] phase=start-slot waited_ms=\d+ status=held", err)
 
 
 def test_a_bad_start_slot_count_is_a_clear_error(guest_install: Any, pyro_state: Path) -> None:

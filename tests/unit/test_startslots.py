@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.procs import wait_until_open
 
 from pyro import startslots
 from pyro.errors import UsageError
@@ -21,15 +21,6 @@ from pyro.startslots import StartSlot, acquire, slot_count
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
-
-
-def open_files(pid: int) -> list[str]:
-    """The paths a process has open (those it closes meanwhile are left out)."""
-    paths = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            paths.append(os.readlink(fd))
-    return paths
 
 
 def test_slot_count_defaults_to_the_cpus_this_process_may_use(
@@ -199,12 +190,7 @@ def test_ctrl_c_while_waiting_for_a_slot_is_a_clean_interrupt(one_slot: Path) ->
     )
     try:
         # Waiting means the slot files are open: look for them among the child's files.
-        for _ in range(600):
-            if any(path.startswith(str(one_slot)) for path in open_files(child.pid)):
-                break
-            threading.Event().wait(0.01)
-        else:
-            pytest.fail("the run never waited for a start slot")
+        assert wait_until_open(child.pid, one_slot), "the run never waited for a start slot"
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
     finally:
