@@ -111,18 +111,14 @@ def acquire(
     begun = time.monotonic()
     chosen = None
     try:
-        while chosen is None:
+        while True:
             chosen = next((fd for fd in order if _try_lock(fd)), None)
             if chosen is not None or time.monotonic() - begun >= wait_s:
                 break
             time.sleep(POLL_S)
     except OSError:  # a filesystem without flock (ENOLCK): start without a slot
-        chosen = None
         return StartSlot(None)
-    except BaseException:  # Ctrl-C while waiting: close every file, the lock with it
-        chosen = None
-        raise
-    finally:
+    finally:  # however the wait ends (Ctrl-C too), only the chosen slot's file stays open
         for fd in fds:
             if fd != chosen:
                 os.close(fd)
