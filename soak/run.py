@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 import faults  # noqa: E402
+import hostile  # noqa: E402
 from harness import Soak  # noqa: E402
 from helpers.registry import running_registry  # noqa: E402
 
@@ -111,6 +112,10 @@ def main() -> int:
                 timings[name] = time.monotonic() - t
                 print(f"[soak] {name} done in {timings[name]:.0f} s", file=sys.stderr)
         t = time.monotonic()
+        details["hostile_inputs"] = hostile.hostile_inputs(soak)
+        timings["hostile_inputs"] = time.monotonic() - t
+        print(f"[soak] hostile_inputs done in {timings['hostile_inputs']:.0f} s", file=sys.stderr)
+        t = time.monotonic()
         counts = fuzz(soak, args.spec_examples, args.frame_examples, args.cli_examples)
         timings["fuzz"] = time.monotonic() - t
         soak.tracebacks += [f"crash log {p}" for p in soak.crash_logs()]
@@ -129,6 +134,9 @@ def main() -> int:
         "cache_corruptions_repaired": sum(corruptions.values()),
         "cache_corruptions_tried": len(corruptions),
         "hostile_guests_unclear": unclear,
+        "hostile_tests_passed": details["hostile_inputs"]["passed"],
+        "hostile_tests_failed": details["hostile_inputs"]["failed"],
+        "hostile_tests_skipped": details["hostile_inputs"]["skipped"],
         "duration_s": round(time.monotonic() - started, 1),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "leaks": soak.leaks,
@@ -139,7 +147,8 @@ def main() -> int:
     args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     _table(results)
     repaired = sum(corruptions.values()) == len(corruptions)
-    ok = not soak.leaks and not soak.tracebacks and repaired and not unclear
+    hostile_ok = not details["hostile_inputs"]["failed"] and details["hostile_inputs"]["passed"]
+    ok = not soak.leaks and not soak.tracebacks and repaired and not unclear and hostile_ok
     return 0 if ok else 1
 
 
@@ -156,7 +165,8 @@ def _table(results: dict[str, Any]) -> None:
     keys = [
         "kill_injections", "leaks_found", "fuzz_spec_examples", "fuzz_frame_examples",
         "fuzz_cli_examples", "tracebacks", "cache_corruptions_repaired",
-        "cache_corruptions_tried", "hostile_guests_unclear", "duration_s",
+        "cache_corruptions_tried", "hostile_guests_unclear", "hostile_tests_passed",
+        "hostile_tests_failed", "hostile_tests_skipped", "duration_s",
     ]  # fmt: skip
     width = max(map(len, keys))
     print(f"{'metric':<{width}}  value")
