@@ -14,7 +14,6 @@ import contextlib
 import os
 import posixpath
 import stat
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +22,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from pyro.copyout import CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
+from pyro.guest.protocol import shown_name
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -223,84 +224,69 @@ def list_entries(client: AgentClient, path: str) -> list[FileEntry]:
     top = client.stat(path)
     stats = client.list_dir(path) if top.kind == "d" else [top]
     base = path if top.kind == "d" else posixpath.dirname(path)
+    # Shown, not used as host names: bytes that are not UTF-8 print as U+FFFD.
     return [
         FileEntry(
-            name=s.name if top.kind == "d" else posixpath.basename(path),
-            path=posixpath.join(base, s.name) if top.kind == "d" else path,
+            name=shown_name(s.name) if top.kind == "d" else posixpath.basename(path),
+            path=shown_name(posixpath.join(base, s.name)) if top.kind == "d" else path,
             kind=kind_name(s.kind),
             mode=s.mode & 0o7777,
             size=s.size,
             mtime=s.mtime_ns / 1e9,
-            link_target=s.link_target,
+            link_target=None if s.link_target is None else shown_name(s.link_target),
         )
         for s in stats
     ]
 
 
-def export_path(client: AgentClient, path: str, output: Path) -> SyncResult:
+def export_path(
+    client: AgentClient, path: str, output: Path, *, limits: CopyLimits | None = None
+) -> SyncResult:
     """Copy a guest file or folder to ``output`` on the host (written atomically per file).
 
-    Guest symlinks are recreated as they are; special files are skipped.
+    Written by :mod:`pyro.copyout`: guest names are checked before anything is written;
+    nothing below ``output`` is written through a symlink (links already there are
+    replaced); guest symlinks are recreated only when they stay inside the exported folder;
+    special files and other links are skipped and listed in ``skipped``; the guest's rwx
+    bits are kept minus the umask (never setuid/setgid/sticky); ``limits`` (default
+    ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``) caps what is written.
 
     Raises:
-        GuestPathError: the guest path does not exist.
-        UsageError: ``output`` exists as another kind (a file where a folder goes) or
-            cannot be written.
+        GuestPathError: the guest path does not exist, or the guest listed a bad name.
+        LimitError: the export would pass a byte or entry cap.
+        UsageError: ``path`` is not a file or folder in the guest; ``output`` exists as
+            another kind (a file where a folder goes) or cannot be written.
     """
     top = client.stat(path)
+    rules = CopyRules(
+        what=f"export of {path}",
+        host_error=UsageError,
+        hint="choose an output path in a writable folder (a file where the guest has a "
+        "folder, or a folder where it has a file, must be moved away first)",
+        limits=limits or CopyLimits.from_env(),
+        guest_modes=True,
+        symlinks=True,
+    )
     result = SyncResult(source=path, dest=str(output), files=0, directories=0, symlinks=0, bytes=0)
-    try:
-        if top.kind == "d":
-            _export_dir(client, path, output, result)
-        elif top.kind == "f":
-            # Like cp: a file exported to an existing folder lands inside it.
-            target = output / posixpath.basename(path) if output.is_dir() else output
-            result.dest = str(target)
-            result.bytes += _export_file(client, path, target, top.mode & 0o777)
-            result.files += 1
+    if top.kind == "d":
+        report = copy_tree(client, path, output, rules)
+    elif top.kind == "f":
+        # Like cp: a file exported to an existing folder lands inside it.
+        if output.is_dir():
+            folder, name = output, posixpath.basename(path)
         else:
-            raise UsageError(
-                f"{path} is a {kind_name(top.kind)} in the guest, not a file or folder",
-                "export a regular file or a folder",
-            )
-    except OSError as exc:
+            folder, name = output.parent, output.name
+        result.dest = str(folder / name)
+        report = copy_file(client, path, top, folder, name, rules)
+    else:
         raise UsageError(
-            f"cannot write {exc.filename or output} on the host: {exc.strerror}",
-            "choose an output path in a writable folder",
-        ) from exc
+            f"{path} is a {kind_name(top.kind)} in the guest, not a file or folder",
+            "export a regular file or a folder (a symlink is not followed: export what it "
+            "points to)",
+        )
+    result.files = report.files
+    result.directories = report.directories
+    result.symlinks = report.symlinks
+    result.bytes = report.bytes
+    result.skipped = report.skipped
     return result
-
-
-def _export_dir(client: AgentClient, path: str, output: Path, result: SyncResult) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    result.directories += 1
-    for entry in client.list_dir(path):
-        src = posixpath.join(path, entry.name)
-        dst = output / entry.name
-        if entry.kind == "d":
-            _export_dir(client, src, dst, result)
-        elif entry.kind == "f":
-            result.bytes += _export_file(client, src, dst, entry.mode & 0o777)
-            result.files += 1
-        elif entry.kind == "l" and entry.link_target is not None:
-            with contextlib.suppress(FileNotFoundError):
-                dst.unlink()
-            os.symlink(entry.link_target, dst)
-            result.symlinks += 1
-        else:
-            result.skipped.append(src)
-
-
-def _export_file(client: AgentClient, src: str, dst: Path, mode: int) -> int:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            size = client.get_file(src, f)
-        os.chmod(tmp, mode or 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return size

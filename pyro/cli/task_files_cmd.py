@@ -35,6 +35,12 @@ def export(task_id: str, path: str, output: Path, as_json: bool) -> None:
         echo_json({"ok": True, **result.model_dump(mode="json")})
     else:
         click.echo(f"{result.files} files, {result.bytes} bytes -> {result.dest}")
+        if result.skipped:  # guest names stay out of the terminal: --json lists them
+            click.echo(
+                f"{len(result.skipped)} not copied (special files, symlinks leaving the "
+                "folder); --json lists them",
+                err=True,
+            )
 
 
 @click.group()

@@ -170,10 +170,7 @@ def _do_step(run: _Run, step: Any) -> None:
                     run.client, run.options.base_dir, step.source, step.target
                 )
                 status = StepResult(
-                    id=step.id,
-                    action=step.action,
-                    status="ok",
-                    message=f"{stats.files} file(s), {stats.bytes} bytes",
+                    id=step.id, action=step.action, status="ok", message=stats.summary()
                 )
         else:  # pragma: no cover - the plan model admits no other step
             raise PlanError(f"unknown plan step {step!r}")

@@ -2,7 +2,8 @@
 
 The host side trusts nothing the guest says about paths or sizes: every host path is
 resolved (symlinks included) and must stay inside ``root`` (the spec's folder, or a
-workspace root); guest-supplied names are checked before they become host paths.
+workspace root); what the guest sends back is written by :mod:`pyro.copyout`, the one
+guest-to-host tree writer (names checked, no write through a symlink, byte and entry caps).
 """
 
 from __future__ import annotations
@@ -10,26 +11,31 @@ from __future__ import annotations
 import os
 import posixpath
 import stat as stat_mod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyro.copyout import CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestPathError
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
-
-#: Copy-out of a whole guest directory stops past this many files (a hostile guest could
-#: otherwise make the host write without end).
-MAX_COPY_OUT_FILES = 100_000
-#: Copy-out of one file stops past this many bytes (``/dev/zero`` never ends).
-MAX_COPY_OUT_BYTES = 16 << 30
 
 
 @dataclass
 class TransferStats:
     files: int = 0
     bytes: int = 0
+    directories: int = 0
+    skipped: list[str] = field(default_factory=list)
+    """Guest paths not copied out: symlinks, FIFOs, sockets, devices."""
+
+    def summary(self) -> str:
+        """One line for a step's message, e.g. ``3 file(s), 120 bytes, 1 skipped``."""
+        text = f"{self.files} file(s), {self.bytes} bytes"
+        if self.skipped:
+            text += f", {len(self.skipped)} skipped (symlinks and special files are not copied)"
+        return text
 
 
 def host_path_inside(root: Path, relative: str, *, what: str) -> Path:
@@ -98,81 +104,62 @@ def _put(client: AgentClient, path: Path, target: str, stats: TransferStats) -> 
     stats.files += 1
 
 
-def copy_out(client: AgentClient, root: Path, source: str, target: str) -> TransferStats:
+def copy_out(
+    client: AgentClient,
+    root: Path,
+    source: str,
+    target: str,
+    *,
+    limits: CopyLimits | None = None,
+) -> TransferStats:
     """Copy a guest file or folder to a host path relative to ``root``.
 
-    A ``target`` ending in ``/`` is a folder the source is copied into.
+    A ``target`` ending in ``/`` is a folder the source is copied into. The target path
+    (the spec's) is resolved with symlinks and must stay inside ``root``; what the guest puts
+    below it is written by :mod:`pyro.copyout` (names checked first, nothing written through
+    a symlink, guest symlinks and special files skipped and counted in ``skipped``, guest
+    modes not kept, at most ``limits`` bytes and entries: default
+    ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``).
 
     Raises:
-        GuestPathError: the host target escapes ``root``, or the guest path is missing.
+        GuestPathError: the host target escapes ``root``; the guest path is missing, is not
+            a regular file or folder (a symlink is not followed), or holds a bad name; the
+            host cannot write a file.
+        LimitError: the copy would pass a byte or entry cap.
     """
     info = client.stat(source)
     name = posixpath.basename(source.rstrip("/")) or "root"
-    rel_target = posixpath.join(target, name) if target.endswith("/") else target
-    stats = TransferStats()
-    if info.type == "dir":
-        _copy_out_dir(client, root, source, rel_target, stats)
-    else:
-        _get(client, root, source, rel_target, stats)
-    return stats
-
-
-def _copy_out_dir(
-    client: AgentClient, root: Path, source: str, rel_target: str, stats: TransferStats
-) -> None:
-    pending = [(source, rel_target)]
-    while pending:
-        guest_dir, host_dir = pending.pop()
-        host = host_path_inside(root, host_dir, what="artifact target")
-        try:
-            host.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GuestPathError(
-                f"cannot create artifact folder {host_dir!r} on the host: {exc.strerror or exc}"
-            ) from exc
-        for entry in client.list_dir(guest_dir):
-            name = entry.name
-            if not name or name in (".", "..") or "/" in name or "\x00" in name:
-                raise GuestPathError(f"the guest listed a bad file name {name!r} in {guest_dir}")
-            if stats.files >= MAX_COPY_OUT_FILES:
-                raise GuestPathError(
-                    f"copy-out of {source!r} exceeds {MAX_COPY_OUT_FILES} files",
-                    "copy out an archive instead (e.g. tar the folder in a step)",
-                )
-            guest_child = posixpath.join(guest_dir, name)
-            host_child = posixpath.join(host_dir, name)
-            if entry.type == "dir":
-                pending.append((guest_child, host_child))
-            elif entry.type == "file":
-                _get(client, root, guest_child, host_child, stats)
-
-
-def _get(
-    client: AgentClient, root: Path, guest: str, rel_target: str, stats: TransferStats
-) -> None:
-    try:
+    rel_target = posixpath.normpath(
+        posixpath.join(target, name) if target.endswith("/") else target
+    )
+    rules = CopyRules(
+        what=f"artifact {source}",
+        host_error=GuestPathError,
+        hint="copy out an archive instead (e.g. tar the files in a step), or free disk space",
+        limits=limits or CopyLimits.from_env(),
+        inside=root,
+    )
+    if info.kind == "d":
         dest = host_path_inside(root, rel_target, what="artifact target")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        is_link = dest.is_symlink()
-    except OSError as exc:  # e.g. a guest name longer than the host allows
+        report = copy_tree(client, source, dest, rules)
+    elif info.kind == "f":
+        parent, leaf = posixpath.split(rel_target)
+        if leaf in ("", ".", ".."):
+            raise GuestPathError(
+                f"artifact target {target!r} names a folder, not a file",
+                "end the target with '/' to copy the file into that folder",
+            )
+        folder = host_path_inside(root, parent or ".", what="artifact target")
+        report = copy_file(client, source, info, folder, leaf, rules)
+    else:
         raise GuestPathError(
-            f"cannot write artifact {rel_target!r} on the host: {exc.strerror or exc}"
-        ) from exc
-    if is_link:
-        raise GuestPathError(
-            f"artifact target {rel_target!r} is a symlink; refusing to write through it"
+            f"artifact {source} is a {info.type} in the guest, not a regular file or folder",
+            "point 'artifacts[].source' at a regular file or a folder "
+            "(symlinks are not followed, devices and FIFOs are not read)",
         )
-    # A short temp name: the guest's name may already be at the host's 255-byte limit.
-    tmp = dest.with_name(f".pyro-partial-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            stats.bytes += client.get_file(guest, f, max_bytes=MAX_COPY_OUT_BYTES)
-        os.replace(tmp, dest)
-    except OSError as exc:  # host side: a name too long for the host, a full disk
-        raise GuestPathError(
-            f"cannot write artifact {rel_target!r} on the host: {exc.strerror or exc}",
-            "copy out an archive instead (e.g. tar the files in a step), or free disk space",
-        ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    stats.files += 1
+    return TransferStats(
+        files=report.files,
+        bytes=report.bytes,
+        directories=report.directories,
+        skipped=report.skipped,
+    )

@@ -6,6 +6,7 @@ checks lengths before it slices and refuses what it does not know.
 
 from __future__ import annotations
 
+import builtins
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -204,8 +205,28 @@ class Fields:
         return result
 
     def str(self, tag: Tag, default: str = "") -> str:
+        """Text to show (messages, versions): bytes that are not UTF-8 become U+FFFD.
+
+        Never use it for a file name: two different names can decode to the same text.
+        """
         value = self.raw(tag)
         return default if value is None else value.decode("utf-8", errors="replace")
+
+    def name(self, tag: Tag, default: builtins.str = "") -> builtins.str:
+        """A file name or link target, decoded without loss.
+
+        Bytes that are not UTF-8 become lone surrogates (``surrogateescape``), so two
+        different guest names never decode to the same ``str``. Such a name is not valid
+        text: whatever turns it into a host name refuses it (``pyro.copyout.check_name``),
+        and :func:`shown_name` makes it printable.
+        """
+        value = self.raw(tag)
+        return default if value is None else value.decode("utf-8", errors="surrogateescape")
+
+
+def shown_name(name: str) -> str:
+    """A name from :meth:`Fields.name` made printable (and JSON-safe): bad bytes as U+FFFD."""
+    return name.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
 
 def hello_payload(*, time_ns: int, seed: bytes, hostname: str | None) -> bytes:

@@ -56,7 +56,11 @@ class ExecResult:
 
 @dataclass(frozen=True)
 class GuestStat:
-    """One guest path's metadata (lstat: symlinks are not followed)."""
+    """One guest path's metadata (lstat: symlinks are not followed).
+
+    ``name`` and ``link_target`` are decoded without loss (:meth:`Fields.name`): a name that
+    is not UTF-8 keeps its bad bytes as lone surrogates; show it with ``shown_name``.
+    """
 
     name: str
     kind: str  # one letter: f(ile) d(ir) l(symlink) c(har) b(lock) p (fifo) s(ocket) ?
@@ -100,12 +104,12 @@ def to_stat(frame: Frame) -> GuestStat:
     f = Fields(frame.payload)
     link = f.raw(Tag.LINK)
     return GuestStat(
-        name=f.str(Tag.NAME),
+        name=f.name(Tag.NAME),
         kind=kind if (kind := f.str(Tag.KIND, "?")) in _KINDS else "?",
         mode=f.int(Tag.MODE, 0) or 0,
         size=f.int(Tag.SIZE, 0) or 0,
         mtime_ns=f.int(Tag.MTIME_NS, 0) or 0,
         uid=f.int(Tag.UID, 0) or 0,
         gid=f.int(Tag.GID, 0) or 0,
-        link_target=None if link is None else link.decode("utf-8", errors="replace"),
+        link_target=None if link is None else link.decode("utf-8", errors="surrogateescape"),
     )
