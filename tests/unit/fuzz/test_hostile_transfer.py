@@ -79,19 +79,21 @@ def test_copy_out_does_not_write_through_a_host_symlink(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == []
 
 
-def test_copy_out_stops_at_the_file_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transfer, "MAX_COPY_OUT_FILES", 5)
+def test_copy_out_stops_at_the_entry_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRO_COPY_OUT_MAX_ENTRIES", "5")
     guest = LyingGuest({"/out": [entry(f"f{i}") for i in range(50)]})
-    with pytest.raises(GuestPathError, match="exceeds 5 files"):
+    with pytest.raises(LimitError, match="more than 5 entries") as info:
         transfer.copy_out(guest, tmp_path, "/out", "./got/")  # type: ignore[arg-type]
+    assert "PYRO_COPY_OUT_MAX_ENTRIES" in info.value.hint
+    assert not (tmp_path / "got").exists()  # refused while listing: nothing written
 
 
 def test_copy_out_of_a_huge_file_leaves_no_partial(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transfer, "MAX_COPY_OUT_BYTES", 2)
-    guest = LyingGuest({"/out": [entry("big", size=1 << 62)]}, file_bytes=3)
-    with pytest.raises(LimitError):
+    monkeypatch.setenv("PYRO_COPY_OUT_MAX_BYTES", "2")
+    guest = LyingGuest({"/out": [entry("big", size=1)]}, file_bytes=3)  # its size lies
+    with pytest.raises(LimitError, match="more than 2 bytes"):
         transfer.copy_out(guest, tmp_path, "/out", "./got/")  # type: ignore[arg-type]
     assert [p.name for p in (tmp_path / "got" / "out").iterdir()] == []
 
@@ -125,7 +127,8 @@ def test_copy_out_of_names_too_long_for_the_host_is_an_error(length: int, tmp_pa
     try:
         transfer.copy_out(guest, tmp_path, "/out", "./got/")  # type: ignore[arg-type]
     except GuestPathError as exc:
-        assert "cannot write artifact" in exc.summary
+        assert "longer than a host file name" in exc.summary
+        assert not (tmp_path / "got").exists()  # refused while listing: nothing written
     else:
         assert (tmp_path / "got" / "out" / ("x" * length)).read_bytes() == b"abc"
-    assert [p.name for p in (tmp_path / "got" / "out").iterdir() if "partial" in p.name] == []
+        assert [p.name for p in (tmp_path / "got" / "out").iterdir()] == ["x" * length]

@@ -332,3 +332,20 @@ def test_read_frame_on_arbitrary_bytes_decodes_or_refuses(data: bytes) -> None:
         assert len(frame.payload) <= len(data) - HEADER_LEN
     finally:
         host.close()
+
+
+@pytest.mark.hostile
+def test_file_names_decode_without_loss() -> None:
+    # With errors="replace" both became "p3\ufffd": one host name for two guest files.
+    from pyro.guest.protocol import Frame, shown_name
+    from pyro.guest.results import GuestStat, to_stat
+
+    def entry(name: bytes) -> GuestStat:
+        payload = encode_tlv([(Tag.NAME, name), (Tag.KIND, b"l"), (Tag.LINK, name)])
+        return to_stat(Frame(FrameType.ENTRY, 1, payload))
+
+    bad, good = entry(b"p3\x80"), entry(b"p3\xef\xbf\xbd")
+    assert bad.name != good.name and bad.link_target != good.link_target
+    assert bad.name.encode("utf-8", "surrogateescape") == b"p3\x80"
+    assert shown_name(bad.name) == good.name == "p3\N{REPLACEMENT CHARACTER}"
+    assert Fields(encode_tlv([(Tag.MESSAGE, b"p3\x80")])).str(Tag.MESSAGE) == good.name
