@@ -41,7 +41,6 @@ def test_two_names_that_decode_alike_are_refused_not_merged(tmp_path: Path) -> N
         raw_entry(b"p3\x80", "l", link=os.fsencode(host_dir)),
         raw_entry(b"p3\xef\xbf\xbd", "d"),
     )
-    assert listing[0].name != listing[1].name  # decoded without loss
     agent.folder(f"/w/{listing[1].name}", raw_entry(b"authorized_keys"))
 
     with pytest.raises(GuestPathError, match="not valid UTF-8") as info:
