@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
-from pyro.errors import UsageError
+from pyro.errors import LimitError, UsageError
 
 
 def _pyro() -> Any:
@@ -53,9 +53,22 @@ def file() -> None:
 @click.argument("path")
 @handle_errors
 def file_read(task_id: str, path: str, as_json: bool = False) -> None:
-    """Write the guest file PATH of TASK_ID to stdout, byte for byte."""
-    _pyro().copy_task_file(task_id, path, sys.stdout.buffer)
-    sys.stdout.buffer.flush()
+    """Write the guest file PATH of TASK_ID to stdout, byte for byte.
+
+    At most $PYRO_COPY_OUT_MAX_BYTES (default 4 GiB): PATH may be a link to /dev/zero.
+    """
+    from pyro.copyout import BYTES_ENV, CopyLimits
+
+    limit = CopyLimits.from_env().max_bytes
+    try:
+        _pyro().copy_task_file(task_id, path, sys.stdout.buffer, max_bytes=limit)
+    except LimitError as exc:
+        raise LimitError(
+            f"{exc.summary} (the copy-out byte limit; the bytes before it were written)",
+            f"raise {BYTES_ENV}, or read a part: 'pyro task exec ID -- head -c N FILE'",
+        ) from exc
+    finally:
+        sys.stdout.buffer.flush()
 
 
 @file.command(name="write")

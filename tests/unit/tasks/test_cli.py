@@ -105,6 +105,17 @@ def test_file_write_read_list_are_binary_safe(
     assert code == 1 and "error:" in err
 
 
+@pytest.mark.hostile
+def test_file_read_stops_at_the_copy_out_byte_cap(
+    run: CliRunner, make_task: MakeTask, registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = make_task()
+    registry.guests[task_id].files["/workspace/zero"] = b"\0" * 100  # a link to /dev/zero
+    monkeypatch.setenv("PYRO_COPY_OUT_MAX_BYTES", "10")
+    code, _, err = invoke(run, "file", "read", task_id, "zero")
+    assert code != 0 and "copy-out byte limit" in err and "PYRO_COPY_OUT_MAX_BYTES" in err
+
+
 def test_sync_push_and_export(run: CliRunner, make_task: MakeTask, tmp_path: Path) -> None:
     task_id = make_task()
     src = tmp_path / "src"
