@@ -101,6 +101,13 @@ class UsageError(PyroError):
     default_hint = "see 'pyro COMMAND --help'"
 
 
+class OutsideRootError(UsageError):
+    """Raised when a host path a confined caller names (an MCP client, ``Pyro(confine_to=)``)
+    resolves outside the folders it may use."""
+
+    default_hint = "use a path inside the allowed folder"
+
+
 class PlanError(PyroError):
     """Raised when a plan cannot be made or is not applyable."""
 
