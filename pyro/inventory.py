@@ -16,7 +16,7 @@ import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pyro.errors import SpecError
 from pyro.plan.inventory import (
@@ -31,6 +31,9 @@ from pyro.plan.inventory import (
 )
 from pyro.spec.model import EnvironmentSpec
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
+
+if TYPE_CHECKING:
+    from pyro.confine import Root
 
 
 def _optional(module: str, name: str) -> Any | None:
@@ -52,6 +55,7 @@ def gather_inventory(
     resolve_remote: bool = True,
     base_dir: Path | None = None,
     local_environments: Mapping[str, EnvironmentSpec] | None = None,
+    root: Root | None = None,
 ) -> Inventory:
     """Ask the host what the planner needs to plan runs of the environments in ``refs``.
 
@@ -62,18 +66,25 @@ def gather_inventory(
         base_dir: folder relative spec paths in ``refs`` are read from (default: cwd).
         local_environments: Environment documents from the Run's own file, by name; they
             replace catalog entries of the same name.
+        root: for a confined caller: spec paths in ``refs``, and the kernel fragments of
+            the Environment specs read, must be inside it (checked before they are read).
 
     Raises:
         SpecError: an Environment spec named by a path in ``refs`` is invalid.
+        OutsideRootError: with ``root``, such a path is outside it.
         CacheError: the local cache cannot be read.
     """
     folder = base_dir if base_dir is not None else Path.cwd()
     catalog = {entry.ref: entry for entry in _catalog()}
     for name, document in sorted((local_environments or {}).items()):
+        if root is not None:
+            root.fragment(document.spec.kernel.fragment, folder, name)
         catalog[name] = _entry_from_spec(name, document, folder)
     for ref in refs:
         parsed = _parse(ref)
         if isinstance(parsed, SpecPathRef) and ref not in catalog:
+            if root is not None:
+                root.environment(ref, base=folder)  # refuses before anything is read
             entry = _entry_from_path(ref, folder)
             if entry is not None:
                 catalog[ref] = entry

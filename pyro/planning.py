@@ -16,6 +16,7 @@ from pyro.errors import SpecError, UsageError
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
+    from pyro.confine import Root
     from pyro.plan.model import Plan
     from pyro.spec.load import LoadedSpec
 
@@ -36,22 +37,39 @@ class Prepared:
 
 
 def prepare(
-    source: SpecSource, *, vars: Mapping[str, object] | None = None, run_name: str | None = None
+    source: SpecSource,
+    *,
+    vars: Mapping[str, object] | None = None,
+    run_name: str | None = None,
+    root: Root | None = None,
 ) -> Prepared:
     """Load the Run document to plan from a path, a spec mapping or a RunSpec.
+
+    With a ``root`` (a confined caller), a spec path must be inside it, and relative paths
+    start at its base instead of the working directory.
 
     Raises:
         SpecError: the spec is invalid.
         UsageError: the file holds no Run document, or several and ``run_name`` is not given.
+        OutsideRootError: the spec path is outside ``root``.
     """
     from pyro.spec.load import LoadedSpec, load_spec, load_spec_documents
 
+    base_dir = root.base if root is not None else None
     if isinstance(source, RunSpec):
         return Prepared(
-            LoadedSpec(spec=source, path=None, base_dir=Path.cwd(), index=0, source_name="<spec>")
+            LoadedSpec(
+                spec=source,
+                path=None,
+                base_dir=base_dir or Path.cwd(),
+                index=0,
+                source_name="<spec>",
+            )
         )
     if isinstance(source, Mapping):
-        return Prepared(load_spec(source, vars=vars))
+        return Prepared(load_spec(source, vars=vars, base_dir=base_dir))
+    if root is not None:
+        source = root.confine(source, what="spec file")
     documents = load_spec_documents(source, vars=vars)
     runs = [doc for doc in documents if isinstance(doc.spec, RunSpec)]
     if run_name is not None:
@@ -77,10 +95,16 @@ def prepare(
     return Prepared(runs[0], environments)
 
 
-def make_plan(prepared: Prepared, *, resolve_remote: bool = True) -> Plan:
+def make_plan(prepared: Prepared, *, resolve_remote: bool = True, root: Root | None = None) -> Plan:
     """Gather the inventory and plan (the planner itself is pure).
 
     ``resolve_remote=False`` asks no registry for digests (a pull is planned without one).
+    With a ``root``, every host path the plan names must be inside it
+    (:func:`confine_plan`), and an Environment spec named by path is not read unless it is.
+
+    Raises:
+        SpecError: an Environment spec the Run names is invalid.
+        OutsideRootError: a host path is outside ``root``.
     """
     from pyro.inventory import gather_inventory
     from pyro.plan.planner import plan as plan_run
@@ -91,6 +115,7 @@ def make_plan(prepared: Prepared, *, resolve_remote: bool = True) -> Plan:
             base_dir=prepared.loaded.base_dir,
             local_environments=prepared.environments,
             resolve_remote=resolve_remote,
+            root=root,
         )
     except SpecError as exc:
         # An Environment document of this file (or one it names) cannot be built from:
@@ -100,4 +125,40 @@ def make_plan(prepared: Prepared, *, resolve_remote: bool = True) -> Plan:
             for issue in exc.issues
         ]
         raise SpecError(issues, exc.hint) from exc
-    return plan_run(prepared.loaded, inventory, environments=prepared.environments)
+    plan = plan_run(prepared.loaded, inventory, environments=prepared.environments)
+    if root is not None:
+        confine_plan(plan, prepared.loaded.base_dir, root)
+    return plan
+
+
+def confine_plan(plan: Plan, base_dir: Path, root: Root) -> None:
+    """Check, before anything boots, every host path a plan reads against ``root``:
+    copy-in sources (which must also exist) and Environment specs it builds from.
+
+    Artifacts are not checked here: a confined run copies them into a fresh folder
+    (:meth:`pyro.confine.Root.output_folder`), never to a path the spec names; a root with
+    no folder refuses a plan that has any.
+
+    Raises:
+        OutsideRootError: a path is outside ``root``.
+        UsageError: a copy-in source does not exist.
+    """
+    from pyro.errors import OutsideRootError
+    from pyro.plan.model import BuildStep, CopyInStep, CopyOutStep
+
+    copies = [step for step in plan.steps if isinstance(step, CopyInStep)]
+    for index, copy in enumerate(copies):
+        what = f"files[{index}].source"
+        path = root.confine(copy.source, what=what, base=base_dir)
+        if not path.exists():
+            raise UsageError(
+                f"{what} {copy.source!r} does not exist (looked in {base_dir})",
+                f"create it, or fix the path (relative paths start at {base_dir})",
+            )
+    for step in plan.steps:
+        if isinstance(step, BuildStep):
+            root.environment(step.ref, base=base_dir)
+        if isinstance(step, CopyOutStep) and root.base is None:
+            raise OutsideRootError(
+                "artifacts are refused: no host folder is open to this caller", root.hint()
+            )

@@ -6,14 +6,17 @@ Every method returns pydantic models (``.model_dump()`` gives plain data) and ra
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyro.confine import Root
 from pyro.errors import UsageError
-from pyro.planning import SpecSource, make_plan, prepare
+from pyro.planning import SpecSource, confine_plan, make_plan, prepare
 from pyro.sdk_env import EnvironmentMethods
 from pyro.sdk_task import TaskMethods
 from pyro.sdk_vm import VMMethods
@@ -70,10 +73,25 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
     long-lived host such as an MCP server. Those guests belong to this object: ``close()``
     (or leaving a ``with`` block, or the end of the process) deletes them.
 
+    ``confine_to`` (off by default: the SDK's caller is trusted) holds every host path the
+    methods are given, or that a spec names, to one folder or a list of them, by the rule
+    the MCP server uses for its clients (:class:`pyro.confine.Root`): spec files,
+    ``files[].source``, ``environment`` paths and their kernel fragments, seed and pushed
+    folders, host files written into tasks and export outputs must resolve (symlinks
+    followed) inside it, else :class:`~pyro.errors.OutsideRootError` before anything is
+    read; relative paths start at its first folder; a run's artifacts go to a fresh folder
+    ``.pyro-artifacts/<run>-<time>-<random>/`` there, named by ``RunResult.artifacts_dir``.
+
     Raises (every method): :class:`pyro.errors.PyroError` subclasses only.
     """
 
-    def __init__(self, *, state_dir: Path | None = None, warm_pool: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path | None = None,
+        warm_pool: int = 0,
+        confine_to: Root | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    ) -> None:
         from pyro.execute.pool import MAX_POOL_SIZE
 
         if not 0 <= warm_pool <= MAX_POOL_SIZE:
@@ -84,6 +102,8 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         self._state_dir = state_dir
         self._pool_size = warm_pool
         self._warm_pool: WarmPool | None = None
+        self._root = None if confine_to is None else Root.of(confine_to)
+        self._owner = self  # the Pyro whose warm pool this one uses (see confined())
 
     def __enter__(self) -> Pyro:
         return self
@@ -91,12 +111,33 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def root(self) -> Root | None:
+        """The folders host paths are confined to (None: not confined)."""
+        return self._root
+
+    def confined(
+        self,
+        root: Root | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+    ) -> Pyro:
+        """This Pyro with host paths confined to ``root`` (None: not confined), sharing its
+        warm pool; cheap (the MCP server makes one per tool call, for that call's roots).
+
+        Raises:
+            UsageError: a folder of ``root`` does not exist.
+        """
+        view = copy.copy(self)
+        view._root = None if root is None else Root.of(root)
+        return view
+
     def close(self) -> None:
         """Delete the guests the warm pool holds (nothing to do without one). Idempotent."""
-        if self._warm_pool is not None:
+        if self._owner is self and self._warm_pool is not None:
             self._warm_pool.close()
 
     def _pool(self) -> WarmPool | None:
+        if self._owner is not self:
+            return self._owner._pool()
         if self._pool_size == 0:
             return None
         if self._warm_pool is None:
@@ -124,6 +165,8 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         """
         from pyro.spec.load import load_spec
 
+        if self._root is not None and not isinstance(source, Mapping):
+            source = self._root.confine(source, what="spec file")
         return load_spec(source, vars=vars).spec
 
     def plan(
@@ -137,8 +180,10 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
 
         Raises:
             SpecError: the spec is invalid.
+            OutsideRootError: confined, and a host path is outside the root.
         """
-        return make_plan(prepare(spec_or_path, vars=vars, run_name=run_name))
+        prepared = prepare(spec_or_path, vars=vars, run_name=run_name, root=self._root)
+        return make_plan(prepared, root=self._root)
 
     def apply(
         self,
@@ -158,18 +203,28 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             SpecError: the spec is invalid.
             PlanError: the plan is not applyable.
             StalePlanError: a given plan's pinned digests no longer match.
+            OutsideRootError: confined, and a host path is outside the root (nothing boots).
         """
         from pyro.execute.runner import ApplyOptions, apply
-        from pyro.plan.model import Plan
+        from pyro.plan.model import CopyOutStep, Plan
 
+        root = self._root
         if isinstance(spec_or_plan, Plan):
-            plan, base_dir, environments = spec_or_plan, Path.cwd(), {}
+            plan, environments = spec_or_plan, {}
+            base_dir = (root.base if root is not None else None) or Path.cwd()
+            if root is not None:
+                confine_plan(plan, base_dir, root)
         else:
-            prepared = prepare(spec_or_plan, vars=vars, run_name=run_name)
-            plan = make_plan(prepared)
+            prepared = prepare(spec_or_plan, vars=vars, run_name=run_name, root=root)
+            plan = make_plan(prepared, root=root)
             base_dir, environments = prepared.loaded.base_dir, prepared.environments
+        artifacts_dir = None
+        copies_out = any(isinstance(step, CopyOutStep) for step in plan.steps)
+        if root is not None and plan.applyable and copies_out:
+            artifacts_dir = root.output_folder(plan.metadata.name)
         options = ApplyOptions(
             base_dir=base_dir,
+            artifacts_dir=artifacts_dir,
             environments=environments,
             registry=self.registry,
             pool=self._pool(),
@@ -177,7 +232,15 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         if on_event is not None:
             options.on_event = on_event
         options.on_stdout, options.on_stderr = on_stdout, on_stderr
-        return apply(plan, options)
+        try:
+            result = apply(plan, options)
+        finally:
+            if artifacts_dir is not None:
+                with contextlib.suppress(OSError):
+                    artifacts_dir.rmdir()  # only when empty: no artifact was copied
+        if artifacts_dir is not None and artifacts_dir.is_dir():
+            result.artifacts_dir = str(artifacts_dir)
+        return result
 
     def run_in_vm(
         self,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from pyro.confine import Root
     from pyro.environments.service import EnvironmentDetails, EnvironmentStatus, Progress
 
 
@@ -18,7 +19,16 @@ class PrunedEntry(BaseModel):
 
 
 class EnvironmentMethods:
-    """Environment methods of :class:`pyro.Pyro`."""
+    """Environment methods of :class:`pyro.Pyro`.
+
+    Confined (``Pyro(confine_to=)``), an environment given as a spec path must be inside
+    the root, and so must the kernel fragment it names (:class:`~pyro.errors.OutsideRootError`).
+    """
+
+    _root: Root | None
+
+    def _environment(self, environment: str) -> str:
+        return environment if self._root is None else self._root.environment(environment)
 
     def list_environments(self) -> list[EnvironmentStatus]:
         """The catalog and the cache: installed, invalid (with why) or not installed."""
@@ -35,7 +45,7 @@ class EnvironmentMethods:
         """
         from pyro.environments import service
 
-        return service.inspect(environment, verify=verify)
+        return service.inspect(self._environment(environment), verify=verify)
 
     def pull_environment(
         self, environment: str, *, insecure: bool = False, progress: Progress | None = None
@@ -48,7 +58,7 @@ class EnvironmentMethods:
         """
         from pyro.environments import service
 
-        install = service.pull(environment, insecure=insecure, progress=progress)
+        install = service.pull(self._environment(environment), insecure=insecure, progress=progress)
         return service.inspect(install.name)
 
     def build_environment(
@@ -61,7 +71,9 @@ class EnvironmentMethods:
         """
         from pyro.environments import service
 
-        install = service.build(spec_or_name, progress=progress, base_dir=Path.cwd())
+        base_dir = (self._root.base if self._root is not None else None) or Path.cwd()
+        spec_or_name = self._environment(spec_or_name)
+        install = service.build(spec_or_name, progress=progress, base_dir=base_dir)
         return service.inspect(install.name)
 
     def push_environment(self, environment: str, ref: str, *, insecure: bool = False) -> str:
@@ -72,7 +84,7 @@ class EnvironmentMethods:
         """
         from pyro.environments import service
 
-        return service.push(environment, ref, insecure=insecure)
+        return service.push(self._environment(environment), ref, insecure=insecure)
 
     def prune_environments(self) -> list[PrunedEntry]:
         """Remove invalid and superseded installs and stale temp dirs; say what went."""

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pyro.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
+    from pyro.confine import Root
     from pyro.tasks import TaskInfo, TaskManager
     from pyro.tasks_files import FileEntry, SyncResult
     from pyro.tasks_journal import JournalEntry, TaskLogs
@@ -68,6 +69,17 @@ class TaskMethods:
     """
 
     _state_dir: Path | None
+    _root: Root | None
+
+    def _host_path(self, value: str | os.PathLike[str], what: str) -> str:
+        """``value`` as a string; confined (``Pyro(confine_to=)``), resolved inside the root.
+
+        Raises:
+            OutsideRootError: confined, and ``value`` is outside the root.
+        """
+        if self._root is None:
+            return os.fspath(value)
+        return str(self._root.confine(value, what=what))
 
     @property
     def tasks(self) -> TaskManager:
@@ -103,13 +115,15 @@ class TaskMethods:
         Raises:
             UsageError: bad secret, or ``seed_path`` is not a folder or holds a symlink
                 leaving it.
+            OutsideRootError: confined, and ``seed_path`` (or an ``environment`` path) is
+                outside the root.
             LimitError: the seed is too large, or the host cannot hold the VM.
             EnvironmentNotFoundError, BackendUnavailableError, BootError.
         """
         from pyro.tasks_run import TaskCreateOptions, create
 
         options = TaskCreateOptions(
-            seed_path=None if seed_path is None else os.fspath(seed_path),
+            seed_path=None if seed_path is None else self._host_path(seed_path, "seed_path"),
             name=name,
             labels=dict(labels or {}),
             vcpus=vcpus,
@@ -118,6 +132,8 @@ class TaskMethods:
             idle_timeout_seconds=idle_timeout_seconds,
             backend=backend,
         )
+        if self._root is not None:
+            environment = self._root.environment(environment)
         return create(self.tasks, environment, options, dict(secrets or {}))
 
     def exec_task(
@@ -242,8 +258,11 @@ class TaskMethods:
 
         Raises:
             NotFoundError: no such task.  GuestPathError: the path cannot be written.
+            OutsideRootError: confined, and the host file ``data`` is outside the root.
         """
         target = guest_path(path)
+        if isinstance(data, Path):
+            data = Path(self._host_path(data, "host file"))
         tasks = self.tasks
         src: BinaryIO | Path = io.BytesIO(data) if isinstance(data, bytes) else data
         with tasks.session(task_id) as client:
@@ -269,14 +288,16 @@ class TaskMethods:
 
         Raises:
             NotFoundError: no such task.  UsageError: bad folder or escaping symlink.
-            LimitError: too large.
+            LimitError: too large.  OutsideRootError: confined, and ``source`` is outside
+            the root.
         """
         from pyro.tasks_files import scan_tree, upload_tree
 
+        source = self._host_path(source, "source folder")
         plan = scan_tree(Path(source))
         tasks = self.tasks
         with tasks.session(task_id) as client:
-            result = upload_tree(client, plan, guest_path(dest), os.fspath(source))
+            result = upload_tree(client, plan, guest_path(dest), source)
         tasks.touch(task_id)
         return result
 
@@ -288,9 +309,11 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.  GuestPathError: no such guest path.
             UsageError: ``output`` cannot be written.
+            OutsideRootError: confined, and ``output`` is outside the root.
         """
         from pyro.tasks_files import export_path
 
+        output = self._host_path(output, "export output")
         with self.tasks.session(task_id) as client:
             return export_path(client, guest_path(path), Path(output))
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from pyro.errors import PyroError, StateError
 
 if TYPE_CHECKING:
+    from pyro.confine import Root
     from pyro.vms import VMRecord, VMRegistry
 
 
@@ -78,6 +79,7 @@ class VMMethods:
     """VM lifecycle methods of :class:`pyro.Pyro`."""
 
     _state_dir: Path | None
+    _root: Root | None
 
     @property
     def registry(self) -> VMRegistry:
@@ -105,11 +107,14 @@ class VMMethods:
             EnvironmentNotFoundError: unknown environment.
             BackendUnavailableError: no backend can run a guest here.
             LimitError: resources above the host's.
+            OutsideRootError: confined, and ``environment`` is a spec path outside the root.
         """
         from pyro.environments import service
         from pyro.guest.build import build_agent_initrd
         from pyro.vmm import select_backend
 
+        if self._root is not None:
+            environment = self._root.environment(environment)
         install = service.pull(environment)
         chosen = select_backend(backend)
         vcpus = vcpus or install.default_vcpus

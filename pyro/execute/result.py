@@ -50,6 +50,10 @@ class RunResult(BaseModel):
     error: dict[str, Any] | None = None
     duration_ms: int
     steps: list[StepResult]
+    artifacts_dir: str | None = None
+    """The fresh host folder a confined run (MCP, ``Pyro(confine_to=)``) copied its artifacts
+    into; None when it copied none, or for an unconfined run (artifacts are then relative
+    to the spec's folder)."""
 
     def exec_steps(self) -> list[StepResult]:
         return [step for step in self.steps if step.action == "exec"]

@@ -53,6 +53,9 @@ class ApplyOptions:
     """How to carry a plan out; none of this changes *what* is done."""
 
     base_dir: Path = field(default_factory=Path.cwd)
+    artifacts_dir: Path | None = None
+    """Where artifacts are copied to instead of ``base_dir``: a confined caller's fresh
+    folder (:meth:`pyro.confine.Root.output_folder`), so no spec target reaches its files."""
     environments: Mapping[str, EnvironmentSpec] = field(default_factory=dict)
     on_event: EventSink = _no_event
     on_stdout: OutputSink | None = None
@@ -166,9 +169,8 @@ def _do_step(run: _Run, step: Any) -> None:
             if run.client is None:
                 status = StepResult(id=step.id, action=step.action, status="skipped")
             else:
-                stats = transfer.copy_out(
-                    run.client, run.options.base_dir, step.source, step.target
-                )
+                into = run.options.artifacts_dir or run.options.base_dir
+                stats = transfer.copy_out(run.client, into, step.source, step.target)
                 status = StepResult(
                     id=step.id, action=step.action, status="ok", message=stats.summary()
                 )

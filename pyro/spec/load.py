@@ -119,18 +119,21 @@ def load_spec(
     source: str | os.PathLike[str] | Mapping[str, object] | RunSpec | EnvironmentSpec,
     *,
     vars: Mapping[str, object] | None = None,
+    base_dir: Path | None = None,
 ) -> LoadedSpec:
     """Load one spec from a file path, a mapping, or an already-built model.
 
     A file must hold exactly one document; use :func:`load_spec_documents` for several.
+    Relative host paths of a mapping or model resolve against ``base_dir`` (default: the
+    working directory); a file's, against its own folder.
 
     Raises:
         SpecError: the spec cannot be read or is invalid, or the file holds several documents.
     """
     if isinstance(source, RunSpec | EnvironmentSpec):
-        return LoadedSpec(source, None, Path.cwd(), 0, DEFAULT_NAME)
+        return LoadedSpec(source, None, base_dir or Path.cwd(), 0, DEFAULT_NAME)
     if isinstance(source, Mapping):
-        return load_spec_data(source, vars=vars)
+        return load_spec_data(source, vars=vars, base_dir=base_dir)
     if not isinstance(source, str | os.PathLike):
         issue = SpecIssue(
             "a spec must be a file path, a mapping or a spec model",
