@@ -42,12 +42,19 @@ def mcp() -> None:
 def serve(profile: str, warm_pool: int) -> None:
     """Serve MCP on stdin/stdout until the client disconnects.
 
+    Host paths a client names (spec files, environment paths, seed folders) must be inside
+    the roots the client declares, else $PYRO_MCP_ROOT, else the working directory (a set
+    $PYRO_MCP_ROOT also bounds the client's roots); artifacts go to a new folder under
+    .pyro-artifacts/ there.
+
     \b
     Host configuration (e.g. Claude Desktop, Cursor):
       {"mcpServers": {"pyro": {"command": "pyro", "args": ["mcp", "serve"]}}}
     """
+    from pyro.mcp.roots import mcp_root
     from pyro.mcp.server import build_server
     from pyro.sdk import Pyro
 
+    mcp_root()  # a PYRO_MCP_ROOT that is no folder is refused now, not at every call
     with Pyro(warm_pool=warm_pool) as sdk:
         build_server(profile, sdk=sdk).run("stdio")

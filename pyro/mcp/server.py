@@ -31,6 +31,10 @@ that vm_exec deletes its VM after the command. env_list shows the environments
 (e.g. debian:12). spec_validate, plan and apply take a spec document as JSON
 (apiVersion pyro/v1, kind Run) plus optional vars; plan shows what apply would do.
 Errors come back as tool errors with a hint, and for specs the JSON pointer of the problem.
+Host paths (a spec's files[].source, an environment given as a path, seed_path) must be
+inside the server's root folder (your declared roots, else PYRO_MCP_ROOT or the server's
+working directory); relative ones start there. Artifacts are copied into a new folder
+under .pyro-artifacts/ there, named by artifacts_dir in the result.
 """
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)

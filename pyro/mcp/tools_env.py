@@ -9,6 +9,7 @@ from pydantic import Field
 from pyro.environments.service import EnvironmentStatus
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import EnvList
+from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.sdk import Pyro
 
 
@@ -31,6 +32,7 @@ class EnvTools:
         environment: Annotated[
             str, Field(description="Environment name or oci:// reference, e.g. 'debian:12'.")
         ],
+        roots: ClientRoots = None,
     ) -> EnvironmentStatus:
         """Install an environment ahead of time (pull it, or build it when it has no
         source) so the first vm_run or task_create with it does not wait. Nothing happens
@@ -38,7 +40,7 @@ class EnvTools:
         """
 
         def work(token: Cancellation) -> EnvironmentStatus:
-            details = self.sdk.pull_environment(environment)
+            details = self.sdk.confined(mcp_root(roots)).pull_environment(environment)
             fields = set(EnvironmentStatus.model_fields)
             return EnvironmentStatus.model_validate(details.model_dump(include=fields))
 

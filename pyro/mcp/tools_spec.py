@@ -16,6 +16,7 @@ from pydantic import Field
 from pyro.execute.result import RunResult
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import SpecSummary
+from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.plan.model import Plan
 from pyro.sdk import Pyro
 from pyro.spec.model import RunSpec
@@ -48,20 +49,26 @@ class SpecTools:
         kind = "Run" if isinstance(loaded, RunSpec) else "Environment"
         return SpecSummary(kind=kind, name=loaded.metadata.name)
 
-    async def plan(self, spec: Spec, vars: Vars = None) -> Plan:
+    async def plan(self, spec: Spec, vars: Vars = None, roots: ClientRoots = None) -> Plan:
         """Show what applying a Run spec would do, without doing it: the ordered steps
         (pull, build, boot, copy-in, exec, copy-out, cleanup) with pinned environment
         digests, plus `errors` and `applyable`. Cheap: no VM is started.
         """
-        return await self._call(lambda token: self.sdk.plan(spec, vars=vars or {}))
+        return await self._call(
+            lambda token: self.sdk.confined(mcp_root(roots)).plan(spec, vars=vars or {})
+        )
 
-    async def apply(self, spec: Spec, vars: Vars = None) -> RunResult:
+    async def apply(self, spec: Spec, vars: Vars = None, roots: ClientRoots = None) -> RunResult:
         """Carry out a Run spec on a real microVM: boot, copy files in, run every step, copy
         artifacts out, clean up. Returns each step's exit code and output; a failing step
-        gives ok=false and names failed_step. Relative host paths (files, artifacts) are
-        relative to the server's working directory. Same as vm_run with `spec`; for a
-        single command, vm_run with environment + command is simpler.
+        gives ok=false and names failed_step. Host paths (files[].source, an environment
+        spec path) must be inside the server's root folder, and relative ones start there;
+        artifacts are copied into a new folder under it, named by artifacts_dir in the
+        result. Same as vm_run with `spec`; for a single command, vm_run with environment +
+        command is simpler.
         """
         return await self._call(
-            lambda token: self.sdk.apply(spec, vars=vars or {}, on_event=token.on_event)
+            lambda token: self.sdk.confined(mcp_root(roots)).apply(
+                spec, vars=vars or {}, on_event=token.on_event
+            )
         )

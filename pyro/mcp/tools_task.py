@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Annotated, TypeVar
 
 from pydantic import Field
 
-from pyro.errors import GuestPathError, UsageError
-from pyro.execute.transfer import host_path_inside
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import Deleted, TaskList
+from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.sdk import Pyro
 from pyro.sdk_task import TaskLogs
 from pyro.tasks import TaskInfo
@@ -25,29 +22,6 @@ Command = Annotated[
     str | list[str],
     Field(description="A shell command line (run with 'sh -c') or an argv list."),
 ]
-
-
-def workspace_root() -> Path:
-    """The host folder MCP clients may read from: ``$PYRO_MCP_ROOT``, else the server's cwd."""
-    return Path(os.environ.get("PYRO_MCP_ROOT") or os.getcwd())
-
-
-def confined_seed(seed_path: str) -> str:
-    """``seed_path`` resolved (symlinks too) inside the workspace root.
-
-    An MCP client is not the host's user: it must not copy arbitrary host folders
-    (``/root/.ssh``) into a guest whose output it reads.
-
-    Raises:
-        UsageError: the path leaves the workspace root.
-    """
-    root = workspace_root()
-    try:
-        return str(host_path_inside(root, seed_path, what="seed_path"))
-    except GuestPathError as exc:
-        raise UsageError(
-            exc.summary, f"give a folder inside {root.resolve()} (set PYRO_MCP_ROOT to change it)"
-        ) from exc
 
 
 class TaskTools:
@@ -72,7 +46,10 @@ class TaskTools:
         ],
         seed_path: Annotated[
             str | None,
-            Field(description="A folder on the host whose files are copied to /workspace."),
+            Field(
+                description="A host folder whose files are copied to /workspace; it must be "
+                "inside the server's root folder (relative paths start there)."
+            ),
         ] = None,
         name: Annotated[str | None, Field(description="A name to recognise it by.")] = None,
         vcpus: Annotated[int | None, Field(description="Guest vCPUs.")] = None,
@@ -83,6 +60,7 @@ class TaskTools:
         idle_timeout_seconds: Annotated[
             int | None, Field(description="Stop the task after this long without commands.")
         ] = None,
+        roots: ClientRoots = None,
     ) -> TaskInfo:
         """Create and boot a persistent task VM for work that needs state across several
         commands (install, then build, then test). Its /workspace can be seeded from a host
@@ -91,9 +69,9 @@ class TaskTools:
         """
 
         def work(token: Cancellation) -> TaskInfo:
-            return self.sdk.create_task(
+            return self.sdk.confined(mcp_root(roots)).create_task(
                 environment,
-                seed_path=None if seed_path is None else confined_seed(seed_path),
+                seed_path=seed_path,
                 name=name,
                 vcpus=vcpus,
                 memory_mib=memory_mib,

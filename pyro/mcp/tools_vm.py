@@ -11,6 +11,7 @@ from pyro.errors import UsageError
 from pyro.execute.result import RunResult
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import Deleted, VMList
+from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.sdk import Pyro
 from pyro.sdk_vm import ExecOutput, VMInfo, VMLogs
 
@@ -77,6 +78,7 @@ class VMTools:
         env: Env = None,
         spec: SpecArg = None,
         vars: Vars = None,
+        roots: ClientRoots = None,
     ) -> RunResult:
         """Run a command in a fresh, isolated microVM and return its exit code, stdout and
         stderr. The VM is created, booted, used once and always deleted afterwards, so
@@ -85,8 +87,9 @@ class VMTools:
 
         Give EITHER `environment` + `command` (optionally vcpus, memory_mib,
         timeout_seconds, network, env) OR `spec`: a full Run spec document (apiVersion
-        pyro/v1, kind Run) for several steps, files or artifacts, with optional `vars`
-        (relative host paths in a spec are relative to the server's working directory).
+        pyro/v1, kind Run) for several steps, files or artifacts, with optional `vars`.
+        Host paths in a spec must be inside the server's root folder (relative paths start
+        there); artifacts are copied into a new folder the result names (artifacts_dir).
         Use task_* tools only when later calls must see files or state left by earlier
         ones. A command that fails still returns a result (ok=false, exit_code, stderr);
         exit code 124 means it timed out.
@@ -110,7 +113,9 @@ class VMTools:
                 )
             document = spec
             return await self._call(
-                lambda token: self.sdk.apply(document, vars=vars or {}, on_event=token.on_event)
+                lambda token: self.sdk.confined(mcp_root(roots)).apply(
+                    document, vars=vars or {}, on_event=token.on_event
+                )
             )
         if environment is None or command is None:
             missing = " and ".join(n for n in ("environment", "command") if flat[n] is None)
@@ -123,7 +128,7 @@ class VMTools:
             raise UsageError("'vars' only applies to a 'spec'", "drop 'vars', or pass a 'spec'")
 
         def work(token: Cancellation) -> RunResult:
-            return self.sdk.run_in_vm(
+            return self.sdk.confined(mcp_root(roots)).run_in_vm(
                 environment,
                 command,
                 vcpus=vcpus,
@@ -145,6 +150,7 @@ class VMTools:
             int | None, Field(description="Delete the VM automatically this long after creation.")
         ] = None,
         name: Annotated[str | None, Field(description="A name to recognise it by.")] = None,
+        roots: ClientRoots = None,
     ) -> VMInfo:
         """Create a VM (not started) and return its id. Only for multi-step work on one VM;
         for one command prefer vm_run. Then vm_start, vm_exec (which DELETES the VM after
@@ -152,7 +158,7 @@ class VMTools:
         several commands that share files.
         """
         return await self._call(
-            lambda token: self.sdk.create_vm(
+            lambda token: self.sdk.confined(mcp_root(roots)).create_vm(
                 environment, vcpus=vcpus, memory_mib=memory_mib, ttl_seconds=ttl_seconds, name=name
             ),
             owned=lambda info: [info.id],

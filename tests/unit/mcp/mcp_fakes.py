@@ -64,8 +64,14 @@ class FakePyro:
         self.run_hook: Callable[[str, Callable[..., None]], None] | None = None
         self.create_hook: Callable[[], None] | None = None
         self.released = threading.Event()
+        self.roots: list[Any] = []
 
     # -- what the tools call ---------------------------------------------------------------
+
+    def confined(self, root: Any) -> FakePyro:
+        """The real SDK returns a confined view; the fake records the root and is its own."""
+        self.roots.append(root)
+        return self
 
     def run_in_vm(
         self,
