@@ -25,7 +25,7 @@ class EnvironmentMethods:
     the root, and so must the kernel fragment it names (:class:`~pyro.errors.OutsideRootError`).
     """
 
-    _root: Root | None
+    _root: Root | None = None  # confined by Pyro(confine_to=); None: the caller is trusted
 
     def _environment(self, environment: str) -> str:
         return environment if self._root is None else self._root.environment(environment)

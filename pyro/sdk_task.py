@@ -69,7 +69,7 @@ class TaskMethods:
     """
 
     _state_dir: Path | None
-    _root: Root | None
+    _root: Root | None = None  # confined by Pyro(confine_to=); None: the caller is trusted
 
     def _host_path(self, value: str | os.PathLike[str], what: str) -> str:
         """``value`` as a string; confined (``Pyro(confine_to=)``), resolved inside the root.

@@ -79,7 +79,7 @@ class VMMethods:
     """VM lifecycle methods of :class:`pyro.Pyro`."""
 
     _state_dir: Path | None
-    _root: Root | None
+    _root: Root | None = None  # confined by Pyro(confine_to=); None: the caller is trusted
 
     @property
     def registry(self) -> VMRegistry:
