@@ -10,6 +10,7 @@ from pydantic import Field
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import Deleted, TaskList
 from pyro.mcp.roots import ClientRoots, mcp_root
+from pyro.mcp.tools_vm import ID_PATTERN
 from pyro.sdk import Pyro
 from pyro.sdk_task import TaskLogs
 from pyro.tasks import TaskInfo
@@ -17,7 +18,9 @@ from pyro.tasks_run import TaskExecOutput
 
 T = TypeVar("T")
 
-TaskId = Annotated[str, Field(description="The task id returned by task_create.")]
+TaskId = Annotated[
+    str, Field(description="The task id returned by task_create.", pattern=ID_PATTERN)
+]
 Command = Annotated[
     str | list[str],
     Field(description="A shell command line (run with 'sh -c') or an argv list."),

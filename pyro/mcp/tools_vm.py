@@ -25,7 +25,9 @@ Command = Annotated[
 Environment = Annotated[
     str, Field(description="Environment name (see env_list), e.g. 'debian:12'.")
 ]
-VmId = Annotated[str, Field(description="The VM id returned by vm_create.")]
+#: Ids become host paths (records, locks) in pyro's state folder: only plain names pass.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+VmId = Annotated[str, Field(description="The VM id returned by vm_create.", pattern=ID_PATTERN)]
 Vcpus = Annotated[int | None, Field(description="Guest vCPUs (default: the environment's).")]
 MemoryMib = Annotated[
     int | None, Field(description="Guest memory in MiB (default: the environment's).")

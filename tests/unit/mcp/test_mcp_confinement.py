@@ -238,3 +238,27 @@ async def test_a_tool_without_host_paths_works_with_no_folder_open(
     result = await call("plan", {"spec": run_spec("debian:12")})
     assert not result.is_error, seen(result)
     assert os.getcwd() == "/"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arg"),
+    [
+        ("vm_delete", "vm_id"),
+        ("vm_status", "vm_id"),
+        ("vm_logs", "vm_id"),
+        ("task_delete", "task_id"),
+        ("task_status", "task_id"),
+        ("task_logs", "task_id"),
+    ],
+)
+@pytest.mark.parametrize("bad_id", ["x/../../../victim/poetry", "../x", ".hidden", "a\x00b", ""])
+async def test_ids_that_could_become_host_paths_are_refused(
+    host: Path, tool: str, arg: str, bad_id: str
+) -> None:
+    """Ids name records and lock files in the state folder: only plain names reach it."""
+    victim = host / "victim" / "poetry.lock"
+    victim.parent.mkdir()
+    victim.write_text("keep\n")
+    result = await call(tool, {arg: bad_id})
+    assert result.is_error, seen(result)
+    assert victim.read_text() == "keep\n"
