@@ -129,10 +129,12 @@ class Root:
 
     def environment(self, ref: str, *, base: Path | None = None) -> str:
         """``ref`` as is, unless it names an Environment spec file: then that file, and the
-        kernel fragment it names, must be inside the root; returns the file's resolved path.
+        kernel fragment it names, must be inside the root and not in an artifacts folder
+        (a build runs on the host); returns the file's resolved path.
 
         Raises:
-            OutsideRootError: the file or its kernel fragment is outside the root.
+            OutsideRootError: the file or its kernel fragment is outside the root, or inside
+                a ``.pyro-artifacts`` folder.
             SpecError: the file (inside the root) is not a valid spec.
         """
         from pyro.spec.ref import SpecPathRef, parse_environment_ref
@@ -143,7 +145,7 @@ class Root:
             return ref  # not a path; whoever uses it reports the bad reference
         if not isinstance(parsed, SpecPathRef):
             return ref
-        path = self.confine(parsed.path, what="environment", base=base)
+        path = self._not_guest_output(self.confine(parsed.path, what="environment", base=base))
         if path.is_file():
             from pyro.spec.load import load_spec
             from pyro.spec.model import EnvironmentSpec
@@ -154,12 +156,29 @@ class Root:
         return str(path)
 
     def fragment(self, fragment: str, spec_dir: Path, spec_name: str) -> Path:
-        """The kernel fragment an Environment spec in ``spec_dir`` names, confined.
+        """The kernel fragment an Environment spec in ``spec_dir`` names, confined (and not
+        in an artifacts folder).
 
         Raises:
-            OutsideRootError: it is outside the root.
+            OutsideRootError: it is outside the root, or inside a ``.pyro-artifacts`` folder.
         """
-        return self.confine(fragment, what=f"kernel.fragment of {spec_name}", base=spec_dir)
+        path = self.confine(fragment, what=f"kernel.fragment of {spec_name}", base=spec_dir)
+        return self._not_guest_output(path)
+
+    def _not_guest_output(self, path: Path) -> Path:
+        """``path``, unless it is inside an artifacts folder: what a guest wrote there must
+        not become an Environment (or kernel configuration) that the host builds.
+
+        Raises:
+            OutsideRootError: it is inside a ``.pyro-artifacts`` folder.
+        """
+        if ARTIFACTS_FOLDER in path.parts:
+            raise OutsideRootError(
+                f"{path} is inside {ARTIFACTS_FOLDER}/, which holds guest output: "
+                "pyro does not build environments from it",
+                "copy the files you checked out of it first (the host user's decision)",
+            )
+        return path
 
     def output_folder(self, run_name: str) -> Path:
         """Make a new, empty folder for one run's artifacts and return it:

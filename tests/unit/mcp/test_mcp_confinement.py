@@ -262,3 +262,31 @@ async def test_ids_that_could_become_host_paths_are_refused(
     result = await call(tool, {arg: bad_id})
     assert result.is_error, seen(result)
     assert victim.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("via", ["spec", "fragment", "link"])
+async def test_guest_output_never_becomes_an_environment_the_host_builds(
+    host: Path, via: str
+) -> None:
+    """Artifacts are inside the root, but a guest wrote them: an Environment (whose kernel
+    configuration could embed host files, e.g. CONFIG_INITRAMFS_SOURCE) is not built from them."""
+    root = host / "root"
+    planted = root / ".pyro-artifacts" / "plant-20250101-000000-abcdef"
+    planted.mkdir(parents=True)
+    (planted / "evil.config").write_text('CONFIG_INITRAMFS_SOURCE="/root/.ssh"\n')
+    (planted / "env.yaml").write_text(ENVIRONMENT_SPEC.replace("FRAGMENT", "evil.config"))
+    (root / "envs" / "evil.config").symlink_to(planted / "evil.config")
+    (root / "envs" / "uses.yaml").write_text(ENVIRONMENT_SPEC.replace("FRAGMENT", "evil.config"))
+    (root / "envs" / "link.yaml").symlink_to(planted / "env.yaml")
+    environment = {
+        "spec": ".pyro-artifacts/plant-20250101-000000-abcdef/env.yaml",
+        "fragment": "envs/uses.yaml",
+        "link": "envs/link.yaml",
+    }[via]
+    for tool, arguments in [
+        ("plan", {"spec": run_spec(environment)}),
+        ("env_pull", {"environment": environment}),
+    ]:
+        result = await call(tool, arguments)
+        assert error_type(result) == "OutsideRootError", seen(result)
+        assert "guest output" in seen(result)
