@@ -59,7 +59,8 @@ class EnvironmentMethods:
         from pyro.environments import service
 
         install = service.pull(self._environment(environment), insecure=insecure, progress=progress)
-        return service.inspect(install.name)
+        details = service.inspect(install.name)
+        return details.model_copy(update={"warnings": list(install.warnings)})
 
     def build_environment(
         self, spec_or_name: str, *, progress: Progress | None = None

@@ -137,6 +137,7 @@ def _show_install(install: Install, as_json: bool) -> None:
         "path": str(install.dir),
         "kernel": str(install.kernel),
         "rootfs": str(install.rootfs),
+        "warnings": list(install.warnings),
     }
     if as_json:
         echo_json({"ok": True, "environment": data})
@@ -173,6 +174,9 @@ def _reporter(verb: str, as_json: bool) -> Iterator[Any]:
             return
         if event.phase == "build":
             _say(f"[{verb}] {event.message}", bar)
+            return
+        if event.phase == "warning":
+            _say(f"[{verb}] warning: {event.message}", bar)
             return
         _say(f"[{verb}] phase={event.phase} environment={event.environment}", bar)
 

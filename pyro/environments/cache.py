@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,6 +56,8 @@ class Install:
     kernel: Path
     rootfs: Path
     manifest: dict[str, Any]
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """What the pull that returned this install wants the user to know (not stored)."""
 
     @property
     def source(self) -> str | None:

@@ -2,13 +2,17 @@
 
 A reference is a catalog name (``debian:12``), a path to an Environment spec, or an
 ``oci://`` reference. Catalog names and specs are installed under their metadata name;
-``oci://`` references under the reference as written and, as well, under the metadata name
-the artifact carries. Pulls and builds hold the name's file lock, so concurrent callers do
-the work once: the second waits, then finds the environment installed.
+``oci://`` references under the reference as written, and nothing else: the name an
+artifact's config carries is the registry's claim, so it never re-points a catalog name
+(which changes only through its own entry: its configured source, or ``env build``). A
+claimed name that disagrees with what was asked for is reported as a warning. Pulls and
+builds hold the name's file lock, so concurrent callers do the work once: the second
+waits, then finds the environment installed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +200,8 @@ class EnvironmentService:
                     "free disk space there (or point $PYRO_CACHE_DIR elsewhere), then pull again",
                 ) from exc
             config = pulled.config
-            meta: dict[str, Any] = dict(config.get("createdFrom") or {})
+            created = config.get("createdFrom")
+            meta: dict[str, Any] = dict(created) if isinstance(created, dict) else {}
             meta.update(
                 name=config.get("name", key),
                 version=config.get("version", "0.0.0"),
@@ -204,11 +209,13 @@ class EnvironmentService:
                 defaults=config.get("defaults"),
                 source=str(pinned(ref, pulled.digest)),
             )
+            # Installed under ``key`` only: the name in the config is the registry's word.
             install = self.cache.install(key, pulled.staged_dir, meta, digests=pulled.digests)
-        name = install.manifest.get("name")
-        if isinstance(name, str) and name != key and _is_catalog_name(name):
-            self.cache.install_from(name, install)
-        return install
+        warning = _name_warning(key, ref, config.get("name"), self._known_name)
+        if warning is None:
+            return install
+        _emit(progress, ProgressEvent("warning", key, warning))
+        return dataclasses.replace(install, warnings=(warning,))
 
     def build(
         self,
@@ -315,6 +322,18 @@ class EnvironmentService:
 
     # -- references ----------------------------------------------------------------------
 
+    def _known_name(self, name: str) -> bool:
+        """Whether ``name`` is a catalog entry or installed (invalid counts) here."""
+        from pyro.environments.catalog import catalog
+        from pyro.errors import PyroError
+
+        try:
+            if name in catalog():
+                return True
+        except PyroError:
+            return True  # cannot tell: say so rather than stay silent
+        return self.cache.status(name).state != "not-installed"
+
     def _target(
         self,
         value: str,
@@ -353,6 +372,31 @@ class EnvironmentService:
 def _source_insecure(entry: CatalogEntry) -> bool:
     source = entry.spec.spec.source
     return bool(source is not None and source.insecure)
+
+
+def _name_warning(
+    key: str, ref: OciRef, claimed: object, known: Callable[[str], bool]
+) -> str | None:
+    """What to tell the user when an artifact calls itself something else than ``key``.
+
+    A catalog entry's pull warns whenever its artifact claims another name. A pull by
+    ``oci://`` reference warns when the claimed name is one the user runs by name (in the
+    catalog or installed): that name is left alone, and the user should know it.
+    """
+    if claimed is None or claimed == key:
+        return None
+    shown = repr(claimed[:80] if isinstance(claimed, str) else claimed)[:90]
+    if not key.startswith("oci://"):
+        return (
+            f"{ref}, the source of {key}, calls itself {shown}; installed as {key} only "
+            "(check that the source points at the right artifact)"
+        )
+    if not (isinstance(claimed, str) and _is_catalog_name(claimed) and known(claimed)):
+        return None
+    return (
+        f"{ref} calls itself {shown}; it is installed only as {key} and does not "
+        f"replace {shown} (run it by its oci:// reference)"
+    )
 
 
 def _is_catalog_name(name: str) -> bool:

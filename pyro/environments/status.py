@@ -15,7 +15,8 @@ class ProgressEvent:
     """One step of a pull, build or push, for progress displays.
 
     ``phase`` is ``install`` (work starts), ``download``/``upload`` (bytes move; ``done``
-    and ``total`` are bytes), ``build`` (a build log line in ``message``) or ``ready``.
+    and ``total`` are bytes), ``build`` (a build log line in ``message``), ``warning``
+    (something the user should know, in ``message``) or ``ready``.
     """
 
     phase: str
@@ -42,6 +43,9 @@ class EnvironmentStatus(BaseModel):
     source: str | None = None
     in_catalog: bool = False
     path: str | None = None
+    warnings: list[str] = []
+    """What the pull that returned this status reported (e.g. an artifact that calls
+    itself by another name); empty in listings and inspections."""
 
 
 class EnvironmentDetails(EnvironmentStatus):
