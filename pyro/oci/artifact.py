@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, BinaryIO, Protocol
 import zstandard
 
 from pyro.environments.cache_files import ARTIFACT_FILES, DIGEST_RE, MEDIA_TYPES, canonical_json
-from pyro.errors import RegistryError
+from pyro.errors import RegistryError, UsageError
 from pyro.oci.client import MANIFEST_MEDIA_TYPE, RegistryClient
 from pyro.spec.ref import OciRef
 
@@ -33,7 +34,11 @@ UNCOMPRESSED_DIGEST = "dev.pyro.uncompressed.digest"
 UNCOMPRESSED_SIZE = "dev.pyro.uncompressed.size"
 ZSTD_LEVEL = 10  # measured: see docs/oci-format.md
 MAX_CONFIG_BYTES = 1 << 20
+MAX_PULL_ENV = "PYRO_PULL_MAX_MB"
+DEFAULT_MAX_PULL_MIB = 65536 + 1024
+"""The largest rootfs a spec may ask for (64 GiB) plus 1 GiB for the kernel."""
 _CHUNK = 1 << 20
+_SIZE_RE = re.compile(r"[0-9]{1,20}")
 
 ByteProgress = Callable[[str, int, int], None]
 """Called as (what, bytes done so far, total bytes) while blobs move."""
@@ -163,15 +168,18 @@ def pull_environment(
         RegistryError: unreachable, refused, not a pyro environment, or any content that
             does not match its digest.
     """
+    limit = max_pull_bytes()  # a bad setting fails before any request
     client = RegistryClient(ref, insecure=insecure)
     digest, data = client.get_manifest()
-    document = parse_manifest(data, ref)
+    document = parse_manifest(data, ref, limit=limit)
     config_desc = document["config"]
-    client.fetch_blob(config_desc["digest"], config_desc["size"], work / "config.json")
+    client.fetch_blob(config_desc["digest"], config_desc["size"], work / "config.json", small=True)
     try:
         config = json.loads((work / "config.json").read_bytes())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RegistryError(f"the config blob of {ref} is not JSON") from exc
+    if not isinstance(config, dict):
+        raise RegistryError(f"the config blob of {ref} is not a JSON object")
     staged = work / "staged"
     staged.mkdir()
     digests: dict[str, str] = {}
@@ -193,19 +201,45 @@ def pull_environment(
     return PulledArtifact(digest=digest, config=config, staged_dir=staged, digests=digests)
 
 
-def parse_manifest(data: bytes, ref: OciRef) -> dict[str, Any]:
-    """Check that a manifest describes a pyro environment and return it.
+def max_pull_bytes() -> int:
+    """``$PYRO_PULL_MAX_MB`` in bytes, else :data:`DEFAULT_MAX_PULL_MIB` MiB.
 
     Raises:
-        RegistryError: it is not JSON, not a pyro environment, or lacks a boot artifact.
+        UsageError: the variable is set but not a positive whole number.
     """
+    raw = os.environ.get(MAX_PULL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PULL_MIB << 20
+    if not raw.isdigit() or int(raw) == 0 or len(raw) > 12:
+        raise UsageError(
+            f"${MAX_PULL_ENV}={raw[:40]!r} is not a size in MiB",
+            f"set {MAX_PULL_ENV} to a whole number of MiB, e.g. {DEFAULT_MAX_PULL_MIB}",
+        )
+    return int(raw) << 20
+
+
+def parse_manifest(data: bytes, ref: OciRef, *, limit: int | None = None) -> dict[str, Any]:
+    """Check that a manifest describes a pyro environment and return it.
+
+    ``limit`` (default :func:`max_pull_bytes`) bounds both what the layers declare to
+    download and what they declare to unpack to: a larger claim is refused before any
+    blob is asked for.
+
+    Raises:
+        RegistryError: it is not JSON, not a pyro environment, lacks a boot artifact, or
+            declares more bytes than ``limit``.
+        UsageError: ``$PYRO_PULL_MAX_MB`` is malformed.
+    """
+    limit = max_pull_bytes() if limit is None else limit
     try:
         document = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RegistryError(f"the manifest of {ref} is not JSON") from exc
     if not isinstance(document, dict):
         raise RegistryError(f"the manifest of {ref} is not a JSON object")
     config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise RegistryError(f"the config descriptor in the manifest of {ref} is malformed")
     kind = document.get("artifactType") or config.get("mediaType")
     if kind != ARTIFACT_TYPE and config.get("mediaType") != CONFIG_MEDIA_TYPE:
         raise RegistryError(
@@ -222,12 +256,14 @@ def parse_manifest(data: bytes, ref: OciRef) -> dict[str, Any]:
     for layer in layers:
         _check_descriptor(layer, ref, "layer")
         annotations = layer.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            raise RegistryError(f"a layer's annotations in the manifest of {ref} are malformed")
         title = annotations.get(TITLE)
         role = annotations.get(ROLE)
-        if role in ARTIFACT_FILES and title == ARTIFACT_FILES[role]:
+        if isinstance(role, str) and role in ARTIFACT_FILES and title == ARTIFACT_FILES[role]:
             size = annotations.get(UNCOMPRESSED_SIZE, "")
-            if not DIGEST_RE.match(str(annotations.get(UNCOMPRESSED_DIGEST))) or not (
-                str(size).isdigit()
+            if not DIGEST_RE.fullmatch(str(annotations.get(UNCOMPRESSED_DIGEST))) or not (
+                isinstance(size, str) and _SIZE_RE.fullmatch(size)
             ):
                 raise RegistryError(f"the {role} layer of {ref} lacks its uncompressed digest")
             roles[role] = layer
@@ -235,13 +271,22 @@ def parse_manifest(data: bytes, ref: OciRef) -> dict[str, Any]:
     if missing:
         raise RegistryError(f"{ref} lacks the {', '.join(missing)} layer(s)")
     document["layers"] = [roles[role] for role in ARTIFACT_FILES]
+    download = sum(layer["size"] for layer in document["layers"])
+    unpacked = sum(int(layer["annotations"][UNCOMPRESSED_SIZE]) for layer in document["layers"])
+    for amount, verb in ((download, "download"), (unpacked, "unpack to")):
+        if amount > limit:
+            raise RegistryError(
+                f"{ref} declares {amount} bytes to {verb}, more than the pull limit of "
+                f"{limit >> 20} MiB; refused before downloading",
+                f"if the environment really is that large, raise {MAX_PULL_ENV}",
+            )
     return document
 
 
 def _check_descriptor(desc: Any, ref: OciRef, what: str) -> None:
     ok = (
         isinstance(desc, dict)
-        and DIGEST_RE.match(str(desc.get("digest")))
+        and DIGEST_RE.fullmatch(str(desc.get("digest")))
         and isinstance(desc.get("size"), int)
         and desc["size"] >= 0
         and isinstance(desc.get("mediaType"), str)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -71,10 +72,17 @@ class OciRef:
 
     @property
     def is_loopback(self) -> bool:
-        host = (
-            self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry
-        )
-        return host in ("localhost", "[::1]") or host.startswith("127.")
+        """``localhost`` or a loopback IP address (``127.evil.example`` is a DNS name: no)."""
+        if self.registry.startswith("["):
+            host = self.registry[1:].split("]", 1)[0]
+        else:
+            host = self.registry.rsplit(":", 1)[0]
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     def __str__(self) -> str:
         text = f"oci://{self.registry}/{self.repository}"

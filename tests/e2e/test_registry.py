@@ -233,6 +233,8 @@ def test_basic_auth_from_env_and_docker_config(
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
     monkeypatch.delenv("PYRO_REGISTRY_USERNAME", raising=False)
     monkeypatch.delenv("PYRO_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.delenv("PYRO_REGISTRY_HOST", raising=False)
+    monkeypatch.delenv("PYRO_ENV_REGISTRY", raising=False)
     ref = auth_registry.ref("pyro/private", "1")
     source = make_source(tmp_path)
 
@@ -242,9 +244,11 @@ def test_basic_auth_from_env_and_docker_config(
 
     monkeypatch.setenv("PYRO_REGISTRY_USERNAME", "pyro")
     monkeypatch.setenv("PYRO_REGISTRY_PASSWORD", "s3cret")
+    monkeypatch.setenv("PYRO_REGISTRY_HOST", auth_registry.address)
     EnvironmentService(source).push("fake:1", ref)
     monkeypatch.delenv("PYRO_REGISTRY_USERNAME")
     monkeypatch.delenv("PYRO_REGISTRY_PASSWORD")
+    monkeypatch.delenv("PYRO_REGISTRY_HOST")
 
     (tmp_path / "docker").mkdir()
     auth = base64.b64encode(b"pyro:s3cret").decode()

@@ -18,6 +18,8 @@ from pyro.oci.reference import parse_oci_ref, pinned, resolve
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PYRO_REGISTRY_USERNAME", raising=False)
     monkeypatch.delenv("PYRO_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.delenv("PYRO_REGISTRY_HOST", raising=False)
+    monkeypatch.delenv("PYRO_ENV_REGISTRY", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
 
 
@@ -38,6 +40,7 @@ def test_environment_variables_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     write_docker_config(tmp_path, {"r.example": {"auth": b64("docker:pw")}})
     monkeypatch.setenv("PYRO_REGISTRY_USERNAME", "env")
     monkeypatch.setenv("PYRO_REGISTRY_PASSWORD", "secret")
+    monkeypatch.setenv("PYRO_REGISTRY_HOST", "r.example")
     creds = credentials_for("r.example")
     assert creds is not None and (creds.username, creds.password) == ("env", "secret")
     assert "secret" not in repr(creds)

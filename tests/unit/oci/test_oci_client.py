@@ -34,6 +34,8 @@ class Stub:
 def stub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Stub]:
     monkeypatch.delenv("PYRO_REGISTRY_USERNAME", raising=False)
     monkeypatch.delenv("PYRO_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.delenv("PYRO_REGISTRY_HOST", raising=False)
+    monkeypatch.delenv("PYRO_ENV_REGISTRY", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     state = Stub()
 
@@ -91,6 +93,7 @@ def test_basic_challenge_answered_with_env_credentials(
 ) -> None:
     monkeypatch.setenv("PYRO_REGISTRY_USERNAME", "alice")
     monkeypatch.setenv("PYRO_REGISTRY_PASSWORD", "s3cret")
+    monkeypatch.setenv("PYRO_REGISTRY_HOST", f"127.0.0.1:{stub.port}")
     stub.replies = [
         fixed(401, WWW_Authenticate='Basic realm="test"'),
         fixed(200, MANIFEST, Docker_Content_Digest=DIGEST),
@@ -139,5 +142,6 @@ def test_blob_digest_and_size_are_checked(stub: Stub, tmp_path: Path) -> None:
         client(stub).fetch_blob(digest, len(body), tmp_path / "bad")
 
     stub.replies = [fixed(200, body + b"more")]
-    with pytest.raises(RegistryError, match="does not match its digest"):
+    with pytest.raises(RegistryError, match="longer than the 10 bytes its manifest declares"):
         client(stub).fetch_blob(digest, len(body), tmp_path / "long")
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "long").exists()
