@@ -120,3 +120,19 @@ def test_catalog_pull_from_its_source_keeps_its_name_and_warns(
     warnings = [e.message for e in events if e.phase == "warning"]
     assert len(warnings) == 1 and "calls itself 'other:1'" in warnings[0]
     assert got.warnings == tuple(warnings)
+
+
+def test_sdk_pull_result_carries_the_warning(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyro import Pyro
+
+    evil = push_named(registry, tmp_path, "debian:12", "evil-sdk", "1")
+    monkeypatch.setenv("PYRO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PYRO_ENV_REGISTRY", raising=False)
+
+    details = Pyro(state_dir=tmp_path / "state").pull_environment(evil)
+
+    assert Cache(tmp_path / "cache").status("debian:12").state == "not-installed"
+    assert details.name == evil
+    assert len(details.warnings) == 1 and "does not replace 'debian:12'" in details.warnings[0]
