@@ -12,6 +12,77 @@ Position = tuple[int, int]
 """1-based (line, column)."""
 
 
+class Slot:
+    """One node of a :class:`Positions` tree: where it was written, and its children."""
+
+    __slots__ = ("children", "position")
+
+    def __init__(self, position: Position | None) -> None:
+        self.position = position
+        self.children: dict[str, Slot] = {}
+
+
+class Positions:
+    """Where each JSON pointer of a document was written, kept as a tree of reference tokens.
+
+    A flat ``{pointer: position}`` map holds every ancestor's keys again in each pointer: a
+    document with long (aliased) keys nested deep makes it grow with the square of its size.
+    The tree stores each token once, so its memory grows with the node count only; pointer
+    strings are split when looked up, never built.
+    """
+
+    __slots__ = ("_root",)
+
+    def __init__(self) -> None:
+        self._root = Slot(None)
+
+    def root(self, position: Position) -> Slot:
+        """The slot of pointer ``""``, set to ``position`` unless it already has one."""
+        if self._root.position is None:
+            self._root.position = position
+        return self._root
+
+    @staticmethod
+    def child(slot: Slot, token: str, position: Position) -> Slot:
+        """The child ``token`` (unescaped) of ``slot``; the first position written wins."""
+        found = slot.children.get(token)
+        if found is None:
+            found = slot.children[token] = Slot(position)
+        return found
+
+    def _walk(self, pointer: str) -> tuple[Slot | None, Position | None]:
+        """The slot of ``pointer`` (None if absent) and the deepest position on its way."""
+        slot: Slot | None = self._root
+        nearest = self._root.position
+        if pointer:
+            for token in pointer.split("/")[1:]:
+                assert slot is not None
+                slot = slot.children.get(token.replace("~1", "/").replace("~0", "~"))
+                if slot is None:
+                    break
+                nearest = slot.position or nearest
+        return slot, nearest
+
+    def get(self, pointer: str, default: Position | None = None) -> Position | None:
+        slot, _ = self._walk(pointer)
+        if slot is None or slot.position is None:
+            return default
+        return slot.position
+
+    def nearest(self, pointer: str) -> Position | None:
+        """The position of ``pointer``, or of its nearest ancestor that was written."""
+        return self._walk(pointer)[1]
+
+    def __getitem__(self, pointer: str) -> Position:
+        found = self.get(pointer)
+        if found is None:
+            raise KeyError(pointer)
+        return found
+
+    def __contains__(self, pointer: object) -> bool:
+        return isinstance(pointer, str) and self.get(pointer) is not None
+
+
 @dataclass
 class YamlDocument:
     """One parsed YAML document: its data, and where each JSON pointer was written."""
@@ -19,15 +90,11 @@ class YamlDocument:
     data: Any
     index: int
     start: Position
-    positions: dict[str, Position] = field(default_factory=dict)
+    positions: Positions = field(default_factory=Positions)
 
     def locate(self, pointer: str) -> Position:
         """Position of ``pointer``, or of its nearest ancestor written in the document."""
-        while pointer:
-            if pointer in self.positions:
-                return self.positions[pointer]
-            pointer = pointer.rsplit("/", 1)[0]
-        return self.positions.get("", self.start)
+        return self.positions.nearest(pointer) or self.start
 
 
 class YamlProblem(Exception):

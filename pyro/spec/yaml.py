@@ -20,9 +20,19 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pyro.errors import SpecIssue
-from pyro.spec.documents import Position, YamlDocument, YamlProblem, escape_pointer
+from pyro.spec.documents import (
+    Position,
+    Positions,
+    Slot,
+    YamlDocument,
+    YamlProblem,
+    escape_pointer,
+)
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_EXPANDED_CHARS",
+    "MAX_KEY_CHARS",
     "MAX_NODES",
     "Position",
     "SpecLoader",
@@ -32,9 +42,18 @@ __all__ = [
     "parse_documents",
 ]
 
-# A document whose node tree (aliases expanded) is bigger than this is refused: it guards
-# against "billion laughs" documents, which expand a few anchors into billions of nodes.
+# Bounds on one document, counted with aliases expanded (as validation and planning will see
+# the data). They guard against "billion laughs" documents, which expand a few anchors into
+# billions of nodes, and against long aliased keys nested deep, which made every JSON pointer
+# repeat them. A spec file is at most 1 MiB, so real specs stay far below each bound.
 MAX_NODES = 100_000
+MAX_DEPTH = 64
+MAX_KEY_CHARS = 1024
+MAX_EXPANDED_CHARS = 16 * 1024 * 1024
+# Duplicate-key issues listed per document; the rest are counted.
+MAX_ISSUES = 100
+# A pointer named in a bound's error is shortened to this many characters.
+MAX_SHOWN_POINTER = 200
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -101,58 +120,97 @@ def _pos(node: Node) -> Position:
 
 @dataclass
 class _Walk:
-    """Records positions and finds duplicate keys, counting nodes with aliases expanded."""
+    """Records positions and finds duplicate keys, counting what aliases expand to.
+
+    The walk visits the tree as the data will be seen (every alias expanded), so its counts
+    bound what validation and planning will later go through. It never builds a JSON pointer
+    unless it reports an issue: positions go into a tree of tokens (see :class:`Positions`).
+    """
 
     name: str
-    positions: dict[str, Position]
+    positions: Positions
     issues: list[SpecIssue] = field(default_factory=list)
     count: int = 0
+    chars: int = 0
+    dropped: int = 0
+    path: list[str] = field(default_factory=list)
 
-    def visit(self, node: Node, pointer: str, active: frozenset[int]) -> None:
+    def visit(self, node: Node, slot: Slot, active: frozenset[int]) -> None:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(node)
+            raise self._limit(node, f"expands to more than {MAX_NODES} values (too many aliases)")
         if id(node) in active:
             raise _Recursive(node)
         if isinstance(node, ScalarNode):
+            self._add_chars(node, node.value)
             return
+        if len(self.path) >= MAX_DEPTH:
+            raise self._limit(node, f"nests deeper than {MAX_DEPTH} levels")
         active = active | {id(node)}
         if isinstance(node, SequenceNode):
             for index, item in enumerate(node.value):
-                child = f"{pointer}/{index}"
-                self.positions.setdefault(child, _pos(item))
-                self.visit(item, child, active)
+                token = str(index)
+                self.path.append(token)
+                self.visit(item, Positions.child(slot, token, _pos(item)), active)
+                self.path.pop()
         elif isinstance(node, MappingNode):
-            self._visit_mapping(node, pointer, active)
+            self._visit_mapping(node, slot, active)
 
-    def _visit_mapping(self, node: MappingNode, pointer: str, active: frozenset[int]) -> None:
+    def _add_chars(self, node: Node, text: str) -> None:
+        self.chars += len(text)
+        if self.chars > MAX_EXPANDED_CHARS:
+            raise self._limit(
+                node,
+                f"expands to more than {MAX_EXPANDED_CHARS} characters of text (too many aliases)",
+            )
+
+    def _visit_mapping(self, node: MappingNode, slot: Slot, active: frozenset[int]) -> None:
         seen: dict[str, Position] = {}
         for key, value in node.value:
             if key.tag == _MERGE_TAG:
                 # Merged keys come from an anchor elsewhere; locate them at the anchor.
-                self.visit(value, pointer, active)
+                self.visit(value, slot, active)
                 continue
             if not isinstance(key, ScalarNode):
-                self.issues.append(self._issue(key, pointer, "a mapping key must be a scalar"))
+                self._report(key, None, "a mapping key must be a scalar")
                 continue
-            child = f"{pointer}/{escape_pointer(key.value)}"
+            if len(key.value) > MAX_KEY_CHARS:
+                raise self._limit(key, f"has a mapping key longer than {MAX_KEY_CHARS} characters")
+            self._add_chars(key, key.value)
             if key.value in seen:
                 line, column = seen[key.value]
                 message = f"duplicate key {key.value!r} (first written at line {line}:{column})"
-                self.issues.append(self._issue(key, child, message))
+                self._report(key, key.value, message)
             else:
                 seen[key.value] = _pos(key)
-                self.positions.setdefault(child, _pos(key))
+            child = Positions.child(slot, key.value, _pos(key))
+            self.path.append(key.value)
             self.visit(value, child, active)
+            self.path.pop()
 
-    def _issue(self, node: Node, pointer: str, message: str) -> SpecIssue:
+    def _limit(self, node: Node, problem: str) -> _Limit:
+        pointer = "".join(f"/{escape_pointer(part)}" for part in self.path)
+        if len(pointer) > MAX_SHOWN_POINTER:
+            pointer = pointer[: MAX_SHOWN_POINTER // 2] + "…" + pointer[-MAX_SHOWN_POINTER // 2 :]
+        return _Limit(node, problem, pointer)
+
+    def _report(self, node: Node, token: str | None, message: str) -> None:
+        if len(self.issues) >= MAX_ISSUES:
+            self.dropped += 1
+            return
+        tokens = self.path if token is None else [*self.path, token]
+        pointer = "".join(f"/{escape_pointer(part)}" for part in tokens)
         line, column = _pos(node)
-        return SpecIssue(message, pointer=pointer, file=self.name, line=line, column=column)
+        self.issues.append(
+            SpecIssue(message, pointer=pointer, file=self.name, line=line, column=column)
+        )
 
 
-class _TooBig(Exception):
-    def __init__(self, node: Node) -> None:
+class _Limit(Exception):
+    def __init__(self, node: Node, problem: str, pointer: str) -> None:
         self.node = node
+        self.problem = problem
+        self.pointer = pointer
 
 
 class _Recursive(Exception):
@@ -191,7 +249,9 @@ def parse_documents(text: str, name: str) -> list[YamlDocument]:
 
     Raises:
         YamlProblem: the text is not valid YAML, a document is empty, not a mapping, has
-            duplicate keys, recursive aliases, or expands to more than MAX_NODES nodes.
+            duplicate keys or recursive aliases, or passes a bound (aliases expanded): more
+            than MAX_NODES values, MAX_EXPANDED_CHARS characters, MAX_DEPTH levels, or a key
+            longer than MAX_KEY_CHARS.
     """
     documents: list[YamlDocument] = []
     issues: list[SpecIssue] = []
@@ -230,18 +290,21 @@ def _document(
         )
         issues.append(_node_issue(name, node, message))
         return None
-    walk = _Walk(name, {"": _pos(node)})
+    positions = Positions()
+    walk = _Walk(name, positions)
     try:
-        walk.visit(node, "", frozenset())
-    except _TooBig as error:
-        message = f"{label} expands to more than {MAX_NODES} values (too many aliases)"
-        issues.append(_node_issue(name, error.node, message))
+        walk.visit(node, positions.root(_pos(node)), frozenset())
+    except _Limit as error:
+        issues.append(_node_issue(name, error.node, f"{label} {error.problem}", error.pointer))
         return None
     except _Recursive as error:
         issues.append(_node_issue(name, error.node, f"{label} has a recursive alias"))
         return None
     if walk.issues:
         issues.extend(walk.issues)
+        if walk.dropped:
+            message = f"{label}: {walk.dropped} more problems like these are not listed"
+            issues.append(_node_issue(name, node, message))
         return None
     data = loader.construct_document(node)
     if not isinstance(data, dict):
@@ -249,4 +312,4 @@ def _document(
         message = f"{label} is a {type(data).__name__}; a spec must be a plain mapping"
         issues.append(_node_issue(name, node, message))
         return None
-    return YamlDocument(data=data, index=index, start=_pos(node), positions=walk.positions)
+    return YamlDocument(data=data, index=index, start=_pos(node), positions=positions)
