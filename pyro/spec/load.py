@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from pyro.errors import SpecError, SpecIssue
 from pyro.spec.documents import YamlDocument, YamlProblem
 from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
-from pyro.spec.template import has_template, render_template, template_line_map
+from pyro.spec.template import has_template, render_budget, render_template, template_line_map
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -107,7 +107,11 @@ def load_spec_data(
         found = type(data).__name__
         issue = SpecIssue("a spec must be a mapping", file=name, expected="a mapping", found=found)
         raise SpecError([issue])
-    rendered = _render_data(dict(data), vars, name) if vars is not None else dict(data)
+    if vars is not None:
+        with render_budget():  # one budget for all strings of the spec, not one per string
+            rendered = _render_data(dict(data), vars, name)
+    else:
+        rendered = dict(data)
     document = YamlDocument(data=rendered, index=0, start=(1, 1))
     spec, issues = _validate(document, name, locate=False)
     if spec is None:
