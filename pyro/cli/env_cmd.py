@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.terminal import echo, for_terminal
 from pyro.environments.cache import Install
 from pyro.environments.service import EnvironmentService, ProgressEvent
 
@@ -43,7 +44,7 @@ def list_(as_json: bool) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:4])]
-        click.echo("  ".join([*cells, row[4]]).rstrip())
+        echo("  ".join([*cells, row[4]]).rstrip())
 
 
 @env.command()
@@ -60,11 +61,11 @@ def inspect(environment: str, verify: bool, as_json: bool) -> None:
     data = details.model_dump(mode="json", exclude={"manifest"})
     for key in ("name", "state", "reason", "version", "digest", "spec_digest", "source"):
         if data.get(key) not in (None, ""):
-            click.echo(f"{key.replace('_', '-')}: {data[key]}")
+            echo(f"{key.replace('_', '-')}: {data[key]}")
     click.echo(f"in-catalog: {'yes' if details.in_catalog else 'no'}")
     if details.manifest is not None:
         for role, artifact in sorted(details.manifest.get("artifacts", {}).items()):
-            click.echo(f"{role}: {artifact['file']} {artifact['size']} bytes {artifact['sha256']}")
+            echo(f"{role}: {artifact['file']} {artifact['size']} bytes {artifact['sha256']}")
         click.echo(f"path: {details.path}")
         click.echo(f"verified: {'yes (sha256 of every artifact)' if details.verified else 'quick'}")
 
@@ -142,7 +143,7 @@ def _show_install(install: Install, as_json: bool) -> None:
     if as_json:
         echo_json({"ok": True, "environment": data})
     else:
-        click.echo(f"{install.name} {install.version} {install.digest} {install.dir}")
+        echo(f"{install.name} {install.version} {install.digest} {install.dir}")
 
 
 @contextlib.contextmanager
@@ -169,7 +170,8 @@ def _reporter(verb: str, as_json: bool) -> Iterator[Any]:
         if event.phase in ("download", "upload"):
             if bar is not None:
                 if event.message not in tasks:
-                    tasks[event.message] = bar.add_task(event.message, total=event.total)
+                    label = for_terminal(event.message)
+                    tasks[event.message] = bar.add_task(label, total=event.total)
                 bar.update(tasks[event.message], completed=event.done)
             return
         if event.phase == "build":
@@ -189,6 +191,6 @@ def _reporter(verb: str, as_json: bool) -> Iterator[Any]:
 
 def _say(line: str, bar: Any) -> None:
     if bar is not None:
-        bar.console.print(line, markup=False, highlight=False)
+        bar.console.print(for_terminal(line), markup=False, highlight=False)
     else:
-        click.echo(line, err=True)
+        echo(line, err=True)

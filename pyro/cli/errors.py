@@ -86,9 +86,13 @@ def report_error(
         body.update(extra or {})
         echo_json({"ok": False, "error": body})
         return
-    click.echo(f"error: {message}", err=True)
+    # Messages can quote guest or registry text (a serial log tail, a name): on a terminal,
+    # without its escape sequences and control characters.
+    from pyro.cli.terminal import echo
+
+    echo(f"error: {message}", err=True)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        echo(f"hint: {hint}", err=True)
 
 
 def write_crash_log(exc: BaseException) -> Path:

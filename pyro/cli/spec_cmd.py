@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.terminal import echo
 from pyro.cli.vars import parse_vars, vars_options
 from pyro.errors import SpecError
 
@@ -58,7 +59,7 @@ def _print_validation(reports: list[dict[str, Any]]) -> None:
             count = len(report["documents"])
             click.echo(f"{report['path']}: ok ({count} document{'s' if count != 1 else ''})")
         for issue in report["issues"]:
-            click.echo(issue.render())
+            echo(issue.render())
             issue_count += 1
     bad = sum(1 for report in reports if not report["ok"])
     total = len(reports)
@@ -102,6 +103,6 @@ def plan(
     else:
         from pyro.plan.render import render_text
 
-        click.echo(render_text(result), nl=False)
+        echo(render_text(result), nl=False)
     if not result.applyable:
         raise SystemExit(1)

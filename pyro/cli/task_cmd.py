@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.terminal import byte_writer, echo
 from pyro.errors import UsageError
 
 
@@ -36,14 +37,6 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _writer(stream: Any) -> Any:
-    def write(data: bytes) -> None:
-        stream.buffer.write(data)
-        stream.buffer.flush()
-
-    return write
-
-
 def _ago(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -61,7 +54,7 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
         + (f"  uptime={info.uptime_s:.1f}s" if info.uptime_s is not None else "")
         + (f"  ({info.reason})" if info.reason else "")
     )
-    click.echo(line)
+    echo(line)
     if not verbose:
         return
     last = info.last_command
@@ -85,7 +78,7 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
         ),
     ]
     for key, value in rows:
-        click.echo(f"  {key + ':':<15}{value}")
+        echo(f"  {key + ':':<15}{value}")
 
 
 @click.group()
@@ -189,8 +182,8 @@ def exec_(
         cwd=cwd,
         env=_pairs(env_items, "--env"),
         secret_env=list(secret_env),
-        on_stdout=None if as_json else _writer(sys.stdout),
-        on_stderr=None if as_json else _writer(sys.stderr),
+        on_stdout=None if as_json else byte_writer(sys.stdout),
+        on_stderr=None if as_json else byte_writer(sys.stderr),
     )
     if as_json:
         echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})
@@ -228,12 +221,10 @@ def logs(task_id: str, tail: int | None, as_json: bool) -> None:
     for e in out.entries:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.started_at))
         result = f"exit {e.exit_code}" if e.error is None else f"error: {e.error}"
-        click.echo(
-            f"#{e.seq} {stamp} [{e.cwd}] {shlex.join(e.argv)} -> {result} ({e.duration_ms} ms)"
-        )
+        echo(f"#{e.seq} {stamp} [{e.cwd}] {shlex.join(e.argv)} -> {result} ({e.duration_ms} ms)")
         for stream, text in (("stdout", e.stdout), ("stderr", e.stderr)):
             for line in text.splitlines():
-                click.echo(f"    {stream}| {line}")
+                echo(f"    {stream}| {line}")
 
 
 @task.command(name="list")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.terminal import BinaryOut, echo
 from pyro.errors import LimitError, UsageError
 
 
@@ -34,7 +35,7 @@ def export(task_id: str, path: str, output: Path, as_json: bool) -> None:
     if as_json:
         echo_json({"ok": True, **result.model_dump(mode="json")})
     else:
-        click.echo(f"{result.files} files, {result.bytes} bytes -> {result.dest}")
+        echo(f"{result.files} files, {result.bytes} bytes -> {result.dest}")
         if result.skipped:  # guest names stay out of the terminal: --json lists them
             click.echo(
                 f"{len(result.skipped)} not copied (special files, symlinks leaving the "
@@ -53,21 +54,24 @@ def file() -> None:
 @click.argument("path")
 @handle_errors
 def file_read(task_id: str, path: str, as_json: bool = False) -> None:
-    """Write the guest file PATH of TASK_ID to stdout, byte for byte.
+    """Write the guest file PATH of TASK_ID to stdout, byte for byte (to a terminal: cleaned
+    of escape sequences and control characters; pipe or redirect it for the exact bytes).
 
     At most $PYRO_COPY_OUT_MAX_BYTES (default 4 GiB): PATH may be a link to /dev/zero.
     """
     from pyro.copyout import BYTES_ENV, CopyLimits
 
     limit = CopyLimits.from_env().max_bytes
+    out = BinaryOut(sys.stdout)
     try:
-        _pyro().copy_task_file(task_id, path, sys.stdout.buffer, max_bytes=limit)
+        _pyro().copy_task_file(task_id, path, out, max_bytes=limit)
     except LimitError as exc:
         raise LimitError(
             f"{exc.summary} (the copy-out byte limit; the bytes before it were written)",
             f"raise {BYTES_ENV}, or read a part: 'pyro task exec ID -- head -c N FILE'",
         ) from exc
     finally:
+        sys.stdout.flush()
         sys.stdout.buffer.flush()
 
 
@@ -89,7 +93,7 @@ def file_write(task_id: str, path: str, source: Path | None, mode: str, as_json:
     if as_json:
         echo_json({"ok": True, **out.model_dump(mode="json")})
     else:
-        click.echo(f"{out.bytes} bytes -> {out.path}")
+        echo(f"{out.bytes} bytes -> {out.path}")
 
 
 @file.command(name="list")
@@ -105,7 +109,7 @@ def file_list(task_id: str, path: str, as_json: bool) -> None:
         return
     for e in entries:
         link = f" -> {e.link_target}" if e.link_target else ""
-        click.echo(f"{e.kind:<9} {e.mode:04o} {e.size:>12}  {e.name}{link}")
+        echo(f"{e.kind:<9} {e.mode:04o} {e.size:>12}  {e.name}{link}")
 
 
 @click.group()
@@ -125,9 +129,9 @@ def sync_push(task_id: str, source: Path, dest: str, as_json: bool) -> None:
     if as_json:
         echo_json({"ok": True, **result.model_dump(mode="json")})
     else:
-        click.echo(f"{result.files} files, {result.bytes} bytes -> {result.dest}")
+        echo(f"{result.files} files, {result.bytes} bytes -> {result.dest}")
         for rel in result.skipped:
-            click.echo(f"skipped (not a file, folder or link): {rel}", err=True)
+            echo(f"skipped (not a file, folder or link): {rel}", err=True)
 
 
 @click.group()
@@ -161,7 +165,7 @@ def snapshot_list(task_id: str, as_json: bool) -> None:
         return
     for s in snaps:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.created_at))
-        click.echo(f"{s.name:<20} {stamp}")
+        echo(f"{s.name:<20} {stamp}")
 
 
 @snapshot.command(name="delete")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.terminal import echo, write_text
 
 
 def _pyro() -> Any:
@@ -20,7 +20,7 @@ def _show(info: Any, as_json: bool) -> None:
     if as_json:
         echo_json({"ok": True, "vm": info.model_dump(mode="json")})
         return
-    click.echo(
+    echo(
         f"{info.id}  {info.state:<8} {info.environment}  backend={info.backend} "
         f"vcpus={info.vcpus} memory_mib={info.memory_mib}"
         + (f"  pid={info.pid}" if info.pid else "")
@@ -102,8 +102,8 @@ def exec_(
     if as_json:
         echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})
     else:
-        sys.stdout.write(out.stdout)
-        sys.stderr.write(out.stderr)
+        write_text(out.stdout)
+        write_text(out.stderr, err=True)
         click.echo(
             f"[vm] vm_id={vm_id} exit_code={out.exit_code} "
             f"duration_ms={out.duration_ms} deleted=true",
@@ -154,7 +154,7 @@ def logs(vm_id: str, tail: int | None, as_json: bool) -> None:
     if as_json:
         echo_json({"ok": True, **out.model_dump(mode="json")})
     else:
-        click.echo(out.serial)
+        echo(out.serial)
 
 
 @vm.command(name="list")
