@@ -12,14 +12,16 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.terminal import byte_writer, echo
 from pyro.cli.vars import parse_vars
+from pyro.errors import PlanError, PyroError, UsageError
 
 if TYPE_CHECKING:
     from pyro.execute.result import RunResult
@@ -28,6 +30,8 @@ BACKENDS = click.Choice(["auto", "firecracker", "qemu-kvm", "qemu-tcg"])
 NETWORKS = click.Choice(["off", "egress"])
 #: A lone argument with any of these is a shell command line, not a program name.
 SHELL_CHARS = re.compile(r"[\s;&|<>()$`\\\"'*?~]")
+#: A plan file given to `pyro apply` is read up to this size (plans of 1 MiB specs are smaller).
+MAX_PLAN_BYTES = 16 * 1024 * 1024
 
 
 def _value(text: str) -> str:
@@ -36,26 +40,37 @@ def _value(text: str) -> str:
 
 
 class Reporter:
-    """Phase markers on stderr and guest output to stdout/stderr (human mode only)."""
+    """Phase markers on stderr and guest output to stdout/stderr (human mode only).
+
+    On a TTY, guest output and every guest-controlled text are cleaned of escape
+    sequences and controls (:mod:`pyro.cli.terminal`); pipes and files get the bytes.
+    """
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
+        self._writers: dict[tuple[str, str], Callable[[bytes], None]] = {}
 
     def event(self, group: str, phase: str, fields: Mapping[str, str]) -> None:
         if self.as_json:
             return
         extra = " ".join(f"{k}={_value(v)}" for k, v in fields.items())
-        click.echo(f"[{group}] phase={phase} {extra}".rstrip(), err=True)
+        echo(f"[{group}] phase={phase} {extra}".rstrip(), err=True)
+
+    def _write(self, stream: str, step_id: str, data: bytes) -> None:
+        # One writer per step and stream: a sequence a step leaves open ends with it.
+        writer = self._writers.get((stream, step_id))
+        if writer is None:
+            target = sys.stdout if stream == "stdout" else sys.stderr
+            writer = self._writers[(stream, step_id)] = byte_writer(target)
+        writer(data)
 
     def stdout(self, step_id: str, data: bytes) -> None:
         if not self.as_json:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            self._write("stdout", step_id, data)
 
     def stderr(self, step_id: str, data: bytes) -> None:
         if not self.as_json:
-            sys.stderr.buffer.write(data)
-            sys.stderr.buffer.flush()
+            self._write("stderr", step_id, data)
 
     def closing(self, result: RunResult) -> None:
         if self.as_json:
@@ -64,15 +79,13 @@ class Reporter:
             if step.status not in ("ok", "skipped"):
                 what = step.name or step.id
                 message = step.message or f"exit code {step.exit_code}"
-                click.echo(f"[run] step={what} status={step.status} {message}", err=True)
+                echo(f"[run] step={what} status={step.status} {message}", err=True)
             if step.stdout_truncated or step.stderr_truncated:
-                click.echo(f"[run] step={step.name or step.id} output truncated", err=True)
+                echo(f"[run] step={step.name or step.id} output truncated", err=True)
         if result.vm_kept:
-            click.echo(
-                f"[run] vm kept: vm_id={result.vm_id} (pyro vm delete {result.vm_id})", err=True
-            )
+            echo(f"[run] vm kept: vm_id={result.vm_id} (pyro vm delete {result.vm_id})", err=True)
         code = result.exit_code if result.exit_code is not None else "none"
-        click.echo(
+        echo(
             f"[run] environment={result.environment} backend={result.backend} "
             f"exit_code={code} duration_ms={result.duration_ms}",
             err=True,
@@ -91,8 +104,8 @@ def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
     if result.error is not None and result.exit_code is None:
         error = result.error
         if not reporter.as_json:
-            click.echo(f"error: {error['message']}", err=True)
-            click.echo(f"hint: {error['hint']}", err=True)
+            echo(f"error: {error['message']}", err=True)
+            echo(f"hint: {error['hint']}", err=True)
         raise SystemExit(1)
     raise SystemExit(result.exit_code or 0)
 
@@ -211,24 +224,32 @@ def apply(
     FILE may also be a Plan document written by `pyro plan --json` (applied only if its
     pinned digests still match). Exit code: the failed step's, 124 on timeout, 0 on success.
     """
+    reporter = Reporter(as_json)
+    try:
+        result = _apply(file, var_items, vars_file, run_name, cold, reporter)
+    except PyroError as error:
+        if junit:
+            _write_error_junit(file, error, Path(junit))
+        raise
+    _finish(result, reporter, junit)
+
+
+def _apply(
+    file: str,
+    var_items: tuple[str, ...],
+    vars_file: str | None,
+    run_name: str | None,
+    cold: bool,
+    reporter: Reporter,
+) -> RunResult:
     from pyro.sdk import Pyro
 
-    reporter = Reporter(as_json)
     source: Any = file
     if file.endswith(".json"):
-        from pyro.plan.model import plan_from_json
-
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except OSError as exc:
-            from pyro.errors import UsageError
-
-            raise UsageError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
-        if '"kind": "Plan"' in text or '"kind":"Plan"' in text:
-            source = plan_from_json(text)
+        source = _read_plan_or_path(file)
     variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
     with _forced_cold(cold):
-        result = Pyro().apply(
+        return Pyro().apply(
             source,
             vars=variables,
             run_name=run_name,
@@ -236,7 +257,35 @@ def apply(
             on_stdout=reporter.stdout,
             on_stderr=reporter.stderr,
         )
-    _finish(result, reporter, junit)
+
+
+def _read_plan_or_path(file: str) -> Any:
+    """A Plan document from ``file`` (JSON written by `pyro plan --json`), else the path."""
+    from pyro.plan.model import plan_from_json
+
+    try:
+        with open(file, "rb") as stream:
+            raw = stream.read(MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
+    if len(raw) > MAX_PLAN_BYTES:
+        raise PlanError(
+            f"{file} is larger than {MAX_PLAN_BYTES} bytes", "apply a plan written by 'pyro plan'"
+        )
+    text = raw.decode("utf-8", "replace")
+    if '"kind": "Plan"' in text or '"kind":"Plan"' in text:
+        return plan_from_json(text)
+    return file
+
+
+def _write_error_junit(file: str, error: PyroError, path: Path) -> None:
+    """The report of a run that never started; a failure to write it is only a warning."""
+    from pyro.cli.junit import render_error_junit, write_report
+
+    try:
+        write_report(render_error_junit(file, error), path)
+    except PyroError as write_error:
+        click.echo(f"warning: {write_error.summary}", err=True)
 
 
 @click.command()

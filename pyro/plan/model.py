@@ -214,6 +214,8 @@ def plan_from_json(text: str) -> Plan:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanError(f"plan is not valid JSON: {exc.msg} at line {exc.lineno}", hint) from exc
+    except RecursionError as exc:  # arrays or objects nested thousands deep
+        raise PlanError("plan is not a Plan document: nested too deep", hint) from exc
     if not isinstance(data, dict):
         raise PlanError("plan is not a JSON object", hint)
     try:
