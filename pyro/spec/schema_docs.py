@@ -24,9 +24,9 @@ Unknown keys are errors. A file may hold several documents separated by `---`.
   template line that produced the value (for a `{% for %}` loop, the body line).
 - **YAML**: booleans are only `true`/`false` (YAML 1.2), so `policy: off` is the string `off`;
   numbers are never quoted (`vcpus: "2"` is an error); duplicate keys are errors.
-- **Limits**: a spec file is at most 1 MiB of UTF-8 text. Counted with YAML aliases
-  expanded, a document has at most 100 000 values, 16 MiB of text and 64 levels of nesting,
-  and no key longer than 1024 characters. A template render may build no value (and no
+- **Limits**: a spec file is at most 1 MiB of UTF-8 text and 1000 documents. Counted with
+  YAML aliases expanded, a file has at most 100 000 values and 16 MiB of text, 64 levels of
+  nesting, and no key longer than 1024 characters. A template render may build no value (and no
   output) over 1 MiB, and stops after 1 000 000 steps (loop iterations, calls, operations)
   or 10 s; each bound is an error naming the line.
 - **Paths**: host paths are relative to the spec's folder and may not leave it; guest paths

@@ -31,6 +31,7 @@ from pyro.spec.documents import (
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_DOCUMENTS",
     "MAX_EXPANDED_CHARS",
     "MAX_KEY_CHARS",
     "MAX_NODES",
@@ -42,10 +43,11 @@ __all__ = [
     "parse_documents",
 ]
 
-# Bounds on one document, counted with aliases expanded (as validation and planning will see
-# the data). They guard against "billion laughs" documents, which expand a few anchors into
+# Bounds on one file, counted with aliases expanded (as validation and planning will see the
+# data). They guard against "billion laughs" documents, which expand a few anchors into
 # billions of nodes, and against long aliased keys nested deep, which made every JSON pointer
 # repeat them. A spec file is at most 1 MiB, so real specs stay far below each bound.
+MAX_DOCUMENTS = 1000
 MAX_NODES = 100_000
 MAX_DEPTH = 64
 MAX_KEY_CHARS = 1024
@@ -119,6 +121,15 @@ def _pos(node: Node) -> Position:
 
 
 @dataclass
+class _Totals:
+    """What the documents of one file have used of the bounds so far."""
+
+    count: int = 0
+    chars: int = 0
+    exhausted: bool = False
+
+
+@dataclass
 class _Walk:
     """Records positions and finds duplicate keys, counting what aliases expand to.
 
@@ -129,16 +140,16 @@ class _Walk:
 
     name: str
     positions: Positions
+    totals: _Totals
     issues: list[SpecIssue] = field(default_factory=list)
-    count: int = 0
-    chars: int = 0
     dropped: int = 0
     path: list[str] = field(default_factory=list)
 
     def visit(self, node: Node, slot: Slot, active: frozenset[int]) -> None:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise self._limit(node, f"expands to more than {MAX_NODES} values (too many aliases)")
+        self.totals.count += 1
+        if self.totals.count > MAX_NODES:
+            message = f"brings the file to more than {MAX_NODES} values (too many aliases)"
+            raise self._limit(node, message, file_wide=True)
         if id(node) in active:
             raise _Recursive(node)
         if isinstance(node, ScalarNode):
@@ -157,11 +168,13 @@ class _Walk:
             self._visit_mapping(node, slot, active)
 
     def _add_chars(self, node: Node, text: str) -> None:
-        self.chars += len(text)
-        if self.chars > MAX_EXPANDED_CHARS:
+        self.totals.chars += len(text)
+        if self.totals.chars > MAX_EXPANDED_CHARS:
             raise self._limit(
                 node,
-                f"expands to more than {MAX_EXPANDED_CHARS} characters of text (too many aliases)",
+                f"brings the file to more than {MAX_EXPANDED_CHARS} characters of text "
+                "(too many aliases)",
+                file_wide=True,
             )
 
     def _visit_mapping(self, node: MappingNode, slot: Slot, active: frozenset[int]) -> None:
@@ -188,11 +201,11 @@ class _Walk:
             self.visit(value, child, active)
             self.path.pop()
 
-    def _limit(self, node: Node, problem: str) -> _Limit:
+    def _limit(self, node: Node, problem: str, *, file_wide: bool = False) -> _Limit:
         pointer = "".join(f"/{escape_pointer(part)}" for part in self.path)
         if len(pointer) > MAX_SHOWN_POINTER:
             pointer = pointer[: MAX_SHOWN_POINTER // 2] + "…" + pointer[-MAX_SHOWN_POINTER // 2 :]
-        return _Limit(node, problem, pointer)
+        return _Limit(node, problem, pointer, file_wide)
 
     def _report(self, node: Node, token: str | None, message: str) -> None:
         if len(self.issues) >= MAX_ISSUES:
@@ -207,10 +220,11 @@ class _Walk:
 
 
 class _Limit(Exception):
-    def __init__(self, node: Node, problem: str, pointer: str) -> None:
+    def __init__(self, node: Node, problem: str, pointer: str, file_wide: bool) -> None:
         self.node = node
         self.problem = problem
         self.pointer = pointer
+        self.file_wide = file_wide
 
 
 class _Recursive(Exception):
@@ -249,17 +263,25 @@ def parse_documents(text: str, name: str) -> list[YamlDocument]:
 
     Raises:
         YamlProblem: the text is not valid YAML, a document is empty, not a mapping, has
-            duplicate keys or recursive aliases, or passes a bound (aliases expanded): more
-            than MAX_NODES values, MAX_EXPANDED_CHARS characters, MAX_DEPTH levels, or a key
-            longer than MAX_KEY_CHARS.
+            duplicate keys or recursive aliases, or the file passes a bound (aliases
+            expanded): more than MAX_DOCUMENTS documents, MAX_NODES values or
+            MAX_EXPANDED_CHARS characters in all, MAX_DEPTH levels, or a key longer than
+            MAX_KEY_CHARS.
     """
     documents: list[YamlDocument] = []
     issues: list[SpecIssue] = []
+    totals = _Totals()
     try:
         for index, (node, loader) in enumerate(_documents(text, name)):
-            document = _document(node, loader, index, name, issues)
+            if index >= MAX_DOCUMENTS:
+                message = f"the file holds more than {MAX_DOCUMENTS} documents"
+                issues.append(_node_issue(name, node, message))
+                break
+            document = _document(node, loader, index, name, issues, totals)
             if document is not None:
                 documents.append(document)
+            if totals.exhausted:
+                break  # the bounds are for the whole file: later documents cannot fit
     except yaml.MarkedYAMLError as error:
         issues.append(_mark_issue(name, error))
     except yaml.YAMLError as error:
@@ -277,7 +299,12 @@ def parse_documents(text: str, name: str) -> list[YamlDocument]:
 
 
 def _document(
-    node: Node, loader: SpecLoader, index: int, name: str, issues: list[SpecIssue]
+    node: Node,
+    loader: SpecLoader,
+    index: int,
+    name: str,
+    issues: list[SpecIssue],
+    totals: _Totals,
 ) -> YamlDocument | None:
     label = f"document {index + 1}"
     if node.tag == _NULL_TAG and isinstance(node, ScalarNode):
@@ -291,10 +318,11 @@ def _document(
         issues.append(_node_issue(name, node, message))
         return None
     positions = Positions()
-    walk = _Walk(name, positions)
+    walk = _Walk(name, positions, totals)
     try:
         walk.visit(node, positions.root(_pos(node)), frozenset())
     except _Limit as error:
+        totals.exhausted = error.file_wide
         issues.append(_node_issue(name, error.node, f"{label} {error.problem}", error.pointer))
         return None
     except _Recursive as error:

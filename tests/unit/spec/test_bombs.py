@@ -158,6 +158,18 @@ def test_yaml_aliases_expanding_to_too_much_text_are_refused() -> None:
     assert f"more than {MAX_EXPANDED_CHARS} characters" in caught.value.issues[0].message
 
 
+def test_the_bounds_hold_for_a_whole_file_of_documents() -> None:
+    document = "a: &v [x, x, x, x, x, x, x, x, x, x]\nb: [" + ", ".join(["*v"] * 4000) + "]\n"
+    with pytest.raises(YamlProblem) as caught:
+        parse_documents("---\n".join([document] * 3), "t.yaml")  # 44 000 values each
+    (issue,) = caught.value.issues
+    assert issue.message.startswith("document 3 brings the file to more than 100000 values")
+    with pytest.raises(YamlProblem) as caught:
+        parse_documents("a: 1\n---\n" * 1001, "t.yaml")
+    (issue,) = caught.value.issues
+    assert "more than 1000 documents" in issue.message and issue.line == 2001
+
+
 def test_positions_of_long_keys_nested_deep_stay_small_and_correct() -> None:
     # Just inside the bounds: 1000-character aliased keys, 50 deep. A flat pointer map would
     # hold 50 * 51 / 2 * 1000 characters of pointers per branch; the tree holds each once.
