@@ -64,6 +64,18 @@ def test_for_terminal_keeps_text_and_removes_sequences_and_controls() -> None:
         ("\x1b]52;c;ZXZpbA==\x07after", "after"),
         ("\x9d0;t\x9cafter", "after"),
     ],
+    ids=[
+        "unicode",
+        "crlf",
+        "lone-esc",
+        "double-esc",
+        "charset-and-save",
+        "private-mode-and-truecolor",
+        "broken-csi",
+        "unterminated-osc",
+        "clipboard-osc",
+        "8-bit-osc",
+    ],
 )
 def test_for_terminal_cases(text: str, expected: str) -> None:
     from pyro.cli.terminal import for_terminal
