@@ -21,8 +21,7 @@ ROOT = Path(__file__).parents[3]
 #: What a step may print: colours, NUL, vertical tab, form feed, a lone surrogate, a
 #: surrogate-escaped byte (invalid UTF-8), a noncharacter and a title-setting OSC string.
 HOSTILE = (
-    "\x1b[31mred\x1b[0m nul\x00 vt\x0b ff\x0c lone\ud800 byte\udcff non\ufffe "
-    "\x1b]0;title\x07end\n"
+    "\x1b[31mred\x1b[0m nul\x00 vt\x0b ff\x0c lone\ud800 byte\udcff non\ufffe \x1b]0;title\x07end\n"
 )
 
 
