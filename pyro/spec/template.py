@@ -327,6 +327,8 @@ def _environment() -> SandboxedEnvironment:
         def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
             budget = _budget()
             budget.tick()
+            if __obj is _Environment.pyro_loop:  # a {% for %}: its items are counted
+                return _counted(args[0])
             if isinstance(__obj, LoopContext) and args:
                 # loop(children) in a recursive loop: its items count like any loop's.
                 args = (_counted(args[0]), *args[1:])
