@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pyro.errors import UsageError
-from pyro.paths import state_dir
+from pyro.paths import private_dir, state_dir
 
 SLOTS_ENV = "PYRO_START_SLOTS"
 #: The most slots ``PYRO_START_SLOTS`` may ask for (each is a file a start opens).
@@ -98,6 +98,8 @@ def acquire(
     folder = directory or state_dir() / "start-slots"
     fds: list[int] = []
     try:
+        if directory is None:
+            private_dir(folder.parent)  # the state folder itself: owner-only (0700)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         for index in range(count):
             fds.append(os.open(folder / str(index), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))

@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 
+from pyro import paths
 from pyro.errors import NotFoundError, PyroError, StateError
 from pyro.tasks_files import WORKSPACE, SyncResult
 from pyro.tasks_journal import Journal, JournalEntry
 from pyro.tasks_secrets import Redactor, SecretStore
 from pyro.tasks_snapshots import SnapshotInfo
-from pyro.vms import VMRecord, VMRegistry, VMState
+from pyro.vms import VMRecord, VMRegistry, VMState, check_id
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -105,10 +106,21 @@ class TaskManager:
 
     @contextlib.contextmanager
     def locked(self, task_id: str) -> Iterator[None]:
-        """The per-task lock for ``task.json`` and the journal (never held across an exec)."""
-        self.registry.locks.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.registry.locks / f"task-{task_id}.lock"), timeout=60):
-            yield
+        """The per-task lock for ``task.json`` and the journal (never held across an exec).
+        Its file goes when the task does not exist (any more).
+
+        Raises:
+            NotFoundError: ``task_id`` cannot be an id.
+        """
+        check_id(task_id)
+        lock = self.registry.lock_path(f"task-{task_id}")
+        with FileLock(str(lock), timeout=60, mode=paths.PRIVATE_FILE_MODE):
+            try:
+                yield
+            finally:
+                if not self.dir(task_id).exists():  # removed while held (see VMRegistry)
+                    with contextlib.suppress(OSError):
+                        lock.unlink()
 
     def get(self, task_id: str) -> tuple[VMRecord, TaskMeta]:
         """Raises: NotFoundError: no task has this id (a VM id is refused too)."""
@@ -137,10 +149,7 @@ class TaskManager:
             ) from exc
 
     def save_meta(self, task_id: str, meta: TaskMeta) -> None:
-        path = self.dir(task_id) / META_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(meta.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        paths.write_private(self.dir(task_id) / META_FILE, meta.model_dump_json(indent=2))
 
     def touch(self, task_id: str) -> None:
         """Record activity now (what idle reaping measures from)."""
@@ -230,8 +239,16 @@ class TaskManager:
         return client
 
     def _session_lock(self, task_id: str) -> FileLock:
-        self.registry.locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.registry.locks / f"task-{task_id}.session.lock"))
+        check_id(task_id)
+        lock = self.registry.lock_path(f"task-{task_id}.session")
+        return FileLock(str(lock), mode=paths.PRIVATE_FILE_MODE)
+
+    def _drop_session_lock(self, task_id: str, lock: FileLock) -> None:
+        """Release the session lock; its file goes first when the task is gone."""
+        if not self.dir(task_id).exists():
+            with contextlib.suppress(OSError):
+                os.unlink(lock.lock_file)
+        lock.release()
 
     @contextlib.contextmanager
     def session(self, task_id: str, *, wait: float = SESSION_WAIT_S) -> Iterator[AgentClient]:
@@ -255,7 +272,7 @@ class TaskManager:
             with self.client(task_id) as client:
                 yield client
         finally:
-            lock.release()
+            self._drop_session_lock(task_id, lock)
 
     def start(self, task_id: str) -> TaskInfo:
         """Boot a stopped task from its own disk.
@@ -308,7 +325,7 @@ class TaskManager:
             self.registry.stop(task_id, reason=reason)
         finally:
             if lock is not None:
-                lock.release()
+                self._drop_session_lock(task_id, lock)
         return True
 
     def delete(self, task_id: str) -> bool:
@@ -325,11 +342,7 @@ class TaskManager:
             return False
         except StateError:
             pass
-        existed = self.registry.delete(task_id)
-        for name in (f"task-{task_id}.lock", f"task-{task_id}.session.lock"):
-            with contextlib.suppress(OSError):
-                (self.registry.locks / name).unlink()
-        return existed
+        return self.registry.delete(task_id)  # removes the task's lock files too
 
     def status(self, task_id: str) -> TaskInfo:
         """Raises: NotFoundError: no such task."""

@@ -31,7 +31,7 @@ from pyro.vm_record import (
     process_alive,
 )
 
-__all__ = ["BOOT_TIMEOUT_S", "VMRecord", "VMRegistry", "VMState", "check_limits"]
+__all__ = ["BOOT_TIMEOUT_S", "VMRecord", "VMRegistry", "VMState", "check_id", "check_limits"]
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -40,6 +40,16 @@ if TYPE_CHECKING:
 
 BOOT_TIMEOUT_S = 60.0
 SERIAL_TAIL_LINES = 25
+
+
+def check_id(vm_id: str) -> None:
+    """Refuse what cannot be a VM id before it names a file (``..``, ``a/b``, NUL).
+
+    Raises:
+        NotFoundError: ``vm_id`` cannot be an id.
+    """
+    if not vm_id or "/" in vm_id or "\0" in vm_id or vm_id.startswith("."):
+        raise NotFoundError(f"no VM with id {vm_id!r}")
 
 
 class VMRegistry:
@@ -54,16 +64,55 @@ class VMRegistry:
     def dir(self, vm_id: str) -> Path:
         return self.root / vm_id
 
+    def private(self) -> None:
+        """Make the state folder and its ``vms``/``locks`` folders owner-only (0700),
+        tightening those an older pyro made 0755; creates only the state folder itself.
+
+        Raises:
+            OSError: a folder cannot be made or is not ours to change.
+        """
+        paths.private_dir(self.root.parent)
+        for folder in (self.root, self.locks):
+            paths.private_dir(folder, create=False)
+
     @contextlib.contextmanager
     def locked(self, vm_id: str) -> Iterator[None]:
-        self.locks.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.locks / f"vm-{vm_id}.lock"), timeout=120):
-            yield
+        """Hold the VM's lock; the lock file goes when the VM does not exist (any more).
+
+        Raises:
+            NotFoundError: ``vm_id`` cannot be an id (checked before any file is made).
+        """
+        check_id(vm_id)
+        lock = self.lock_path(f"vm-{vm_id}")
+        with FileLock(str(lock), timeout=120, mode=paths.PRIVATE_FILE_MODE):
+            try:
+                yield
+            finally:
+                # Removed while still held: a waiter that opened this file finds it
+                # unlinked once it gets the lock, and takes a fresh one.
+                if not self.dir(vm_id).exists():
+                    with contextlib.suppress(OSError):
+                        lock.unlink()
+
+    def lock_path(self, name: str) -> Path:
+        """``locks/NAME.lock``, the locks folder made (owner-only) first.
+
+        Raises:
+            OSError: the folder cannot be made.
+        """
+        self.private()
+        paths.private_dir(self.locks)
+        return self.locks / f"{name}.lock"
+
+    def remove_locks(self, vm_id: str) -> None:
+        """Remove every lock file of a VM or task that no longer exists."""
+        for name in (f"vm-{vm_id}", f"task-{vm_id}", f"task-{vm_id}.session"):
+            with contextlib.suppress(OSError):
+                (self.locks / f"{name}.lock").unlink()
 
     def get(self, vm_id: str) -> VMRecord:
         """Raises: NotFoundError: no VM (or task) has this id."""
-        if not vm_id or "/" in vm_id or "\0" in vm_id or vm_id.startswith("."):
-            raise NotFoundError(f"no VM with id {vm_id!r}")
+        check_id(vm_id)
         path = self.dir(vm_id) / "vm.json"
         try:
             return VMRecord.model_validate_json(path.read_bytes())
@@ -76,10 +125,7 @@ class VMRegistry:
             ) from exc
 
     def save(self, record: VMRecord) -> None:
-        path = self.dir(record.id) / "vm.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(record.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        paths.write_private(self.dir(record.id) / "vm.json", record.model_dump_json(indent=2))
 
     def list(self, kind: str | None = None) -> list[VMRecord]:
         records = []
@@ -143,7 +189,10 @@ class VMRegistry:
             owner_pid=owner_pid,
             owner_started=owner_started,
         )
-        self.dir(vm_id).mkdir(parents=True, exist_ok=False)
+        self.private()
+        paths.private_dir(self.root)
+        os.mkdir(self.dir(vm_id), paths.PRIVATE_DIR_MODE)
+        paths.private_dir(self.dir(vm_id), create=False)  # the umask may have taken bits
         self.save(record)
         return record
 
@@ -292,7 +341,12 @@ class VMRegistry:
             )
 
     def delete(self, vm_id: str) -> bool:
-        """Kill the VM if running and remove everything it owns. Idempotent: False if absent."""
+        """Kill the VM if running and remove everything it owns (its lock files too).
+        Idempotent: False if absent."""
+        try:
+            check_id(vm_id)
+        except NotFoundError:
+            return False
         try:
             with self.locked(vm_id):
                 try:
@@ -307,8 +361,8 @@ class VMRegistry:
                 shutil.rmtree(self.dir(vm_id), ignore_errors=True)
                 return True
         finally:
-            with contextlib.suppress(OSError):
-                (self.locks / f"vm-{vm_id}.lock").unlink()
+            # The task locks too: a task reaped here never passes TaskManager.delete.
+            self.remove_locks(vm_id)
 
     def disown(self, vm_id: str) -> VMRecord:
         """Make an ephemeral VM persistent: it no longer dies with its owner's records."""
@@ -337,6 +391,8 @@ class VMRegistry:
         """Clean up after the dead: owners gone, VMMs gone, TTLs over. Returns reaped ids."""
         reaped: builtins.list[str] = []
         now = time.time()
+        if self.root.parent.is_dir():
+            self.private()  # tightens what an older pyro made 0755
         for record in self.list():
             if record.ephemeral and not process_alive(record.owner_pid, record.owner_started):
                 self.delete(record.id)

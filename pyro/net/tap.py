@@ -156,8 +156,11 @@ class TapNetwork:
 
     def _allocate(self, vm_id: str) -> TapLease:
         subnets = self.pool.subnets(new_prefix=SUBNET_PREFIX)
-        (self.root / "leases").mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / "pool.lock"), timeout=60):
+        paths.private_dir(self.root.parent)
+        paths.private_dir(self.root / "leases")
+        paths.private_dir(self.root)
+        pool_lock = str(self.root / "pool.lock")
+        with FileLock(pool_lock, timeout=60, mode=paths.PRIVATE_FILE_MODE):
             used = {lease.guest_ip for lease in self.leases()}
             for index, subnet in enumerate(subnets):
                 host_ip, guest_ip = (str(a) for a in list(subnet.hosts())[:2])
@@ -177,7 +180,7 @@ class TapNetwork:
                     owner_ticks=start_ticks(pid),
                     firewall=_firewall(),
                 )
-                self._lease_path(vm_id).write_text(json.dumps(asdict(lease)))
+                paths.write_private(self._lease_path(vm_id), json.dumps(asdict(lease)))
                 return lease
         raise NetworkError(
             f"the address pool {self.pool} is exhausted",
@@ -199,7 +202,7 @@ class TapNetwork:
             allow, hosts = self._allow_pairs(net, lease)
             if net.policy == "egress":
                 lease = TapLease(**{**asdict(lease), "dns": _host_dns()})
-                self._lease_path(vm_id).write_text(json.dumps(asdict(lease)))
+                paths.write_private(self._lease_path(vm_id), json.dumps(asdict(lease)))
             _run(["ip", "tuntap", "add", "dev", lease.tap, "mode", "tap"], netns=self.netns)
             _run(
                 ["ip", "addr", "add", f"{lease.host_ip}/{lease.prefix}", "dev", lease.tap],
