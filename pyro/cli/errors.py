@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -95,8 +96,76 @@ def report_error(
         echo(f"hint: {hint}", err=True)
 
 
+#: Options whose value is, or may hold, a secret (``K=V`` pairs, secret values).
+SECRET_OPTIONS = frozenset({"--env", "-e", "--secret", "--secret-file", "--var"})
+REDACTED = "[REDACTED]"
+_PAIR = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
+#: Secret values shorter than this are not hunted for in the traceback (too many false hits).
+_MIN_HUNTED = 4
+
+
+def redact_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``argv`` fit for a crash log, and the values that were taken out.
+
+    Out go: the value of every option in :data:`SECRET_OPTIONS` (``--env K=V`` and
+    ``--env=K=V`` keep ``K``), the value of every ``KEY=VALUE`` word, every word with
+    whitespace in it (a shell snippet), and the whole guest command after ``--``.
+    """
+    out: list[str] = []
+    removed: list[str] = []
+
+    def pair(word: str) -> str:
+        match = _PAIR.match(word)
+        if match:
+            removed.append(match.group(2))
+            return f"{match.group(1)}={REDACTED}"
+        removed.append(word)
+        return REDACTED
+
+    words = list(argv)
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if index == 1:
+            out.append(word)  # the program
+        elif word == "--":
+            rest = words[index:]
+            removed.extend(rest)
+            out.append(word)
+            out.extend(REDACTED for _ in rest)
+            break
+        elif word in SECRET_OPTIONS:
+            out.append(word)
+            if index < len(words):
+                out.append(pair(words[index]))
+                index += 1
+        elif word.startswith("--") and word.split("=", 1)[0] in SECRET_OPTIONS and "=" in word:
+            name, value = word.split("=", 1)
+            out.append(f"{name}={pair(value)}")
+        elif word.startswith("-e") and not word.startswith("--") and len(word) > 2:
+            out.append("-e" + pair(word[2:]))
+        elif _PAIR.match(word) or any(c.isspace() for c in word):
+            out.append(pair(word))
+        else:
+            out.append(word)
+    return out, removed
+
+
+def redact_text(text: str, values: Sequence[str]) -> str:
+    """``text`` with every occurrence of ``values`` (longest first) replaced."""
+    for value in sorted(set(values), key=len, reverse=True):
+        if len(value) >= _MIN_HUNTED:
+            text = text.replace(value, REDACTED)
+    return text
+
+
 def write_crash_log(exc: BaseException) -> Path:
     """Write ``exc``'s traceback to a new crash log under ``$PYRO_STATE_DIR/logs``.
+
+    The log is owner-only (0600, in a 0700 folder). It names the command line with
+    secrets taken out (:func:`redact_argv`), and those values are taken out of the
+    traceback too; the environment is never written.
 
     Raises:
         OSError: the log folder or file cannot be written.
@@ -105,15 +174,29 @@ def write_crash_log(exc: BaseException) -> Path:
     import traceback
 
     from pyro.__about__ import __version__
-    from pyro.paths import state_dir
+    from pyro.paths import PRIVATE_FILE_MODE, private_dir, state_dir
 
-    folder = state_dir() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir())
+    folder = private_dir(state_dir() / "logs")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = folder / f"crash-{stamp}-{os.getpid()}.log"
-    text = "".join(traceback.format_exception(exc))
-    header = f"pyro {__version__}\nargv: {sys.argv!r}\npython: {sys.version.split()[0]}\n\n"
-    path.write_text(header + text, encoding="utf-8")
+    argv, secrets = redact_argv(sys.argv)
+    text = redact_text("".join(traceback.format_exception(exc)), secrets)
+    header = f"pyro {__version__}\nargv: {argv!r}\npython: {sys.version.split()[0]}\n\n"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for attempt in range(1, 100):
+        # A long-lived process (the MCP server) may crash twice within a second.
+        suffix = "" if attempt == 1 else f"-{attempt}"
+        path = folder / f"crash-{stamp}-{os.getpid()}{suffix}.log"
+        try:
+            fd = os.open(path, flags, PRIVATE_FILE_MODE)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"too many crash logs named {path.name}")
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        f.write(header + text)
     return path
 
 

@@ -112,3 +112,63 @@ def test_system_exit_passes_through(
     capsys: pytest.CaptureFixture[str], exit_arg: int | str | None, code: int
 ) -> None:
     assert run_cli(_command(SystemExit(exit_arg)), [], "pyro") == code
+
+
+@pytest.mark.hostile
+def test_crash_log_is_private_and_holds_no_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+    import stat
+    import sys
+
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PYRO_REGISTRY_PASSWORD", "env-hunter2-value")
+    old = os.umask(0)
+    argv = [
+        "pyro", "run", "debian:12", "--env", "TOKEN=argv-hunter2", "--env=API=eq-hunter2",
+        "--var", "pw=var-hunter2", "DB_PASS=pair-hunter2", "sh -c 'curl -u u:sh-hunter2'",
+        "--", "curl", "-H", "Authorization: Bearer cmd-hunter2",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        # The exception text repeats a value from argv, as a bug's message may.
+        assert run_cli(_command(RuntimeError("bad value argv-hunter2")), [], "pyro") == 3
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    (log,) = (tmp_path / "logs").glob("crash-*.log")
+    text = log.read_text()
+    assert "hunter2" not in text, text
+    assert "TOKEN=[REDACTED]" in text and "--env=API=[REDACTED]" in text
+    assert "DB_PASS=[REDACTED]" in text and "RuntimeError: bad value [REDACTED]" in text
+    assert "'run', 'debian:12'" in text  # what was run stays readable
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "logs").stat().st_mode) == 0o700
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
+
+
+def test_redact_argv_keeps_what_is_not_secret() -> None:
+    from pyro.cli.errors import redact_argv
+
+    argv, removed = redact_argv(
+        ["pyro", "task", "exec", "abc123", "--secret-env", "TOKEN", "--cwd", "/w", "-eK=V"]
+    )
+    assert argv == [
+        "pyro", "task", "exec", "abc123", "--secret-env", "TOKEN", "--cwd", "/w", "-eK=[REDACTED]"
+    ]  # fmt: skip
+    assert removed == ["V"]
+    assert redact_argv(["pyro", "task", "create", "--secret", "novalue"])[0][-1] == "[REDACTED]"
+    assert redact_argv(["pyro", "run", "--env"])[0] == ["pyro", "run", "--env"]
+
+
+def test_two_crashes_in_one_second_get_two_logs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pyro.cli.errors import write_crash_log
+
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr("time.strftime", lambda *_: "20260101T000000Z")
+    first = write_crash_log(RuntimeError("one"))
+    second = write_crash_log(RuntimeError("two"))
+    assert first != second and "two" in second.read_text()
