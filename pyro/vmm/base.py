@@ -239,6 +239,47 @@ def kill_vmm(handle: VMHandle, *, wait: float = 5.0) -> None:
         )
 
 
+def console_extra(console: Any) -> dict[str, str]:
+    """The handle's ``extra`` entries naming the console keeper of a VMM just started
+    (``console``: its Popen, or None)."""
+    if console is None:
+        return {}
+    return {"console_pid": str(console.pid), "console_ticks": str(process_start(console.pid))}
+
+
+def console_process(handle: VMHandle) -> psutil.Process | None:
+    """The console keeper of ``handle`` (pyro.vmm.console), or None when it is gone."""
+    import psutil
+
+    try:
+        pid = int(handle.extra["console_pid"])
+        if start_ticks(pid) != float(handle.extra["console_ticks"]):
+            return None
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(proc)
+            return None
+        if not any(arg.endswith("console.py") for arg in proc.cmdline()):
+            return None
+        return proc
+    except (KeyError, ValueError, psutil.Error, VMMError):
+        return None
+
+
+def finish_console(handle: VMHandle, *, wait: float = 5.0) -> None:
+    """Once the VMM is gone: let its console keeper write the last output and exit (it does
+    at end of file), so the serial log is complete when this returns; kill a keeper that
+    is still there after ``wait`` seconds (something else holds its pipe)."""
+    import psutil
+
+    proc = console_process(handle)
+    if proc is None or _reap(proc, timeout=wait):
+        return
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(signal.SIGKILL)
+    _reap(proc, timeout=wait)
+
+
 def wait_exit(handle: VMHandle, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for the VMM to exit; True when it did."""
     proc = vmm_process(handle)

@@ -6,7 +6,9 @@ names; the host reaches them through ``/proc/self/fd/N/…``, see launch.py):
 ``fc.sock``        Firecracker's API socket
 ``vsock.sock``     host side of the guest's virtio-vsock (``CONNECT <port>`` handshake)
 ``rootfs.ext4``    the VM's disk: reflink or sparse copy of the cached base rootfs
-``serial.log``     Firecracker's stdout: the guest console (ttyS0) plus its own warnings
+``serial.log``     Firecracker's stdout: the guest console (ttyS0) plus its own warnings,
+                   through the console keeper that keeps it bounded (launch.py, console.py)
+``vmm.log``        Firecracker's stderr
 
 The jailer (chroot, namespaces, cgroups, dropped privileges) is not used yet: when pyro
 runs as root, the VM is confined only by Firecracker's built-in seccomp filters.
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyro import paths
 from pyro.errors import BootError, VMMError
 from pyro.net.ports import check_ports_free
 from pyro.net.tap import TapLease, TapNetwork
@@ -30,6 +33,8 @@ from pyro.vmm.base import (
     SERIAL_LOG,
     VMConfig,
     VMHandle,
+    console_extra,
+    finish_console,
     kill_vmm,
     now,
     process_start,
@@ -42,6 +47,7 @@ from pyro.vmm.probe import find_firecracker
 API_SOCK = "fc.sock"
 VSOCK_SOCK = "vsock.sock"
 DISK = "rootfs.ext4"
+VMM_LOG = "vmm.log"
 GUEST_CID = 3
 AGENT_VSOCK_PORT = 1024
 BASE_CMDLINE = ("console=ttyS0", "reboot=k", "panic=1", "pci=off", "quiet")
@@ -121,13 +127,13 @@ class FirecrackerBackend:
                 "firecracker binary not found",
                 hint="set PYRO_FIRECRACKER to its path or put it on PATH",
             )
-        workdir = config.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = paths.private_dir(config.workdir)
         remove_files(workdir, (API_SOCK, VSOCK_SOCK))
         disk = workdir / DISK
         # A persistent VM boots again from its own disk after a stop (as with QEMU).
         if config.ephemeral or not disk.is_file():
             overlay.create_sparse_copy(config.rootfs, disk)
+        paths.private_file(disk)  # cp gives it the base image's 0644
         tag = instance_id(config.vm_id)
         argv = [str(binary), "--api-sock", API_SOCK, "--id", tag, "--level", "Warning"]
         lease: TapLease | None = None
@@ -138,8 +144,12 @@ class FirecrackerBackend:
             lease, hosts = TapNetwork(net_state).setup(config.vm_id, config.network)
             net_cmdline = lease.guest_cmdline(hosts)
         try:
-            proc = launch.start_process(
-                argv, workdir=workdir, ephemeral=config.ephemeral, log_path=workdir / SERIAL_LOG
+            started = launch.start_process(
+                argv,
+                workdir=workdir,
+                ephemeral=config.ephemeral,
+                log_path=workdir / VMM_LOG,
+                console_log=workdir / SERIAL_LOG,
             )
         except BaseException:
             if lease is not None:
@@ -148,13 +158,17 @@ class FirecrackerBackend:
         handle = VMHandle(
             vm_id=config.vm_id,
             backend=self.name,
-            pid=proc.pid,
+            pid=started.vmm.pid,
             workdir=workdir,
             agent_endpoint=VSOCK_SOCK,
             started_at=now(),
-            start_ticks=process_start(proc.pid),
+            start_ticks=process_start(started.vmm.pid),
             ephemeral=config.ephemeral,
-            extra={"cmdline_tag": tag, **({"net_state": str(net_state)} if lease else {})},
+            extra={
+                "cmdline_tag": tag,
+                **({"net_state": str(net_state)} if lease else {}),
+                **console_extra(started.console),
+            },
         )
         try:
             for path, body in api_requests(config, disk, lease, net_cmdline):
@@ -186,7 +200,7 @@ class FirecrackerBackend:
                         if time.monotonic() > deadline or vmm_process(handle) is None:
                             raise VMMError(
                                 f"Firecracker API of VM {handle.vm_id} unreachable: {exc}",
-                                hint="see the VM's serial.log for Firecracker's own messages",
+                                hint="see the VM's serial.log and vmm.log",
                             ) from exc
                         time.sleep(0.01)
         if response.is_error:
@@ -220,7 +234,6 @@ class FirecrackerBackend:
             time.sleep(0.05)
 
     def is_alive(self, handle: VMHandle) -> bool:
-        launch.trim_serial_log(handle.workdir / SERIAL_LOG)
         return vmm_process(handle) is not None
 
     def stop(self, handle: VMHandle, *, timeout: float) -> None:
@@ -236,7 +249,8 @@ class FirecrackerBackend:
         self.kill(handle)
 
     def kill(self, handle: VMHandle) -> None:
-        """SIGKILL and reap Firecracker; remove its TAP device, nftables table and address
+        """SIGKILL and reap Firecracker (its console keeper writes the last output and
+        ends); remove its TAP device, nftables table and address
         lease, its sockets and (ephemeral VMs only) its disk copy: a persistent VM's disk
         stays for its next start. Idempotent.
 
@@ -244,6 +258,7 @@ class FirecrackerBackend:
             VMMError: when the process survives SIGKILL.
         """
         kill_vmm(handle)
+        finish_console(handle)
         if "net_state" in handle.extra:
             TapNetwork(Path(handle.extra["net_state"])).teardown(handle.vm_id)
         disk = (DISK,) if handle.ephemeral else ()

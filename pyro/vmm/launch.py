@@ -11,6 +11,10 @@ Two problems every backend has:
   An ephemeral VMM gets its own process group, so a Ctrl-C reaches pyro (which cleans up)
   rather than the VMM. A persistent VM gets its own session and no terminal, so it
   survives the CLI.
+* **A bounded console.** A guest can write to its serial console as fast as the VMM lets
+  it. The VMM's stdout (the console) is a pipe to :mod:`pyro.vmm.console`, which appends
+  to ``serial.log`` and keeps it under ``SERIAL_LOG_MAX_BYTES`` as the bytes arrive, and
+  exits when the VMM does. No pyro command has to come by to trim it.
 * **Socket path length.** ``sun_path`` holds 107 bytes, and state directories (pytest tmp
   dirs, deep $HOME) can be longer. VMMs run with ``cwd=workdir`` and bind *relative* socket
   names; the host connects through ``/proc/self/fd/<dirfd>/<name>``, which is short whatever
@@ -25,28 +29,33 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyro.errors import VMMError
 
 _PR_SET_PDEATHSIG = 1
-_FALLOC_FL_COLLAPSE_RANGE = 0x08
-#: Serial logs grow without bound when a guest floods its console; owners trim them.
+#: The most a serial log holds on disk (``$PYRO_SERIAL_LOG_MAX_BYTES`` overrides it).
 SERIAL_LOG_MAX_BYTES = 4 * 1024 * 1024
+SERIAL_LOG_MAX_ENV = "PYRO_SERIAL_LOG_MAX_BYTES"
 #: The first bytes of a serial log (the boot) are kept when it is trimmed.
 SERIAL_LOG_HEAD_BYTES = 64 * 1024
+#: What VMMs and console keepers create in the VM's folder (sockets, pidfile, logs) is
+#: owner-only, whatever pyro's own umask.
+VMM_UMASK = 0o077
+#: The console keeper, run as a script next to this module (see pyro.vmm.console).
+CONSOLE_SCRIPT = Path(__file__).with_name("console.py")
 
 
 # Resolved once in the parent: dlopen() in a forked child of a threaded process can deadlock.
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _prctl = _LIBC.prctl
-_fallocate = _LIBC.fallocate
-_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -57,46 +66,118 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+@dataclass(frozen=True)
+class Started:
+    """A VMM process just started, and the keeper of its console (if it has one)."""
+
+    vmm: subprocess.Popen[bytes]
+    console: subprocess.Popen[bytes] | None
+
+
+def serial_log_max_bytes() -> int:
+    """The serial log bound: ``$PYRO_SERIAL_LOG_MAX_BYTES``, else :data:`SERIAL_LOG_MAX_BYTES`.
+
+    Raises:
+        VMMError: the variable is not a whole number of at least 65536.
+    """
+    text = os.environ.get(SERIAL_LOG_MAX_ENV, "").strip()
+    if not text:
+        return SERIAL_LOG_MAX_BYTES
+    if not text.isdigit() or int(text) < 65536:
+        raise VMMError(
+            f"{SERIAL_LOG_MAX_ENV}={text!r} is not a size in bytes of at least 65536",
+            hint=f"unset it (default {SERIAL_LOG_MAX_BYTES}) or give a whole number of bytes",
+        )
+    return int(text)
+
+
 def start_process(
-    argv: Sequence[str], *, workdir: Path, ephemeral: bool, log_path: Path
-) -> subprocess.Popen[bytes]:
-    """Start a VMM with ``cwd=workdir``; its stdout and stderr append to ``log_path``.
+    argv: Sequence[str],
+    *,
+    workdir: Path,
+    ephemeral: bool,
+    log_path: Path,
+    console_log: Path | None = None,
+) -> Started:
+    """Start a VMM with ``cwd=workdir``; its stderr appends to ``log_path``, and so does its
+    stdout unless ``console_log`` is given: then the stdout (the guest console) goes through
+    a console keeper into ``console_log``, bounded (see :mod:`pyro.vmm.console`).
 
     Raises:
         VMMError: when the executable cannot be started.
     """
     parent = os.getpid()
+    max_bytes = serial_log_max_bytes()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    pipe: tuple[int, int] | None = None
+    console: subprocess.Popen[bytes] | None = None
     try:
+        if console_log is not None:
+            pipe = os.pipe2(os.O_CLOEXEC)
+            console = _start_console(console_log.absolute(), pipe[0], log_fd, max_bytes)
+        stdout = pipe[1] if pipe is not None else log_fd
         if not ephemeral:
-            return subprocess.Popen(
+            vmm = subprocess.Popen(
                 list(argv),
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
-                stdout=log_fd,
+                stdout=stdout,
                 stderr=log_fd,
                 close_fds=True,
                 start_new_session=True,
+                umask=VMM_UMASK,
             )
-        return _spawner().call(
-            lambda: subprocess.Popen(
-                list(argv),
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=log_fd,
-                close_fds=True,
-                process_group=0,
-                preexec_fn=lambda: _die_with_parent(parent),
+        else:
+            vmm = _spawner().call(
+                lambda: subprocess.Popen(
+                    list(argv),
+                    cwd=workdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=log_fd,
+                    close_fds=True,
+                    umask=VMM_UMASK,
+                    process_group=0,
+                    preexec_fn=lambda: _die_with_parent(parent),
+                )
             )
-        )
+        return Started(vmm, console)
     except OSError as exc:
+        if console is not None:  # it ends as soon as the pipe closes below
+            _end_when_closed(console)
         raise VMMError(
             f"cannot start {argv[0]}: {exc.strerror or exc}",
             hint="check that the VMM binary exists and is executable ('pyro doctor')",
         ) from exc
     finally:
-        os.close(log_fd)
+        # The keeper sees end of file once the VMM holds the only write end and exits
+        # (or at once, when the VMM did not start).
+        for fd in (*(pipe or ()), log_fd):
+            os.close(fd)
+
+
+def _end_when_closed(console: subprocess.Popen[bytes]) -> None:
+    # Reaped on a thread: it exits once the finally below closes the pipe.
+    threading.Thread(target=console.wait, name="pyro-console-reaper", daemon=True).start()
+
+
+def _start_console(
+    path: Path, read_fd: int, log_fd: int, max_bytes: int
+) -> subprocess.Popen[bytes]:
+    # Its own session: a Ctrl-C meant for pyro must not cut the VMM's last words. It needs
+    # no tie to pyro's lifetime: it ends with the VMM's end of the pipe.
+    return subprocess.Popen(
+        [
+            sys.executable, "-I", "-S", str(CONSOLE_SCRIPT),
+            str(path), str(max_bytes), str(SERIAL_LOG_HEAD_BYTES),
+        ],
+        stdin=read_fd,
+        stdout=subprocess.DEVNULL,
+        stderr=log_fd,
+        close_fds=True,
+        start_new_session=True,
+        umask=VMM_UMASK,
+    )  # fmt: skip
 
 
 class _Spawner:
@@ -168,42 +249,6 @@ def connect_unix(workdir: Path, name: str, *, timeout: float) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def trim_serial_log(path: Path, *, max_bytes: int | None = None, head: int | None = None) -> bool:
-    """Keep ``path`` under ``max_bytes``: cut out the middle, keep the boot and the latest tail.
-
-    VMMs write the log with O_APPEND, so cutting it while they run is safe: their next
-    write lands at the new end. Returns True when the file was trimmed.
-    """
-    max_bytes = SERIAL_LOG_MAX_BYTES if max_bytes is None else max_bytes
-    head = min(SERIAL_LOG_HEAD_BYTES if head is None else head, max_bytes // 4)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return False
-    if size <= max_bytes:
-        return False
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        block = os.fstatvfs(fd).f_bsize
-        start = -(-head // block) * block
-        length = ((size - max_bytes // 2 - start) // block) * block
-        if length > 0 and _collapse(fd, start, length):
-            return True
-        # The filesystem cannot collapse ranges (tmpfs, overlayfs): rewrite head + tail.
-        # Bytes the VMM appends during the rewrite may be lost; the log is best effort.
-        kept_head = os.pread(fd, head, 0)
-        tail = os.pread(fd, max_bytes // 2, max(0, size - max_bytes // 2))
-        os.ftruncate(fd, 0)
-        os.write(fd, kept_head + b"\n[pyro: serial log trimmed]\n" + tail)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _collapse(fd: int, offset: int, length: int) -> bool:
-    return int(_fallocate(fd, _FALLOC_FL_COLLAPSE_RANGE, offset, length)) == 0
 
 
 def tail_text(path: Path, max_bytes: int = 2000) -> str:

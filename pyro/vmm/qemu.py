@@ -6,8 +6,9 @@ so socket names stay short whatever the workdir's length):
 ``overlay.qcow2``  copy-on-write disk over the cached base rootfs
 ``agent.sock``     virtserialport ``org.pyro.agent`` (QEMU listens, the host connects)
 ``qmp.sock``       QMP control socket (quit; later stop/cont/migrate for snapshots)
-``serial.log``     guest console (ttyS0), appended; trimmed by its owner (see launch.py)
-``vmm.log``        QEMU's own stdout/stderr
+``serial.log``     guest console (ttyS0): QEMU's stdout, through the console keeper that
+                   keeps it bounded (see launch.py, console.py)
+``vmm.log``        QEMU's own messages (stderr)
 ``vmm.pid``        QEMU's pidfile
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from pyro import paths
 from pyro.errors import BootError, VMMError
 from pyro.net.ports import check_ports_free
 from pyro.net.slirp import slirp_setup
@@ -31,6 +33,8 @@ from pyro.vmm.base import (
     NetworkConfig,
     VMConfig,
     VMHandle,
+    console_extra,
+    finish_console,
     kill_vmm,
     now,
     process_start,
@@ -92,7 +96,8 @@ def build_argv(
         "-kernel", str(config.kernel.absolute()),
         "-initrd", str(config.initrd.absolute()),
         "-append", cmdline,
-        "-chardev", f"file,id=serial0,path={SERIAL_LOG},append=on",
+        # stdout: a pipe to the console keeper, which bounds serial.log (launch.py).
+        "-chardev", "stdio,id=serial0,signal=off",
         "-serial", "chardev:serial0",
         "-drive", f"id=root,if=none,file={OVERLAY},format=qcow2,discard=unmap,cache={cache}",
         "-device", "virtio-blk-device,drive=root",
@@ -138,8 +143,7 @@ class QemuBackend:
         argv = build_argv(config, accel=self.accel, binary=self.binary)
         if config.network is not None:
             check_ports_free(host for host, _ in config.network.publish)
-        workdir = config.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = paths.private_dir(config.workdir)
         remove_files(workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE))
         # A persistent VM (a task, a kept VM) boots again from its own disk after a stop.
         if config.ephemeral or not (workdir / OVERLAY).is_file():
@@ -148,21 +152,25 @@ class QemuBackend:
 
     def _launch(self, config: VMConfig, argv: list[str]) -> VMHandle:
         """Start QEMU in the VM's workdir and describe it as a handle."""
-        proc = launch.start_process(
+        paths.private_file(config.workdir / OVERLAY)  # qemu-img makes it 0644
+        started = launch.start_process(
             argv,
             workdir=config.workdir,
             ephemeral=config.ephemeral,
             log_path=config.workdir / VMM_LOG,
+            console_log=config.workdir / SERIAL_LOG,
         )
+        extra = console_extra(started.console)
         return VMHandle(
             vm_id=config.vm_id,
             backend=self.name,
-            pid=proc.pid,
+            pid=started.vmm.pid,
             workdir=config.workdir,
             agent_endpoint=AGENT_SOCK,
             started_at=now(),
-            start_ticks=process_start(proc.pid),
+            start_ticks=process_start(started.vmm.pid),
             ephemeral=config.ephemeral,
+            extra=extra,
         )
 
     def connect_agent(self, handle: VMHandle, *, timeout: float) -> socket.socket:
@@ -244,8 +252,7 @@ class QemuBackend:
         """
         from pyro.vmm.qemu_snapshot import feed_state, restore_overlay
 
-        workdir = config.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = paths.private_dir(config.workdir)
         remove_files(workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE, OVERLAY))
         if overlay_template is None:
             restore_overlay(disk, workdir / OVERLAY)
@@ -267,7 +274,6 @@ class QemuBackend:
         return handle
 
     def is_alive(self, handle: VMHandle) -> bool:
-        launch.trim_serial_log(handle.workdir / SERIAL_LOG)
         return vmm_process(handle) is not None
 
     def stop(self, handle: VMHandle, *, timeout: float) -> None:
@@ -286,13 +292,15 @@ class QemuBackend:
         self.kill(handle)
 
     def kill(self, handle: VMHandle) -> None:
-        """SIGKILL and reap QEMU; remove its sockets, pidfile and (ephemeral VMs only)
-        overlay: a persistent VM's disk stays for its next start. Idempotent.
+        """SIGKILL and reap QEMU; wait for its console keeper to write the last output;
+        remove its sockets, pidfile and (ephemeral VMs only) overlay: a persistent VM's
+        disk stays for its next start. Idempotent.
 
         Raises:
             VMMError: when the process survives SIGKILL.
         """
         kill_vmm(handle)
+        finish_console(handle)
         disk = (OVERLAY,) if handle.ephemeral else ()
         remove_files(handle.workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE, *disk))
 

@@ -168,8 +168,11 @@ def assert_nothing_left(backend: Backend, handle: VMHandle) -> None:
 
     A persistent VM's disk stays for its next spawn; the factory removes it in cleanup.
     """
+    from pyro.vmm.base import console_process
+
     assert not backend.is_alive(handle)
     assert wait_gone(handle.pid, 5.0), f"VMM pid {handle.pid} still running"
+    assert console_process(handle) is None, "the console keeper outlived its VMM"
     names = SOCKETS + (DISKS if handle.ephemeral else ())
     left = [name for name in names if (handle.workdir / name).exists()]
     assert not left, f"left behind in {handle.workdir}: {left}"

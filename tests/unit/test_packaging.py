@@ -32,6 +32,9 @@ SOURCE_RELATIVE_ALLOWED = {
     # Hands QEMU its sibling module relay.py to run as a script: a .py file of the package
     # itself, installed next to slirp.py (a wheel is never imported from a zip).
     "pyro/net/slirp.py": "sibling module run as a script",
+    # Starts its sibling module console.py as a script (the serial console keeper), the
+    # same way.
+    "pyro/vmm/launch.py": "sibling module run as a script",
 }
 
 

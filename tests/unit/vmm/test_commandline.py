@@ -53,7 +53,7 @@ def test_qemu_sockets_and_disk_are_relative_to_the_workdir() -> None:
     argv = build_argv(_config(), accel="tcg", binary="qemu")
     chardevs = _option(argv, "-chardev")
     assert "socket,id=agent,path=agent.sock,server=on,wait=off" in chardevs
-    assert "file,id=serial0,path=serial.log,append=on" in chardevs
+    assert "stdio,id=serial0,signal=off" in chardevs  # to the console keeper (launch.py)
     assert _option(argv, "-qmp") == ["unix:qmp.sock,server=on,wait=off"]
     assert "virtserialport,chardev=agent,name=org.pyro.agent" in _option(argv, "-device")
     (drive,) = _option(argv, "-drive")

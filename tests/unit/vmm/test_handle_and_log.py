@@ -1,4 +1,4 @@
-"""VMHandle serialisation, PID-reuse protection and serial-log trimming."""
+"""VMHandle serialisation, PID-reuse protection and short socket paths."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from pyro.errors import VMMError
 from pyro.vmm.base import VMHandle, kill_vmm, process_start, vmm_process
-from pyro.vmm.launch import connect_unix, trim_serial_log
+from pyro.vmm.launch import connect_unix
 
 
 def _handle(**changes: object) -> VMHandle:
@@ -58,18 +58,6 @@ def test_process_without_the_vm_id_is_not_ours() -> None:
         proc.wait()
 
 
-def test_trim_keeps_boot_and_tail(tmp_path: Path) -> None:
-    log = tmp_path / "serial.log"
-    head = b"BOOT\n" + b"h" * 70_000
-    log.write_bytes(head + b"x" * 2_000_000 + b"TAIL\n")
-    assert trim_serial_log(log, max_bytes=200_000, head=65_536)
-    data = log.read_bytes()
-    assert len(data) <= 200_000
-    assert data.startswith(b"BOOT\n")
-    assert data.endswith(b"TAIL\n")
-    assert not trim_serial_log(log, max_bytes=200_000)
-
-
 def test_connect_unix_uses_a_short_path(tmp_path: Path) -> None:
     import socket
 
@@ -92,16 +80,3 @@ def test_connect_unix_uses_a_short_path(tmp_path: Path) -> None:
         conn.close()
     finally:
         server.close()
-
-
-def test_trim_without_collapse_support(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyro.vmm import launch
-
-    monkeypatch.setattr(launch, "_collapse", lambda fd, offset, length: False)
-    log = tmp_path / "serial.log"
-    log.write_bytes(b"BOOT\n" + b"x" * 1_000_000 + b"TAIL\n")
-    assert trim_serial_log(log, max_bytes=100_000, head=4096)
-    data = log.read_bytes()
-    assert len(data) <= 100_000 + 4096 + 64
-    assert data.startswith(b"BOOT\n")
-    assert data.endswith(b"TAIL\n")
