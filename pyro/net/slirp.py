@@ -10,7 +10,12 @@ Addresses inside the guest (they exist only inside the QEMU process):
 
 Under ``allowlist`` slirp runs with ``restrict=on`` (the guest reaches nothing) and one
 ``guestfwd`` rule per allowed (address, port). Each guest connection to such a rule starts
-:mod:`pyro.net.relay`, which connects to the allowed destination and copies bytes.
+:mod:`pyro.net.relay`, which connects to the allowed destination and copies bytes, checks
+what a name resolves to at that moment, and ends with the VM's QEMU.
+
+An allowed host that ``inet_aton`` reads as an IPv4 address (``127.1``, ``2130706433``,
+``0x7f.1``) is that address, as the kernel would connect to it; it is normalised here so
+the plan, the forwards and the relay all see ``127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyro.errors import NetworkError
+from pyro.net.relay import TAG_PREFIX, ipv4_literal
 
 if TYPE_CHECKING:
     from pyro.vmm.base import NetworkConfig
@@ -66,7 +72,8 @@ class SlirpSetup:
 
 
 def parse_allow(entry: str) -> tuple[str, tuple[int, ...]]:
-    """``host[:port]`` → (host, ports); no port means :data:`DEFAULT_PORTS`.
+    """``host[:port]`` → (host, ports); no port means :data:`DEFAULT_PORTS`. A host that
+    is an IPv4 address in any form ``inet_aton`` accepts comes back dotted (``127.0.0.1``).
 
     Raises:
         NetworkError: for a malformed host or a port outside 1-65535.
@@ -80,6 +87,7 @@ def parse_allow(entry: str) -> tuple[str, tuple[int, ...]]:
             f"allow entry {entry!r} is not host or host:port",
             "use a DNS name or an IPv4 address, optionally with :PORT",
         )
+    host = ipv4_literal(host) or host
     if not port_text:
         return host, DEFAULT_PORTS
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
@@ -141,8 +149,10 @@ def plan_forwards(allow: tuple[str, ...]) -> tuple[list[Forward], list[tuple[str
     return list(forwards.values()), hosts
 
 
-def slirp_setup(net: NetworkConfig, *, python: str | None = None) -> SlirpSetup:
+def slirp_setup(net: NetworkConfig, *, vm_id: str = "", python: str | None = None) -> SlirpSetup:
     """QEMU arguments and kernel parameters for ``net`` (nothing for policy ``off``).
+    ``vm_id`` tags each relay, so that it finds its QEMU (``-name pyro-<vm id>``) and is
+    found when the VM goes (:func:`pyro.net.relay.kill_relays`).
 
     Raises:
         NetworkError: for a malformed allowlist or one too long for the kernel command line.
@@ -164,8 +174,10 @@ def slirp_setup(net: NetworkConfig, *, python: str | None = None) -> SlirpSetup:
             forwards, hosts = plan_forwards(net.allow)
     interpreter = python or sys.executable
     for fwd in forwards:
-        # -I: isolated mode; the relay needs only the standard library and starts faster.
-        words = (interpreter, "-I", str(RELAY), fwd.host, str(fwd.port))
+        # -I -S: isolated, no site-packages; the relay needs only the standard library and
+        # starts faster (it starts once per guest connection).
+        tag = f"{TAG_PREFIX}{vm_id}"
+        words = (interpreter, "-I", "-S", str(RELAY), tag, fwd.host, str(fwd.port))
         # glib splits the command like a shell; QEMU's option parser needs ",," for ",".
         command = " ".join(shlex.quote(w) for w in words).replace(",", ",,")
         options.append(f"guestfwd=tcp:{fwd.guest_addr}:{fwd.guest_port}-cmd:{command}")

@@ -31,6 +31,7 @@ from pyro import paths
 from pyro.errors import NetworkError, VMMError
 from pyro.net import iptables
 from pyro.net.nft import TapRules, render, table_name
+from pyro.net.relay import ipv4_literal, special_reason
 from pyro.net.slirp import parse_allow
 
 if TYPE_CHECKING:
@@ -241,13 +242,25 @@ class TapNetwork:
         pairs: list[tuple[str, int]] = []
         hosts: list[tuple[str, str]] = []
         for entry in net.allow if net.policy == "allowlist" else ():
-            host, ports = parse_allow(entry)
-            if host == "localhost" or host.startswith("127."):
+            host, ports = parse_allow(entry)  # an IPv4 address in any form comes dotted
+            literal = ipv4_literal(host)
+            if host == "localhost" or (literal is not None and literal.startswith("127.")):
                 addresses = [lease.host_ip]  # the host's own services, at its TAP address
+            elif literal is not None:
+                addresses = [literal]  # named explicitly: allowed as it is
             else:
+                # A name never leads to loopback, link-local or metadata addresses (as
+                # with the QEMU relay); resolved once, here, so no later lookup can move it.
                 addresses = _resolve(host)
-                if addresses and not host.replace(".", "").isdigit():
-                    hosts.append((host, addresses[0]))
+                refused = [a for a in addresses if special_reason(a) is not None]
+                addresses = [a for a in addresses if a not in refused]
+                if not addresses:
+                    raise NetworkError(
+                        f"allowlist host {host!r} resolves only to {', '.join(refused)}, "
+                        f"which a name may not lead to ({special_reason(refused[0])})",
+                        "name the address itself in the allowlist to allow it",
+                    )
+                hosts.append((host, addresses[0]))
             pairs += [(addr, port) for addr in addresses for port in ports]
         return tuple(dict.fromkeys(pairs)), tuple(dict.fromkeys(hosts))
 

@@ -77,7 +77,7 @@ def build_argv(
     Raises:
         NetworkError: when ``config.network`` cannot be expressed (see pyro.net.slirp).
     """
-    net = slirp_setup(config.network or NetworkConfig())
+    net = slirp_setup(config.network or NetworkConfig(), vm_id=config.vm_id)
     machine = "microvm,acpi=off,x-option-roms=off,isa-serial=on"
     # The overlay is thrown away with an ephemeral VM, so skipping flushes (cache=unsafe)
     # only risks data nobody keeps; a persistent VM's disk must survive a host crash.
@@ -161,6 +161,8 @@ class QemuBackend:
             console_log=config.workdir / SERIAL_LOG,
         )
         extra = console_extra(started.console)
+        if any("guestfwd=" in arg for arg in argv):
+            extra["relays"] = "1"  # kill() looks for allowlist relays left behind
         return VMHandle(
             vm_id=config.vm_id,
             backend=self.name,
@@ -293,14 +295,19 @@ class QemuBackend:
 
     def kill(self, handle: VMHandle) -> None:
         """SIGKILL and reap QEMU; wait for its console keeper to write the last output;
-        remove its sockets, pidfile and (ephemeral VMs only) overlay: a persistent VM's
-        disk stays for its next start. Idempotent.
+        kill allowlist relays still running for it; remove its sockets, pidfile and
+        (ephemeral VMs only) overlay: a persistent VM's disk stays for its next start.
+        Idempotent.
 
         Raises:
             VMMError: when the process survives SIGKILL.
         """
         kill_vmm(handle)
         finish_console(handle)
+        if handle.extra.get("relays"):
+            from pyro.net.relay import kill_relays
+
+            kill_relays(handle.vm_id)
         disk = (OVERLAY,) if handle.ephemeral else ()
         remove_files(handle.workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE, *disk))
 

@@ -49,15 +49,17 @@ def test_off_with_publish_is_a_restricted_device() -> None:
 
 def test_allowlist_restricts_and_forwards_each_destination() -> None:
     net = NetworkConfig(policy="allowlist", allow=("127.0.0.1:8080", "example.com"))
-    setup = slirp_setup(net, python="/usr/bin/python3")
+    setup = slirp_setup(net, vm_id="vmx", python="/usr/bin/python3")
     options = setup.argv[1].split(",guestfwd=")
     assert "restrict=on" in options[0] and "host=10.0.2.254" in options[0]
     rules = sorted(options[1:])
+    # Each relay carries its VM's tag: it finds its QEMU by it, and is found when the VM goes.
+    relay = f"/usr/bin/python3 -I -S {RELAY} pyro-vmx"
     assert rules == sorted(
         [
-            f"tcp:10.0.2.2:8080-cmd:/usr/bin/python3 -I {RELAY} 127.0.0.1 8080",
-            f"tcp:10.0.2.100:80-cmd:/usr/bin/python3 -I {RELAY} example.com 80",
-            f"tcp:10.0.2.100:443-cmd:/usr/bin/python3 -I {RELAY} example.com 443",
+            f"tcp:10.0.2.2:8080-cmd:{relay} 127.0.0.1 8080",
+            f"tcp:10.0.2.100:80-cmd:{relay} example.com 80",
+            f"tcp:10.0.2.100:443-cmd:{relay} example.com 443",
         ]
     )
     assert setup.needs_spawn
@@ -93,10 +95,23 @@ def test_plan_forwards_shares_addresses_per_host() -> None:
         ("example.com", ("example.com", (80, 443))),
         ("Example.COM.:8443", ("example.com", (8443,))),
         ("127.0.0.1:5", ("127.0.0.1", (5,))),
+        # IPv4 addresses in every form inet_aton (so connect) reads, as the kernel would.
+        ("127.1:5", ("127.0.0.1", (5,))),
+        ("2130706433:5", ("127.0.0.1", (5,))),
+        ("0x7f.1:5", ("127.0.0.1", (5,))),
+        ("169.254.43518", ("169.254.169.254", (80, 443))),
     ],
 )
 def test_parse_allow(entry: str, expected: tuple[str, tuple[int, ...]]) -> None:
     assert parse_allow(entry) == expected
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("entry", ["127.1:8080", "2130706433:8080", "0x7f.1:8080"])
+def test_loopback_in_any_form_is_the_host_alias(entry: str) -> None:
+    (forward,), hosts = plan_forwards((entry,))
+    assert (forward.guest_addr, forward.host, forward.port) == ("10.0.2.2", "127.0.0.1", 8080)
+    assert hosts == []  # an address, not a name for /etc/hosts
 
 
 @pytest.mark.parametrize("entry", ["", ":80", "host:0", "host:70000", "a b", "-bad.example"])

@@ -127,3 +127,30 @@ def test_unknown_firewall_choice_is_a_clear_error(
     with pytest.raises(NetworkError, match="PYRO_NET_FIREWALL"):
         tap.TapNetwork(tmp_path).setup("vmz", NetworkConfig(policy="egress"))
     assert tap.TapNetwork(tmp_path).leases() == []
+
+
+@pytest.mark.hostile
+def test_allowlist_names_never_lead_to_loopback_or_metadata(
+    tmp_path: Path, commands: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = {
+        "evil.example": ["169.254.169.254", "127.0.0.1"],
+        "cdn.example": ["127.0.0.1", "93.184.216.34"],
+    }
+    monkeypatch.setattr(tap, "_resolve", lambda host: answers[host])
+    net = tap.TapNetwork(tmp_path)
+    with pytest.raises(NetworkError, match=r"evil\.example.*may not lead to"):
+        net.setup("vmb", NetworkConfig(policy="allowlist", allow=("evil.example:80",)))
+    _, hosts = net.setup("vmc", NetworkConfig(policy="allowlist", allow=("cdn.example:443",)))
+    script = next(c[-1] for c in commands if c[0].endswith("nft") and c[1] == "-f")
+    assert "93.184.216.34 . 443" in script and "127.0.0.1" not in script
+    assert hosts == (("cdn.example", "93.184.216.34"),)
+
+
+def test_allowlist_loopback_in_any_form_means_the_tap_address(
+    tmp_path: Path, commands: list[list[str]]
+) -> None:
+    net = tap.TapNetwork(tmp_path)
+    lease, hosts = net.setup("vmd", NetworkConfig(policy="allowlist", allow=("2130706433:8080",)))
+    script = next(c[-1] for c in commands if c[0].endswith("nft") and c[1] == "-f")
+    assert f"{lease.host_ip} . 8080" in script and hosts == ()
