@@ -69,11 +69,18 @@ class VMRegistry:
         tightening those an older pyro made 0755; creates only the state folder itself.
 
         Raises:
-            OSError: a folder cannot be made or is not ours to change.
+            StateError: a folder cannot be made or is not ours to change.
         """
-        paths.private_dir(self.root.parent)
-        for folder in (self.root, self.locks):
-            paths.private_dir(folder, create=False)
+        try:
+            paths.private_dir(self.root.parent)
+            for folder in (self.root, self.locks):
+                paths.private_dir(folder, create=False)
+        except OSError as exc:
+            raise StateError(
+                f"cannot make the state folder {self.root.parent} private: "
+                f"{exc.strerror or exc}",
+                "check that it is yours and writable, or point PYRO_STATE_DIR elsewhere",
+            ) from exc
 
     @contextlib.contextmanager
     def locked(self, vm_id: str) -> Iterator[None]:
@@ -98,10 +105,13 @@ class VMRegistry:
         """``locks/NAME.lock``, the locks folder made (owner-only) first.
 
         Raises:
-            OSError: the folder cannot be made.
+            StateError: the folder cannot be made.
         """
         self.private()
-        paths.private_dir(self.locks)
+        try:
+            paths.private_dir(self.locks)
+        except OSError as exc:
+            raise StateError(f"cannot make the lock folder {self.locks}: {exc}") from exc
         return self.locks / f"{name}.lock"
 
     def remove_locks(self, vm_id: str) -> None:
@@ -190,9 +200,12 @@ class VMRegistry:
             owner_started=owner_started,
         )
         self.private()
-        paths.private_dir(self.root)
-        os.mkdir(self.dir(vm_id), paths.PRIVATE_DIR_MODE)
-        paths.private_dir(self.dir(vm_id), create=False)  # the umask may have taken bits
+        try:
+            paths.private_dir(self.root)
+            os.mkdir(self.dir(vm_id), paths.PRIVATE_DIR_MODE)
+            paths.private_dir(self.dir(vm_id), create=False)  # the umask may have taken bits
+        except OSError as exc:
+            raise StateError(f"cannot make the folder of VM {vm_id}: {exc}") from exc
         self.save(record)
         return record
 
@@ -392,7 +405,10 @@ class VMRegistry:
         reaped: builtins.list[str] = []
         now = time.time()
         if self.root.parent.is_dir():
-            self.private()  # tightens what an older pyro made 0755
+            # Tightens what an older pyro made 0755; a folder that is not ours is reported
+            # by the command that writes to it, not by every listing.
+            with contextlib.suppress(StateError):
+                self.private()
         for record in self.list():
             if record.ephemeral and not process_alive(record.owner_pid, record.owner_started):
                 self.delete(record.id)

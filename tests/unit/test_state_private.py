@@ -149,3 +149,14 @@ def test_firecracker_leases_are_owner_only(tmp_path: Path, monkeypatch: pytest.M
     assert mode(tmp_path / "state" / "net") == 0o700
     assert mode(tmp_path / "state" / "net" / "leases" / "vma.json") == 0o600
     assert mode(tmp_path / "state" / "net" / "pool.lock") == 0o600
+
+
+def test_a_state_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    from pyro.errors import StateError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    registry = VMRegistry(blocker)
+    assert registry.reap() == []  # listing still works (nothing to list)
+    with pytest.raises(StateError, match="cannot make the state folder"):
+        new_record(registry, tmp_path)
