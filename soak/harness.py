@@ -1,7 +1,8 @@
 """What every soak scenario needs: running ``pyro`` as a child, and counting what it left behind.
 
 A leak is anything a dead or finished pyro process should not have left after the next pyro
-command ran: a VMM process working in our private state dir that no live VM record owns, a
+command ran: a VMM process working in our private state dir that no live VM record owns (or
+one of its helpers: a console keeper, an allowlist relay), a
 VM directory (overlay, sockets) without a live record, an ephemeral record whose owner is
 gone, work dirs under the cache's ``tmp/``.
 """
@@ -106,6 +107,28 @@ def vmm_processes(state: Path) -> dict[str, int]:
     return found
 
 
+def helper_processes(state: Path) -> list[tuple[str, str, int]]:
+    """Console keepers and allowlist relays of VMs under ``state``: (kind, vm id, pid).
+    Both run in (relays) or write to (keepers) the VM's directory."""
+    found = []
+    vms = str(state / "vms") + "/"
+    for proc in psutil.process_iter(["cmdline", "pid"]):
+        args = proc.info["cmdline"] or []
+        try:
+            if any(a.endswith("console.py") for a in args):
+                where = next((a for a in args if a.startswith(vms)), "")
+                kind = "console keeper"
+            elif any(a.endswith("relay.py") for a in args):
+                where, kind = proc.cwd() + "/", "relay"
+            else:
+                continue
+            if where.startswith(vms) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append((kind, where[len(vms) :].split("/", 1)[0], proc.info["pid"]))
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def find_leaks(state: Path, cache: Path | None = None) -> list[str]:
     """What is left behind (see the module doc); empty when clean."""
     from pyro.errors import PyroError
@@ -135,6 +158,9 @@ def find_leaks(state: Path, cache: Path | None = None) -> list[str]:
     for vm_id, pid in vmm_processes(state).items():
         if vm_id not in live:
             leaks.append(f"VMM process {pid} for VM {vm_id} that no live record owns")
+    for kind, vm_id, pid in helper_processes(state):
+        if vm_id not in live:
+            leaks.append(f"{kind} process {pid} for VM {vm_id} that no live record owns")
     if cache is not None and (cache / "tmp").is_dir():
         leaks += [f"cache work dir left: {p}" for p in (cache / "tmp").iterdir()]
     return leaks
