@@ -77,8 +77,7 @@ class VMRegistry:
                 paths.private_dir(folder, create=False)
         except OSError as exc:
             raise StateError(
-                f"cannot make the state folder {self.root.parent} private: "
-                f"{exc.strerror or exc}",
+                f"cannot make the state folder {self.root.parent} private: {exc.strerror or exc}",
                 "check that it is yours and writable, or point PYRO_STATE_DIR elsewhere",
             ) from exc
 
