@@ -53,7 +53,7 @@ def _free_port() -> int:
 
 def egress_throughput(install: Any, initrd: Path, runs: int) -> dict[str, list[float]]:
     """MB/s samples both ways through one VM with policy egress and one published port."""
-    from pyro.vms import VMRegistry
+    from pyro.machines.registry import VMRegistry
 
     host_port = _free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Body)

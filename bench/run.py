@@ -25,7 +25,7 @@ Ratios compare figures from the same run, so they hold across machines of differ
   at once, each timed N times, alternating;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
 * ``concurrent8_no_slots_s`` the same eight at once with start slots off
-  (``PYRO_START_SLOTS=0``, pyro/startslots.py); ``start_slots_speedup`` =
+  (``PYRO_START_SLOTS=0``, pyro/host/startslots.py); ``start_slots_speedup`` =
   concurrent8_no_slots / concurrent8; ``concurrent8_run_mean_s`` /
   ``concurrent8_no_slots_run_mean_s``: how long each of the eight took, on average
 * ``vmm_rss_mb``   QEMU's resident memory with a booted guest

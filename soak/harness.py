@@ -132,9 +132,9 @@ def helper_processes(state: Path) -> list[tuple[str, str, int]]:
 def find_leaks(state: Path, cache: Path | None = None) -> list[str]:
     """What is left behind (see the module doc); empty when clean."""
     from pyro.errors import PyroError
-    from pyro.vm_record import VMState
-    from pyro.vm_record import process_alive as _process_alive
-    from pyro.vms import VMRegistry
+    from pyro.machines.record import VMState
+    from pyro.machines.record import process_alive as _process_alive
+    from pyro.machines.registry import VMRegistry
 
     registry = VMRegistry(state)
     leaks: list[str] = []
@@ -171,8 +171,8 @@ def wait_gone(state: Path, timeout: float = 10.0) -> None:
 
     VMMs of VMs recorded as running (a task kept across injections) are expected to stay.
     """
-    from pyro.vm_record import VMState
-    from pyro.vms import VMRegistry
+    from pyro.machines.record import VMState
+    from pyro.machines.registry import VMRegistry
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

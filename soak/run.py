@@ -154,7 +154,7 @@ def main() -> int:
 
 def _delete_vms(state: Path) -> None:
     """Whatever a scenario left (e.g. its task when interrupted) dies with the soak."""
-    from pyro.vms import VMRegistry
+    from pyro.machines.registry import VMRegistry
 
     registry = VMRegistry(state)
     for record in registry.list():

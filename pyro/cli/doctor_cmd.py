@@ -16,7 +16,7 @@ _MARK = {"PASS": "ok  ", "WARN": "warn", "FAIL": "FAIL"}
 @handle_errors
 def doctor(as_json: bool) -> None:
     """Check what this host can run."""
-    from pyro.vmm.doctor import doctor_report
+    from pyro.host.doctor import doctor_report
 
     report = doctor_report()
     if as_json:

@@ -16,7 +16,7 @@ import click
 
 from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.terminal import echo, for_terminal
-from pyro.environments.cache import Install
+from pyro.environments.cache.store import Install
 from pyro.environments.service import EnvironmentService, ProgressEvent
 
 INSECURE_HELP = "Allow plain http to a registry that is not on the loopback interface."

@@ -88,11 +88,11 @@ HELP = frozenset({"-h", "--help"})
 def entry() -> NoReturn:
     """The ``pyro`` console script: :func:`main`, then :func:`exit_now` with its code.
 
-    A command that starts a guest first takes a start slot (pyro.startslots), so that
+    A command that starts a guest first takes a start slot (pyro.host.startslots), so that
     many runs started at once on a few CPUs start a few at a time.
     """
     if starts_a_guest(sys.argv[1:]):
-        from pyro.startslots import take_for_process
+        from pyro.host.startslots import take_for_process
 
         try:
             take_for_process()

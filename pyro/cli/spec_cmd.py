@@ -92,7 +92,7 @@ def plan(
     as_json: bool,
 ) -> None:
     """Show what applying the Run spec in FILE would do (exit 1 when it is not applyable)."""
-    from pyro.planning import make_plan, prepare
+    from pyro.execute.prepare import make_plan, prepare
 
     variables = parse_vars(var_items, vars_file)
     result = make_plan(prepare(file, vars=variables, run_name=run_name), resolve_remote=not offline)

@@ -19,7 +19,7 @@ from pyro.errors import UsageError
 def _pyro() -> Any:
     # Only the task half of the facade: importing all of pyro.sdk (specs, plans, the
     # environment service) would add a large share to every `pyro task exec`.
-    from pyro.sdk_task import TaskMethods
+    from pyro.sdk.task import TaskMethods
 
     class Tasks(TaskMethods):
         _state_dir = None
@@ -117,7 +117,7 @@ def create(
     as_json: bool,
 ) -> None:
     """Create and boot a task of ENVIRONMENT; prints its id."""
-    from pyro.tasks_secrets import Redactor, parse_secret_items
+    from pyro.tasks.secrets import Redactor, parse_secret_items
 
     values = parse_secret_items(secrets, secret_files)
     # A crash log records sys.argv: keep --secret values out of it.

@@ -59,7 +59,7 @@ def file_read(task_id: str, path: str, as_json: bool = False) -> None:
 
     At most $PYRO_COPY_OUT_MAX_BYTES (default 4 GiB): PATH may be a link to /dev/zero.
     """
-    from pyro.copyout import BYTES_ENV, CopyLimits
+    from pyro.machines.copyout import BYTES_ENV, CopyLimits
 
     limit = CopyLimits.from_env().max_bytes
     out = BinaryOut(sys.stdout)

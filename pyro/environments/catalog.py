@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pyro.environments.buildrun import BUILDER_VERSION, sha256_bytes
+from pyro.environments.build.run import BUILDER_VERSION, sha256_bytes
 from pyro.errors import EnvironmentNotFoundError, SpecError, SpecIssue, UsageError
 from pyro.paths import cache_dir
 from pyro.plan.inventory import CatalogEnvironment

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro.environments.cache import Cache, Install, PrunedItem
+from pyro.environments.cache.store import Cache, Install, PrunedItem
 from pyro.environments.status import (
     EnvironmentDetails,
     EnvironmentStatus,
@@ -185,7 +185,7 @@ class EnvironmentService:
     def _pull_oci(
         self, key: str, ref: OciRef, insecure: bool, progress: Progress | None
     ) -> Install:
-        from pyro.oci.artifact import pull_environment
+        from pyro.environments.artifact import pull_environment
         from pyro.oci.reference import pinned
 
         def bytes_moved(what: str, done: int, total: int) -> None:
@@ -266,7 +266,7 @@ class EnvironmentService:
         progress: Progress | None,
         log: Callable[[str], None] | None = None,
     ) -> Install:
-        from pyro.environments.builder import build_environment
+        from pyro.environments.build.builder import build_environment
 
         def say(line: str) -> None:
             if log is not None:
@@ -292,7 +292,7 @@ class EnvironmentService:
             EnvironmentInvalidError: ``name`` is not installed or fails verification.
             RegistryError: the registry refuses or cannot be reached.
         """
-        from pyro.oci.artifact import push_environment
+        from pyro.environments.artifact import push_environment
         from pyro.oci.reference import parse_oci_ref
 
         target_ref = parse_oci_ref(ref)

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 from pyro.errors import PyroError
 
 if TYPE_CHECKING:
-    from pyro.environments.cache import Install
+    from pyro.environments.cache.store import Install
     from pyro.guest.client import AgentClient
+    from pyro.machines.registry import VMRegistry
     from pyro.plan.model import BootStep
-    from pyro.vms import VMRegistry
 
 #: More than this many idle guests is a memory leak waiting to happen, not a pool.
 MAX_POOL_SIZE = 8

@@ -2,7 +2,7 @@
 
 The host side trusts nothing the guest says about paths or sizes: every host path is
 resolved (symlinks included) and must stay inside ``root`` (the spec's folder, or a
-workspace root); what the guest sends back is written by :mod:`pyro.copyout`, the one
+workspace root); what the guest sends back is written by :mod:`pyro.machines.copyout`, the one
 guest-to-host tree writer (names checked, no write through a symlink, byte and entry caps).
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyro.copyout import CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestPathError
+from pyro.machines.copyout import CopyLimits, CopyRules, copy_file, copy_tree
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -116,9 +116,9 @@ def copy_out(
 
     A ``target`` ending in ``/`` is a folder the source is copied into. The target path
     (the spec's) is resolved with symlinks and must stay inside ``root``; what the guest puts
-    below it is written by :mod:`pyro.copyout` (names checked first, nothing written through
-    a symlink, guest symlinks and special files skipped and counted in ``skipped``, guest
-    modes not kept, at most ``limits`` bytes and entries: default
+    below it is written by :mod:`pyro.machines.copyout` (names checked first, nothing
+    written through a symlink, guest symlinks and special files skipped and counted in
+    ``skipped``, guest modes not kept, at most ``limits`` bytes and entries: default
     ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``).
 
     Raises:

@@ -18,7 +18,7 @@ from pyro.vmm import snapshot as snapshots
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
-    from pyro.vms import VMRecord, VMRegistry
+    from pyro.machines.registry import VMRecord, VMRegistry
 
 #: A restored guest answers its hello in well under a second; past this, boot cold.
 RESTORE_TIMEOUT_S = 20.0

@@ -217,7 +217,7 @@ class Fields:
 
         Bytes that are not UTF-8 become lone surrogates (``surrogateescape``), so two
         different guest names never decode to the same ``str``. Such a name is not valid
-        text: whatever turns it into a host name refuses it (``pyro.copyout.check_name``),
+        text: whatever turns it into a host name refuses it (``pyro.machines.copyout.check_name``),
         and :func:`shown_name` makes it printable.
         """
         value = self.raw(tag)

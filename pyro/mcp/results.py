@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import BaseModel
 
 from pyro.environments.service import EnvironmentStatus
-from pyro.sdk_vm import VMInfo
-from pyro.tasks import TaskInfo
+from pyro.sdk.vm import VMInfo
+from pyro.tasks.manager import TaskInfo
 
 
 class Deleted(BaseModel):

@@ -1,6 +1,6 @@
 """Which host folders an MCP caller may name paths in: the server's root and the client's roots.
 
-The rule itself is :meth:`pyro.confine.Root.confine`; this module only decides the folders,
+The rule itself is :meth:`pyro.host.confine.Root.confine`; this module only decides the folders,
 once per tool call:
 
 * ``$PYRO_MCP_ROOT`` when set: the server's user chose it, and nothing widens it.
@@ -30,8 +30,8 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.types import ListRootsResult
 
-from pyro.confine import Root
 from pyro.errors import UsageError
+from pyro.host.confine import Root
 
 ROOT_ENV = "PYRO_MCP_ROOT"
 

@@ -12,9 +12,9 @@ from pyro.mcp.results import Deleted, TaskList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.tools_vm import ID_PATTERN
 from pyro.sdk import Pyro
-from pyro.sdk_task import TaskLogs
-from pyro.tasks import TaskInfo
-from pyro.tasks_run import TaskExecOutput
+from pyro.sdk.task import TaskLogs
+from pyro.tasks.manager import TaskInfo
+from pyro.tasks.ops import TaskExecOutput
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import Deleted, VMList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.sdk import Pyro
-from pyro.sdk_vm import ExecOutput, VMInfo, VMLogs
+from pyro.sdk.vm import ExecOutput, VMInfo, VMLogs
 
 Command = Annotated[
     str | list[str],

@@ -1,4 +1,4 @@
-"""The planner's view of the world: plain data, gathered by :mod:`pyro.inventory`.
+"""The planner's view of the world: plain data, gathered by :mod:`pyro.host.gather`.
 
 Pure: the planner only ever sees these values; it never asks the host itself.
 Inventory values carry no machine paths, so plans made from them are portable.

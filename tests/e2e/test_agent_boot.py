@@ -39,7 +39,7 @@ def find_kernel() -> Path | None:
 
 def installed_debian_rootfs() -> Path | None:
     try:
-        from pyro.environments.cache import Cache
+        from pyro.environments.cache.store import Cache
 
         install = Cache().lookup("debian:12")
     except Exception:  # the cache module is optional for this test: fall back to building

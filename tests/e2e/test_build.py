@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from pyro.environments.builder import build_environment
-from pyro.environments.catalog import can_build, lookup
-from pyro.environments.kernel import (
+from pyro.environments.build.builder import build_environment
+from pyro.environments.build.kernel import (
     build_kernel_info,
     check_fragment,
     configure,
     source_for,
     source_tree,
 )
-from pyro.environments.rootfs import build_rootfs
+from pyro.environments.build.rootfs import build_rootfs
+from pyro.environments.catalog import can_build, lookup
 from pyro.errors import BuildError
 
 _OK, _WHY = can_build()

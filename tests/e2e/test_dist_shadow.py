@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from helpers.registry import Registry
 
-from pyro.environments.cache import Cache
+from pyro.environments.cache.store import Cache
 
 pytestmark = pytest.mark.registry
 

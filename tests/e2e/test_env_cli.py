@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from helpers.registry import Registry
 
-from pyro.environments.cache import Cache, Install
+from pyro.environments.cache.store import Cache, Install
 
 pytestmark = pytest.mark.registry
 

@@ -221,7 +221,7 @@ def test_mcp_tools_stay_inside_the_workspace_root(
     for text in texts:
         assert "top secret" not in text
         assert "outside" in text or "escape" in text, text
-    from pyro.vms import VMRegistry
+    from pyro.machines.registry import VMRegistry
 
     assert VMRegistry(pyro_state).list() == []
 

@@ -220,7 +220,7 @@ def test_relays_end_when_their_vm_is_deleted(
     guest_install: Any, pyro_state: Path, address: str
 ) -> None:
     from pyro.guest.build import build_agent_initrd
-    from pyro.vms import VMRegistry
+    from pyro.machines.registry import VMRegistry
 
     sink = Sink()
     registry = VMRegistry(pyro_state)

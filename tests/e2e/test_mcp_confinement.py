@@ -48,9 +48,9 @@ def test_mcp_artifacts_land_in_a_fresh_folder_never_over_the_users_files(
 ) -> None:
     """``cwd``: the server runs in the project (no PYRO_MCP_ROOT), as when the issue was
     seen; ``env``: PYRO_MCP_ROOT names the project and the server runs elsewhere."""
+    from pyro.machines.registry import VMRegistry
     from pyro.mcp.server import build_server
     from pyro.sdk import Pyro
-    from pyro.vms import VMRegistry
 
     root = tmp_path / "project"
     (root / ".git").mkdir(parents=True)

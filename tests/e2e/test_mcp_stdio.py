@@ -16,7 +16,7 @@ import pytest
 from helpers.guest import vmm_processes
 from mcp import Client, StdioServerParameters
 
-from pyro.vms import VMRegistry
+from pyro.machines.registry import VMRegistry
 
 ROOT = Path(__file__).parents[2]
 SERVE = [sys.executable, "-m", "pyro.cli", "mcp", "serve"]

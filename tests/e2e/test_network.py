@@ -19,7 +19,7 @@ import pytest
 from pyro.errors import NetworkError
 from pyro.guest.build import build_agent_initrd
 from pyro.guest.client import AgentClient
-from pyro.vms import VMRegistry, VMState
+from pyro.machines.registry import VMRegistry, VMState
 
 pytestmark = pytest.mark.guest
 

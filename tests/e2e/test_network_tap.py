@@ -159,7 +159,7 @@ def test_kill_9_then_the_next_command_removes_everything(tmp_path: Path, netns: 
 FIRECRACKER_OWNER = """
 import sys
 from pathlib import Path
-from pyro.vms import VMRegistry
+from pyro.machines.registry import VMRegistry
 state, kernel, initrd, disk = map(Path, sys.argv[1:5])
 registry = VMRegistry(state)
 record = registry.create(

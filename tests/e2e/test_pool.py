@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from pyro import Pyro
 from pyro.errors import UsageError
 from pyro.execute.result import RunResult
-from pyro.vms import VMRegistry
+from pyro.machines.registry import VMRegistry
 
 ROOT = Path(__file__).parents[2]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers.registry import Registry
 
-from pyro.environments.cache import Cache, Install
+from pyro.environments.cache.store import Cache, Install
 from pyro.environments.service import EnvironmentService, ProgressEvent
 from pyro.errors import EnvironmentInvalidError, RegistryError
 
@@ -113,7 +113,7 @@ def test_two_processes_pull_once(registry: Registry, tmp_path: Path) -> None:
     cache_dir = tmp_path / "shared-cache"
     before = len(registry.blob_requests())
     script = (
-        "import sys; from pyro.environments.cache import Cache;"
+        "import sys; from pyro.environments.cache.store import Cache;"
         "from pyro.environments.service import EnvironmentService;"
         "i = EnvironmentService(Cache(sys.argv[1])).pull(sys.argv[2]); print(i.digest)"
     )

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from helpers.registry import Registry
 
-from pyro.environments.cache import Cache, Install
+from pyro.environments.cache.store import Cache, Install
 from pyro.environments.service import EnvironmentService, ProgressEvent
 
 pytestmark = [pytest.mark.registry, pytest.mark.hostile]

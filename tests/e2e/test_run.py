@@ -187,7 +187,7 @@ def test_agent_never_ready_is_a_clear_error_and_nothing_leaks(
     guest_install: Any, pyro_state: Path, tmp_path: Path
 ) -> None:
     from pyro.errors import BootError
-    from pyro.vms import VMRegistry
+    from pyro.machines.registry import VMRegistry
 
     broken = tmp_path / "broken.cpio"
     broken.write_bytes(b"this is not an initramfs")
@@ -240,7 +240,7 @@ def test_four_concurrent_runs_all_succeed(guest_install: Any, pyro_state: Path) 
 
 
 def test_a_running_command_holds_no_start_slot(guest_install: Any, pyro_state: Path) -> None:
-    from pyro.startslots import acquire
+    from pyro.host.startslots import acquire
 
     child = run_until_executing("sleep 3; echo done", env={**os.environ, "PYRO_START_SLOTS": "1"})
     try:
@@ -257,7 +257,7 @@ def test_a_running_command_holds_no_start_slot(guest_install: Any, pyro_state: P
 
 
 def test_a_run_waits_for_a_start_slot_then_goes_ahead(guest_install: Any, pyro_state: Path) -> None:
-    from pyro.startslots import WAIT_S, acquire
+    from pyro.host.startslots import WAIT_S, acquire
 
     env = {**os.environ, "PYRO_START_SLOTS": "1"}
     held = acquire(slots=1, directory=pyro_state / "start-slots")

@@ -11,7 +11,7 @@ import pytest
 
 from pyro.errors import NotFoundError
 from pyro.sdk import Pyro
-from pyro.tasks_run import TaskExecOutput
+from pyro.tasks.ops import TaskExecOutput
 
 pytestmark = pytest.mark.guest
 

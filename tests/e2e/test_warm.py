@@ -21,8 +21,8 @@ import pytest
 
 from pyro.execute import warm
 from pyro.guest.client import AgentClient
+from pyro.machines.registry import VMRecord, VMRegistry
 from pyro.vmm.snapshot import RAM, STATE, SnapshotStore
-from pyro.vms import VMRecord, VMRegistry
 
 pytestmark = pytest.mark.guest
 

@@ -41,7 +41,7 @@ def vmm_processes(marker: str) -> list[psutil.Process]:
 def guest_install() -> Any:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("qemu-system-x86_64 is not installed (make setup installs it)")
-    from pyro.environments.cache import Cache
+    from pyro.environments.cache.store import Cache
 
     install = Cache().lookup("debian:12")
     if install is None:
@@ -56,7 +56,7 @@ def pyro_state(
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("PYRO_STATE_DIR", str(state))
     yield state
-    from pyro.vms import VMRegistry
+    from pyro.machines.registry import VMRegistry
 
     registry = VMRegistry(state)
     leftover = [r.id for r in registry.list()]

@@ -57,7 +57,7 @@ def test_kernel() -> Path:
         if not kernel.is_file():
             pytest.skip(f"PYRO_TEST_KERNEL names no file: {kernel}")
         return kernel
-    from pyro.environments.cache import Cache
+    from pyro.environments.cache.store import Cache
 
     install = Cache().lookup("debian:12")
     if install is None or not Path(install.kernel).is_file():

@@ -1,4 +1,4 @@
-"""The one confinement rule (``pyro.confine.Root``) and the fresh artifacts folder it makes."""
+"""The one confinement rule (``pyro.host.confine.Root``) and the fresh artifacts folder it makes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro.confine import ARTIFACTS_FOLDER, Root
 from pyro.errors import OutsideRootError, UsageError
+from pyro.host.confine import ARTIFACTS_FOLDER, Root
 
 pytestmark = pytest.mark.hostile
 

@@ -1,4 +1,4 @@
-"""The guest-to-host tree writer's own rules (pyro/copyout.py); the attacks through
+"""The guest-to-host tree writer's own rules (pyro/machines/copyout.py); the attacks through
 ``task export`` and run artifacts are in tests/unit/tasks/ and tests/unit/execute/."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers.lying_agent import LyingAgent, raw_entry
 
-from pyro.copyout import CopyLimits, CopyRules, copy_tree, link_stays_inside
 from pyro.errors import GuestPathError, UsageError
+from pyro.machines.copyout import CopyLimits, CopyRules, copy_tree, link_stays_inside
 
 pytestmark = pytest.mark.hostile
 

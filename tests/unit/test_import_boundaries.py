@@ -25,8 +25,8 @@ FORBIDDEN_MODULES = [
     "pyro.environments",
     "pyro.execute",
     "pyro.oci",
-    "pyro.inventory",
-    "pyro.vms",
+    "pyro.host",
+    "pyro.machines",
     "pyro.tasks",
     "pyro.sdk",
     "pyro.mcp",
@@ -152,10 +152,10 @@ NOT_BEFORE_SPAWN = [
     "pyro.vmm.firecracker",
     "pyro.net.tap",
     "pyro.guest.client",
-    "pyro.tasks",
-    "pyro.tasks_files",
-    "pyro.tasks_journal",
-    "pyro.tasks_snapshots",
+    "pyro.tasks.manager",
+    "pyro.tasks.files",
+    "pyro.tasks.journal",
+    "pyro.tasks.snapshots",
     "pyro.oci",
     "pyro.mcp",
     "httpx",
@@ -183,7 +183,7 @@ def test_a_run_loads_only_what_it_needs_before_the_vmm_starts(
         "    main()\n"
         "except (Stop, SystemExit):\n"
         "    pass\n"
-        "from pyro.vms import VMRegistry\n"
+        "from pyro.machines.registry import VMRegistry\n"
         "for record in VMRegistry().list():\n"
         "    VMRegistry().delete(record.id)\n"
     )
@@ -213,8 +213,11 @@ def _among(modules: set[str], packages: list[str]) -> list[str]:
 NOT_IN_PLAN = [
     "filelock",
     "psutil",
-    "pyro.vms",
-    "pyro.execute",
+    "pyro.machines",
+    "pyro.execute.apply",
+    "pyro.execute.pool",
+    "pyro.execute.warm",
+    "pyro.execute.transfer",
     "pyro.vmm.qemu",
     "pyro.vmm.firecracker",
     "pyro.guest.client",

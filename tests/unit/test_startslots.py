@@ -1,4 +1,4 @@
-"""Start slots (pyro.startslots): real flocks on real files, real processes."""
+"""Start slots (pyro.host.startslots): real flocks on real files, real processes."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers.procs import wait_until_open
 
-from pyro import startslots
 from pyro.errors import UsageError
-from pyro.startslots import StartSlot, acquire, slot_count
+from pyro.host import startslots
+from pyro.host.startslots import StartSlot, acquire, slot_count
 
 
 def open_fds() -> set[str]:
@@ -91,7 +91,7 @@ def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pyro.startslots import acquire\n"
+        "from pyro.host.startslots import acquire\n"
         f"slot = acquire(slots=1, directory=Path({str(tmp_path)!r}))\n"
         "print('held' if slot.held else 'free', flush=True)\n"
         "time.sleep(60)\n"

@@ -14,8 +14,8 @@ from filelock import FileLock
 
 from pyro import paths
 from pyro.errors import NotFoundError
-from pyro.tasks import TaskManager, TaskMeta
-from pyro.vms import VMRegistry, VMState
+from pyro.machines.registry import VMRegistry, VMState
+from pyro.tasks.manager import TaskManager, TaskMeta
 
 
 @pytest.fixture

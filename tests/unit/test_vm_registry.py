@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pyro.vms import VMRegistry, VMState
+from pyro.machines.registry import VMRegistry, VMState
 
 
 def _record_with_dead_vmm(registry: VMRegistry, tmp_path: Path) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import pyro.inventory
+import pyro.host.gather
 from pyro.cli.main import cli
 from pyro.plan.inventory import BackendInfo, HostInfo, InstalledEnvironment, Inventory
 
@@ -46,7 +46,7 @@ def fake_inventory(monkeypatch: pytest.MonkeyPatch) -> list[Inventory]:
     def gather(**_: object) -> Inventory:
         return chosen[0]
 
-    monkeypatch.setattr(pyro.inventory, "gather_inventory", gather)
+    monkeypatch.setattr(pyro.host.gather, "gather_inventory", gather)
     return chosen
 
 
@@ -227,6 +227,6 @@ def test_plan_offline_does_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.update(kwargs)
         return inventory("installed")
 
-    monkeypatch.setattr(pyro.inventory, "gather_inventory", gather)
+    monkeypatch.setattr(pyro.host.gather, "gather_inventory", gather)
     assert CliRunner().invoke(cli, ["plan", "--offline", HELLO]).exit_code == 0
     assert seen["resolve_remote"] is False and seen["refs"] == ["debian:12"]

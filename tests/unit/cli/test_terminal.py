@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro.vms import VMRegistry
+from pyro.machines.registry import VMRegistry
 
 pytestmark = pytest.mark.hostile
 

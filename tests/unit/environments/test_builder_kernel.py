@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro.environments import kernel
-from pyro.environments.kernel import (
+from pyro.environments.build import kernel
+from pyro.environments.build.kernel import (
     KernelSource,
     build_kernel,
     build_kernel_info,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro.environments import rootfs
-from pyro.environments.rootfs import (
+from pyro.environments.build import rootfs
+from pyro.environments.build.rootfs import (
     SOURCE_DATE_EPOCH,
     RootfsInfo,
     mmdebstrap_argv,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro.environments.cache import Cache, Install, slug
+from pyro.environments.cache.store import Cache, Install, slug
 from pyro.errors import CacheError, EnvironmentInvalidError
 
 NAME = "fake:1"
@@ -238,7 +238,7 @@ def test_a_failed_full_verify_is_remembered_by_the_quick_check(
 ) -> None:
     """A change the stat signature cannot show (same size, mtime, ctime: here the
     signature is rewritten to match) passes the quick check until --verify hashes it."""
-    from pyro.environments.cache_files import record_verified
+    from pyro.environments.cache.files import record_verified
 
     with open(installed.rootfs, "r+b") as handle:
         handle.write(b"Z")

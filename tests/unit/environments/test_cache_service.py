@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pyro.environments import builder
-from pyro.environments.cache import Cache
+from pyro.environments.build import builder
+from pyro.environments.cache.store import Cache
 from pyro.environments.catalog import CatalogEntry
 from pyro.environments.service import EnvironmentService, ProgressEvent
 from pyro.errors import EnvironmentNotFoundError, UsageError

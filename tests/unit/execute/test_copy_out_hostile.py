@@ -1,6 +1,6 @@
 """Run ``artifacts`` (copy-out) against a guest agent that lies (issue #17, items 1 and 6).
 
-Same writer as ``task export`` (pyro/copyout.py), with the artifact rules: guest modes are
+Same writer as ``task export`` (pyro/machines/copyout.py), with the artifact rules: guest modes are
 not kept and no guest symlink is recreated. Older fuzz cases: tests/unit/fuzz/.
 """
 

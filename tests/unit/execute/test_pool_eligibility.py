@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pyro.environments.cache import Install
+from pyro.environments.cache.store import Install
 from pyro.errors import LimitError
 from pyro.execute.pool import MAX_POOL_SIZE, Pooled, Shape, WarmPool, take_for_boot
 from pyro.plan.model import BootStep, PlanNetwork

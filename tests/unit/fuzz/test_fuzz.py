@@ -62,8 +62,8 @@ def test_cli_argv_exit_codes(argv: list[str], private_dirs: Path) -> None:
 def test_nul_bytes_in_ids_and_paths_are_errors_not_crashes(tmp_path: Path) -> None:
     """Found by the fuzz: SDK/MCP callers can pass NUL bytes that no OS argv can carry."""
     from pyro.errors import NotFoundError, SpecError
+    from pyro.machines.registry import VMRegistry
     from pyro.spec.load import load_spec_documents
-    from pyro.vms import VMRegistry
 
     with pytest.raises(NotFoundError):
         VMRegistry(tmp_path).get("ab\x00cd")

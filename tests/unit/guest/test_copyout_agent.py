@@ -17,7 +17,7 @@ import pytest
 
 from pyro.errors import GuestPathError, LimitError
 from pyro.execute import transfer
-from pyro.tasks_files import export_path
+from pyro.tasks.files import export_path
 
 if TYPE_CHECKING:
     from conftest import AgentServer

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyro.errors import NotFoundError
 from pyro.execute.result import RunResult, StepResult
-from pyro.sdk_vm import ExecOutput, VMInfo
+from pyro.sdk.vm import ExecOutput, VMInfo
 
 #: Deadlock guard for fakes that wait on each other; a healthy test never gets near it.
 GUARD_S = 30.0

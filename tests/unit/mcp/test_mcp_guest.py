@@ -10,9 +10,9 @@ import pytest
 from helpers.guest import vmm_processes
 from mcp import Client
 
+from pyro.machines.registry import VMRegistry
 from pyro.mcp.server import build_server
 from pyro.sdk import Pyro
-from pyro.vms import VMRegistry
 
 pytestmark = [pytest.mark.guest, pytest.mark.anyio]
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import zstandard
 
+from pyro.environments import artifact
 from pyro.errors import RegistryError
-from pyro.oci import artifact
 from pyro.oci.reference import parse_oci_ref
 
 REF = parse_oci_ref("oci://127.0.0.1:5000/pyro/x:1")

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from helpers.fake_registry import FakeRegistry, artifact, fake_registry, reply
 
+from pyro.environments import artifact as oci_artifact
+from pyro.environments.artifact import pull_environment
 from pyro.errors import RegistryError, UsageError
-from pyro.oci import artifact as oci_artifact
 from pyro.oci import client as oci_client
-from pyro.oci.artifact import pull_environment
 from pyro.oci.client import RegistryClient
 from pyro.oci.reference import parse_oci_ref
 

@@ -1,4 +1,4 @@
-"""pyro.inventory: host facts, guarded calls into other modules, registry resolution."""
+"""pyro.host.gather: host facts, guarded calls into other modules, registry resolution."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import pyro.inventory as gather
+import pyro.host.gather as gather
 from pyro.errors import RegistryError
 from pyro.plan.inventory import CatalogEnvironment, InstalledEnvironment, Inventory
 
@@ -77,7 +77,7 @@ def test_local_environments_replace_catalog_entries(monkeypatch: pytest.MonkeyPa
     inventory = gather.gather_inventory(
         refs=["local:1"],
         resolve_remote=False,
-        base_dir=Path(gather.__file__).parent / "data" / "environments",
+        base_dir=Path(gather.__file__).parents[1] / "data" / "environments",
         local_environments={"local:1": document},
     )
     (entry,) = inventory.catalog

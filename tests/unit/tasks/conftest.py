@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro.tasks import TaskManager, TaskMeta
-from pyro.tasks_secrets import SecretStore
+from pyro.tasks.manager import TaskManager, TaskMeta
+from pyro.tasks.secrets import SecretStore
 from tests.unit.tasks.fakes import FakeRegistry
 
 

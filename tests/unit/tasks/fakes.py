@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from pyro.errors import GuestError, GuestPathError, LimitError
 from pyro.guest.client import ExecResult, GuestStat
-from pyro.vms import VMRecord, VMRegistry, VMState
+from pyro.machines.registry import VMRecord, VMRegistry, VMState
 
 
 class FakeGuest:

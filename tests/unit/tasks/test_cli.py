@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from pyro.cli import task_cmd
 from pyro.cli.main import cli
-from pyro.sdk_task import TaskMethods
-from pyro.tasks import TaskManager
+from pyro.sdk.task import TaskMethods
+from pyro.tasks.manager import TaskManager
 from tests.unit.tasks.conftest import MakeTask
 from tests.unit.tasks.fakes import FakeRegistry
 

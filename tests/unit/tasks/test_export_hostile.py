@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
-from pyro.tasks_files import export_path, list_entries
+from pyro.tasks.files import export_path, list_entries
 
 pytestmark = pytest.mark.hostile
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyro.errors import GuestPathError, LimitError, UsageError
-from pyro.tasks_files import export_path, guest_path, list_entries, scan_tree, upload_tree
+from pyro.tasks.files import export_path, guest_path, list_entries, scan_tree, upload_tree
 from tests.unit.tasks.fakes import FakeAgent, FakeGuest
 
 

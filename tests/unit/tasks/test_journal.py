@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyro.tasks_journal import Journal, JournalEntry, cap_text
+from pyro.tasks.journal import Journal, JournalEntry, cap_text
 
 
 def entry(seq: int, **fields: object) -> JournalEntry:

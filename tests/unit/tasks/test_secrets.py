@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyro.errors import UsageError
-from pyro.tasks_secrets import Redactor, SecretStore, parse_secret_items
+from pyro.tasks.secrets import Redactor, SecretStore, parse_secret_items
 
 
 def test_items_and_files_are_parsed(tmp_path: Path) -> None:

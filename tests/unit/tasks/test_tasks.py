@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pyro.errors import GuestError, NotFoundError, UsageError
-from pyro.tasks import TaskManager
-from pyro.tasks_run import exec_command, reset, snapshot_create, snapshot_delete
+from pyro.tasks.manager import TaskManager
+from pyro.tasks.ops import exec_command, reset, snapshot_create, snapshot_delete
 from tests.unit.tasks.conftest import MakeTask
 from tests.unit.tasks.fakes import FakeRegistry
 
@@ -214,7 +214,7 @@ def test_a_task_running_a_long_command_is_not_idle(
 
 
 def test_out_of_range_arguments_are_usage_errors(manager: TaskManager, make_task: MakeTask) -> None:
-    from pyro.tasks_run import TaskCreateOptions, create
+    from pyro.tasks.ops import TaskCreateOptions, create
 
     for options in (
         TaskCreateOptions(vcpus=0),

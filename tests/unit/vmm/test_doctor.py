@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyro.cli.doctor_cmd import doctor
-from pyro.vmm.doctor import doctor_report
+from pyro.host.doctor import doctor_report
 
 
 def test_report_has_every_section() -> None:
@@ -33,7 +33,7 @@ def _fake(ok: bool) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("ok", "code"), [(True, 0), (False, 1)])
 def test_exit_code_follows_failures(monkeypatch: pytest.MonkeyPatch, ok: bool, code: int) -> None:
-    monkeypatch.setattr("pyro.vmm.doctor.doctor_report", lambda: _fake(ok))
+    monkeypatch.setattr("pyro.host.doctor.doctor_report", lambda: _fake(ok))
     human = CliRunner().invoke(doctor, [])
     assert human.exit_code == code
     assert ("[FAIL] fake: injected" in human.output) == (not ok)

@@ -143,9 +143,9 @@ def doctor_report() -> dict[str, Any]:
 
 
 def _start_slots() -> tuple[Status, str]:
-    """How many runs may be starting at once (pyro.startslots), or why that is unset."""
+    """How many runs may be starting at once (pyro.host.startslots), or why that is unset."""
     from pyro.errors import UsageError
-    from pyro.startslots import SLOTS_ENV, slot_count
+    from pyro.host.startslots import SLOTS_ENV, slot_count
 
     try:
         count = slot_count()

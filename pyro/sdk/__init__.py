@@ -14,18 +14,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro.confine import Root
 from pyro.errors import UsageError
-from pyro.planning import SpecSource, confine_plan, make_plan, prepare
-from pyro.sdk_env import EnvironmentMethods
-from pyro.sdk_task import TaskMethods
-from pyro.sdk_vm import VMMethods
+from pyro.execute.prepare import SpecSource, confine_plan, make_plan, prepare
+from pyro.host.confine import Root
+from pyro.sdk.env import EnvironmentMethods
+from pyro.sdk.task import TaskMethods
+from pyro.sdk.vm import VMMethods
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
+    from pyro.execute.apply import EventSink, OutputSink
     from pyro.execute.pool import WarmPool
     from pyro.execute.result import RunResult
-    from pyro.execute.runner import EventSink, OutputSink
     from pyro.plan.model import Plan
 
 
@@ -75,7 +75,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
 
     ``confine_to`` (off by default: the SDK's caller is trusted) holds every host path the
     methods are given, or that a spec names, to one folder or a list of them, by the rule
-    the MCP server uses for its clients (:class:`pyro.confine.Root`): spec files,
+    the MCP server uses for its clients (:class:`pyro.host.confine.Root`): spec files,
     ``files[].source``, ``environment`` paths and their kernel fragments, seed and pushed
     folders, host files written into tasks and export outputs must resolve (symlinks
     followed) inside it, else :class:`~pyro.errors.OutsideRootError` before anything is
@@ -142,7 +142,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             return None
         if self._warm_pool is None:
             from pyro.execute.pool import WarmPool
-            from pyro.vms import VMRegistry
+            from pyro.machines.registry import VMRegistry
 
             self._warm_pool = WarmPool(self._pool_size, VMRegistry(self._state_dir))
             # The guests die with the process anyway (QEMU's parent-death signal); this
@@ -205,7 +205,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             StalePlanError: a given plan's pinned digests no longer match.
             OutsideRootError: confined, and a host path is outside the root (nothing boots).
         """
-        from pyro.execute.runner import ApplyOptions, apply
+        from pyro.execute.apply import ApplyOptions, apply
         from pyro.plan.model import CopyOutStep, Plan
 
         root = self._root

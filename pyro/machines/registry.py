@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from pyro import paths
 from pyro.errors import BootError, NotFoundError, PyroError, StateError
-from pyro.vm_record import (
+from pyro.machines.record import (
     VMRecord,
     VMState,
     check_limits,

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from pyro.errors import NotFoundError, PyroError, StateError, UsageError
-from pyro.sdk_vm import ExecOutput, argv_of
-from pyro.tasks import TaskInfo, TaskManager, TaskMeta
-from pyro.tasks_files import WORKSPACE, guest_path, run_checked, scan_tree, upload_tree
-from pyro.tasks_journal import cap_text
-from pyro.tasks_secrets import Redactor, SecretStore, StreamRedactor, check_secret
-from pyro.tasks_snapshots import (
+from pyro.machines.registry import VMRecord, VMState
+from pyro.sdk.vm import ExecOutput, argv_of
+from pyro.tasks.files import WORKSPACE, guest_path, run_checked, scan_tree, upload_tree
+from pyro.tasks.journal import cap_text
+from pyro.tasks.manager import TaskInfo, TaskManager, TaskMeta
+from pyro.tasks.secrets import Redactor, SecretStore, StreamRedactor, check_secret
+from pyro.tasks.snapshots import (
     BASELINE,
     SnapshotInfo,
     apply_offline,
@@ -27,7 +28,6 @@ from pyro.tasks_snapshots import (
     delete_online,
     require_qemu,
 )
-from pyro.vms import VMRecord, VMState
 
 if TYPE_CHECKING:
     from pyro.guest.client import ExecResult

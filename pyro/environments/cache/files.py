@@ -304,7 +304,8 @@ def dirs_in_use(state_root: Path) -> set[Path]:
     """Install directories that VMs recorded under ``state_root/vms/*/vm.json`` boot from.
 
     Their overlays use the install's rootfs as backing file, so pruning it would break them.
-    Read as plain JSON (not through pyro.vms) so pruning never depends on the VM registry.
+    Read as plain JSON (not through pyro.machines.registry) so pruning never depends on the
+    VM registry.
     """
     found: set[Path] = set()
     for record in (state_root / "vms").glob("*/vm.json"):

@@ -1,12 +1,13 @@
 """Task workspaces: one persistent VM that many commands run in, one after another.
 
-A task is a VM record of ``kind="task"`` in the :class:`pyro.vms.VMRegistry` (so reaping,
+A task is a VM record of ``kind="task"`` in the
+:class:`pyro.machines.registry.VMRegistry` (so reaping,
 limits and the ``vm`` plumbing are shared). What only tasks have lives beside the record
 in the VM's directory ``$PYRO_STATE_DIR/vms/<id>/``:
 
 ``task.json``      :class:`TaskMeta`: workspace, idle timeout, activity, snapshots, seed
-``journal.jsonl``  the command journal (:mod:`pyro.tasks_journal`)
-``secrets.json``   secret values, mode 0600 (:mod:`pyro.tasks_secrets`)
+``journal.jsonl``  the command journal (:mod:`pyro.tasks.journal`)
+``secrets.json``   secret values, mode 0600 (:mod:`pyro.tasks.secrets`)
 ``overlay.qcow2``  the task's own disk; stop/start boots from it again, snapshots live in it
 
 Deleting the VM directory deletes the task whole. Execs update ``task.json`` and the
@@ -27,11 +28,11 @@ from pydantic import BaseModel, ValidationError
 
 from pyro import paths
 from pyro.errors import NotFoundError, PyroError, StateError
-from pyro.tasks_files import WORKSPACE, SyncResult
-from pyro.tasks_journal import Journal, JournalEntry
-from pyro.tasks_secrets import Redactor, SecretStore
-from pyro.tasks_snapshots import SnapshotInfo
-from pyro.vms import VMRecord, VMRegistry, VMState, check_id
+from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
+from pyro.tasks.files import WORKSPACE, SyncResult
+from pyro.tasks.journal import Journal, JournalEntry
+from pyro.tasks.secrets import Redactor, SecretStore
+from pyro.tasks.snapshots import SnapshotInfo
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient

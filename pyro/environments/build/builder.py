@@ -1,7 +1,7 @@
 """Build a whole environment: the guest kernel and the root filesystem of a catalog entry.
 
-The kernel recipe lives in :mod:`pyro.environments.kernel`, the rootfs recipe in
-:mod:`pyro.environments.rootfs`. This module puts both files in one output folder and
+The kernel recipe lives in :mod:`pyro.environments.build.kernel`, the rootfs recipe in
+:mod:`pyro.environments.build.rootfs`. This module puts both files in one output folder and
 returns the metadata the cache turns into an install manifest.
 """
 
@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyro.environments.buildrun import BUILDER_VERSION, Log, say
+from pyro.environments.build.kernel import build_kernel, build_kernel_info
+from pyro.environments.build.rootfs import RootfsInfo, build_rootfs
+from pyro.environments.build.run import BUILDER_VERSION, Log, say
 from pyro.environments.catalog import CatalogEntry
-from pyro.environments.kernel import build_kernel, build_kernel_info
-from pyro.environments.rootfs import RootfsInfo, build_rootfs
 from pyro.errors import BuildError
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 The journal lives outside the guest, so it survives whatever the command does to the guest
 (``rm -rf /``, a reset to a snapshot) and reads without booting anything. Entries hold
-redacted text only (see :mod:`pyro.tasks_secrets`); output is capped per entry.
+redacted text only (see :mod:`pyro.tasks.secrets`); output is capped per entry.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from filelock import FileLock
 
 from pyro import paths
-from pyro.environments import cache_files as store
-from pyro.environments.cache_files import (
+from pyro.environments.cache import files as store
+from pyro.environments.cache.files import (
     ARTIFACT_FILES,
     CURRENT_FILE,
     DIGEST_DIR_RE,
@@ -364,12 +364,12 @@ class Cache:
         """Remove invalid installs, installs no name points at, junk and stale tmp dirs.
 
         Names whose lock is held by another process are skipped, and so are installs a
-        VM in ``$PYRO_STATE_DIR`` still boots from (see :mod:`pyro.environments.cache_prune`).
+        VM in ``$PYRO_STATE_DIR`` still boots from (see :mod:`pyro.environments.cache.prune`).
 
         Raises:
             CacheError: the cache cannot be read.
         """
-        from pyro.environments.cache_prune import prune
+        from pyro.environments.cache.prune import prune
 
         return prune(self)
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyro.environments.buildrun import (
+from pyro.environments.build.run import (
     KERNEL_RECIPE_VERSION,
     Log,
     capture,

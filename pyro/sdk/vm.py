@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from pyro.errors import PyroError, StateError
 
 if TYPE_CHECKING:
-    from pyro.confine import Root
-    from pyro.vms import VMRecord, VMRegistry
+    from pyro.host.confine import Root
+    from pyro.machines.registry import VMRecord, VMRegistry
 
 
 class ExecOutput(BaseModel):
@@ -83,7 +83,7 @@ class VMMethods:
 
     @property
     def registry(self) -> VMRegistry:
-        from pyro.vms import VMRegistry
+        from pyro.machines.registry import VMRegistry
 
         registry = VMRegistry(self._state_dir)
         registry.reap()
@@ -220,8 +220,8 @@ def run_command(
     on_stderr: Any = None,
 ) -> ExecOutput:
     """One exec through an agent client, as an :class:`ExecOutput` (124 on timeout)."""
+    from pyro.execute.apply import STDERR_CAP, STDOUT_CAP
     from pyro.execute.result import TIMEOUT_EXIT_CODE
-    from pyro.execute.runner import STDERR_CAP, STDOUT_CAP
 
     begun = time.monotonic()
     try:

@@ -16,7 +16,7 @@ from pyro.errors import SpecError, UsageError
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
-    from pyro.confine import Root
+    from pyro.host.confine import Root
     from pyro.plan.model import Plan
     from pyro.spec.load import LoadedSpec
 
@@ -106,7 +106,7 @@ def make_plan(prepared: Prepared, *, resolve_remote: bool = True, root: Root | N
         SpecError: an Environment spec the Run names is invalid.
         OutsideRootError: a host path is outside ``root``.
     """
-    from pyro.inventory import gather_inventory
+    from pyro.host.gather import gather_inventory
     from pyro.plan.planner import plan as plan_run
 
     try:
@@ -136,7 +136,7 @@ def confine_plan(plan: Plan, base_dir: Path, root: Root) -> None:
     copy-in sources (which must also exist) and Environment specs it builds from.
 
     Artifacts are not checked here: a confined run copies them into a fresh folder
-    (:meth:`pyro.confine.Root.output_folder`), never to a path the spec names; a root with
+    (:meth:`pyro.host.confine.Root.output_folder`), never to a path the spec names; a root with
     no folder refuses a plan that has any.
 
     Raises:

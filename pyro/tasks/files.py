@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from pyro.copyout import CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
 from pyro.guest.protocol import shown_name
+from pyro.machines.copyout import CopyLimits, CopyRules, copy_file, copy_tree
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -244,7 +244,7 @@ def export_path(
 ) -> SyncResult:
     """Copy a guest file or folder to ``output`` on the host (written atomically per file).
 
-    Written by :mod:`pyro.copyout`: guest names are checked before anything is written;
+    Written by :mod:`pyro.machines.copyout`: guest names are checked before anything is written;
     nothing below ``output`` is written through a symlink (links already there are
     replaced); guest symlinks are recreated only when they stay inside the exported folder;
     special files and other links are skipped and listed in ``skipped``; the guest's rwx

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from pyro.vms import VMRegistry
+    from pyro.machines.registry import VMRegistry
 
 
 class VMState(StrEnum):

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pyro.environments.buildrun import (
+from pyro.environments.build.run import (
     ROOTFS_RECIPE_VERSION,
     Log,
     capture,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyro import paths
-from pyro.environments.cache_files import (
+from pyro.environments.cache.files import (
     CURRENT_FILE,
     DIGEST_DIR_RE,
     UNOWNED_TMP_MAX_AGE,
@@ -28,7 +28,7 @@ from pyro.environments.cache_files import (
 from pyro.errors import CacheError
 
 if TYPE_CHECKING:
-    from pyro.environments.cache import Cache
+    from pyro.environments.cache.store import Cache
 
 
 def prune(cache: Cache) -> list[PrunedItem]:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from pyro.confine import Root
     from pyro.environments.service import EnvironmentDetails, EnvironmentStatus, Progress
+    from pyro.host.confine import Root
 
 
 class PrunedEntry(BaseModel):

@@ -13,12 +13,12 @@ from pydantic import BaseModel
 from pyro.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
-    from pyro.confine import Root
-    from pyro.tasks import TaskInfo, TaskManager
-    from pyro.tasks_files import FileEntry, SyncResult
-    from pyro.tasks_journal import JournalEntry, TaskLogs
-    from pyro.tasks_run import TaskExecOutput
-    from pyro.tasks_snapshots import SnapshotInfo
+    from pyro.host.confine import Root
+    from pyro.tasks.files import FileEntry, SyncResult
+    from pyro.tasks.journal import JournalEntry, TaskLogs
+    from pyro.tasks.manager import TaskInfo, TaskManager
+    from pyro.tasks.ops import TaskExecOutput
+    from pyro.tasks.snapshots import SnapshotInfo
 
 __all__ = [
     "FileEntry",
@@ -35,13 +35,13 @@ __all__ = [
 
 #: Where each task type named in ``__all__`` is defined (imported on first use).
 _HOMES = {
-    "FileEntry": "pyro.tasks_files",
-    "JournalEntry": "pyro.tasks_journal",
-    "SnapshotInfo": "pyro.tasks_snapshots",
-    "SyncResult": "pyro.tasks_files",
-    "TaskExecOutput": "pyro.tasks_run",
-    "TaskInfo": "pyro.tasks",
-    "TaskLogs": "pyro.tasks_journal",
+    "FileEntry": "pyro.tasks.files",
+    "JournalEntry": "pyro.tasks.journal",
+    "SnapshotInfo": "pyro.tasks.snapshots",
+    "SyncResult": "pyro.tasks.files",
+    "TaskExecOutput": "pyro.tasks.ops",
+    "TaskInfo": "pyro.tasks.manager",
+    "TaskLogs": "pyro.tasks.journal",
 }
 
 
@@ -49,8 +49,8 @@ __getattr__ = lazy_attributes(__name__, _HOMES)
 
 
 def guest_path(path: str) -> str:
-    """``path`` checked as an absolute guest path (see :func:`pyro.tasks_files.guest_path`)."""
-    from pyro.tasks_files import guest_path as check
+    """``path`` checked as an absolute guest path (see :func:`pyro.tasks.files.guest_path`)."""
+    from pyro.tasks.files import guest_path as check
 
     return check(path)
 
@@ -84,11 +84,11 @@ class TaskMethods:
     @property
     def tasks(self) -> TaskManager:
         """The task manager, after reaping dead VMs, expired TTLs and idle tasks."""
-        from pyro.vms import VMRegistry
+        from pyro.machines.registry import VMRegistry
 
         registry = VMRegistry(self._state_dir)
         registry.reap()
-        from pyro.tasks import TaskManager
+        from pyro.tasks.manager import TaskManager
 
         manager = TaskManager(registry)
         manager.reap_idle()
@@ -120,7 +120,7 @@ class TaskMethods:
             LimitError: the seed is too large, or the host cannot hold the VM.
             EnvironmentNotFoundError, BackendUnavailableError, BootError.
         """
-        from pyro.tasks_run import TaskCreateOptions, create
+        from pyro.tasks.ops import TaskCreateOptions, create
 
         options = TaskCreateOptions(
             seed_path=None if seed_path is None else self._host_path(seed_path, "seed_path"),
@@ -158,7 +158,7 @@ class TaskMethods:
             NotFoundError: no such task.  UsageError: unknown secret name.
             StateError, GuestError: the VM broke (the failure is journaled).
         """
-        from pyro.tasks_run import exec_command
+        from pyro.tasks.ops import exec_command
 
         return exec_command(
             self.tasks,
@@ -186,7 +186,7 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.
         """
-        from pyro.tasks_journal import TaskLogs
+        from pyro.tasks.journal import TaskLogs
 
         return TaskLogs(task_id=task_id, entries=self.tasks.logs(task_id, tail))
 
@@ -276,7 +276,7 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.  GuestPathError: no such path.
         """
-        from pyro.tasks_files import list_entries
+        from pyro.tasks.files import list_entries
 
         with self.tasks.session(task_id) as client:
             return list_entries(client, guest_path(path))
@@ -291,7 +291,7 @@ class TaskMethods:
             LimitError: too large.  OutsideRootError: confined, and ``source`` is outside
             the root.
         """
-        from pyro.tasks_files import scan_tree, upload_tree
+        from pyro.tasks.files import scan_tree, upload_tree
 
         source = self._host_path(source, "source folder")
         plan = scan_tree(Path(source))
@@ -311,7 +311,7 @@ class TaskMethods:
             UsageError: ``output`` cannot be written.
             OutsideRootError: confined, and ``output`` is outside the root.
         """
-        from pyro.tasks_files import export_path
+        from pyro.tasks.files import export_path
 
         output = self._host_path(output, "export output")
         with self.tasks.session(task_id) as client:
@@ -326,7 +326,7 @@ class TaskMethods:
             NotFoundError: no such task.  StateError: the name exists.  UsageError: bad name.
             BackendUnavailableError: not the QEMU backend.
         """
-        from pyro.tasks_run import snapshot_create
+        from pyro.tasks.ops import snapshot_create
 
         return snapshot_create(self.tasks, task_id, name)
 
@@ -345,7 +345,7 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.
         """
-        from pyro.tasks_run import snapshot_delete
+        from pyro.tasks.ops import snapshot_delete
 
         return snapshot_delete(self.tasks, task_id, name)
 
@@ -356,7 +356,7 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task or snapshot.  BackendUnavailableError.
         """
-        from pyro.tasks_run import reset
-        from pyro.tasks_snapshots import BASELINE
+        from pyro.tasks.ops import reset
+        from pyro.tasks.snapshots import BASELINE
 
         return reset(self.tasks, task_id, BASELINE if snapshot is None else snapshot)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro import startslots
 from pyro.errors import BootError, PlanError, PyroError, StalePlanError
 from pyro.execute import transfer
 from pyro.execute.result import TIMEOUT_EXIT_CODE, RunResult, StepResult
+from pyro.host import startslots
+from pyro.machines.registry import BOOT_TIMEOUT_S, VMRecord, VMRegistry
 from pyro.plan.model import (
     BootStep,
     BuildStep,
@@ -28,10 +29,9 @@ from pyro.plan.model import (
     Plan,
     PullStep,
 )
-from pyro.vms import BOOT_TIMEOUT_S, VMRecord, VMRegistry
 
 if TYPE_CHECKING:
-    from pyro.environments.cache import Install
+    from pyro.environments.cache.store import Install
     from pyro.execute.pool import WarmPool
     from pyro.guest.client import AgentClient
     from pyro.spec.model import EnvironmentSpec
@@ -55,7 +55,7 @@ class ApplyOptions:
     base_dir: Path = field(default_factory=Path.cwd)
     artifacts_dir: Path | None = None
     """Where artifacts are copied to instead of ``base_dir``: a confined caller's fresh
-    folder (:meth:`pyro.confine.Root.output_folder`), so no spec target reaches its files."""
+    folder (:meth:`pyro.host.confine.Root.output_folder`), so no spec target reaches its files."""
     environments: Mapping[str, EnvironmentSpec] = field(default_factory=dict)
     on_event: EventSink = _no_event
     on_stdout: OutputSink | None = None
@@ -220,7 +220,7 @@ def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
 def _installed(run: _Run) -> Install:
     if run.install is not None:
         return run.install
-    from pyro.environments.cache import Cache
+    from pyro.environments.cache.store import Cache
 
     env = run.plan.environment
     assert env is not None

@@ -1,7 +1,7 @@
 """Gather the :class:`~pyro.plan.inventory.Inventory` the planner plans from (effectful).
 
 This is the one place that asks the host what it has: the VMM backends and host facts
-(``pyro.vmm.probe``), installed environments (``pyro.environments.cache``), the catalog
+(``pyro.vmm.probe``), installed environments (``pyro.environments.cache.store``), the catalog
 (``pyro.environments.catalog``), the agent initramfs digest (``pyro.guest.build``) and, for
 pulls, registry manifest digests (``pyro.oci``). Each of those modules is imported lazily
 and only an ``ImportError`` is tolerated (the answer is then empty or "unknown"), so pyro
@@ -33,7 +33,7 @@ from pyro.spec.model import EnvironmentSpec
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
 
 if TYPE_CHECKING:
-    from pyro.confine import Root
+    from pyro.host.confine import Root
 
 
 def _optional(module: str, name: str) -> Any | None:
@@ -173,7 +173,7 @@ def _parse(ref: str) -> CatalogRef | SpecPathRef | OciRef | None:
 
 
 def _installed() -> list[InstalledEnvironment]:
-    cache_class = _optional("pyro.environments.cache", "Cache")
+    cache_class = _optional("pyro.environments.cache.store", "Cache")
     if cache_class is None:
         return []
     from pyro.paths import cache_dir

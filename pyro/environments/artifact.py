@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
-from pyro.environments.cache_files import ARTIFACT_FILES, DIGEST_RE, MEDIA_TYPES, canonical_json
+from pyro.environments.cache.files import ARTIFACT_FILES, DIGEST_RE, MEDIA_TYPES, canonical_json
 from pyro.errors import RegistryError, UsageError
 from pyro.oci.client import MANIFEST_MEDIA_TYPE, RegistryClient
 from pyro.spec.ref import OciRef
