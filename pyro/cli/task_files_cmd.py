@@ -27,11 +27,20 @@ def _pyro() -> Any:
 @click.argument("task_id")
 @click.argument("path")
 @click.option("--output", required=True, type=click.Path(path_type=Path), help="Host path.")
+@click.option(
+    "--include-git",
+    is_flag=True,
+    help="Also copy git metadata (.git). Only for a guest you trust: its hooks and config "
+    "run commands at your next git command.",
+)
 @json_option
 @handle_errors
-def export(task_id: str, path: str, output: Path, as_json: bool) -> None:
-    """Copy a guest file or folder PATH of TASK_ID to the host."""
-    result = _pyro().export_task_path(task_id, path, output)
+def export(task_id: str, path: str, output: Path, include_git: bool, as_json: bool) -> None:
+    """Copy a guest file or folder PATH of TASK_ID to the host.
+
+    Git metadata (.git, folders laid out as git folders) is not copied unless --include-git.
+    """
+    result = _pyro().export_task_path(task_id, path, output, include_git=include_git)
     if as_json:
         echo_json({"ok": True, **result.model_dump(mode="json")})
     else:
@@ -39,7 +48,7 @@ def export(task_id: str, path: str, output: Path, as_json: bool) -> None:
         if result.skipped:  # guest names stay out of the terminal: --json lists them
             click.echo(
                 f"{len(result.skipped)} not copied (special files, symlinks leaving the "
-                "folder); --json lists them",
+                "folder, git metadata: --include-git copies it); --json lists them",
                 err=True,
             )
 

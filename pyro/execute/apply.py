@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyro.host import startslots
+from pyro.machines.copyout import CopyBudget, CopyLimits
 from pyro.errors import BootError, PlanError, PyroError, StalePlanError
 from pyro.execute import transfer
 from pyro.execute.result import TIMEOUT_EXIT_CODE, RunResult, StepResult
@@ -83,6 +85,8 @@ class _Run:
     error: PyroError | None = None
     vm_kept: bool = False
     boot_mode: str | None = None
+    copy_budget: CopyBudget | None = None
+    """What all the run's artifacts may still write on the host (one cap per run)."""
 
     @property
     def deadline(self) -> float:
@@ -170,7 +174,9 @@ def _do_step(run: _Run, step: Any) -> None:
                 status = StepResult(id=step.id, action=step.action, status="skipped")
             else:
                 into = run.options.artifacts_dir or run.options.base_dir
-                stats = transfer.copy_out(run.client, into, step.source, step.target)
+                stats = transfer.copy_out(
+                    run.client, into, step.source, step.target, budget=_copy_budget(run)
+                )
                 status = StepResult(
                     id=step.id, action=step.action, status="ok", message=stats.summary()
                 )
@@ -189,6 +195,18 @@ def _do_step(run: _Run, step: Any) -> None:
         run.exit_code = None
     status.duration_ms = int((time.monotonic() - begun) * 1000)
     run.results.append(status)
+
+
+def _copy_budget(run: _Run) -> CopyBudget:
+    """The run's one copy-out budget, made at its first artifact: the byte, entry and
+    depth caps hold for all the artifacts of the run together, not for each.
+
+    Raises:
+        UsageError: a ``$PYRO_COPY_OUT_MAX_*`` setting is not a number.
+    """
+    if run.copy_budget is None:
+        run.copy_budget = CopyBudget(CopyLimits.from_env(), shared_by="all artifacts of this run")
+    return run.copy_budget
 
 
 def _client(run: _Run) -> AgentClient:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestPathError
-from pyro.machines.copyout import CopyLimits, CopyRules, copy_file, copy_tree
+from pyro.gitmeta import has_git_part
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -34,7 +35,10 @@ class TransferStats:
         """One line for a step's message, e.g. ``3 file(s), 120 bytes, 1 skipped``."""
         text = f"{self.files} file(s), {self.bytes} bytes"
         if self.skipped:
-            text += f", {len(self.skipped)} skipped (symlinks and special files are not copied)"
+            text += (
+                f", {len(self.skipped)} skipped (symlinks, special files and git metadata "
+                "are not copied)"
+            )
         return text
 
 
@@ -104,39 +108,52 @@ def _put(client: AgentClient, path: Path, target: str, stats: TransferStats) -> 
     stats.files += 1
 
 
+def artifact_target(source: str, target: str) -> str:
+    """The host path (relative to the spec's folder) an artifact is written to: ``target``,
+    or ``target/<source's name>`` when ``target`` ends in ``/``."""
+    name = posixpath.basename(source.rstrip("/")) or "root"
+    return posixpath.normpath(posixpath.join(target, name) if target.endswith("/") else target)
+
+
 def copy_out(
     client: AgentClient,
     root: Path,
     source: str,
     target: str,
     *,
-    limits: CopyLimits | None = None,
+    budget: CopyBudget | None = None,
 ) -> TransferStats:
     """Copy a guest file or folder to a host path relative to ``root``.
 
     A ``target`` ending in ``/`` is a folder the source is copied into. The target path
-    (the spec's) is resolved with symlinks and must stay inside ``root``; what the guest puts
-    below it is written by :mod:`pyro.machines.copyout` (names checked first, nothing
-    written through a symlink, guest symlinks and special files skipped and counted in
-    ``skipped``, guest modes not kept, at most ``limits`` bytes and entries: default
-    ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``).
+    (the spec's) is resolved with symlinks and must stay inside ``root`` and out of any
+    ``.git`` folder; what the guest puts below it is written by :mod:`pyro.machines.copyout` (names
+    checked first, nothing written through a symlink, guest symlinks, special files and git
+    metadata skipped and counted in ``skipped``, guest modes not kept). ``budget`` is what
+    may still be written: one per run, shared by all its artifacts (default: a fresh one of
+    ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``/``_DEPTH``).
 
     Raises:
-        GuestPathError: the host target escapes ``root``; the guest path is missing, is not
-            a regular file or folder (a symlink is not followed), or holds a bad name; the
-            host cannot write a file.
-        LimitError: the copy would pass a byte or entry cap.
+        GuestPathError: the host target escapes ``root`` or is in a ``.git`` folder; the
+            guest path is missing, is not a regular file or folder (a symlink is not
+            followed), holds a bad name, or is laid out as a git folder; the host cannot
+            write a file.
+        LimitError: the copy would pass a byte, entry or depth cap.
     """
+    rel_target = artifact_target(source, target)
+    if has_git_part(rel_target):
+        raise GuestPathError(
+            f"artifact target {target!r} (for {source}) is in a .git folder; artifacts are "
+            "never written there (a guest-written hook or config would run commands at the "
+            "next git command)",
+            "choose a target outside .git (copy git metadata out as an archive if needed)",
+        )
     info = client.stat(source)
-    name = posixpath.basename(source.rstrip("/")) or "root"
-    rel_target = posixpath.normpath(
-        posixpath.join(target, name) if target.endswith("/") else target
-    )
     rules = CopyRules(
         what=f"artifact {source}",
         host_error=GuestPathError,
         hint="copy out an archive instead (e.g. tar the files in a step), or free disk space",
-        limits=limits or CopyLimits.from_env(),
+        budget=budget or CopyBudget(CopyLimits.from_env()),
         inside=root,
     )
     if info.kind == "d":

@@ -23,15 +23,25 @@ them between two requests.
 * **Symlinks** are recreated only when the caller allows it and the target provably stays
   inside the copied tree (:func:`link_stays_inside`); others are skipped and reported, as are
   FIFOs, sockets and devices.
+* **Git metadata is not written** (:mod:`pyro.gitmeta`) unless the caller allows it
+  (``git``; only ``pyro task export --include-git`` and the SDK's ``include_git=True`` do):
+  an entry named ``.git`` (any case, or a spelling a host file system takes for it) is
+  skipped and reported, so is a folder laid out as a git folder (``HEAD``, ``objects/``,
+  ``refs/``), and a destination inside a ``.git`` folder is refused. A guest-written hook or
+  ``core.fsmonitor`` would otherwise run at the user's next git command.
 * **Modes:** setuid, setgid and sticky bits are never set; the host umask applies. With
   ``guest_modes`` a file keeps the guest's rwx bits (so scripts stay executable), plus
   owner read/write; without, files are ``0666 & ~umask``. Folders are ``0777 & ~umask``.
-* **Caps** (:class:`CopyLimits`): every copy writes at most ``max_bytes`` bytes and
+* **Caps** (:class:`CopyLimits`, spent from a :class:`CopyBudget` that several copies may
+  share, e.g. all the artifacts of one run): at most ``max_bytes`` bytes and
   ``max_entries`` entries (files, folders, links, and skipped entries) on the host, counted
   on what the host writes: a sparse file counts its full size, each hard link counts again.
   The sizes the listing claims are checked before anything is written; the bytes that
   actually arrive are counted as they are written, so a guest that lies about a size, or
-  swaps a file for ``/dev/urandom``, is stopped at the cap.
+  swaps a file for ``/dev/urandom``, is stopped at the cap. Folders nest at most
+  ``max_depth`` levels and a guest path is at most 4095 bytes (Linux ``PATH_MAX``), both
+  checked while listing: a lying agent cannot make the listing grow host memory faster
+  than its entries, and the write phase holds at most ``max_depth + 1`` folders open.
 * **On an error** the file being written is removed (it only ever exists under a
   ``.pyro-partial-*`` temp name); files, links and folders completed before the error stay,
   and the error says so. Errors found while listing (names, entry cap, claimed sizes) leave
@@ -52,6 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pyro.errors import GuestPathError, LimitError, PyroError, UsageError
+from pyro.gitmeta import has_git_part, is_git_name, looks_like_git_dir
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -59,10 +70,14 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_BYTES = 4 << 30
 DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_MAX_DEPTH = 128
 BYTES_ENV = "PYRO_COPY_OUT_MAX_BYTES"
 ENTRIES_ENV = "PYRO_COPY_OUT_MAX_ENTRIES"
+DEPTH_ENV = "PYRO_COPY_OUT_MAX_DEPTH"
 #: The longest file name Linux file systems hold, in bytes.
 NAME_MAX = 255
+#: Linux ``PATH_MAX``: a guest path (with its final NUL) the guest kernel can open.
+PATH_MAX = 4096
 TEMP_PREFIX = ".pyro-partial-"
 # O_PATH: a folder we may write into but not list (mode 0300) still opens.
 _DIR_FLAGS = os.O_DIRECTORY | os.O_CLOEXEC | getattr(os, "O_PATH", os.O_RDONLY)
@@ -77,12 +92,19 @@ class CopyLimits:
 
     max_bytes: int = DEFAULT_MAX_BYTES
     max_entries: int = DEFAULT_MAX_ENTRIES
+    max_depth: int = DEFAULT_MAX_DEPTH
+    """How many folder levels may nest below the copied folder."""
 
     @classmethod
     def from_env(
-        cls, *, max_bytes: int | None = None, max_entries: int | None = None
+        cls,
+        *,
+        max_bytes: int | None = None,
+        max_entries: int | None = None,
+        max_depth: int | None = None,
     ) -> CopyLimits:
-        """The given values, else ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``, else defaults.
+        """The given values, else ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``/``_DEPTH``, else
+        defaults.
 
         Raises:
             UsageError: an environment variable is not a number.
@@ -94,20 +116,40 @@ class CopyLimits:
                 if max_entries is None
                 else max_entries
             ),
+            max_depth=(
+                _env_number(DEPTH_ENV, DEFAULT_MAX_DEPTH, sizes=False)
+                if max_depth is None
+                else max_depth
+            ),
         )
 
 
-def _env_number(name: str, default: int) -> int:
+@dataclass
+class CopyBudget:
+    """What the copies sharing this budget have written on the host, against one set of
+    limits. Every copy spends from one; all the artifacts of one run share one
+    (:func:`pyro.execute.apply.apply`), so N artifacts naming one big guest file write at
+    most one cap, not N."""
+
+    limits: CopyLimits = field(default_factory=CopyLimits)
+    shared_by: str = ""
+    """Who shares it, for messages (e.g. ``all artifacts of this run``); empty: one copy."""
+    bytes: int = 0
+    entries: int = 0
+
+
+def _env_number(name: str, default: int, *, sizes: bool = True) -> int:
     raw = os.environ.get(name, "")
     if not raw.strip():
         return default
-    match = _SIZE.match(raw)
+    match = _SIZE.match(raw) if sizes else re.match(r"^\s*(\d+)\s*$", raw)
     if match is None:
+        units = " (bytes may end in K, M, G or T)" if sizes else ""
         raise UsageError(
             f"${name}={raw!r} is not a number",
-            f"set {name} to a whole number (bytes may end in K, M, G or T), or unset it",
+            f"set {name} to a whole number{units}, or unset it",
         )
-    return int(match[1]) << _UNITS[(match[2] or "").lower()]
+    return int(match[1]) << (_UNITS[(match[2] or "").lower()] if sizes else 0)
 
 
 @dataclass(frozen=True)
@@ -120,13 +162,22 @@ class CopyRules:
     """Raised when the host refuses a write (``UsageError`` for exports, as before)."""
     hint: str
     """The hint of host-side write errors."""
-    limits: CopyLimits = field(default_factory=CopyLimits)
+    budget: CopyBudget = field(default_factory=CopyBudget)
+    """What this copy may still write; shared with other copies when the caller says so."""
     guest_modes: bool = False
     """Keep the guest's rwx bits (minus the umask); otherwise files are 0666 & ~umask."""
     symlinks: bool = False
     """Recreate guest symlinks whose target stays inside the copied tree."""
     inside: Path | None = None
     """The destination folder must lie inside this host folder (symlinks resolved)."""
+    git: bool = False
+    """Write git metadata (``.git`` entries, folders laid out as git folders) too."""
+    git_hint: str = "copy out an archive instead (e.g. tar the folder in a step)"
+    """The hint when git metadata is refused."""
+
+    @property
+    def limits(self) -> CopyLimits:
+        return self.budget.limits
 
 
 @dataclass
@@ -201,16 +252,19 @@ def copy_tree(client: AgentClient, source: str, dest: Path, rules: CopyRules) ->
     symlinks; everything below it comes from the guest and is written as the module says.
 
     Raises:
-        GuestPathError: a bad guest name; ``dest`` leaves ``rules.inside``.
-        LimitError: the copy would pass a cap.
-        PyroError: ``rules.host_error`` when the host refuses a write; a guest error.
+        GuestPathError: a bad guest name or an over-long guest path; ``dest`` leaves
+            ``rules.inside``; ``source`` is laid out as a git folder (unless ``rules.git``).
+        LimitError: the copy would pass a cap (bytes, entries, depth).
+        PyroError: ``rules.host_error`` when the host refuses a write, or ``dest`` is in a
+            ``.git`` folder (unless ``rules.git``); a guest error.
     """
-    folders = _scan(client, source, rules)
-    report = CopyReport()
+    _check_not_git(dest, rules)
+    scan = _scan(client, source, rules)
+    report = CopyReport(skipped=scan.skipped)
     with _open_dest(dest, rules) as root_fd:
         report.directories += 1
         try:
-            _write_folders(client, folders, root_fd, dest, rules, report)
+            _write_folders(client, scan, root_fd, dest, rules, report)
         except PyroError as exc:
             _add_leftovers(exc, report, dest)
             raise
@@ -227,18 +281,31 @@ def copy_file(
 
     Raises:
         LimitError: the file's size passes the byte cap (before or while writing).
-        PyroError: ``rules.host_error`` when the host refuses a write; a guest error.
+        PyroError: ``rules.host_error`` when the host refuses a write, or ``folder/name`` is
+            (in) a ``.git`` folder (unless ``rules.git``); a guest error.
     """
     if name in ("", ".", "..") or "/" in name:
         raise UsageError(f"{folder / name} is not a file path", "give a path that ends in a name")
-    if rules.limits.max_entries < 1:
+    _check_not_git(folder / name, rules)
+    budget = rules.budget
+    if budget.entries + 1 > rules.limits.max_entries:
         raise _over_entries(rules)
-    if max(info.size, 0) > rules.limits.max_bytes:
+    if budget.bytes + max(info.size, 0) > rules.limits.max_bytes:
         raise _over_bytes(rules, source)
+    budget.entries += 1
     report = CopyReport()
     with _open_dest(folder, rules) as fd:
         _write_file(client, source, info.mode, fd, name, str(folder / name), rules, report)
     return report
+
+
+def _check_not_git(dest: Path, rules: CopyRules) -> None:
+    if not rules.git and has_git_part(dest.as_posix()):
+        raise rules.host_error(
+            f"{rules.what}: {dest} is in a .git folder; pyro does not write guest files there "
+            "(a guest-written hook or config runs commands at the next git command)",
+            rules.git_hint,
+        )
 
 
 # -- listing first ---------------------------------------------------------------------------
@@ -246,24 +313,70 @@ def copy_file(
 
 @dataclass
 class _Folder:
-    rel: tuple[str, ...]  # names below the copied tree's top; () is the top
-    guest: str
-    entries: list[GuestStat]
+    """One listed folder. Only its own name is kept (with its parent's index), not its
+    path: a chain of N folders costs N names, not N paths of up to N names."""
+
+    name: str  # in its parent's listing; "" for the copied folder itself
+    parent: int  # index of the parent in _Scan.folders; -1 for the copied folder
+    depth: int  # folders between it and the copied folder's top; 0 for the top
+    entries: list[GuestStat]  # git metadata already left out (see _Scan.skipped)
 
 
-def _scan(client: AgentClient, source: str, rules: CopyRules) -> list[_Folder]:
-    """Every folder under ``source`` with its checked entries, parents before children."""
-    limits = rules.limits
-    entries = 1  # the top folder itself
-    claimed = 0
+@dataclass
+class _Scan:
+    source: str
+    folders: list[_Folder]
+    """Parents before children, depth first (a folder's parent is open while it is)."""
+    skipped: list[str]
+    """Guest paths of git metadata that will not be written."""
+
+    def rel(self, index: int) -> tuple[str, ...]:
+        """The names from the copied folder down to folder ``index``."""
+        names: list[str] = []
+        while index > 0:
+            folder = self.folders[index]
+            names.append(folder.name)
+            index = folder.parent
+        return tuple(reversed(names))
+
+    def guest(self, index: int) -> str:
+        return posixpath.join(self.source, *self.rel(index))
+
+
+def _scan(client: AgentClient, source: str, rules: CopyRules) -> _Scan:
+    """Every folder under ``source`` with its checked entries, parents before children.
+
+    Everything the caps and names allow is checked here, before a byte is written.
+    """
+    budget, limits = rules.budget, rules.limits
+    entries = budget.entries + 1  # the top folder itself
+    claimed = budget.bytes
     if entries > limits.max_entries:
         raise _over_entries(rules)
-    folders: list[_Folder] = []
-    pending: list[tuple[tuple[str, ...], str]] = [((), source)]
+    _check_path_length(source, rules)
+    scan = _Scan(source=source, folders=[], skipped=[])
+    # (parent index, name, depth) of folders still to list; the top is (-1, "", 0).
+    pending: list[tuple[int, str, int]] = [(-1, "", 0)]
     while pending:
-        rel, guest = pending.pop()
+        parent, name, depth = pending.pop()
+        index = len(scan.folders)
+        scan.folders.append(_Folder(name, parent, depth, []))
+        guest = scan.guest(index)
         listing = client.list_dir(guest)
+        if not rules.git and looks_like_git_dir(entry.name for entry in listing):
+            if parent < 0:
+                raise GuestPathError(
+                    f"{rules.what}: the guest folder {_short(guest)!r} is laid out as a git "
+                    "folder (HEAD, objects/, refs/); its config and hooks would run commands "
+                    "on the host",
+                    rules.git_hint,
+                )
+            scan.folders.pop()  # listed, never entered: its name stays in the parent
+            scan.skipped.append(guest)
+            continue
+        base = len(guest.encode("utf-8", "surrogateescape")) + (0 if guest.endswith("/") else 1)
         seen: set[str] = set()
+        kept: list[GuestStat] = []
         subfolders: list[str] = []
         for entry in listing:
             check_name(entry.name, guest)
@@ -276,16 +389,41 @@ def _scan(client: AgentClient, source: str, rules: CopyRules) -> list[_Folder]:
             entries += 1
             if entries > limits.max_entries:
                 raise _over_entries(rules)
+            if base + len(entry.name.encode()) >= PATH_MAX:
+                _check_path_length(posixpath.join(guest, entry.name), rules)
+            if not rules.git and is_git_name(entry.name):
+                scan.skipped.append(posixpath.join(guest, entry.name))
+                continue
+            kept.append(entry)
             if entry.kind == "f":
                 claimed += max(entry.size, 0)
                 if claimed > limits.max_bytes:
                     raise _over_bytes(rules, posixpath.join(guest, entry.name))
             elif entry.kind == "d":
+                if depth + 1 > limits.max_depth:
+                    raise _over_depth(rules, posixpath.join(guest, entry.name))
                 subfolders.append(entry.name)
-        folders.append(_Folder(rel, guest, listing))
-        for name in reversed(subfolders):
-            pending.append(((*rel, name), posixpath.join(guest, name)))
-    return folders
+        scan.folders[index].entries = kept
+        for sub in reversed(subfolders):
+            pending.append((index, sub, depth + 1))
+    budget.entries = entries
+    return scan
+
+
+def _check_path_length(path: str, rules: CopyRules) -> None:
+    size = len(path.encode("utf-8", "surrogateescape"))
+    if size >= PATH_MAX:
+        raise GuestPathError(
+            f"{rules.what}: the guest path {_short(path)!r} is {size} bytes long; a guest "
+            f"path is at most {PATH_MAX - 1} bytes (PATH_MAX); nothing was copied",
+            "the guest agent is broken or hostile, or the tree is too deep to copy file by "
+            "file: copy out an archive instead (e.g. tar the folder in a step)",
+        )
+
+
+def _short(path: str) -> str:
+    """A long guest path cut in the middle, for messages."""
+    return path if len(path) <= 160 else f"{path[:60]}...{path[-90:]}"
 
 
 # -- then writing ----------------------------------------------------------------------------
@@ -293,43 +431,46 @@ def _scan(client: AgentClient, source: str, rules: CopyRules) -> list[_Folder]:
 
 def _write_folders(
     client: AgentClient,
-    folders: list[_Folder],
+    scan: _Scan,
     root_fd: int,
     dest: Path,
     rules: CopyRules,
     report: CopyReport,
 ) -> None:
-    # The open folders from the top to the current one; folders come parents first.
-    open_fds: list[tuple[tuple[str, ...], int]] = [((), root_fd)]
+    # The open folders from the top to the current one, as (index, fd); at most
+    # max_depth + 1, since folders come depth first, parents before children.
+    open_fds: list[tuple[int, int]] = [(0, root_fd)]
     try:
-        for folder in folders:
-            if folder.rel:
-                while open_fds[-1][0] != folder.rel[:-1]:
+        for index, folder in enumerate(scan.folders):
+            rel = scan.rel(index)
+            if index:
+                while open_fds[-1][0] != folder.parent:
                     os.close(open_fds.pop()[1])
-                shown = str(dest.joinpath(*folder.rel))
-                fd = _enter_folder(open_fds[-1][1], folder.rel[-1], shown, rules)
-                open_fds.append((folder.rel, fd))
+                shown = str(dest.joinpath(*rel))
+                fd = _enter_folder(open_fds[-1][1], folder.name, shown, rules)
+                open_fds.append((index, fd))
                 report.directories += 1
             fd = open_fds[-1][1]
+            guest_folder = posixpath.join(scan.source, *rel)
             for entry in folder.entries:
-                guest = posixpath.join(folder.guest, entry.name)
-                shown = str(dest.joinpath(*folder.rel, entry.name))
+                guest = posixpath.join(guest_folder, entry.name)
+                shown = str(dest.joinpath(*rel, entry.name))
                 if entry.kind == "d":
-                    continue  # entered in its own turn
+                    continue  # entered in its own turn (or skipped as git metadata)
                 if entry.kind == "f":
                     _write_file(client, guest, entry.mode, fd, entry.name, shown, rules, report)
                 elif (
                     entry.kind == "l"
                     and rules.symlinks
                     and entry.link_target is not None
-                    and link_stays_inside(entry.link_target, len(folder.rel))
+                    and link_stays_inside(entry.link_target, folder.depth)
                 ):
                     _write_link(entry.link_target, fd, entry.name, shown, rules)
                     report.symlinks += 1
                 else:
                     report.skipped.append(guest)
     finally:
-        for _rel, fd in open_fds[1:]:
+        for _index, fd in open_fds[1:]:
             os.close(fd)
 
 
@@ -413,7 +554,7 @@ def _write_file(
             except FileExistsError:
                 continue
     try:
-        budget = rules.limits.max_bytes - report.bytes
+        budget = rules.limits.max_bytes - rules.budget.bytes
         with _host_write(shown, rules), os.fdopen(fd, "wb") as out:
             sink = _Sink(out, budget, lambda: _over_bytes(rules, guest))
             try:
@@ -428,6 +569,7 @@ def _write_file(
         raise
     report.files += 1
     report.bytes += sink.written
+    rules.budget.bytes += sink.written
 
 
 def _write_link(target: str, dir_fd: int, name: str, shown: str, rules: CopyRules) -> None:
@@ -475,10 +617,15 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+def _shared(rules: CopyRules) -> str:
+    shared_by = rules.budget.shared_by
+    return f", for {shared_by} together" if shared_by else ""
+
+
 def _over_bytes(rules: CopyRules, at: str) -> LimitError:
     return LimitError(
         f"{rules.what} would write more than {_size(rules.limits.max_bytes)} on the host "
-        f"(the copy-out byte limit; reached at {at!r})",
+        f"(the copy-out byte limit{_shared(rules)}; reached at {_short(at)!r})",
         f"copy out an archive or a smaller folder, or raise {BYTES_ENV} (bytes; sparse "
         "files count their full size and each hard link counts again)",
     )
@@ -487,8 +634,16 @@ def _over_bytes(rules: CopyRules, at: str) -> LimitError:
 def _over_entries(rules: CopyRules) -> LimitError:
     return LimitError(
         f"{rules.what} has more than {rules.limits.max_entries} entries (files, folders, "
-        "links and special files; the copy-out entry limit)",
+        f"links and special files; the copy-out entry limit{_shared(rules)})",
         f"copy out an archive instead (e.g. tar the folder in a step), or raise {ENTRIES_ENV}",
+    )
+
+
+def _over_depth(rules: CopyRules, at: str) -> LimitError:
+    return LimitError(
+        f"{rules.what} nests folders more than {rules.limits.max_depth} levels deep (the "
+        f"copy-out depth limit; reached at {_short(at)!r}); nothing was copied",
+        f"copy out an archive instead (e.g. tar the folder in a step), or raise {DEPTH_ENV}",
     )
 
 

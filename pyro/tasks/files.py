@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
 from pyro.guest.protocol import shown_name
 from pyro.machines.copyout import CopyLimits, CopyRules, copy_file, copy_tree
@@ -240,7 +241,12 @@ def list_entries(client: AgentClient, path: str) -> list[FileEntry]:
 
 
 def export_path(
-    client: AgentClient, path: str, output: Path, *, limits: CopyLimits | None = None
+    client: AgentClient,
+    path: str,
+    output: Path,
+    *,
+    limits: CopyLimits | None = None,
+    include_git: bool = False,
 ) -> SyncResult:
     """Copy a guest file or folder to ``output`` on the host (written atomically per file).
 
@@ -249,13 +255,18 @@ def export_path(
     replaced); guest symlinks are recreated only when they stay inside the exported folder;
     special files and other links are skipped and listed in ``skipped``; the guest's rwx
     bits are kept minus the umask (never setuid/setgid/sticky); ``limits`` (default
-    ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``) caps what is written.
+    ``$PYRO_COPY_OUT_MAX_BYTES``/``_ENTRIES``/``_DEPTH``) caps what is written. Git
+    metadata (``.git``, folders laid out as git folders) is skipped and listed in
+    ``skipped``, and an ``output`` in a ``.git`` folder is refused, unless ``include_git``:
+    a guest-written hook or ``core.fsmonitor`` runs at the user's next git command.
 
     Raises:
-        GuestPathError: the guest path does not exist, or the guest listed a bad name.
-        LimitError: the export would pass a byte or entry cap.
+        GuestPathError: the guest path does not exist, the guest listed a bad name, a
+            guest path is too long, or ``path`` is laid out as a git folder.
+        LimitError: the export would pass a byte, entry or depth cap.
         UsageError: ``path`` is not a file or folder in the guest; ``output`` exists as
-            another kind (a file where a folder goes) or cannot be written.
+            another kind (a file where a folder goes), cannot be written, or is in a
+            ``.git`` folder.
     """
     top = client.stat(path)
     rules = CopyRules(
@@ -263,9 +274,12 @@ def export_path(
         host_error=UsageError,
         hint="choose an output path in a writable folder (a file where the guest has a "
         "folder, or a folder where it has a file, must be moved away first)",
-        limits=limits or CopyLimits.from_env(),
+        budget=CopyBudget(limits or CopyLimits.from_env()),
         guest_modes=True,
         symlinks=True,
+        git=include_git,
+        git_hint="export the working files only; to copy git metadata from a guest you "
+        "trust, pass --include-git (SDK: include_git=True)",
     )
     result = SyncResult(source=path, dest=str(output), files=0, directories=0, symlinks=0, bytes=0)
     if top.kind == "d":

@@ -52,10 +52,12 @@ def test_task_export_from_a_hostile_guest(
             "mkdir -p /workspace/e/sub && cd /workspace/e && echo data > sub/f"
             f" && ln -s {host_dir} ssh && ln -s sub inner && ln -s ../../../.. up"
             " && mkfifo fifo && printf '#!/bin/sh\\n' > hook && chmod 6777 hook"
+            " && mkdir -p .git/hooks && cp hook .git/hooks/pre-commit"
+            " && printf '[core]\\n\\tfsmonitor = \"touch pwned; false\"\\n' > .git/config"
         )
         first = sdk.export_task_path(task.id, "/workspace/e", out)
 
-        assert sorted(first.skipped) == [f"/workspace/e/{n}" for n in ("fifo", "ssh", "up")]
+        assert sorted(first.skipped) == [f"/workspace/e/{n}" for n in (".git", "fifo", "ssh", "up")]
         assert everything(out) == ["hook", "inner", "sub", "sub/f"]
         assert os.readlink(out / "inner") == "sub"
         assert stat.S_IMODE((out / "hook").stat().st_mode) == 0o755
@@ -103,6 +105,7 @@ spec:
       run: >-
         mkdir -p /out /big /ok && ln -s /dev/urandom /out/rand
         && cd /big && {sparse} && echo fine > /ok/file && ln -s /etc/passwd /ok/passwd
+        && mkdir -p /ok/.git/hooks && echo '[core]' > /ok/.git/config
   artifacts:
     - {{source: /out/rand, target: ./r}}
     - {{source: /big, target: ./big/}}
@@ -134,6 +137,6 @@ def test_artifacts_from_a_hostile_guest(
     assert "is a symlink in the guest" in steps[0]["message"]
     assert "more than 4 GiB" in steps[1]["message"]
     assert steps[2]["message"] == (
-        "1 file(s), 5 bytes, 1 skipped (symlinks and special files are not copied)"
+        "1 file(s), 5 bytes, 2 skipped (symlinks, special files and git metadata are not copied)"
     )
     assert everything(project) == ["got", "got/ok", "got/ok/file", "spec.yaml"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from helpers.lying_agent import LyingAgent, endless, raw_entry
@@ -16,6 +17,9 @@ from helpers.lying_agent import LyingAgent, endless, raw_entry
 from pyro.errors import GuestPathError, LimitError
 from pyro.execute import transfer
 from pyro.guest.results import GuestStat
+
+if TYPE_CHECKING:
+    from pyro.plan.model import Plan
 
 pytestmark = pytest.mark.hostile
 
@@ -143,7 +147,7 @@ def test_guest_symlinks_and_specials_are_skipped_and_counted(tmp_path: Path) -> 
     assert sorted(stats.skipped) == ["/out/fifo", "/out/inside", "/out/passwd"]
     assert (
         stats.summary()
-        == "1 file(s), 3 bytes, 3 skipped (symlinks and special files are not copied)"
+        == "1 file(s), 3 bytes, 3 skipped (symlinks, special files and git metadata are not copied)"
     )
     assert everything(tmp_path / "got") == ["out", "out/ok"]
 
@@ -170,3 +174,136 @@ def test_a_file_artifact_replaces_a_link_at_its_target(tmp_path: Path) -> None:
     assert (tmp_path / "config").read_text() == "precious\n"
     assert not (tmp_path / "result.txt").is_symlink()
     assert (tmp_path / "result.txt").read_text() == "from the guest\n"
+
+
+# -- git metadata (red-team finding 1) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ("/out/config", ".git/config"),  # plants core.fsmonitor: git status runs it
+        ("/out/config", "sub/.GIT/config"),
+        ("/out/hooks", ".git/hooks"),
+        ("/w/.git", "./"),  # lands in ./.git
+        ("/w/.git", "keep/"),
+    ],
+)
+def test_an_artifact_never_lands_in_a_git_folder(source: str, target: str, tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[core]\n")
+    agent = LyingAgent()
+    agent.contents["/out/config"] = b'[core]\n\tfsmonitor = "touch /tmp/pwned; false"\n'
+    agent.folder("/out/hooks", raw_entry(b"pre-commit", mode=0o755))
+    agent.folder("/w/.git", raw_entry(b"config"))
+
+    with pytest.raises(GuestPathError, match=r"in a \.git folder") as info:
+        transfer.copy_out(agent, tmp_path, source, target)  # type: ignore[arg-type]
+
+    assert info.value.hint and agent.reads == []
+    assert everything(tmp_path) == [".git", ".git/config"]
+    assert (tmp_path / ".git" / "config").read_text() == "[core]\n"
+
+
+def test_git_metadata_inside_an_artifact_folder_is_skipped(tmp_path: Path) -> None:
+    agent = LyingAgent()
+    agent.folder("/out", raw_entry(b".git", "d"), raw_entry(b"bare", "d"), raw_entry(b"ok"))
+    agent.folder("/out/.git", raw_entry(b"config"))
+    agent.folder(
+        "/out/bare", raw_entry(b"HEAD"), raw_entry(b"objects", "d"), raw_entry(b"refs", "d")
+    )
+
+    stats = transfer.copy_out(agent, tmp_path, "/out", "./got/")  # type: ignore[arg-type]
+
+    assert sorted(stats.skipped) == ["/out/.git", "/out/bare"]
+    assert everything(tmp_path) == ["got", "got/out", "got/out/ok"]
+    assert agent.reads == ["/out/ok"]
+
+
+# -- one budget per run (red-team finding 4) ------------------------------------------------
+
+
+def artifacts_plan(count: int, source: str = "/big") -> Plan:
+    from pyro.plan.model import seal
+
+    return seal(
+        metadata={"name": "amp"},
+        applyable=True,
+        inventory={"arch": "x86_64", "kvm": "none", "backend": "qemu-tcg", "backend_reason": ""},
+        environment={
+            "ref": "debian:12",
+            "name": "debian:12",
+            "version": "1",
+            "digest": None,
+            "origin": "installed",
+        },
+        resources={"vcpus": 1, "memory_mib": 256},
+        timeout_seconds=600,
+        steps=[
+            {
+                "id": "boot",
+                "action": "boot",
+                "backend": "qemu-tcg",
+                "vcpus": 1,
+                "memory_mib": 256,
+                "environment_digest": None,
+                "agent_digest": None,
+                "network": {"policy": "off"},
+            },
+            *(
+                {
+                    "id": f"copy-out-{i}",
+                    "action": "copy-out",
+                    "source": source,
+                    "target": f"copy{i}",
+                }
+                for i in range(count)
+            ),
+        ],
+    )
+
+
+def apply_with(agent: LyingAgent, plan: Plan, base: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Carry ``plan`` out in ``base/project`` with ``agent`` as the booted guest (the VM
+    itself is not under test)."""
+    from pyro.execute import apply as runner
+    from pyro.machines.registry import VMRegistry
+
+    (base / "project").mkdir()
+    monkeypatch.setattr(runner, "_boot", lambda run, step: setattr(run, "client", agent))
+    options = runner.ApplyOptions(base_dir=base / "project", registry=VMRegistry(base / "state"))
+    return runner.apply(plan, options)
+
+
+def test_the_byte_cap_holds_for_all_the_artifacts_of_a_run_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spec names one guest sparse file (4 KiB of guest disk) 20 times: the old code gave
+    # each artifact a fresh cap, so one run wrote 20 caps on the host.
+    monkeypatch.setenv("PYRO_COPY_OUT_MAX_BYTES", "1M")
+    agent = LyingAgent()
+    agent.contents["/big"] = b"\0" * (1 << 20)  # exactly the cap
+
+    result = apply_with(agent, artifacts_plan(20), tmp_path, monkeypatch)
+
+    copies = [s for s in result.steps if s.action == "copy-out"]
+    assert [s.status for s in copies] == ["ok"] + ["error"] * 19
+    assert "for all artifacts of this run together" in (copies[1].message or "")
+    assert not result.ok and result.failed_step == "copy-out-1"
+    assert everything(tmp_path / "project") == ["copy0"]
+    assert (tmp_path / "project" / "copy0").stat().st_size == 1 << 20
+
+
+def test_the_entry_cap_holds_for_all_the_artifacts_of_a_run_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_COPY_OUT_MAX_ENTRIES", "5")
+    agent = LyingAgent()
+    agent.folder("/d", raw_entry(b"a"), raw_entry(b"b"))  # 3 entries with the folder
+
+    result = apply_with(agent, artifacts_plan(3, "/d"), tmp_path, monkeypatch)
+
+    copies = [s for s in result.steps if s.action == "copy-out"]
+    assert [s.status for s in copies] == ["ok", "error", "error"]
+    assert "more than 5 entries" in (copies[1].message or "")
+    assert everything(tmp_path / "project") == ["copy0", "copy0/a", "copy0/b"]

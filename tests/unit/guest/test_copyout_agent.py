@@ -130,3 +130,52 @@ def test_a_sparse_file_and_hard_links_count_in_full(
     assert not (tmp_path / "out").exists() and everything(root) == []
     monkeypatch.setenv("PYRO_COPY_OUT_MAX_BYTES", "64M")  # exactly enough: it is allowed
     assert export_path(client, str(guest), tmp_path / "out").bytes == 64 << 20
+
+
+def test_the_guests_git_metadata_is_not_written(
+    agent: AgentServer, guest: Path, tmp_path: Path
+) -> None:
+    # Red-team finding 1: an executable .git/hooks/pre-commit and core.fsmonitor in
+    # .git/config ran guest code at the user's next git command.
+    (guest / ".git" / "hooks").mkdir(parents=True)
+    (guest / ".git" / "config").write_text('[core]\n\tfsmonitor = "touch pwned; false"\n')
+    (guest / ".git" / "hooks" / "pre-commit").write_text("#!/bin/sh\ntouch pwned\n")
+    (guest / ".git" / "hooks" / "pre-commit").chmod(0o755)
+    for folder in ("objects", "refs"):
+        (guest / "vendor" / folder).mkdir(parents=True)
+    (guest / "vendor" / "HEAD").write_text("ref: refs/heads/main\n")
+    (guest / "run.sh").write_text("#!/bin/sh\n")
+    (guest / "run.sh").chmod(0o755)
+    out = tmp_path / "out"
+    root = tmp_path / "project"
+    root.mkdir()
+    client = agent.connect()
+
+    result = export_path(client, str(guest), out)
+    stats = transfer.copy_out(client, root, str(guest), "./got/")
+
+    assert sorted(result.skipped) == [f"{guest}/.git", f"{guest}/vendor"]
+    assert everything(out) == ["run.sh"] and os.access(out / "run.sh", os.X_OK)
+    assert sorted(stats.skipped) == sorted(result.skipped)
+    assert everything(root) == ["got", "got/guest", "got/guest/run.sh"]
+    with pytest.raises(GuestPathError, match=r"in a \.git folder"):
+        transfer.copy_out(client, root, str(guest / ".git" / "config"), ".git/config")
+    assert everything(root) == ["got", "got/guest", "got/guest/run.sh"]
+
+
+def test_a_chain_deeper_than_the_cap_is_refused_while_listing(
+    agent: AgentServer, guest: Path, tmp_path: Path
+) -> None:
+    # Red-team finding 3: a deep chain grew host memory ~ depth^2 while listing and held
+    # one open fd per level while writing.
+    deep = guest
+    for _ in range(129):
+        deep = deep / "a"
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x")
+    out = tmp_path / "out"
+
+    with pytest.raises(LimitError, match="more than 128 levels deep"):
+        export_path(agent.connect(), str(guest), out)
+
+    assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,31 @@ def test_sync_push_and_export(run: CliRunner, make_task: MakeTask, tmp_path: Pat
     assert code == 0 and "1 files" in out
     code, _, _ = invoke(run, "export", task_id, "/srv/app", "--output", str(tmp_path / "back"))
     assert code == 0 and (tmp_path / "back" / "d" / "f.txt").read_text() == "content"
+
+
+@pytest.mark.hostile
+def test_export_leaves_git_metadata_out_unless_include_git(
+    run: CliRunner, make_task: MakeTask, tmp_path: Path
+) -> None:
+    task_id = make_task()
+    src = tmp_path / "src"
+    (src / ".git" / "hooks").mkdir(parents=True)
+    (src / ".git" / "hooks" / "pre-commit").write_text("#!/bin/sh\ntouch pwned\n")
+    (src / ".git" / "hooks" / "pre-commit").chmod(0o755)
+    (src / "main.py").write_text("print()\n")
+    invoke(run, "sync", "push", task_id, str(src), "--dest", "/srv/app")
+
+    code, out, err = invoke(run, "export", task_id, "/srv/app", "--output", str(tmp_path / "a"))
+    assert code == 0 and "1 files" in out and "--include-git" in err
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["main.py"]
+    code, out, _ = invoke(run, "export", task_id, "/srv/app", "--output", str(tmp_path / "a/.git"))
+    assert code != 0 and not (tmp_path / "a" / ".git").exists()
+
+    code, out, _ = invoke(
+        run, "export", task_id, "/srv/app", "--output", str(tmp_path / "b"), "--include-git"
+    )
+    assert code == 0 and "2 files" in out
+    assert os.access(tmp_path / "b" / ".git" / "hooks" / "pre-commit", os.X_OK)
 
 
 def test_create_keeps_secret_values_out_of_argv_for_crash_logs(

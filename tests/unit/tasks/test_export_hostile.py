@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
+from pyro.guest.results import GuestStat
 from pyro.tasks.files import export_path, list_entries
 
 pytestmark = pytest.mark.hostile
@@ -405,3 +408,181 @@ def test_a_listing_shows_names_that_are_not_utf8_as_text() -> None:
         ("p3\N{REPLACEMENT CHARACTER}", "t\N{REPLACEMENT CHARACTER}"),
         ("p3\N{REPLACEMENT CHARACTER}", None),
     ]
+
+
+# -- git metadata (red-team finding 1) ------------------------------------------------------
+
+HOOK = b"#!/bin/sh\necho hook > MARKER\n"
+FSMONITOR = b'[core]\n\tfsmonitor = "echo fsmonitor > MARKER; false"\n'
+
+
+def git_repo(path: Path) -> Path:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    (path / "README").write_text("mine\n")
+    return path
+
+
+def run_git(repo: Path) -> None:
+    """What the user does next: status, add, commit (hooks and fsmonitor run here)."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "u",
+        "GIT_AUTHOR_EMAIL": "u@x",
+        "GIT_COMMITTER_NAME": "u",
+        "GIT_COMMITTER_EMAIL": "u@x",
+    }
+    for argv in (["status"], ["add", "README"], ["commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(repo), *argv], capture_output=True, env=env, check=False)
+
+
+def hostile_git(agent: LyingAgent, folder: str, name: bytes, marker: Path) -> None:
+    """``folder/name`` holds an executable pre-commit hook and a config with fsmonitor."""
+    hook = HOOK.replace(b"MARKER", os.fsencode(marker))
+    config = FSMONITOR.replace(b"MARKER", os.fsencode(marker))
+    git = f"{folder}/{name.decode()}"
+    agent.folder(git, raw_entry(b"config", size=len(config)), raw_entry(b"hooks", "d", mode=0o755))
+    agent.folder(f"{git}/hooks", raw_entry(b"pre-commit", mode=0o755, size=len(hook)))
+    agent.contents[f"{git}/config"] = config
+    agent.contents[f"{git}/hooks/pre-commit"] = hook
+
+
+@pytest.mark.parametrize(
+    "name", [b".git", b".GIT", b".Git.", b".git ", b".g\xe2\x80\x8cit", b"git~1", b"GIT~1"]
+)
+def test_the_guests_git_metadata_is_skipped_not_written(name: bytes, tmp_path: Path) -> None:
+    # Seed from the project, let the agent work, export /workspace back over the project:
+    # the guest's .git/hooks/pre-commit (0755) and core.fsmonitor ran at the next git
+    # command. Other spellings are .git to a case-insensitive, HFS+ or NTFS folder.
+    repo = git_repo(tmp_path / "project")
+    config_before = (repo / ".git" / "config").read_bytes()
+    marker = tmp_path / "ran"
+    agent = LyingAgent()
+    agent.folder("/workspace", raw_entry(name, "d"), raw_entry(b"main.py", mode=0o755))
+    hostile_git(agent, "/workspace", name, marker)
+
+    result = export_path(agent, "/workspace", repo)  # type: ignore[arg-type]
+    run_git(repo)
+
+    assert result.skipped == [f"/workspace/{name.decode()}"]
+    assert not marker.exists()
+    assert (repo / ".git" / "config").read_bytes() == config_before
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert sorted(p.name for p in repo.iterdir()) == [".git", "README", "main.py"]
+    assert agent.reads == ["/workspace/main.py"]  # the skipped files were never read
+    # The exec bit stays on ordinary files: an exported project's scripts still run.
+    assert stat.S_IMODE((repo / "main.py").stat().st_mode) & 0o100
+
+
+def test_a_folder_laid_out_as_git_is_skipped_and_a_git_folder_export_refused(
+    tmp_path: Path,
+) -> None:
+    # Not named .git, but git uses it as a git folder when the user runs git inside it
+    # (a bare repository): its config (core.pager, core.fsmonitor...) is the guest's.
+    agent = LyingAgent()
+    agent.folder("/w", raw_entry(b"vendor", "d"), raw_entry(b"ok"))
+    agent.folder(
+        "/w/vendor",
+        raw_entry(b"HEAD"),
+        raw_entry(b"config"),
+        raw_entry(b"objects", "d"),
+        raw_entry(b"refs", "d"),
+    )
+    out = tmp_path / "out"
+
+    result = export_path(agent, "/w", out)  # type: ignore[arg-type]
+
+    assert result.skipped == ["/w/vendor"] and everything(out) == ["ok"]
+    with pytest.raises(GuestPathError, match="laid out as a git folder") as info:
+        export_path(agent, "/w/vendor", tmp_path / "bare")  # type: ignore[arg-type]
+    assert "--include-git" in info.value.hint and not (tmp_path / "bare").exists()
+
+
+def test_an_output_in_a_git_folder_is_refused(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "project")
+    agent = LyingAgent()
+    agent.folder("/w/hooks", raw_entry(b"pre-commit", mode=0o755))
+    agent.contents["/w/hooks/pre-commit"] = b"#!/bin/sh\n"
+    agent.tops["/w/config"] = raw_entry(b"config")
+    for path, output in [("/w/hooks", repo / ".git" / "hooks"), ("/w/config", repo / ".GIT")]:
+        with pytest.raises(UsageError, match=r"in a \.git folder") as info:
+            export_path(agent, path, output)  # type: ignore[arg-type]
+        assert "--include-git" in info.value.hint
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert agent.reads == []
+
+
+def test_include_git_copies_git_metadata_when_asked(tmp_path: Path) -> None:
+    agent = LyingAgent()
+    agent.folder("/w", raw_entry(b".git", "d"))
+    hostile_git(agent, "/w", b".git", tmp_path / "ran")
+
+    result = export_path(agent, "/w", tmp_path / "out", include_git=True)  # type: ignore[arg-type]
+
+    assert result.skipped == [] and result.files == 2
+    hook = tmp_path / "out" / ".git" / "hooks" / "pre-commit"
+    assert stat.S_IMODE(hook.stat().st_mode) & 0o100
+
+
+# -- deep chains from a lying agent (red-team finding 3) ------------------------------------
+
+
+class DeepAgent(LyingAgent):
+    """Lists one subfolder per level, ``levels`` deep, each level one tiny LIST answer."""
+
+    def __init__(self, levels: int, name: bytes = b"a") -> None:
+        super().__init__()
+        self.levels = levels
+        self.name = name
+        self.lists = 0
+
+    def stat(self, path: str) -> GuestStat:
+        return raw_entry(b"w", "d")
+
+    def list_dir(self, path: str) -> list[GuestStat]:
+        self.lists += 1
+        if self.lists > self.levels:
+            return [raw_entry(b"f", size=1)]
+        return [raw_entry(self.name, "d")]
+
+
+def test_a_deep_chain_of_folders_stops_at_the_depth_cap_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    # The old code kept every folder's full path while listing (host memory ~ depth^2:
+    # a 2 GiB host died with MemoryError) and held one open fd per level while writing
+    # (EMFILE for the whole process past RLIMIT_NOFILE).
+    agent = DeepAgent(levels=2000)
+    out = tmp_path / "out"
+
+    with pytest.raises(LimitError, match="more than 128 levels deep") as info:
+        export_path(agent, "/w", out)  # type: ignore[arg-type]
+
+    assert "PYRO_COPY_OUT_MAX_DEPTH" in info.value.hint
+    assert agent.lists == 129 and agent.reads == [] and not out.exists()
+
+
+def test_the_depth_cap_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRO_COPY_OUT_MAX_DEPTH", "3")
+    with pytest.raises(LimitError, match="more than 3 levels deep"):
+        export_path(DeepAgent(levels=4), "/w", tmp_path / "deep")  # type: ignore[arg-type]
+    result = export_path(DeepAgent(levels=3), "/w", tmp_path / "ok")  # type: ignore[arg-type]
+    assert result.files == 1 and (tmp_path / "ok" / "a" / "a" / "a" / "f").exists()
+    monkeypatch.setenv("PYRO_COPY_OUT_MAX_DEPTH", "3K")
+    with pytest.raises(UsageError, match="PYRO_COPY_OUT_MAX_DEPTH"):
+        export_path(DeepAgent(levels=1), "/w", tmp_path / "bad")  # type: ignore[arg-type]
+
+
+def test_a_guest_path_longer_than_path_max_is_refused_while_listing(tmp_path: Path) -> None:
+    # 255-byte names: level 16 passes 4095 bytes, a path no guest can open. Past ~4,100
+    # levels the old code's request frame passed 1 MiB: a bare ValueError (a crash).
+    agent = DeepAgent(levels=40, name=b"n" * 255)
+    out = tmp_path / "out"
+
+    with pytest.raises(GuestPathError, match="bytes long; a guest path is at most 4095") as info:
+        export_path(agent, "/w", out)  # type: ignore[arg-type]
+
+    assert "PATH_MAX" in info.value.summary and info.value.hint
+    assert agent.lists == 16 and not out.exists()
