@@ -49,9 +49,20 @@ EXEC_GRACE_S = 15.0
 MAX_LIST_ENTRIES = 100_000
 
 
+#: Linux PATH_MAX: the longest guest path (with its final NUL) the guest can open.
+GUEST_PATH_MAX = 4096
+
+
 def _check_guest_path(path: str) -> None:
     if not path.startswith("/") or "\0" in path:
         raise GuestPathError(f"guest path {path!r} must be absolute and contain no NUL bytes")
+    size = len(path.encode("utf-8", "surrogateescape"))
+    if size >= GUEST_PATH_MAX:
+        raise GuestPathError(
+            f"guest path {path[:60]!r}... is {size} bytes long; a guest path is at most "
+            f"{GUEST_PATH_MAX - 1} bytes (PATH_MAX)",
+            "use a shorter path (a guest agent that listed it is broken or hostile)",
+        )
 
 
 class AgentClient:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pyro.errors import GuestError
+from pyro.errors import GuestError, LimitError
 
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<2sBBII")  # magic b"PY", version, type, request id, payload length
@@ -118,10 +118,16 @@ def encode_frame(ftype: FrameType, request_id: int, payload: bytes = b"") -> byt
     """Header plus payload, ready to write.
 
     Raises:
-        ValueError: if the payload is larger than MAX_PAYLOAD (a bug in the caller).
+        LimitError: the payload is larger than MAX_PAYLOAD (nothing is sent); callers check
+            what they can name first (a guest path is at most PATH_MAX), this is the last
+            line, so an oversized request is a clear error, never a crash.
     """
     if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        raise LimitError(
+            f"a {ftype.name} request of {len(payload)} bytes is larger than the agent "
+            f"protocol allows ({MAX_PAYLOAD} bytes); it was not sent",
+            "send less at once: shorter paths, fewer arguments or a smaller environment",
+        )
     return HEADER.pack(MAGIC, PROTOCOL_VERSION, int(ftype), request_id, len(payload)) + payload
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 import threading
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyro.errors import GuestError, RunTimeoutError
+from pyro.errors import GuestError, GuestPathError, LimitError, RunTimeoutError
 from pyro.guest.client import AgentClient
 from pyro.guest.mux import read_frame
 from pyro.guest.protocol import (
@@ -349,3 +350,42 @@ def test_file_names_decode_without_loss() -> None:
     assert bad.name.encode("utf-8", "surrogateescape") == b"p3\x80"
     assert shown_name(bad.name) == good.name == "p3\N{REPLACEMENT CHARACTER}"
     assert Fields(encode_tlv([(Tag.MESSAGE, b"p3\x80")])).str(Tag.MESSAGE) == good.name
+
+
+@pytest.mark.hostile
+def test_an_oversized_request_is_a_clear_error_never_sent(fake: Callable[..., FakeGuest]) -> None:
+    # A lying agent lists a chain of folders ~4,100 deep with 255-byte names: the old
+    # client put the 1 MiB path in one frame and encode_frame raised a bare ValueError (a
+    # crash). A path no guest can open is refused before it is sent; an oversized frame
+    # is a LimitError, whoever builds it.
+    received: list[bytes] = []
+
+    def script(sock: socket.socket) -> None:
+        while True:
+            try:
+                _, rid, payload = read_host_frame(sock)
+            except EOFError:
+                return  # the host closed
+            received.append(Fields(payload).raw(Tag.PATH) or b"")
+            sock.sendall(
+                encode_frame(FrameType.ERROR, rid, encode_tlv([(Tag.ERRNO, 2), (Tag.MESSAGE, "x")]))
+            )
+
+    client = connect(fake(script))
+    calls: list[Callable[[str], object]] = [
+        client.stat,
+        client.list_dir,
+        lambda p: client.get_file(p, io.BytesIO()),
+        lambda p: client.put_file(p, io.BytesIO(b"x")),
+    ]
+    for path in ["/" + "a" * 4095, "/" + "n" * 254 + "/n" * 2_000_000]:
+        for call in calls:
+            with pytest.raises(GuestPathError, match="a guest path is at most 4095 bytes"):
+                call(path)
+    with pytest.raises(GuestPathError):
+        client.stat("/" + "a" * 4094)  # the longest path: sent, and answered
+    assert received == [b"/" + b"a" * 4094]
+    client.close()
+
+    with pytest.raises(LimitError, match="larger than the agent protocol allows"):
+        encode_frame(FrameType.EXEC, 1, b"x" * (MAX_PAYLOAD + 1))
