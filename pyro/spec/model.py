@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pyro.gitmeta import has_git_part
 from pyro.spec.ref import (
     ENVIRONMENT_SCHEMA_PATTERN,
     OCI_SCHEMA_PATTERN,
@@ -27,6 +28,7 @@ STEP_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 MAX_TIMEOUT_S = 86400
+MAX_ARTIFACTS = 256
 
 
 class Model(BaseModel):
@@ -61,6 +63,18 @@ def _check_host_path(value: str) -> str:
     normal = posixpath.normpath(value)
     if normal == ".." or normal.startswith("../"):
         raise ValueError("must not escape the spec's folder")
+    return value
+
+
+_NO_GIT = (
+    "pyro never writes guest output into .git, since a guest-written hook or git config "
+    "runs commands at the next git command (archive git metadata in a step instead)"
+)
+
+
+def _check_artifact_target(value: str) -> str:
+    if has_git_part(value):
+        raise ValueError(f"must not be in a .git folder: {_NO_GIT}")
     return value
 
 
@@ -184,11 +198,25 @@ class FileCopy(Model):
 class Artifact(Model):
     source: GuestPath = Field(description="Absolute guest path to copy out after the steps.")
     target: HostPath = Field(
-        description="Host path, relative to the spec's folder; a trailing '/' means a folder."
+        description="Host path, relative to the spec's folder; a trailing '/' means a folder; "
+        "never in a .git folder."
     )
 
     _source = field_validator("source")(classmethod(lambda cls, v: _check_guest_path(v)))
-    _target = field_validator("target")(classmethod(lambda cls, v: _check_host_path(v)))
+    _target = field_validator("target")(
+        classmethod(lambda cls, v: _check_artifact_target(_check_host_path(v)))
+    )
+
+    @model_validator(mode="after")
+    def _not_into_git(self) -> Artifact:
+        # "dir/" copies the source into dir under its own name: /w/.git to out/ is out/.git.
+        name = posixpath.basename(self.source.rstrip("/"))
+        if self.target.endswith("/") and has_git_part(name):
+            raise ValueError(
+                f"source {self.source!r} with target {self.target!r} lands in "
+                f"{posixpath.join(self.target, name)!r}, a .git folder; {_NO_GIT}"
+            )
+        return self
 
 
 class Step(Model):
@@ -256,7 +284,10 @@ class RunSpecBody(Model):
     files: list[FileCopy] = Field(default=[], description="Copied host → guest before the steps.")
     steps: list[Step] = Field(min_length=1, description="Commands, run in order.")
     artifacts: list[Artifact] = Field(
-        default=[], description="Copied guest → host after the steps."
+        default=[],
+        max_length=MAX_ARTIFACTS,
+        description="Copied guest → host after the steps (the copy-out caps hold for all "
+        "of them together).",
     )
     cleanup: Cleanup = Field(
         default=Cleanup.ALWAYS,
