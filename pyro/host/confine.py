@@ -8,10 +8,11 @@ spec's ``files[].source``, an ``environment`` given as a path and the kernel fra
 Environment names, a task's seed folder, a folder pushed into a task, a host file written into
 a task, and an export's output folder.
 
-What a confined run copies *out* of a guest never goes to a path the caller names: artifacts
-land in a folder made for that run alone (:meth:`Root.output_folder`),
-``<base>/.pyro-artifacts/<run>-<time>-<random>/``, so a target such as ``.git/config``,
-``.envrc`` or ``Makefile`` can never replace the user's file of that name.
+What a confined caller copies *out* of a guest never goes to a path the caller names:
+artifacts land in a folder made for that run alone (:meth:`Root.output_folder`),
+``<base>/.pyro-artifacts/<run>-<time>-<random>/``, and so does a task export
+(``export-<task>-...``, at the output's path relative to the root), so a target such as
+``.git/config``, ``.envrc`` or ``Makefile`` can never replace the user's file of that name.
 
 The SDK applies the rule when asked (``Pyro(confine_to=...)``); the MCP server always does,
 with folders chosen by :mod:`pyro.mcp.roots`.
@@ -86,6 +87,13 @@ class Root:
     def contains(self, path: Path) -> bool:
         """Whether the absolute ``path`` is one of the folders or lies inside one (lexically)."""
         return any(path.is_relative_to(folder) for folder in self.folders)
+
+    def relative(self, path: Path) -> Path:
+        """``path`` (confined: inside a folder) relative to the first folder holding it."""
+        for folder in self.folders:
+            if path.is_relative_to(folder):
+                return path.relative_to(folder)
+        raise OutsideRootError(f"{path} is outside {self.describe()}", self.hint())
 
     def hint(self) -> str:
         if not self.folders:
@@ -181,7 +189,7 @@ class Root:
         return path
 
     def output_folder(self, run_name: str) -> Path:
-        """Make a new, empty folder for one run's artifacts and return it:
+        """Make a new, empty folder for one run's artifacts (or one task export) and return it:
         ``<base>/.pyro-artifacts/<run>-<YYYYmmdd-HHMMSS>-<random>/`` (mode 0700).
 
         Never an existing folder; ``.pyro-artifacts`` is never followed through a symlink

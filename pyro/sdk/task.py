@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pydantic import BaseModel
 
+from pyro.errors import UsageError
 from pyro.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
@@ -302,20 +304,55 @@ class TaskMethods:
         return result
 
     def export_task_path(
-        self, task_id: str, path: str, output: str | os.PathLike[str]
+        self,
+        task_id: str,
+        path: str,
+        output: str | os.PathLike[str],
+        *,
+        include_git: bool = False,
     ) -> SyncResult:
-        """Copy a guest file or folder to ``output`` on the host.
+        """Copy a guest file or folder to ``output`` on the host (``result.dest`` says
+        where it went).
+
+        What the guest sends is untrusted (see :func:`pyro.tasks_files.export_path`): git
+        metadata (``.git``, folders laid out as git folders) is skipped and listed in
+        ``result.skipped``, and an ``output`` in a ``.git`` folder is refused, unless
+        ``include_git`` (a guest-written hook or ``core.fsmonitor`` runs at the next git
+        command: only for a guest you trust).
+
+        Confined (``Pyro(confine_to=)``), ``output`` must be inside the root, and the export
+        lands in a new folder made for it, ``<root>/.pyro-artifacts/export-<task>-<time>-
+        <random>/``, at ``output``'s path relative to the root: never over the root's own
+        files (``.git``, ``Makefile``, an Environment spec the host would build).
+        ``include_git`` is refused.
 
         Raises:
             NotFoundError: no such task.  GuestPathError: no such guest path.
-            UsageError: ``output`` cannot be written.
+            UsageError: ``output`` cannot be written or is in a ``.git`` folder; confined,
+                and ``include_git`` was given.
             OutsideRootError: confined, and ``output`` is outside the root.
+            LimitError: the export would pass a copy-out cap.
         """
         from pyro.tasks.files import export_path
 
-        output = self._host_path(output, "export output")
+        root = self._root
+        if root is not None and include_git:
+            raise UsageError(
+                "include_git is refused for a confined Pyro (confine_to=): the caller must "
+                "not plant git hooks or config on the host",
+                "export without include_git; the host's user can copy git metadata with "
+                "'pyro task export --include-git'",
+            )
+        target = Path(self._host_path(output, "export output"))
         with self.tasks.session(task_id) as client:
-            return export_path(client, guest_path(path), Path(output))
+            if root is None:
+                return export_path(client, guest_path(path), target, include_git=include_git)
+            folder = root.output_folder(f"export-{task_id}")
+            try:
+                return export_path(client, guest_path(path), folder / root.relative(target))
+            finally:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty: nothing was exported
 
     # -- snapshots --------------------------------------------------------------------------
 

