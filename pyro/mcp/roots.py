@@ -12,7 +12,10 @@ once per tool call:
   the user's own configuration (which folders this session works on), unlike the tool
   arguments a model writes; the working-directory default gives way to it. Roots that are
   not ``file://`` URIs or not existing folders are ignored; a client declaring none opens
-  no folder.
+  no folder. A declared root that is ``/`` (``file:///``, ``file://localhost/%2e%2e/``, a
+  link to ``/``) is dropped like the working-directory ``/`` (with ``$PYRO_MCP_ROOT`` set it
+  is narrowed to it instead, like any root above it); when none is left, every host path
+  is refused with a hint saying how to fix the client's configuration.
 
 A tool that can reach host paths takes a :data:`ClientRoots` parameter; the MCP SDK fills it
 (asking the client with ``roots/list``) before the tool runs, and it is not part of the
@@ -76,9 +79,20 @@ def mcp_root(declared: ListRootsResult | None = None) -> Root:
     folders = [path for path in (_folder(str(root.uri)) for root in declared.roots) if path]
     if limit is not None:
         folders = [inside for folder in folders if (inside := _within(folder, limit.folders[0]))]
-        why = f"they are the roots your MCP client declared, within the server's {ROOT_ENV}"
-    else:
-        why = "they are the roots your MCP client declared"
+        return Root(
+            folders,
+            why=f"they are the roots your MCP client declared, within the server's {ROOT_ENV}",
+        )
+    whole_host = Path("/") in folders
+    folders = [folder for folder in folders if folder != Path("/")]
+    why = "they are the roots your MCP client declared"
+    if whole_host:
+        why = (
+            f"{why if folders else 'your MCP client declared no usable root'}; it declared / "
+            "(the whole host), which pyro does not open to MCP clients: declare the project "
+            "folder as the root in the client's configuration (or the server's user can set "
+            f"{ROOT_ENV})"
+        )
     return Root(folders, why=why)
 
 

@@ -290,3 +290,40 @@ async def test_guest_output_never_becomes_an_environment_the_host_builds(
         result = await call(tool, arguments)
         assert error_type(result) == "OutsideRootError", seen(result)
         assert "guest output" in seen(result)
+
+
+@pytest.mark.parametrize("uri", ["file:///", "file://localhost/%2e%2e/", "LINK"])
+async def test_a_declared_root_of_slash_opens_nothing(
+    host: Path, monkeypatch: pytest.MonkeyPatch, uri: str
+) -> None:
+    # The old code took a client's file:/// as the root: the whole host was "inside" it,
+    # although / was refused as the working-directory default.
+    monkeypatch.delenv("PYRO_MCP_ROOT")
+    monkeypatch.chdir("/")  # like Claude Desktop
+    if uri == "LINK":
+        (host / "slash").symlink_to("/")
+        uri = (host / "slash").as_uri()
+    secret = str(host / "secret.txt").lstrip("/")  # relative to /
+    for spec in (run_spec(files=[{"source": secret, "target": "/x"}]), run_spec(secret)):
+        refused = await call("plan", {"spec": spec}, list_roots_callback=roots_callback(uri))
+        assert error_type(refused) == "OutsideRootError", seen(refused)
+        assert TOKEN not in seen(refused)
+        assert "it declared / (the whole host)" in seen(refused)
+        assert "client's configuration" in seen(refused)
+
+
+async def test_a_declared_slash_is_dropped_and_the_other_roots_stay(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp.types import ListRootsResult
+    from mcp.types import Root as McpRoot
+
+    from pyro.mcp.roots import mcp_root
+
+    monkeypatch.delenv("PYRO_MCP_ROOT")
+    declared = ListRootsResult(roots=[McpRoot(uri="file:///"), McpRoot(uri=host.as_uri())])  # type: ignore[arg-type]
+    assert mcp_root(declared).folders == (host,)
+    # With PYRO_MCP_ROOT, / is a root above it like any other: narrowed to it.
+    monkeypatch.setenv("PYRO_MCP_ROOT", str(host / "root"))
+    only_slash = ListRootsResult(roots=[McpRoot(uri="file:///")])  # type: ignore[arg-type]
+    assert mcp_root(only_slash).folders == (host / "root",)
