@@ -1,6 +1,7 @@
 """A hostile MCP caller's artifacts on a real guest: they land in a fresh folder inside the
-server's root, never over the user's files (``.git/config``, ``Makefile``), and relative
-``files[].source`` start at the root, not the server's working directory."""
+server's root, never over the user's files (``Makefile``), a target in ``.git`` is refused
+before anything boots, and relative ``files[].source`` start at the root, not the server's
+working directory."""
 
 from __future__ import annotations
 
@@ -23,17 +24,19 @@ PLANT = (
 )
 
 
-def spec() -> dict[str, Any]:
+def spec(*, git: bool = False) -> dict[str, Any]:
+    artifacts = [
+        {"source": "/out/Makefile", "target": "Makefile"},
+        {"source": "/out/tree", "target": "./"},
+    ]
+    if git:  # core.fsmonitor ran at the next `git status`, even from inside .pyro-artifacts
+        artifacts.insert(0, {"source": "/out/.git/config", "target": ".git/config"})
     body = {
         "environment": "debian:12",
         "timeoutSeconds": 300,
         "files": [{"source": "input.txt", "target": "/tmp/input.txt"}],
         "steps": [{"name": "plant", "run": PLANT}],
-        "artifacts": [
-            {"source": "/out/.git/config", "target": ".git/config"},
-            {"source": "/out/Makefile", "target": "Makefile"},
-            {"source": "/out/tree", "target": "./"},
-        ],
+        "artifacts": artifacts,
     }
     return {"apiVersion": "pyro/v1", "kind": "Run", "metadata": {"name": "plant"}, "spec": body}
 
@@ -67,8 +70,12 @@ def test_mcp_artifacts_land_in_a_fresh_folder_never_over_the_users_files(
 
     async def main() -> list[dict[str, Any]]:
         async with Client(build_server("full", sdk=Pyro())) as client:
+            refused = await client.call_tool("apply", {"spec": spec(git=True)})
             first = await client.call_tool("apply", {"spec": spec()})
             second = await client.call_tool("vm_run", {"spec": spec()})
+        error = (refused.structured_content or {}).get("error", {})
+        assert refused.is_error and error.get("type") == "SpecError", refused.content
+        assert "/spec/artifacts/0/target" in str(error) and "git" in str(error)
         for result in (first, second):
             assert not result.is_error, result.content
         return [first.structured_content or {}, second.structured_content or {}]
@@ -85,7 +92,7 @@ def test_mcp_artifacts_land_in_a_fresh_folder_never_over_the_users_files(
         )
         folder = Path(result["artifacts_dir"])
         assert folder.parent == root / ".pyro-artifacts" and folder.name.startswith("plant-")
-        assert "fsmonitor" in (folder / ".git" / "config").read_text()
+        assert not (folder / ".git").exists()
         assert (folder / "Makefile").read_text() == "all: ; touch /tmp/pwned\n"
         assert (folder / "tree" / "file").read_text() == "nested\n"
         folders.append(folder)
