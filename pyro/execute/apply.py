@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro.host import startslots
-from pyro.machines.copyout import CopyBudget, CopyLimits
 from pyro.errors import BootError, PlanError, PyroError, StalePlanError
 from pyro.execute import transfer
 from pyro.execute.result import TIMEOUT_EXIT_CODE, RunResult, StepResult
 from pyro.host import startslots
+from pyro.machines.copyout import CopyBudget, CopyLimits
 from pyro.machines.registry import BOOT_TIMEOUT_S, VMRecord, VMRegistry
 from pyro.plan.model import (
     BootStep,

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestPathError
-from pyro.gitmeta import has_git_part
+from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
+from pyro.spec.gitmeta import has_git_part
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient

@@ -23,7 +23,7 @@ them between two requests.
 * **Symlinks** are recreated only when the caller allows it and the target provably stays
   inside the copied tree (:func:`link_stays_inside`); others are skipped and reported, as are
   FIFOs, sockets and devices.
-* **Git metadata is not written** (:mod:`pyro.gitmeta`) unless the caller allows it
+* **Git metadata is not written** (:mod:`pyro.spec.gitmeta`) unless the caller allows it
   (``git``; only ``pyro task export --include-git`` and the SDK's ``include_git=True`` do):
   an entry named ``.git`` (any case, or a spelling a host file system takes for it) is
   skipped and reported, so is a folder laid out as a git folder (``HEAD``, ``objects/``,
@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pyro.errors import GuestPathError, LimitError, PyroError, UsageError
-from pyro.gitmeta import has_git_part, is_git_name, looks_like_git_dir
+from pyro.spec.gitmeta import has_git_part, is_git_name, looks_like_git_dir
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient

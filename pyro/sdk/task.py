@@ -314,7 +314,7 @@ class TaskMethods:
         """Copy a guest file or folder to ``output`` on the host (``result.dest`` says
         where it went).
 
-        What the guest sends is untrusted (see :func:`pyro.tasks_files.export_path`): git
+        What the guest sends is untrusted (see :func:`pyro.tasks.files.export_path`): git
         metadata (``.git``, folders laid out as git folders) is skipped and listed in
         ``result.skipped``, and an ``output`` in a ``.git`` folder is refused, unless
         ``include_git`` (a guest-written hook or ``core.fsmonitor`` runs at the next git

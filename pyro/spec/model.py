@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pyro.gitmeta import has_git_part
+from pyro.spec.gitmeta import has_git_part
 from pyro.spec.ref import (
     ENVIRONMENT_SCHEMA_PATTERN,
     OCI_SCHEMA_PATTERN,

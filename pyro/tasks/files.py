@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
 from pyro.guest.protocol import shown_name
-from pyro.machines.copyout import CopyLimits, CopyRules, copy_file, copy_tree
+from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient

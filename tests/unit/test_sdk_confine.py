@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro.confine import ARTIFACTS_FOLDER
 from pyro.errors import NotFoundError, OutsideRootError, UsageError
+from pyro.host.confine import ARTIFACTS_FOLDER
 from pyro.sdk import Pyro
 
 pytestmark = pytest.mark.hostile
@@ -182,7 +182,7 @@ def test_a_confined_export_lands_in_a_fresh_folder_never_over_the_roots_files(
     # then accepted for a host build.
     from helpers.lying_agent import LyingAgent, raw_entry
 
-    from pyro.sdk_task import TaskMethods
+    from pyro.sdk.task import TaskMethods
 
     (root / ".git").mkdir()
     (root / ".git" / "config").write_text("[core]\n")

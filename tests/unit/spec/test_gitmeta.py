@@ -1,11 +1,11 @@
-"""Which names and folders count as git metadata (pyro/gitmeta.py): every spelling a host
+"""Which names and folders count as git metadata (pyro/spec/gitmeta.py): every spelling a host
 folder may take for ``.git`` (red-team finding 1)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pyro.gitmeta import has_git_part, is_git_name, looks_like_git_dir
+from pyro.spec.gitmeta import has_git_part, is_git_name, looks_like_git_dir
 
 pytestmark = pytest.mark.hostile
 
