@@ -1,0 +1,147 @@
+"""Run a command in a VM: the one way pyro turns a command into an agent exec and its end
+into an exit code.
+
+``pyro run`` (each exec step of a plan), ``pyro vm exec`` and ``pyro task exec`` all go
+through :func:`run_command`: a shell string runs with ``sh -c``, a list is the argv itself;
+each stream keeps at most :data:`OUTPUT_CAP` bytes (the rest is counted and flagged
+truncated); a command killed at its timeout exits :data:`TIMEOUT_EXIT_CODE`, one killed by
+a signal ``128 + signal``, as a shell reports them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from pyro.errors import StateError, UsageError
+
+if TYPE_CHECKING:
+    from pyro.guest.client import AgentClient, ExecResult
+    from pyro.machines.registry import VMRegistry
+
+#: Exit code of a command (or run) killed at its timeout, like coreutils' timeout(1).
+TIMEOUT_EXIT_CODE = 124
+#: What a command's result keeps of each stream (the rest is counted, flagged, dropped).
+OUTPUT_CAP = 1 << 20
+
+OutputSink = Callable[[bytes], None]
+
+
+class ExecOutput(BaseModel):
+    """The result of one command in a VM (``exec_vm``, ``exec_task``)."""
+
+    vm_id: str
+    exit_code: int
+    timed_out: bool
+    signal: int | None = None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: int
+    deleted: bool = False
+
+
+def argv_of(command: str | Sequence[str]) -> list[str]:
+    """A shell string runs with ``sh -c``; a list is the argv itself.
+
+    Raises:
+        UsageError: the list is empty.
+    """
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", command]
+    if not command:
+        raise UsageError("the command is empty", "give a command after '--', e.g. -- uname -a")
+    return list(command)
+
+
+def exit_code_of(result: ExecResult) -> int:
+    """The exit code a shell would report: the command's own, ``128 + signal`` when a
+    signal killed it, :data:`TIMEOUT_EXIT_CODE` when pyro killed it at its timeout."""
+    if result.timed_out:
+        return TIMEOUT_EXIT_CODE
+    return result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
+
+
+def run_command(
+    client: AgentClient,
+    vm_id: str,
+    command: str | Sequence[str],
+    *,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    stdout_cap: int = OUTPUT_CAP,
+    stderr_cap: int = OUTPUT_CAP,
+    on_stdout: OutputSink | None = None,
+    on_stderr: OutputSink | None = None,
+) -> ExecOutput:
+    """Run ``command`` through ``client`` (the agent of VM ``vm_id``) and say how it ended.
+
+    ``on_stdout``/``on_stderr`` see each chunk kept, while it arrives.
+
+    Raises:
+        UsageError: the command is empty.
+        GuestError, RunTimeoutError: the agent refused the command, the connection broke,
+            or the agent never reported the command's end.
+        OSError: the socket failed under the agent client (callers name the VM or task).
+    """
+    argv = argv_of(command)
+    begun = time.monotonic()
+    result = client.exec(
+        argv,
+        env=dict(env or {}),
+        cwd=cwd,
+        timeout_s=timeout_s,
+        stdout_cap=stdout_cap,
+        stderr_cap=stderr_cap,
+        on_stdout=on_stdout,
+        on_stderr=on_stderr,
+    )
+    return ExecOutput(
+        vm_id=vm_id,
+        exit_code=exit_code_of(result),
+        timed_out=result.timed_out,
+        signal=result.signal,
+        stdout=result.stdout.decode("utf-8", "replace"),
+        stderr=result.stderr.decode("utf-8", "replace"),
+        stdout_truncated=result.stdout_truncated,
+        stderr_truncated=result.stderr_truncated,
+        duration_ms=int((time.monotonic() - begun) * 1000),
+    )
+
+
+def exec_once(
+    registry: VMRegistry,
+    vm_id: str,
+    command: str | Sequence[str],
+    *,
+    timeout_seconds: int,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> ExecOutput:
+    """Run one command in the VM, then delete the VM — always, also when the command
+    fails or times out. Starts the VM first if it is not running.
+
+    Raises:
+        NotFoundError: no such VM.  BootError: it did not come up.
+        StateError, GuestError: the VM broke during the command.
+    """
+    try:
+        record = registry.get(vm_id)
+        if record.state != "running":
+            _, client = registry.start(vm_id)
+        else:
+            client = registry.connect(vm_id)
+        with client:
+            try:
+                return run_command(
+                    client, vm_id, command, timeout_s=float(timeout_seconds), env=env, cwd=cwd
+                )
+            except OSError as exc:
+                raise StateError(f"lost the connection to VM {vm_id}: {exc}") from exc
+    finally:
+        registry.delete(vm_id)
