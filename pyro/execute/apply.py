@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from pyro.errors import BootError, PlanError, PyroError, StalePlanError
 from pyro.execute import transfer
-from pyro.execute.result import TIMEOUT_EXIT_CODE, RunResult, StepResult
+from pyro.execute.result import RunResult, StepResult
 from pyro.host import startslots
 from pyro.machines.copyout import CopyBudget, CopyLimits
+from pyro.machines.exec import OUTPUT_CAP, TIMEOUT_EXIT_CODE, run_command
 from pyro.machines.registry import BOOT_TIMEOUT_S, VMRecord, VMRegistry
 from pyro.plan.model import (
     BootStep,
@@ -35,11 +36,11 @@ if TYPE_CHECKING:
     from pyro.environments.cache.store import Install
     from pyro.execute.pool import WarmPool
     from pyro.guest.client import AgentClient
+    from pyro.machines.create import Shape
     from pyro.spec.model import EnvironmentSpec
 
-#: Caps on what one exec step keeps of its output (the rest is counted, flagged, dropped).
-STDOUT_CAP = 1 << 20
-STDERR_CAP = 1 << 20
+#: Caps on what one exec step keeps of its output (pyro.machines.exec).
+STDOUT_CAP = STDERR_CAP = OUTPUT_CAP
 
 EventSink = Callable[[str, str, Mapping[str, str]], None]
 OutputSink = Callable[[str, bytes], None]
@@ -254,18 +255,26 @@ def _installed(run: _Run) -> Install:
 
 
 def _boot(run: _Run, step: BootStep) -> None:
-    from pyro.guest.build import build_agent_initrd
+    from pyro.machines.create import shape_of
+    from pyro.vmm.base import NetworkConfig
 
     env = run.plan.environment
     assert env is not None and step.backend is not None
     install = _installed(run)
-    initrd = build_agent_initrd()
+    shape = shape_of(
+        install,
+        environment=env.name,
+        backend=step.backend,
+        vcpus=step.vcpus,
+        memory_mib=step.memory_mib,
+        network=NetworkConfig.from_dict(step.network.model_dump(mode="json")),
+    )
     keep = (
         run.plan.steps[-1].policy != "always"
         if isinstance(run.plan.steps[-1], CleanupStep)
         else False
     )
-    if _take_pooled(run, step, install, initrd, keep=keep):
+    if _take_pooled(run, step, shape, keep=keep):
         return
     with startslots.start_slot() as slot:
         if slot.waited_s >= 0.001:
@@ -275,45 +284,30 @@ def _boot(run: _Run, step: BootStep) -> None:
                 waited_ms=str(round(slot.waited_s * 1000)),
                 status="held" if slot.held else "none-free",
             )
-        _create_and_start(run, step, install, initrd, keep=keep)
+        _create_and_start(run, step, shape, keep=keep)
 
 
-def _create_and_start(
-    run: _Run, step: BootStep, install: Install, initrd: Path, *, keep: bool
-) -> None:
-    env = run.plan.environment
-    assert env is not None and step.backend is not None
-    run.event("run", "create", environment=env.name)
-    record = run.registry.create(
-        environment=env.name,
-        environment_digest=install.digest,
-        kernel=install.kernel,
-        initrd=initrd,
-        rootfs=install.rootfs,
-        backend=step.backend,
-        vcpus=step.vcpus,
-        memory_mib=step.memory_mib,
-        ephemeral=True,
-        vmm_outlives_owner=keep,
-        network=step.network.model_dump(mode="json"),
-    )
+def _create_and_start(run: _Run, step: BootStep, shape: Shape, *, keep: bool) -> None:
+    from pyro.machines.create import create
+
+    run.event("run", "create", environment=shape.environment)
+    record = create(run.registry, shape, ephemeral=True, vmm_outlives_owner=keep)
     run.vm_id = record.id
     run.event("run", "start", vm_id=record.id)
     timeout = min(BOOT_TIMEOUT_S, max(1.0, run.remaining()))
     run.boot_mode, run.client = _start(run, step, record, keep=keep, timeout=timeout)
 
 
-def _take_pooled(run: _Run, step: BootStep, install: Install, initrd: Path, *, keep: bool) -> bool:
+def _take_pooled(run: _Run, step: BootStep, shape: Shape, *, keep: bool) -> bool:
     """Serve a ``restore`` boot from the warm pool when it holds a guest of this shape."""
-    env = run.plan.environment
-    if run.options.pool is None or env is None:
+    if run.options.pool is None:
         return False
     from pyro.execute.pool import take_for_boot
 
-    pooled = take_for_boot(run.options.pool, env.name, install, initrd, step, keep=keep)
+    pooled = take_for_boot(run.options.pool, shape, step, keep=keep)
     if pooled is None:
         return False
-    run.event("run", "create", environment=env.name)
+    run.event("run", "create", environment=shape.environment)
     run.vm_id, run.client, run.boot_mode = pooled.vm_id, pooled.client, "pooled"
     run.event("run", "start", vm_id=pooled.vm_id)
     return True
@@ -366,7 +360,9 @@ def _exec(run: _Run, step: ExecStep) -> StepResult:
         )
     limit = remaining if step.timeout_seconds is None else min(step.timeout_seconds, remaining)
     on_out, on_err = run.options.on_stdout, run.options.on_stderr
-    result = client.exec(
+    out = run_command(
+        client,
+        run.vm_id,
         step.argv,
         env=step.env,
         cwd=step.cwd,
@@ -376,11 +372,11 @@ def _exec(run: _Run, step: ExecStep) -> StepResult:
         on_stdout=(lambda data: on_out(step.id, data)) if on_out else None,
         on_stderr=(lambda data: on_err(step.id, data)) if on_err else None,
     )
-    if result.timed_out:
-        status, code = "timed-out", TIMEOUT_EXIT_CODE
+    code = out.exit_code
+    if out.timed_out:
+        status = "timed-out"
         run.timed_out = True
     else:
-        code = result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
         status = "ok" if code == 0 else "failed"
     outcome = StepResult(
         id=step.id,
@@ -388,11 +384,11 @@ def _exec(run: _Run, step: ExecStep) -> StepResult:
         name=step.name,
         status=status,
         exit_code=code,
-        signal=result.signal,
-        stdout=result.stdout.decode("utf-8", "replace"),
-        stderr=result.stderr.decode("utf-8", "replace"),
-        stdout_truncated=result.stdout_truncated,
-        stderr_truncated=result.stderr_truncated,
+        signal=out.signal,
+        stdout=out.stdout,
+        stderr=out.stderr,
+        stdout_truncated=out.stdout_truncated,
+        stderr_truncated=out.stderr_truncated,
     )
     if status != "ok" and not (step.continue_on_error and status == "failed"):
         run.failed_step = run.failed_step or step.id

@@ -16,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyro.errors import PyroError
 
 if TYPE_CHECKING:
-    from pyro.environments.cache.store import Install
     from pyro.guest.client import AgentClient
+    from pyro.machines.create import Shape
     from pyro.machines.registry import VMRegistry
     from pyro.plan.model import BootStep
 
@@ -35,22 +34,6 @@ FILL_TIMEOUT_S = 60.0
 JOIN_TIMEOUT_S = 15.0
 
 
-@dataclass(frozen=True)
-class Shape:
-    """What a guest must match to serve a run: the boot step's inputs."""
-
-    environment: str
-    environment_digest: str
-    kernel: Path
-    initrd: Path
-    rootfs: Path
-    backend: str
-    vcpus: int
-    memory_mib: int
-    network: str = "off"
-    """``off`` or ``egress`` (pyro.vmm.snapshot.restorable)."""
-
-
 @dataclass
 class Pooled:
     """A ready guest taken from the pool: its VM id and its agent connection."""
@@ -59,12 +42,10 @@ class Pooled:
     client: AgentClient
 
 
-def take_for_boot(
-    pool: WarmPool, environment: str, install: Install, initrd: Path, step: BootStep, *, keep: bool
-) -> Pooled | None:
-    """A pooled guest for a plan's boot step, or None when the step may not use one: only
-    ``restore`` boots qualify (network ``off`` or ``egress``, nothing published, VM deleted
-    after)."""
+def take_for_boot(pool: WarmPool, shape: Shape, step: BootStep, *, keep: bool) -> Pooled | None:
+    """A pooled guest of ``shape`` for a plan's boot step, or None when the step may not use
+    one: only ``restore`` boots qualify (network ``off`` or ``egress``, nothing published,
+    VM deleted after)."""
     from pyro.vmm.snapshot import restorable, warm_enabled
 
     if step.mode != "restore" or step.backend is None or not warm_enabled():
@@ -73,19 +54,7 @@ def take_for_boot(
         network_policy=step.network.policy, publish=bool(step.network.publish), kept=keep
     ):
         return None
-    return pool.take(
-        Shape(
-            environment=environment,
-            environment_digest=install.digest,
-            kernel=install.kernel,
-            initrd=initrd,
-            rootfs=install.rootfs,
-            backend=step.backend,
-            vcpus=step.vcpus,
-            memory_mib=step.memory_mib,
-            network=step.network.policy,
-        )
-    )
+    return pool.take(shape)
 
 
 class WarmPool:
@@ -199,21 +168,9 @@ class WarmPool:
     def _fill(self, shape: Shape) -> Pooled:
         """Create a VM of ``shape`` and restore it (boot it when there is no snapshot)."""
         from pyro.execute import warm
-        from pyro.vmm.base import NetworkConfig
+        from pyro.machines.create import create
 
-        record = self.registry.create(
-            environment=shape.environment,
-            environment_digest=shape.environment_digest,
-            kernel=shape.kernel,
-            initrd=shape.initrd,
-            rootfs=shape.rootfs,
-            backend=shape.backend,
-            vcpus=shape.vcpus,
-            memory_mib=shape.memory_mib,
-            ephemeral=True,
-            vmm_outlives_owner=False,
-            network=NetworkConfig(policy=shape.network).to_dict(),
-        )
+        record = create(self.registry, shape, ephemeral=True, vmm_outlives_owner=False)
         try:
             _, client = warm.start(
                 self.registry,

@@ -2,77 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
-from pyro.errors import PyroError, StateError
+from pyro.machines.exec import ExecOutput, argv_of
+from pyro.machines.info import VMInfo, VMLogs
 
 if TYPE_CHECKING:
     from pyro.host.confine import Root
-    from pyro.machines.registry import VMRecord, VMRegistry
+    from pyro.machines.registry import VMRegistry
 
-
-class ExecOutput(BaseModel):
-    """The result of one command in a VM (``exec_vm``, ``exec_task``)."""
-
-    vm_id: str
-    exit_code: int
-    timed_out: bool
-    signal: int | None = None
-    stdout: str
-    stderr: str
-    stdout_truncated: bool
-    stderr_truncated: bool
-    duration_ms: int
-    deleted: bool = False
-
-
-class VMInfo(BaseModel):
-    """What ``status_vm``/``list_vms`` report about a VM."""
-
-    id: str
-    kind: str
-    name: str | None
-    labels: dict[str, str]
-    environment: str
-    environment_digest: str
-    backend: str
-    vcpus: int
-    memory_mib: int
-    state: str
-    reason: str
-    created_at: float
-    started_at: float | None
-    ttl_seconds: int | None
-    ephemeral: bool
-    pid: int | None
-    uptime_s: float | None
-    network: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, record: VMRecord) -> VMInfo:
-        data = record.public()
-        return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
-
-
-class VMLogs(BaseModel):
-    vm_id: str
-    serial: str
-
-
-def argv_of(command: str | Sequence[str]) -> list[str]:
-    """A shell string runs with ``sh -c``; a list is the argv itself."""
-    if isinstance(command, str):
-        return ["/bin/sh", "-c", command]
-    if not command:
-        from pyro.errors import UsageError
-
-        raise UsageError("the command is empty", "give a command after '--', e.g. -- uname -a")
-    return list(command)
+__all__ = ["ExecOutput", "VMInfo", "VMLogs", "VMMethods", "argv_of"]
 
 
 class VMMethods:
@@ -109,25 +50,14 @@ class VMMethods:
             LimitError: resources above the host's.
             OutsideRootError: confined, and ``environment`` is a spec path outside the root.
         """
-        from pyro.environments import service
-        from pyro.guest.build import build_agent_initrd
-        from pyro.vmm import select_backend
+        from pyro.machines.create import create, resolve
 
         if self._root is not None:
             environment = self._root.environment(environment)
-        install = service.pull(environment)
-        chosen = select_backend(backend)
-        vcpus = vcpus or install.default_vcpus
-        memory_mib = memory_mib or install.default_memory_mib
-        record = self.registry.create(
-            environment=install.name,
-            environment_digest=install.digest,
-            kernel=install.kernel,
-            initrd=build_agent_initrd(),
-            rootfs=install.rootfs,
-            backend=chosen.name,
-            vcpus=vcpus,
-            memory_mib=memory_mib,
+        shape = resolve(environment, backend=backend, vcpus=vcpus, memory_mib=memory_mib)
+        record = create(
+            self.registry,
+            shape,
             ttl_seconds=ttl_seconds,
             name=name,
             kind=kind,  # type: ignore[arg-type]
@@ -160,19 +90,11 @@ class VMMethods:
         Raises:
             NotFoundError: no such VM.
         """
-        registry = self.registry
-        try:
-            record = registry.get(vm_id)
-            if record.state != "running":
-                _, client = registry.start(vm_id)
-            else:
-                client = registry.connect(vm_id)
-            with client:
-                return run_command(
-                    client, vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd
-                )
-        finally:
-            registry.delete(vm_id)
+        from pyro.machines.exec import exec_once
+
+        return exec_once(
+            self.registry, vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd
+        )
 
     def stop_vm(self, vm_id: str) -> VMInfo:
         """Shut the guest down; its disk is kept so ``start_vm`` can boot it again."""
@@ -192,65 +114,10 @@ class VMMethods:
 
     def logs_vm(self, vm_id: str, *, tail: int | None = None) -> VMLogs:
         """The guest's serial console log (the last ``tail`` lines, or all of it)."""
-        registry = self.registry
-        registry.get(vm_id)
-        path = registry.serial_log_path(vm_id)
-        try:
-            text = path.read_bytes().decode("utf-8", "replace").replace("\r", "")
-        except FileNotFoundError:
-            text = ""
-        if tail is not None:
-            text = "\n".join(text.splitlines()[-tail:])
-        return VMLogs(vm_id=vm_id, serial=text)
+        from pyro.machines.info import read_logs
+
+        return read_logs(self.registry, vm_id, tail=tail)
 
     def list_vms(self) -> list[VMInfo]:
         """Every VM (not task) the registry knows, oldest first."""
         return [VMInfo.of(r) for r in self.registry.list(kind="vm")]
-
-
-def run_command(
-    client: Any,
-    vm_id: str,
-    command: str | Sequence[str],
-    *,
-    timeout_seconds: int,
-    env: Mapping[str, str] | None,
-    cwd: str | None,
-    on_stdout: Any = None,
-    on_stderr: Any = None,
-) -> ExecOutput:
-    """One exec through an agent client, as an :class:`ExecOutput` (124 on timeout)."""
-    from pyro.execute.apply import STDERR_CAP, STDOUT_CAP
-    from pyro.execute.result import TIMEOUT_EXIT_CODE
-
-    begun = time.monotonic()
-    try:
-        result = client.exec(
-            argv_of(command),
-            env=dict(env or {}),
-            cwd=cwd,
-            timeout_s=float(timeout_seconds),
-            stdout_cap=STDOUT_CAP,
-            stderr_cap=STDERR_CAP,
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-        )
-    except PyroError:
-        raise
-    except OSError as exc:
-        raise StateError(f"lost the connection to VM {vm_id}: {exc}") from exc
-    if result.timed_out:
-        code = TIMEOUT_EXIT_CODE
-    else:
-        code = result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
-    return ExecOutput(
-        vm_id=vm_id,
-        exit_code=code,
-        timed_out=result.timed_out,
-        signal=result.signal,
-        stdout=result.stdout.decode("utf-8", "replace"),
-        stderr=result.stderr.decode("utf-8", "replace"),
-        stdout_truncated=result.stdout_truncated,
-        stderr_truncated=result.stderr_truncated,
-        duration_ms=int((time.monotonic() - begun) * 1000),
-    )

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from pyro.errors import NotFoundError, PyroError, StateError, UsageError
+from pyro.machines.exec import ExecOutput, argv_of, run_command
 from pyro.machines.registry import VMRecord, VMState
-from pyro.sdk.vm import ExecOutput, argv_of
 from pyro.tasks.files import WORKSPACE, guest_path, run_checked, scan_tree, upload_tree
 from pyro.tasks.journal import cap_text
 from pyro.tasks.manager import TaskInfo, TaskManager, TaskMeta
@@ -30,14 +30,7 @@ from pyro.tasks.snapshots import (
 )
 
 if TYPE_CHECKING:
-    from pyro.guest.client import ExecResult
     from pyro.vmm.base import Backend, VMHandle
-
-
-#: Output returned to the caller per stream (as for ``pyro run``); the journal keeps less.
-OUTPUT_CAP = 1 << 20
-#: Exit code of a command killed at its timeout, as for ``pyro run`` (coreutils' timeout).
-TIMEOUT_EXIT_CODE = 124
 
 
 class TaskExecOutput(ExecOutput):
@@ -72,9 +65,8 @@ def create(
         UsageError: a bad secret or seed folder.  LimitError: seed too large, host limits.
         EnvironmentNotFoundError, BackendUnavailableError, BootError, GuestError.
     """
-    from pyro.environments import service
-    from pyro.guest.build import build_agent_initrd
-    from pyro.vmm import select_backend
+    from pyro.machines.create import create as create_vm
+    from pyro.machines.create import resolve
 
     for name, value in secrets.items():
         check_secret(name, value)
@@ -84,18 +76,15 @@ def create(
     _check_range("idle_timeout_seconds", options.idle_timeout_seconds, 1, None)
     # Scan the seed first: a bad folder is refused before anything boots.
     plan = scan_tree(Path(options.seed_path)) if options.seed_path else None
-    install = service.pull(environment)
-    backend = select_backend(options.backend)
-    defaults = install.manifest.get("defaults") or {}
-    record = manager.registry.create(
-        environment=install.name,
-        environment_digest=install.digest,
-        kernel=install.kernel,
-        initrd=build_agent_initrd(),
-        rootfs=install.rootfs,
-        backend=backend.name,
-        vcpus=options.vcpus or int(defaults.get("vcpus", 1)),
-        memory_mib=options.memory_mib or int(defaults.get("memoryMiB", 512)),
+    shape = resolve(
+        environment,
+        backend=options.backend,
+        vcpus=options.vcpus,
+        memory_mib=options.memory_mib,
+    )
+    record = create_vm(
+        manager.registry,
+        shape,
         kind="task",
         name=options.name,
         labels=options.labels,
@@ -118,7 +107,7 @@ def create(
                 run_checked(client, ["mkdir", "-p", "--", WORKSPACE])
             run_checked(client, ["sync"])
         manager.save_meta(task_id, meta)
-        if backend.name.startswith("qemu"):
+        if shape.backend.startswith("qemu"):
             snapshot_create(manager, task_id, BASELINE)
     except BaseException:
         manager.delete(task_id)
@@ -172,7 +161,7 @@ def exec_command(
     streams = [redact.stream(sink) if sink else None for sink in (on_stdout, on_stderr)]
     begun = time.monotonic()
     try:
-        result = _run(manager, task_id, argv, full_env, workdir, timeout_seconds, streams)
+        out = _run(manager, task_id, argv, full_env, workdir, timeout_seconds, streams)
     except BaseException as exc:
         # Journal every command that ran or may have run, also when it was interrupted.
         if isinstance(exc, PyroError):
@@ -197,40 +186,25 @@ def exec_command(
         for stream in streams:
             if stream is not None:
                 stream.close()
-    if result.timed_out:
-        code = TIMEOUT_EXIT_CODE
-    else:
-        code = result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
-    stdout = redact(result.stdout.decode("utf-8", "replace"))
-    stderr = redact(result.stderr.decode("utf-8", "replace"))
+    stdout, stderr = redact(out.stdout), redact(out.stderr)
     journal_out, out_cut = cap_text(stdout)
     journal_err, err_cut = cap_text(stderr)
+    # Measured here: the wait for the task's session (and a boot of a stopped task) counts.
     duration_ms = int((time.monotonic() - begun) * 1000)
     fields.update(
-        exit_code=code,
-        timed_out=result.timed_out,
-        signal=result.signal,
+        exit_code=out.exit_code,
+        timed_out=out.timed_out,
+        signal=out.signal,
         finished_at=time.time(),
         duration_ms=duration_ms,
         stdout=journal_out,
         stderr=journal_err,
-        stdout_truncated=result.stdout_truncated or out_cut,
-        stderr_truncated=result.stderr_truncated or err_cut,
+        stdout_truncated=out.stdout_truncated or out_cut,
+        stderr_truncated=out.stderr_truncated or err_cut,
     )
     entry = manager.record_exec(task_id, fields)
-    return TaskExecOutput(
-        vm_id=task_id,
-        task_id=task_id,
-        seq=entry.seq,
-        exit_code=code,
-        timed_out=result.timed_out,
-        signal=result.signal,
-        stdout=stdout,
-        stderr=stderr,
-        stdout_truncated=result.stdout_truncated,
-        stderr_truncated=result.stderr_truncated,
-        duration_ms=duration_ms,
-    )
+    shown = {"stdout": stdout, "stderr": stderr, "duration_ms": duration_ms}
+    return TaskExecOutput(**{**out.model_dump(), **shown}, task_id=task_id, seq=entry.seq)
 
 
 def _run(
@@ -241,16 +215,16 @@ def _run(
     cwd: str,
     timeout_seconds: int,
     streams: list[StreamRedactor | None],
-) -> ExecResult:
+) -> ExecOutput:
     try:
         with manager.session(task_id) as client:
-            return client.exec(
+            return run_command(
+                client,
+                task_id,
                 argv,
                 env=env,
                 cwd=cwd,
                 timeout_s=float(timeout_seconds),
-                stdout_cap=OUTPUT_CAP,
-                stderr_cap=OUTPUT_CAP,
                 on_stdout=streams[0].feed if streams[0] else None,
                 on_stderr=streams[1].feed if streams[1] else None,
             )

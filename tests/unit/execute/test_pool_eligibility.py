@@ -9,8 +9,10 @@ import pytest
 
 from pyro.environments.cache.store import Install
 from pyro.errors import LimitError
-from pyro.execute.pool import MAX_POOL_SIZE, Pooled, Shape, WarmPool, take_for_boot
+from pyro.execute.pool import MAX_POOL_SIZE, Pooled, WarmPool, take_for_boot
+from pyro.machines.create import Shape, shape_of
 from pyro.plan.model import BootStep, PlanNetwork
+from pyro.vmm.base import NetworkConfig
 
 INSTALL = Install(
     name="debian:12",
@@ -48,8 +50,17 @@ def boot(**fields: Any) -> BootStep:
 
 
 def ask(step: BootStep, *, keep: bool = False) -> list[Shape]:
+    """The shapes a run's boot step asks the pool for (as apply makes the shape)."""
     pool = FakePool()
-    take_for_boot(pool, "debian:12", INSTALL, INITRD, step, keep=keep)  # type: ignore[arg-type]
+    shape = shape_of(
+        INSTALL,
+        initrd=INITRD,
+        backend=step.backend or "qemu-tcg",
+        vcpus=step.vcpus,
+        memory_mib=step.memory_mib,
+        network=NetworkConfig.from_dict(step.network.model_dump(mode="json")),
+    )
+    take_for_boot(pool, shape, step, keep=keep)  # type: ignore[arg-type]
     return pool.asked
 
 
@@ -65,6 +76,7 @@ def test_a_restore_boot_asks_for_its_exact_shape(monkeypatch: pytest.MonkeyPatch
             backend="qemu-tcg",
             vcpus=2,
             memory_mib=1024,
+            network=NetworkConfig(policy="off"),
         )
     ]
 
@@ -91,8 +103,8 @@ def test_other_boots_never_touch_the_pool(
 def test_an_egress_restore_asks_for_an_egress_guest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYRO_WARM", raising=False)
     [shape] = ask(boot(network=PlanNetwork(policy="egress")))
-    assert shape.network == "egress"
-    assert ask(boot())[0].network == "off"
+    assert shape.network == NetworkConfig(policy="egress")
+    assert ask(boot())[0].network == NetworkConfig(policy="off")
 
 
 def test_warm_starts_off_means_no_pool(monkeypatch: pytest.MonkeyPatch) -> None:
