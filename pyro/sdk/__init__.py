@@ -20,6 +20,7 @@ from pyro.host.confine import Root
 from pyro.sdk.env import EnvironmentMethods
 from pyro.sdk.task import TaskMethods
 from pyro.sdk.vm import VMMethods
+from pyro.spec.command import run_spec_for_command
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
@@ -27,42 +28,6 @@ if TYPE_CHECKING:
     from pyro.execute.pool import WarmPool
     from pyro.execute.result import RunResult
     from pyro.plan.model import Plan
-
-
-def run_spec_for_command(
-    environment: str,
-    command: str | Sequence[str],
-    *,
-    vcpus: int | None = None,
-    memory_mib: int | None = None,
-    timeout_seconds: int = 600,
-    network: str = "off",
-    env: Mapping[str, str] | None = None,
-    backend: str | None = None,
-    cwd: str | None = None,
-) -> dict[str, Any]:
-    """The Run spec (as data) of one command in a fresh VM; validated like any spec."""
-    step: dict[str, Any] = {"name": "command"}
-    if isinstance(command, str):
-        step["run"] = command
-    else:
-        step["argv"] = list(command)
-    if cwd:
-        step["cwd"] = cwd
-    resources = {k: v for k, v in (("vcpus", vcpus), ("memoryMiB", memory_mib)) if v is not None}
-    body: dict[str, Any] = {
-        "environment": environment,
-        "timeoutSeconds": timeout_seconds,
-        "network": {"policy": network},
-        "steps": [step],
-    }
-    if resources:
-        body["resources"] = resources
-    if env:
-        body["env"] = dict(env)
-    if backend:
-        body["backend"] = backend
-    return {"apiVersion": "pyro/v1", "kind": "Run", "metadata": {"name": "run"}, "spec": body}
 
 
 class Pyro(VMMethods, TaskMethods, EnvironmentMethods):

@@ -9,8 +9,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from pydantic import BaseModel
-
 from pyro.errors import UsageError
 from pyro.lazy import lazy_attributes
 
@@ -21,6 +19,7 @@ if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` nev
     from pyro.tasks.manager import TaskInfo, TaskManager
     from pyro.tasks.ops import TaskExecOutput
     from pyro.tasks.snapshots import SnapshotInfo
+    from pyro.tasks.transfer import TaskFileWritten
 
 __all__ = [
     "FileEntry",
@@ -43,6 +42,7 @@ _HOMES = {
     "SyncResult": "pyro.tasks.files",
     "TaskExecOutput": "pyro.tasks.ops",
     "TaskInfo": "pyro.tasks.manager",
+    "TaskFileWritten": "pyro.tasks.transfer",
     "TaskLogs": "pyro.tasks.journal",
 }
 
@@ -55,12 +55,6 @@ def guest_path(path: str) -> str:
     from pyro.tasks.files import guest_path as check
 
     return check(path)
-
-
-class TaskFileWritten(BaseModel):
-    task_id: str
-    path: str
-    bytes: int
 
 
 class TaskMethods:
@@ -243,9 +237,9 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.  GuestPathError: no such file.  LimitError.
         """
-        tasks = self.tasks
-        with tasks.session(task_id) as client:
-            return client.get_file(guest_path(path), dst, max_bytes=max_bytes)
+        from pyro.tasks.transfer import read_file
+
+        return read_file(self.tasks, task_id, path, dst, max_bytes=max_bytes)
 
     def write_task_file(
         self,
@@ -262,15 +256,12 @@ class TaskMethods:
             NotFoundError: no such task.  GuestPathError: the path cannot be written.
             OutsideRootError: confined, and the host file ``data`` is outside the root.
         """
-        target = guest_path(path)
+        from pyro.tasks.transfer import write_file
+
+        guest_path(path)  # a bad guest path is refused before the host file is looked at
         if isinstance(data, Path):
             data = Path(self._host_path(data, "host file"))
-        tasks = self.tasks
-        src: BinaryIO | Path = io.BytesIO(data) if isinstance(data, bytes) else data
-        with tasks.session(task_id) as client:
-            size = client.put_file(target, src, mode=mode)
-        tasks.touch(task_id)
-        return TaskFileWritten(task_id=task_id, path=target, bytes=size)
+        return write_file(self.tasks, task_id, path, data, mode=mode)
 
     def list_task_files(self, task_id: str, path: str = "/workspace") -> list[FileEntry]:
         """The entries of a guest folder (a file lists as itself).
@@ -278,10 +269,9 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.  GuestPathError: no such path.
         """
-        from pyro.tasks.files import list_entries
+        from pyro.tasks.transfer import list_files
 
-        with self.tasks.session(task_id) as client:
-            return list_entries(client, guest_path(path))
+        return list_files(self.tasks, task_id, path)
 
     def push_task_dir(
         self, task_id: str, source: str | os.PathLike[str], *, dest: str = "/workspace"
@@ -293,15 +283,9 @@ class TaskMethods:
             LimitError: too large.  OutsideRootError: confined, and ``source`` is outside
             the root.
         """
-        from pyro.tasks.files import scan_tree, upload_tree
+        from pyro.tasks.transfer import push_dir
 
-        source = self._host_path(source, "source folder")
-        plan = scan_tree(Path(source))
-        tasks = self.tasks
-        with tasks.session(task_id) as client:
-            result = upload_tree(client, plan, guest_path(dest), source)
-        tasks.touch(task_id)
-        return result
+        return push_dir(self.tasks, task_id, self._host_path(source, "source folder"), dest)
 
     def export_task_path(
         self,
@@ -333,7 +317,7 @@ class TaskMethods:
             OutsideRootError: confined, and ``output`` is outside the root.
             LimitError: the export would pass a copy-out cap.
         """
-        from pyro.tasks.files import export_path
+        from pyro.tasks.transfer import export
 
         root = self._root
         if root is not None and include_git:
@@ -344,15 +328,15 @@ class TaskMethods:
                 "'pyro task export --include-git'",
             )
         target = Path(self._host_path(output, "export output"))
-        with self.tasks.session(task_id) as client:
-            if root is None:
-                return export_path(client, guest_path(path), target, include_git=include_git)
-            folder = root.output_folder(f"export-{task_id}")
-            try:
-                return export_path(client, guest_path(path), folder / root.relative(target))
-            finally:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # only when empty: nothing was exported
+        if root is None:
+            return export(self.tasks, task_id, path, target, include_git=include_git)
+        self.tasks.get(task_id)  # an unknown task makes no folder
+        folder = root.output_folder(f"export-{task_id}")
+        try:
+            return export(self.tasks, task_id, path, folder / root.relative(target))
+        finally:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: nothing was exported
 
     # -- snapshots --------------------------------------------------------------------------
 
@@ -373,8 +357,9 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.
         """
-        _, meta = self.tasks.get(task_id)
-        return list(meta.snapshots)
+        from pyro.tasks.ops import snapshot_list
+
+        return snapshot_list(self.tasks, task_id)
 
     def delete_task_snapshot(self, task_id: str, name: str) -> bool:
         """Delete a snapshot; False if the task has none of that name.

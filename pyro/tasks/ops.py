@@ -289,6 +289,16 @@ def snapshot_create(manager: TaskManager, task_id: str, name: str) -> SnapshotIn
     return info
 
 
+def snapshot_list(manager: TaskManager, task_id: str) -> list[SnapshotInfo]:
+    """The task's snapshots, oldest first.
+
+    Raises:
+        NotFoundError: no such task.
+    """
+    _, meta = manager.get(task_id)
+    return list(meta.snapshots)
+
+
 def snapshot_delete(manager: TaskManager, task_id: str, name: str) -> bool:
     """Delete a snapshot; False when the task has none of that name.
 

@@ -1,0 +1,108 @@
+"""Files in and out of a task: each operation holds the task's session (booting a stopped
+task), checks the guest path, and does its work with :mod:`pyro.tasks.files`.
+
+Relative guest paths are taken from ``/workspace``. Host paths arrive already checked by
+the caller (the SDK confines them when asked to).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from pydantic import BaseModel
+
+from pyro.tasks.files import (
+    FileEntry,
+    SyncResult,
+    export_path,
+    guest_path,
+    list_entries,
+    scan_tree,
+    upload_tree,
+)
+
+if TYPE_CHECKING:
+    from pyro.tasks.manager import TaskManager
+
+
+class TaskFileWritten(BaseModel):
+    task_id: str
+    path: str
+    bytes: int
+
+
+def read_file(
+    manager: TaskManager, task_id: str, path: str, dst: BinaryIO, *, max_bytes: int | None = None
+) -> int:
+    """Stream a guest file into ``dst``; returns its size.
+
+    Raises:
+        NotFoundError: no such task.  GuestPathError: no such file.
+        LimitError: larger than ``max_bytes``.
+    """
+    target = guest_path(path)
+    with manager.session(task_id) as client:
+        return client.get_file(target, dst, max_bytes=max_bytes)
+
+
+def write_file(
+    manager: TaskManager, task_id: str, path: str, data: bytes | BinaryIO | Path, *, mode: int
+) -> TaskFileWritten:
+    """Write ``data`` (bytes, a binary stream or a host file) to a guest path, atomically;
+    parent folders are created.
+
+    Raises:
+        NotFoundError: no such task.  GuestPathError: the path cannot be written.
+    """
+    target = guest_path(path)
+    src: BinaryIO | Path = io.BytesIO(data) if isinstance(data, bytes) else data
+    with manager.session(task_id) as client:
+        size = client.put_file(target, src, mode=mode)
+    manager.touch(task_id)
+    return TaskFileWritten(task_id=task_id, path=target, bytes=size)
+
+
+def list_files(manager: TaskManager, task_id: str, path: str) -> list[FileEntry]:
+    """The entries of a guest folder (a file lists as itself).
+
+    Raises:
+        NotFoundError: no such task.  GuestPathError: no such path.
+    """
+    target = guest_path(path)
+    with manager.session(task_id) as client:
+        return list_entries(client, target)
+
+
+def push_dir(manager: TaskManager, task_id: str, source: str, dest: str) -> SyncResult:
+    """Copy the host folder ``source`` into the guest folder ``dest`` (same rules as the
+    seed: scanned, and refused when too large or holding an escaping symlink, before the
+    task is touched).
+
+    Raises:
+        NotFoundError: no such task.  UsageError: bad folder or escaping symlink.
+        LimitError: too large.
+    """
+    plan = scan_tree(Path(source))
+    target = guest_path(dest)
+    with manager.session(task_id) as client:
+        result = upload_tree(client, plan, target, source)
+    manager.touch(task_id)
+    return result
+
+
+def export(
+    manager: TaskManager, task_id: str, path: str, output: Path, *, include_git: bool = False
+) -> SyncResult:
+    """Copy a guest file or folder to ``output`` on the host (:func:`files.export_path`;
+    git metadata only with ``include_git``).
+
+    Raises:
+        NotFoundError: no such task.  GuestPathError: no such guest path.
+        UsageError: ``output`` cannot be written, or is in a ``.git`` folder.
+        LimitError: the export would pass a copy-out cap.
+    """
+    target = guest_path(path)
+    with manager.session(task_id) as client:
+        return export_path(client, target, output, include_git=include_git)
