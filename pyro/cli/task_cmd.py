@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,16 +15,14 @@ from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.terminal import byte_writer, echo
 from pyro.errors import UsageError
 
+if TYPE_CHECKING:
+    from pyro.sdk import Pyro
 
-def _pyro() -> Any:
-    # Only the task half of the facade: importing all of pyro.sdk (specs, plans, the
-    # environment service) would add a large share to every `pyro task exec`.
-    from pyro.sdk.task import TaskMethods
 
-    class Tasks(TaskMethods):
-        _state_dir = None
+def _pyro() -> Pyro:
+    from pyro.sdk import Pyro
 
-    return Tasks()
+    return Pyro()
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:

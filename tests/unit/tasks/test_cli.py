@@ -11,15 +11,17 @@ from click.testing import CliRunner
 
 from pyro.cli import task_cmd
 from pyro.cli.main import cli
-from pyro.sdk.task import TaskMethods
+from pyro.sdk import Pyro
 from pyro.tasks.manager import TaskManager
 from tests.unit.tasks.conftest import MakeTask
 from tests.unit.tasks.fakes import FakeRegistry
 
 
-class FakePyro(TaskMethods):
+class FakePyro(Pyro):
+    """The real facade, with its tasks on a registry whose VMs are fakes."""
+
     def __init__(self, manager: TaskManager) -> None:
-        self._state_dir = None
+        super().__init__()
         self._manager = manager
 
     @property
