@@ -8,9 +8,6 @@ from pydantic import BaseModel, ConfigDict
 
 StepStatus = Literal["ok", "failed", "timed-out", "skipped", "error"]
 
-#: Exit code reported for a command (or run) that hit its timeout, like coreutils' timeout(1).
-TIMEOUT_EXIT_CODE = 124
-
 
 class StepResult(BaseModel):
     """The outcome of one plan step."""
