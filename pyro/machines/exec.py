@@ -3,7 +3,7 @@ into an exit code.
 
 ``pyro run`` (each exec step of a plan), ``pyro vm exec`` and ``pyro task exec`` all go
 through :func:`run_command`: a shell string runs with ``sh -c``, a list is the argv itself;
-each stream keeps at most :data:`OUTPUT_CAP` bytes (the rest is counted and flagged
+each stream keeps at most :data:`OUTPUT_CAP` bytes by default (the rest is counted and flagged
 truncated); a command killed at its timeout exits :data:`TIMEOUT_EXIT_CODE`, one killed by
 a signal ``128 + signal``, as a shell reports them.
 """
@@ -27,7 +27,7 @@ TIMEOUT_EXIT_CODE = 124
 #: What a command's result keeps of each stream (the rest is counted, flagged, dropped).
 OUTPUT_CAP = 1 << 20
 
-OutputSink = Callable[[bytes], None]
+ChunkSink = Callable[[bytes], None]
 
 
 class ExecOutput(BaseModel):
@@ -76,8 +76,8 @@ def run_command(
     cwd: str | None = None,
     stdout_cap: int = OUTPUT_CAP,
     stderr_cap: int = OUTPUT_CAP,
-    on_stdout: OutputSink | None = None,
-    on_stderr: OutputSink | None = None,
+    on_stdout: ChunkSink | None = None,
+    on_stderr: ChunkSink | None = None,
 ) -> ExecOutput:
     """Run ``command`` through ``client`` (the agent of VM ``vm_id``) and say how it ended.
 
