@@ -330,7 +330,6 @@ class TaskMethods:
         target = Path(self._host_path(output, "export output"))
         if root is None:
             return export(self.tasks, task_id, path, target, include_git=include_git)
-        self.tasks.get(task_id)  # an unknown task makes no folder
         folder = root.output_folder(f"export-{task_id}")
         try:
             return export(self.tasks, task_id, path, folder / root.relative(target))
