@@ -330,12 +330,18 @@ class TaskMethods:
         target = Path(self._host_path(output, "export output"))
         if root is None:
             return export(self.tasks, task_id, path, target, include_git=include_git)
-        folder = root.output_folder(f"export-{task_id}")
+        made: list[Path] = []
+
+        def fresh() -> Path:  # made once the task is found
+            made.append(root.output_folder(f"export-{task_id}"))
+            return made[0] / root.relative(target)
+
         try:
-            return export(self.tasks, task_id, path, folder / root.relative(target))
+            return export(self.tasks, task_id, path, fresh)
         finally:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty: nothing was exported
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty: nothing was exported
 
     # -- snapshots --------------------------------------------------------------------------
 

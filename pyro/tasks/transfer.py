@@ -8,6 +8,7 @@ the caller (the SDK confines them when asked to).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -93,10 +94,16 @@ def push_dir(manager: TaskManager, task_id: str, source: str, dest: str) -> Sync
 
 
 def export(
-    manager: TaskManager, task_id: str, path: str, output: Path, *, include_git: bool = False
+    manager: TaskManager,
+    task_id: str,
+    path: str,
+    output: Path | Callable[[], Path],
+    *,
+    include_git: bool = False,
 ) -> SyncResult:
     """Copy a guest file or folder to ``output`` on the host (:func:`files.export_path`;
-    git metadata only with ``include_git``).
+    git metadata only with ``include_git``). A callable ``output`` is asked for the path
+    once the task is found (a confined caller's fresh folder is made only then).
 
     Raises:
         NotFoundError: no such task.  GuestPathError: no such guest path.
@@ -105,4 +112,5 @@ def export(
     """
     target = guest_path(path)
     with manager.session(task_id) as client:
-        return export_path(client, target, output, include_git=include_git)
+        dest = output() if callable(output) else output
+        return export_path(client, target, dest, include_git=include_git)
