@@ -8,6 +8,8 @@ guest-to-host tree writer (names checked, no write through a symlink, byte and e
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import posixpath
 import stat as stat_mod
@@ -66,21 +68,72 @@ def copy_in(client: AgentClient, root: Path, source: str, target: str) -> Transf
     Raises:
         GuestPathError: the source is missing, escapes ``root``, or is not a file/folder.
     """
+    host, files = _source_files(root, source)
+    if target.endswith("/"):
+        target = posixpath.join(target, host.name)
+    stats = TransferStats()
+    for path, rel in files:
+        _put(client, path, posixpath.join(target, rel) if rel else target, stats)
+    return stats
+
+
+def source_digest(root: Path, source: str) -> str | None:
+    """``sha256:`` of what :func:`copy_in` would copy: each file's relative path, mode and
+    bytes (a plan pins it, apply checks it); None when the copy would fail (the source is
+    missing, escapes ``root``, is not a file or folder, or cannot be read).
+
+    File digests are remembered by path and stat signature for this process, so planning
+    and applying in one process (``pyro apply spec.yaml``) reads each file once.
+    """
+    try:
+        _, files = _source_files(root, source)
+        entries = []
+        for path, rel in files:
+            info = path.stat()
+            entries.append([rel, stat_mod.S_IMODE(info.st_mode), _file_digest(path, info)])
+    except (GuestPathError, OSError):
+        return None
+    canonical = json.dumps(entries, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
+_DIGESTS_MAX = 65536
+
+
+def _file_digest(path: Path, info: os.stat_result) -> str:
+    # The ctime too: user space cannot set it back after a write (see docs/cache.md).
+    key = (str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
+    found = _DIGESTS.get(key)
+    if found is None:
+        with path.open("rb") as handle:
+            found = hashlib.file_digest(handle, "sha256").hexdigest()
+        if len(_DIGESTS) >= _DIGESTS_MAX:
+            _DIGESTS.clear()
+        _DIGESTS[key] = found
+    return found
+
+
+def _source_files(root: Path, source: str) -> tuple[Path, list[tuple[Path, str]]]:
+    """The resolved source and the regular files a copy-in of it copies, in order, each with
+    its path relative to the source ("" for a source that is a file).
+
+    Raises:
+        GuestPathError: the source is missing, escapes ``root``, is not a file or folder, or
+            holds a symlink leaving ``root``.
+    """
     host = host_path_inside(root, source, what="source")
     if not host.exists():
         raise GuestPathError(
             f"copy-in source {source!r} does not exist (looked at {host})",
             "create it, or fix 'files[].source' (relative to the spec's folder)",
         )
-    if target.endswith("/"):
-        target = posixpath.join(target, host.name)
-    stats = TransferStats()
     if host.is_file():
-        _put(client, host, target, stats)
-        return stats
+        return host, [(host, "")]
     if not host.is_dir():
         raise GuestPathError(f"copy-in source {source!r} is not a regular file or folder")
     root_real = root.resolve()
+    files: list[tuple[Path, str]] = []
     for dirpath, dirnames, filenames in os.walk(host):
         dirnames.sort()
         base = Path(dirpath)
@@ -94,11 +147,10 @@ def copy_in(client: AgentClient, root: Path, source: str, target: str) -> Transf
                         f"copy-in of {source!r}: {rel} is a symlink leaving {root_real}",
                         "remove the symlink or point it inside the spec's folder",
                     )
-            mode = path.stat().st_mode
-            if not stat_mod.S_ISREG(mode):
+            if not stat_mod.S_ISREG(path.stat().st_mode):
                 continue  # sockets, fifos, devices: nothing sensible to copy
-            _put(client, path, posixpath.join(target, rel), stats)
-    return stats
+            files.append((path, rel))
+    return host, files
 
 
 def _put(client: AgentClient, path: Path, target: str, stats: TransferStats) -> None:
