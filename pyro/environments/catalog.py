@@ -198,6 +198,8 @@ def catalog_entries() -> list[CatalogEnvironment]:
             name=summary["name"],
             version=summary["version"],
             spec_digest=summary["spec_digest"],
+            document=EnvironmentSpec.model_validate(summary["document"]),
+            folder=None,
             buildable=buildable,
             source=summary["source"] or registry_source(summary["name"]),
             default_vcpus=summary["vcpus"],
@@ -208,7 +210,7 @@ def catalog_entries() -> list[CatalogEnvironment]:
 
 
 #: Bump when a summary's fields change; old summary files are then ignored.
-_SUMMARY_FORMAT = 1
+_SUMMARY_FORMAT = 2
 
 
 def _summaries() -> list[dict[str, Any]]:
@@ -220,7 +222,8 @@ def _summaries() -> list[dict[str, Any]]:
     A missing, corrupt or read-only cache only costs this process the full parse.
     """
     key = _catalog_key(catalog_dir())
-    store = cache_dir() / "catalog-summary.json"
+    # One file per format: pyro versions sharing a cache do not overwrite each other's.
+    store = cache_dir() / f"catalog-summary-{_SUMMARY_FORMAT}.json"
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(store.read_text(encoding="utf-8"))
         if isinstance(cached, dict) and cached.get("key") == key:
@@ -233,6 +236,7 @@ def _summaries() -> list[dict[str, Any]]:
             "source": entry.spec.spec.source.ref if entry.spec.spec.source else None,
             "vcpus": entry.spec.spec.defaults.vcpus,
             "memory_mib": entry.spec.spec.defaults.memory_mib,
+            "document": entry.spec.model_dump(mode="json", by_alias=True),
         }
         for entry in catalog().values()
     ]

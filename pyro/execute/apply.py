@@ -1,5 +1,11 @@
 """``apply(plan) -> RunResult``: carry out exactly the steps a plan names (contract §2).
 
+Apply reads only the plan: host paths start at the plan's ``spec_dir``, a build uses the
+Environment document the plan carries, and before anything is done every pinned digest
+(environment content, build inputs, guest agent, copy-in sources) is checked against the
+host, so a plan made elsewhere or earlier is refused with :class:`StalePlanError` naming
+what changed rather than carried out against something else.
+
 One small handler per step kind. The VM is recorded in the VM registry as owned by this
 process, so a ``kill -9`` mid-run is cleaned up by the next pyro command; a normal error,
 a timeout or Ctrl-C is cleaned up here, in ``finally``.
@@ -14,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyro.errors import BootError, PlanError, PyroError, StalePlanError
+from pyro.errors import BootError, PlanError, PyroError, SpecError, StalePlanError
 from pyro.execute import transfer
+from pyro.execute.prepare import build_folder, spec_dir
 from pyro.execute.result import RunResult, StepResult
 from pyro.host import startslots
 from pyro.machines.copyout import CopyBudget, CopyLimits
@@ -37,7 +44,6 @@ if TYPE_CHECKING:
     from pyro.execute.pool import WarmPool
     from pyro.guest.client import AgentClient
     from pyro.machines.create import Shape
-    from pyro.spec.model import EnvironmentSpec
 
 #: Caps on what one exec step keeps of its output (pyro.machines.exec).
 STDOUT_CAP = STDERR_CAP = OUTPUT_CAP
@@ -52,13 +58,12 @@ def _no_event(group: str, phase: str, fields: Mapping[str, str]) -> None:
 
 @dataclass
 class ApplyOptions:
-    """How to carry a plan out; none of this changes *what* is done."""
+    """How to carry a plan out; none of this changes *what* is done (the plan says that)."""
 
-    base_dir: Path = field(default_factory=Path.cwd)
     artifacts_dir: Path | None = None
-    """Where artifacts are copied to instead of ``base_dir``: a confined caller's fresh
-    folder (:meth:`pyro.host.confine.Root.output_folder`), so no spec target reaches its files."""
-    environments: Mapping[str, EnvironmentSpec] = field(default_factory=dict)
+    """Where artifacts are copied to instead of the plan's ``spec_dir``: a confined caller's
+    fresh folder (:meth:`pyro.host.confine.Root.output_folder`), so no spec target reaches
+    its files."""
     on_event: EventSink = _no_event
     on_stdout: OutputSink | None = None
     on_stderr: OutputSink | None = None
@@ -103,8 +108,10 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
     """Carry out ``plan`` and return what happened — also when a step fails.
 
     Raises:
-        PlanError: the plan is not applyable (nothing is done).
-        StalePlanError: a pinned digest no longer matches (nothing is booted).
+        PlanError: the plan is not applyable, or has host paths but records no spec folder
+            (nothing is done).
+        StalePlanError: a pinned digest no longer matches (nothing is done); or, in the
+            failed pull step's result, the registry now serves another manifest.
     """
     if not plan.applyable:
         first = plan.errors[0] if plan.errors else None
@@ -114,6 +121,7 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
         )
     options = options or ApplyOptions()
     run = _Run(plan=plan, options=options, registry=options.registry or VMRegistry())
+    run.install = check_pins(plan)
     run.registry.reap()
     cleanup = next((s for s in plan.steps if isinstance(s, CleanupStep)), None)
     try:
@@ -160,7 +168,7 @@ def _do_step(run: _Run, step: Any) -> None:
                 message=f"vm {run.vm_id} ({step.backend}, {run.boot_mode or step.mode})",
             )
         elif isinstance(step, CopyInStep):
-            stats = transfer.copy_in(_client(run), run.options.base_dir, step.source, step.target)
+            stats = transfer.copy_in(_client(run), spec_dir(run.plan), step.source, step.target)
             status = StepResult(
                 id=step.id,
                 action=step.action,
@@ -173,7 +181,7 @@ def _do_step(run: _Run, step: Any) -> None:
             if run.client is None:
                 status = StepResult(id=step.id, action=step.action, status="skipped")
             else:
-                into = run.options.artifacts_dir or run.options.base_dir
+                into = run.options.artifacts_dir or spec_dir(run.plan)
                 stats = transfer.copy_out(
                     run.client, into, step.source, step.target, budget=_copy_budget(run)
                 )
@@ -229,8 +237,13 @@ def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
                 f"{step.ref} now resolves to {install.source_digest}, not {step.digest} as planned"
             )
     else:
-        spec = run.options.environments.get(step.ref)
-        install = service.build(step.ref, spec=spec, base_dir=run.options.base_dir)
+        # By the document's own name, which is a catalog name: its inputs are in the folder
+        # the plan names, whatever the spec file that held it says now.
+        install = service.build(
+            step.document.metadata.name,
+            spec=step.document,
+            base_dir=build_folder(run.plan, step),
+        )
     run.install = install
     run.event("pull", "ready", environment=env.name)
 
@@ -238,20 +251,110 @@ def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
 def _installed(run: _Run) -> Install:
     if run.install is not None:
         return run.install
-    from pyro.environments.cache.store import Cache
-
     env = run.plan.environment
     assert env is not None
-    install = Cache().lookup(env.name)
+    return _pinned_install(env.name, None)
+
+
+# --- pinned digests ---------------------------------------------------------------------
+
+
+def check_pins(plan: Plan) -> Install | None:
+    """Check every digest ``plan`` pins against this host, before anything is done; the
+    install the boot step will use when the plan found the environment installed.
+
+    Raises:
+        StalePlanError: the guest agent's sources, the installed environment's content, an
+            Environment build's inputs or a copy-in source differ from what the plan pinned.
+        PlanError: the plan has host paths but records no spec folder.
+    """
+    install = None
+    for step in plan.steps:
+        if isinstance(step, BuildStep):
+            _check_build(plan, step)
+        elif isinstance(step, BootStep):
+            _check_agent(step)
+            env = plan.environment
+            if env is not None and env.origin == "installed":
+                install = _pinned_install(env.name, step.environment_digest)
+        elif isinstance(step, CopyInStep):
+            _check_source(plan, step)
+    return install
+
+
+def _short(digest: str | None) -> str:
+    return "none" if digest is None else digest[:19] + "…"
+
+
+def _pinned_install(name: str, content: str | None) -> Install:
+    from pyro.environments.cache.store import Cache
+
+    install = Cache().lookup(name)
     if install is None:
         raise StalePlanError(
-            f"environment {env.name} is no longer installed (the plan found it installed)"
+            f"environment {name} is no longer installed (the plan found it installed)",
+            f"install it again with 'pyro env pull {name}', or make a new plan with "
+            "'pyro plan FILE --json' and apply that",
         )
-    if env.digest is not None and install.digest != env.digest:
+    if content is not None and install.content_digest != content:
         raise StalePlanError(
-            f"environment {env.name} is now {install.digest}, not {env.digest} as planned"
+            f"environment {name} now holds other content: kernel and rootfs digest "
+            f"{_short(install.content_digest)}, not {_short(content)} as planned",
+            "it was pulled or built again since the plan was made: make a new plan with "
+            "'pyro plan FILE --json' and apply that",
         )
     return install
+
+
+def _check_agent(step: BootStep) -> None:
+    from pyro.guest.build import agent_source_digest
+
+    now = agent_source_digest()
+    if step.agent_digest is not None and step.agent_digest != now:
+        raise StalePlanError(
+            f"the guest agent changed since the plan was made: its sources are "
+            f"{_short(now)}, not {_short(step.agent_digest)} as planned",
+            "the plan was made by another pyro version: make a new plan with "
+            "'pyro plan FILE --json' with this one and apply that",
+        )
+
+
+def _check_build(plan: Plan, step: BuildStep) -> None:
+    from pyro.environments.catalog import spec_digest
+
+    folder = build_folder(plan, step)
+    try:
+        now = spec_digest(step.document, folder)
+    except SpecError as exc:
+        raise StalePlanError(
+            f"cannot check the build inputs of {step.ref}: {exc.summary}",
+            f"restore the file (relative to {folder}), or make a new plan with "
+            "'pyro plan FILE --json' and apply that",
+        ) from exc
+    if now != step.spec_digest:
+        raise StalePlanError(
+            f"the build inputs of environment {step.ref} changed since the plan was made "
+            f"(document, kernel fragment in {folder} or builder version): "
+            f"{_short(now)}, not {_short(step.spec_digest)} as planned",
+            "make a new plan with 'pyro plan FILE --json' and apply that",
+        )
+
+
+def _check_source(plan: Plan, step: CopyInStep) -> None:
+    folder = spec_dir(plan)
+    now = transfer.source_digest(folder, step.source)
+    if now == step.digest:
+        return
+    if now is None:
+        change = "is gone or can no longer be copied"
+    elif step.digest is None:
+        change = "did not exist (or could not be copied) when the plan was made"
+    else:
+        change = f"changed: {_short(now)}, not {_short(step.digest)} as planned"
+    raise StalePlanError(
+        f"copy-in source {step.source!r} (in {folder}) {change}",
+        "make a new plan with 'pyro plan FILE --json' and apply that",
+    )
 
 
 def _boot(run: _Run, step: BootStep) -> None:
@@ -420,7 +523,9 @@ def _result(run: _Run) -> RunResult:
         name=run.plan.metadata.name,
         plan_digest=run.plan.digest,
         environment=env.name if env else None,
-        environment_digest=run.install.digest if run.install else (env.digest if env else None),
+        environment_digest=(
+            run.install.content_digest if run.install else (env.digest if env else None)
+        ),
         backend=boot.backend if boot else None,
         vm_id=run.vm_id,
         vm_kept=run.vm_kept,

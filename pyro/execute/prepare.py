@@ -17,7 +17,8 @@ from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
     from pyro.host.confine import Root
-    from pyro.plan.model import Plan
+    from pyro.plan.inventory import SourceContent
+    from pyro.plan.model import BuildStep, Plan
     from pyro.spec.load import LoadedSpec
 
 SpecSource = str | os.PathLike[str] | Mapping[str, Any] | RunSpec
@@ -96,11 +97,12 @@ def prepare(
 
 
 def make_plan(prepared: Prepared, *, resolve_remote: bool = True, root: Root | None = None) -> Plan:
-    """Gather the inventory and plan (the planner itself is pure).
+    """Gather the inventory, digest the copy-in sources, and plan (the planner itself is pure).
 
     ``resolve_remote=False`` asks no registry for digests (a pull is planned without one).
     With a ``root``, every host path the plan names must be inside it
-    (:func:`confine_plan`), and an Environment spec named by path is not read unless it is.
+    (:func:`confine_plan`), and no copy-in source or Environment spec named by path is read
+    unless it is.
 
     Raises:
         SpecError: an Environment spec the Run names is invalid.
@@ -125,15 +127,71 @@ def make_plan(prepared: Prepared, *, resolve_remote: bool = True, root: Root | N
             for issue in exc.issues
         ]
         raise SpecError(issues, exc.hint) from exc
+    sources = source_contents(prepared, root)
+    if sources:
+        inventory = inventory.model_copy(update={"sources": sources})
     plan = plan_run(prepared.loaded, inventory, environments=prepared.environments)
     if root is not None:
-        confine_plan(plan, prepared.loaded.base_dir, root)
+        confine_plan(plan, root)
     return plan
 
 
-def confine_plan(plan: Plan, base_dir: Path, root: Root) -> None:
+def source_contents(prepared: Prepared, root: Root | None = None) -> list[SourceContent]:
+    """The content digest of each copy-in source of the Run, for the plan to pin.
+
+    Raises:
+        OutsideRootError: with ``root``, a source is outside it (it is not read).
+    """
+    files = prepared.run.spec.files
+    if not files:
+        return []
+    from pyro.execute.transfer import source_digest
+    from pyro.plan.inventory import SourceContent
+
+    base_dir = prepared.loaded.base_dir
+    found: dict[str, str | None] = {}
+    for index, copy in enumerate(files):
+        if copy.source in found:
+            continue
+        if root is not None:
+            root.confine(copy.source, what=f"files[{index}].source", base=base_dir)
+        found[copy.source] = source_digest(base_dir, copy.source)
+    return [SourceContent(path=path, digest=digest) for path, digest in sorted(found.items())]
+
+
+def spec_dir(plan: Plan) -> Path:
+    """The folder a plan's relative host paths start from (``Plan.spec_dir``).
+
+    Raises:
+        PlanError: the plan records none (it was planned from a bare spec object).
+    """
+    if plan.spec_dir is None:
+        from pyro.errors import PlanError
+
+        raise PlanError(
+            f"plan {plan.metadata.name} records no spec folder for its host paths",
+            "make the plan with 'pyro plan FILE --json' or Pyro.plan(), which record it",
+        )
+    return Path(plan.spec_dir)
+
+
+def build_folder(plan: Plan, step: BuildStep) -> Path:
+    """The folder a build step's Environment document reads its kernel fragment from.
+
+    Raises:
+        PlanError: the step's folder is relative to a spec folder the plan does not record.
+    """
+    if step.folder is None:
+        from pyro.environments.catalog import catalog_dir
+
+        return catalog_dir()
+    return spec_dir(plan) / step.folder
+
+
+def confine_plan(plan: Plan, root: Root) -> None:
     """Check, before anything boots, every host path a plan reads against ``root``:
-    copy-in sources (which must also exist) and Environment specs it builds from.
+    copy-in sources (which must also exist) and the kernel fragments of Environment
+    documents it builds (other than pyro's own catalog's).
 
     Artifacts are not checked here: a confined run copies them into a fresh folder
     (:meth:`pyro.host.confine.Root.output_folder`), never to a path the spec names; a root with
@@ -142,6 +200,7 @@ def confine_plan(plan: Plan, base_dir: Path, root: Root) -> None:
     Raises:
         OutsideRootError: a path is outside ``root``.
         UsageError: a copy-in source does not exist.
+        PlanError: the plan has host paths but records no spec folder.
     """
     from pyro.errors import OutsideRootError
     from pyro.plan.model import BuildStep, CopyInStep, CopyOutStep
@@ -149,6 +208,7 @@ def confine_plan(plan: Plan, base_dir: Path, root: Root) -> None:
     copies = [step for step in plan.steps if isinstance(step, CopyInStep)]
     for index, copy in enumerate(copies):
         what = f"files[{index}].source"
+        base_dir = spec_dir(plan)
         path = root.confine(copy.source, what=what, base=base_dir)
         if not path.exists():
             raise UsageError(
@@ -156,8 +216,9 @@ def confine_plan(plan: Plan, base_dir: Path, root: Root) -> None:
                 f"create it, or fix the path (relative paths start at {base_dir})",
             )
     for step in plan.steps:
-        if isinstance(step, BuildStep):
-            root.environment(step.ref, base=base_dir)
+        if isinstance(step, BuildStep) and step.folder is not None:
+            document = step.document
+            root.fragment(document.spec.kernel.fragment, build_folder(plan, step), step.ref)
         if isinstance(step, CopyOutStep) and root.base is None:
             raise OutsideRootError(
                 "artifacts are refused: no host folder is open to this caller", root.hint()

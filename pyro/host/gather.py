@@ -79,7 +79,7 @@ def gather_inventory(
     for name, document in sorted((local_environments or {}).items()):
         if root is not None:
             root.fragment(document.spec.kernel.fragment, folder, name)
-        catalog[name] = _entry_from_spec(name, document, folder)
+        catalog[name] = _entry_from_spec(name, document, folder, ".")
     for ref in refs:
         parsed = _parse(ref)
         if isinstance(parsed, SpecPathRef) and ref not in catalog:
@@ -98,6 +98,7 @@ def gather_inventory(
         catalog=sorted(catalog.values(), key=lambda entry: entry.ref),
         remote=remote,
         agent_digest=_agent_digest(),
+        agent_source_digest=_agent_source_digest(),
         snapshots=_snapshots(backends),
     )
 
@@ -196,7 +197,11 @@ def _can_build() -> bool:
     return bool(can_build()[0])
 
 
-def _entry_from_spec(ref: str, document: EnvironmentSpec, spec_dir: Path) -> CatalogEnvironment:
+def _entry_from_spec(
+    ref: str, document: EnvironmentSpec, spec_dir: Path, folder: str
+) -> CatalogEnvironment:
+    """The entry of an Environment document whose relative paths resolve in ``spec_dir``,
+    which is ``folder`` relative to the Run spec's folder."""
     entry_from_spec = _optional("pyro.environments.catalog", "entry_from_spec")
     if entry_from_spec is None:
         from pyro.plan.planner import document_digest
@@ -210,6 +215,8 @@ def _entry_from_spec(ref: str, document: EnvironmentSpec, spec_dir: Path) -> Cat
         name=document.metadata.name,
         version=document.spec.version,
         spec_digest=digest,
+        document=document,
+        folder=folder,
         buildable=_can_build(),
         source=source,
         default_vcpus=document.spec.defaults.vcpus,
@@ -227,8 +234,11 @@ def _entry_from_path(ref: str, folder: Path) -> CatalogEnvironment | None:
     loaded = load_spec(path)
     if not isinstance(loaded.spec, EnvironmentSpec):
         return None
+    # Relative to the Run's folder, as the plan records it: the spec file's own folder with
+    # symlinks resolved (where its loader read its relative paths from).
+    relative = os.path.relpath(loaded.base_dir, folder.resolve())
     try:
-        return _entry_from_spec(ref, loaded.spec, loaded.base_dir)
+        return _entry_from_spec(ref, loaded.spec, loaded.base_dir, Path(relative).as_posix())
     except SpecError as exc:
         # The builder saw only the document; name the file it came from.
         issues = [
@@ -243,6 +253,12 @@ def _agent_digest() -> str | None:
     if agent_digest is None:
         return None
     return cast(str | None, agent_digest())
+
+
+def _agent_source_digest() -> str:
+    from pyro.guest.build import agent_source_digest
+
+    return agent_source_digest()
 
 
 def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:

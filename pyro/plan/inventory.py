@@ -1,7 +1,8 @@
 """The planner's view of the world: plain data, gathered by :mod:`pyro.host.gather`.
 
 Pure: the planner only ever sees these values; it never asks the host itself.
-Inventory values carry no machine paths, so plans made from them are portable.
+Inventory values carry no absolute host paths: a path in it is relative to the Run spec's
+folder, which the plan records once (``Plan.spec_dir``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from pyro.spec.model import EnvironmentSpec
 
 KvmKind = Literal["hardware", "pvm", "none"]
 
@@ -39,7 +42,14 @@ class InstalledEnvironment(_Data):
 
     name: str
     version: str
-    digest: str = Field(description="sha256:... digest of the install manifest.")
+    digest: str = Field(
+        description="sha256:... of the install manifest: this cache's install (saved guests "
+        "are keyed by it), which differs between machines holding the same bytes."
+    )
+    content_digest: str = Field(
+        description="sha256:... over the kernel's and rootfs's sha256: what the install "
+        "holds, the same on every machine with the same bytes (plans pin this)."
+    )
     source: str | None = Field(
         default=None, description="oci:// reference it was pulled from, if any."
     )
@@ -57,6 +67,11 @@ class CatalogEnvironment(_Data):
     name: str
     version: str
     spec_digest: str = Field(description="sha256:... of the spec and its build inputs.")
+    document: EnvironmentSpec = Field(description="The Environment document a build uses.")
+    folder: str | None = Field(
+        description="Where the document's relative paths (its kernel fragment) resolve, "
+        "relative to the Run spec's folder; None: pyro's own catalog folder."
+    )
     buildable: bool = Field(description="The host has the tools to build it.")
     source: str | None = Field(default=None, description="oci:// reference 'env pull' would use.")
     default_vcpus: int = 1
@@ -84,6 +99,16 @@ class SavedGuest(_Data):
     )
 
 
+class SourceContent(_Data):
+    """The content of one copy-in source (``files[].source``) when the plan was made."""
+
+    path: str = Field(description="As written in the spec: relative to the spec's folder.")
+    digest: str | None = Field(
+        description="sha256:... over its files' relative paths, modes and bytes "
+        "(pyro.execute.transfer.source_digest); None: missing, unreadable or not copyable."
+    )
+
+
 class Inventory(_Data):
     host: HostInfo
     backends: list[BackendInfo] = []
@@ -91,7 +116,17 @@ class Inventory(_Data):
     catalog: list[CatalogEnvironment] = []
     remote: list[RemoteEnvironment] = []
     agent_digest: str | None = Field(
-        default=None, description="sha256:... of the guest agent initrd."
+        default=None,
+        description="sha256:... of the built guest agent initrd (saved guests are keyed by "
+        "it); None until it is built.",
+    )
+    agent_source_digest: str | None = Field(
+        default=None,
+        description="sha256:... of the guest agent's sources and build flags: the agent a "
+        "plan pins (the same on every machine with this pyro).",
+    )
+    sources: list[SourceContent] = Field(
+        default=[], description="Copy-in sources of the Run being planned."
     )
     snapshots: list[SavedGuest] = Field(
         default=[], description="Saved ready guests (empty when warm starts are off)."

@@ -2,8 +2,12 @@
 
 Pure: no I/O, no clock. A :class:`Plan` is built only through :func:`seal`, which computes its
 ``digest`` over the canonical JSON of every other field, so two plans with the same content
-have the same digest on any machine. JSON keys are snake_case and sorted; no field holds a
-timestamp or an absolute host path.
+have the same digest on any machine. JSON keys are snake_case and sorted (an Environment
+document a build step carries keeps its spec's own keys); no field holds a timestamp.
+
+A plan is self-contained: apply reads nothing but the plan and what its digests pin. The one
+absolute host path it holds is ``spec_dir``, the Run spec's folder, which every relative host
+path (copy-in sources, artifact targets, an Environment's build inputs) starts from.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pyro.errors import PlanError
 from pyro.plan.inventory import KvmKind
+from pyro.spec.model import EnvironmentSpec
 
 PLAN_API_VERSION = "pyro/v1"
 
@@ -62,8 +67,10 @@ class PlanEnvironment(_Data):
     name: str
     version: str | None = Field(description="None when only a pull will tell (oci:// refs).")
     digest: str | None = Field(
-        description="Pinned digest: the install's manifest digest, the remote manifest digest "
-        "for a pull, or the spec digest for a build; None when not known before pulling."
+        description="Pinned digest: for an install, its content digest (sha256 over the "
+        "kernel's and rootfs's sha256, the same wherever the same bytes are installed); the "
+        "remote manifest digest for a pull; the spec digest for a build; None when not known "
+        "before pulling."
     )
     origin: Literal["installed", "pull", "build"]
 
@@ -90,7 +97,17 @@ class BuildStep(_Data):
     id: str
     action: Literal["build"] = "build"
     ref: str = Field(description="Catalog name or Environment spec path (relative) to build.")
-    spec_digest: str
+    spec_digest: str = Field(
+        description="sha256 of the document, its kernel fragment and the builder version; "
+        "apply refuses to build when it no longer matches."
+    )
+    document: EnvironmentSpec = Field(
+        description="The Environment document to build: apply reads no spec file."
+    )
+    folder: str | None = Field(
+        description="Where the document's relative paths (its kernel fragment) are read "
+        "from, relative to spec_dir; None: pyro's own catalog folder."
+    )
 
 
 class BootStep(_Data):
@@ -100,10 +117,13 @@ class BootStep(_Data):
     vcpus: int
     memory_mib: int
     environment_digest: str | None = Field(
-        description="Manifest digest of the install to boot; None when a pull or build "
-        "earlier in the plan makes it."
+        description="Content digest of the install to boot (as environment.digest); None "
+        "when a pull or build earlier in the plan makes it."
     )
-    agent_digest: str | None = Field(description="None: the agent initramfs is built on apply.")
+    agent_digest: str | None = Field(
+        description="sha256 of the guest agent's sources and build flags "
+        "(pyro.guest.build.agent_source_digest); None: not pinned."
+    )
     network: PlanNetwork
     mode: Literal["cold", "restore"] = Field(
         default="cold",
@@ -115,8 +135,12 @@ class BootStep(_Data):
 class CopyInStep(_Data):
     id: str
     action: Literal["copy-in"] = "copy-in"
-    source: str = Field(description="Host path relative to the spec's folder, as written.")
+    source: str = Field(description="Host path relative to spec_dir, as written.")
     target: str
+    digest: str | None = Field(
+        description="sha256 of the source's content when planned (its files' relative "
+        "paths, modes and bytes); None: it did not exist or could not be copied."
+    )
 
 
 class ExecStep(_Data):
@@ -134,7 +158,7 @@ class CopyOutStep(_Data):
     id: str
     action: Literal["copy-out"] = "copy-out"
     source: str
-    target: str = Field(description="Host path relative to the spec's folder, as written.")
+    target: str = Field(description="Host path relative to spec_dir, as written.")
 
 
 class CleanupStep(_Data):
@@ -156,6 +180,10 @@ class Plan(_Data):
     kind: Literal["Plan"] = "Plan"
     metadata: PlanMetadata
     digest: str = Field(description="sha256 of the canonical JSON of every other field.")
+    spec_dir: str | None = Field(
+        description="Absolute folder of the Run spec: relative host paths start here, "
+        "wherever the plan is applied from. None: planned from a bare spec object."
+    )
     applyable: bool
     errors: list[PlanIssue] = []
     inventory: InventorySummary

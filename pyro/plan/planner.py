@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pyro.errors import PlanError
@@ -47,6 +48,11 @@ class HasSpec(Protocol):
     @property
     def spec(self) -> RunSpec | EnvironmentSpec: ...
 
+    @property
+    def base_dir(self) -> Path:
+        """The absolute folder the spec's relative host paths resolve in."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Resolved:
@@ -56,6 +62,8 @@ class _Resolved:
     default_vcpus: int
     default_memory_mib: int
     step: PullStep | BuildStep | None = None
+    install_digest: str | None = None
+    """The local install's manifest digest (saved guests are keyed by it), when installed."""
 
 
 def plan(
@@ -67,11 +75,15 @@ def plan(
     """Plan a Run spec against an inventory.
 
     ``environments`` are Environment documents usable by name (those from the same file).
+    The plan records ``loaded.base_dir`` as its ``spec_dir`` (none for a bare spec object).
 
     Raises:
         PlanError: the document is not a Run (an Environment has nothing to run).
     """
-    run = loaded if isinstance(loaded, RunSpec | EnvironmentSpec) else loaded.spec
+    if isinstance(loaded, RunSpec | EnvironmentSpec):
+        run, spec_dir = loaded, None
+    else:
+        run, spec_dir = loaded.spec, str(loaded.base_dir)
     if not isinstance(run, RunSpec):
         raise PlanError(
             f"'{run.metadata.name}' is an Environment document; only a Run can be planned",
@@ -94,18 +106,28 @@ def plan(
             backend=backend,
             vcpus=vcpus,
             memory_mib=memory_mib,
-            environment_digest=_install_digest(resolved),
-            agent_digest=inventory.agent_digest,
+            environment_digest=_content_digest(resolved),
+            agent_digest=inventory.agent_source_digest,
             network=PlanNetwork(
                 policy=body.network.policy.value,
                 allow=list(body.network.allow),
                 publish=[{"host": p.host, "guest": p.guest} for p in body.network.publish],
             ),
-            mode=_boot_mode(body, inventory, backend, vcpus, memory_mib, _install_digest(resolved)),
+            mode=_boot_mode(
+                body,
+                inventory,
+                backend,
+                vcpus,
+                memory_mib,
+                resolved.install_digest if resolved else None,
+            ),
         )
     )
+    contents = {source.path: source.digest for source in inventory.sources}
     steps += [
-        CopyInStep(id=f"copy-in.{i}", source=f.source, target=f.target)
+        CopyInStep(
+            id=f"copy-in.{i}", source=f.source, target=f.target, digest=contents.get(f.source)
+        )
         for i, f in enumerate(body.files)
     ]
     steps += [
@@ -128,6 +150,7 @@ def plan(
 
     return seal(
         metadata={"name": run.metadata.name},
+        spec_dir=spec_dir,
         applyable=not errors,
         errors=errors,
         inventory=InventorySummary(
@@ -149,14 +172,17 @@ def _boot_mode(
     backend: str | None,
     vcpus: int,
     memory_mib: int,
-    environment_digest: str | None,
+    install_digest: str | None,
 ) -> Literal["cold", "restore"]:
     """``restore`` when a saved ready guest of exactly this shape and network policy is in
     the inventory and the run may use one (network off or egress, nothing published, VM
-    deleted afterwards: see pyro.vmm.snapshot.restorable); else ``cold``."""
+    deleted afterwards: see pyro.vmm.snapshot.restorable); else ``cold``.
+
+    Saved guests belong to this host's install and agent build, so they are matched by the
+    install's manifest digest and the built initrd's digest (not by what the plan pins)."""
     policy = body.network.policy.value
     if (
-        environment_digest is None
+        install_digest is None
         or policy not in ("off", "egress")
         or body.network.publish
         or body.cleanup.value != "always"
@@ -164,7 +190,7 @@ def _boot_mode(
         return "cold"
     for saved in inventory.snapshots:
         if (
-            saved.environment_digest == environment_digest
+            saved.environment_digest == install_digest
             and saved.agent_digest == inventory.agent_digest
             and saved.backend == backend
             and (saved.vcpus, saved.memory_mib) == (vcpus, memory_mib)
@@ -174,8 +200,8 @@ def _boot_mode(
     return "cold"
 
 
-def _install_digest(resolved: _Resolved | None) -> str | None:
-    """The install the guest boots from, when it exists before the run (not pulled/built)."""
+def _content_digest(resolved: _Resolved | None) -> str | None:
+    """What the guest boots from, when it is installed before the run (not pulled/built)."""
     if resolved is None or resolved.environment.origin != "installed":
         return None
     return resolved.environment.digest
@@ -257,7 +283,13 @@ def _resolve_entry(
                 pointer="/spec/environment",
             )
         )
-    step = BuildStep(id="build", ref=written, spec_digest=entry.spec_digest)
+    step = BuildStep(
+        id="build",
+        ref=written,
+        spec_digest=entry.spec_digest,
+        document=entry.document,
+        folder=entry.folder,
+    )
     return _Resolved(
         env(entry.spec_digest, "build"), entry.default_vcpus, entry.default_memory_mib, step
     )
@@ -282,10 +314,15 @@ def _from_installed(written: str, installed: InstalledEnvironment) -> _Resolved:
         ref=written,
         name=installed.name,
         version=installed.version,
-        digest=installed.digest,
+        digest=installed.content_digest,
         origin="installed",
     )
-    return _Resolved(environment, installed.default_vcpus, installed.default_memory_mib)
+    return _Resolved(
+        environment,
+        installed.default_vcpus,
+        installed.default_memory_mib,
+        install_digest=installed.digest,
+    )
 
 
 def _version_key(version: str) -> tuple[tuple[int, str], ...]:
@@ -313,6 +350,7 @@ def _entry_for_document(
 
     The gatherer may have computed the full entry (spec digest over the build inputs too);
     without it the digest covers the document alone and building is assumed possible.
+    Either way its relative paths resolve in the Run spec's folder.
     """
     name, version = document.metadata.name, document.spec.version
     for entry in inventory.catalog:
@@ -324,6 +362,8 @@ def _entry_for_document(
         name=name,
         version=version,
         spec_digest=document_digest(document),
+        document=document,
+        folder=".",
         buildable=True,
         source=source,
         default_vcpus=document.spec.defaults.vcpus,

@@ -162,12 +162,15 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
     ) -> RunResult:
         """Plan (unless given a Plan) and carry the plan out on a real guest.
 
-        Returns a RunResult also when a step fails (``ok`` false, ``failed_step`` set).
+        A Plan is applied as it stands, from any working directory: its host paths start at
+        the spec folder it records. Returns a RunResult also when a step fails (``ok``
+        false, ``failed_step`` set).
 
         Raises:
             SpecError: the spec is invalid.
             PlanError: the plan is not applyable.
-            StalePlanError: a given plan's pinned digests no longer match.
+            StalePlanError: a pinned digest (environment content, build inputs, guest agent,
+                copy-in source) no longer matches; nothing is done.
             OutsideRootError: confined, and a host path is outside the root (nothing boots).
         """
         from pyro.execute.apply import ApplyOptions, apply
@@ -175,22 +178,18 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
 
         root = self._root
         if isinstance(spec_or_plan, Plan):
-            plan, environments = spec_or_plan, {}
-            base_dir = (root.base if root is not None else None) or Path.cwd()
+            plan = spec_or_plan
             if root is not None:
-                confine_plan(plan, base_dir, root)
+                confine_plan(plan, root)
         else:
             prepared = prepare(spec_or_plan, vars=vars, run_name=run_name, root=root)
             plan = make_plan(prepared, root=root)
-            base_dir, environments = prepared.loaded.base_dir, prepared.environments
         artifacts_dir = None
         copies_out = any(isinstance(step, CopyOutStep) for step in plan.steps)
         if root is not None and plan.applyable and copies_out:
             artifacts_dir = root.output_folder(plan.metadata.name)
         options = ApplyOptions(
-            base_dir=base_dir,
             artifacts_dir=artifacts_dir,
-            environments=environments,
             registry=self.registry,
             pool=self._pool(),
         )

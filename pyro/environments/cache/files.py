@@ -55,6 +55,25 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def content_digest(artifacts: Any) -> str | None:
+    """``sha256:`` over the sha256 of each boot artifact (a manifest's ``artifacts``), by role.
+
+    What an install *holds*, whatever its manifest says besides (where it was pulled from,
+    how it was built): the same kernel and rootfs bytes give the same digest on any machine.
+    None when ``artifacts`` does not list a sha256 for every role.
+    """
+    if not isinstance(artifacts, Mapping):
+        return None
+    digests: dict[str, str] = {}
+    for role in ARTIFACT_FILES:
+        entry = artifacts.get(role)
+        digest = entry.get("sha256") if isinstance(entry, Mapping) else None
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            return None
+        digests[role] = digest
+    return "sha256:" + hashlib.sha256(canonical_json(digests)).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """``sha256:<hex>`` of a file, read in chunks (never whole into memory)."""
     with open(path, "rb") as handle:

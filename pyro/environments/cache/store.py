@@ -39,6 +39,7 @@ from pyro.environments.cache.files import (
     Invalid,
     PrunedItem,
     canonical_json,
+    content_digest,
     remove_stale_tmp,
 )
 from pyro.errors import CacheError, EnvironmentInvalidError
@@ -79,6 +80,14 @@ class Install:
     def _defaults(self) -> dict[str, Any]:
         defaults = self.manifest.get("defaults")
         return defaults if isinstance(defaults, dict) else {}
+
+    @property
+    def content_digest(self) -> str:
+        """sha256 over the kernel's and rootfs's sha256: equal for byte-identical installs
+        on any machine, unlike :attr:`digest` (the manifest's, which records the source)."""
+        found = content_digest(self.manifest.get("artifacts"))
+        # A valid install's manifest lists both artifacts with their sha256 (check_install).
+        return found if found is not None else self.digest
 
     @property
     def source_digest(self) -> str | None:
@@ -392,6 +401,7 @@ def _inventory_entry(install: Install) -> InstalledEnvironment:
         name=install.name,
         version=install.version,
         digest=install.digest,
+        content_digest=install.content_digest,
         source=install.source,
         spec_digest=spec_digest if isinstance(spec_digest, str) else None,
         default_vcpus=install.default_vcpus,

@@ -20,7 +20,12 @@ def inventory(variant: str, **changes: object) -> Inventory:
         host=HostInfo(arch="x86_64", cpus=2, memory_mib=4096, kvm="pvm"),
         backends=[BackendInfo(name="qemu-tcg", usable=True)],
         installed=[
-            InstalledEnvironment(name="debian:12", version="1.0.0", digest="sha256:" + "1" * 64)
+            InstalledEnvironment(
+                name="debian:12",
+                version="1.0.0",
+                digest="sha256:" + "1" * 64,
+                content_digest="sha256:" + "5" * 64,
+            )
         ],
     )
     return base.model_copy(update=changes)

@@ -89,6 +89,26 @@ def test_same_content_same_digest_and_reinstall_is_idempotent(
     assert cache.verify(NAME).digest == installed.digest
 
 
+def test_the_content_digest_names_the_bytes_not_the_manifest(
+    cache: Cache, installed: Install, tmp_path: Path
+) -> None:
+    """Plans pin the content digest: another machine's install of the same kernel and rootfs
+    (pulled, so its manifest records a source) has another install digest but the same
+    content digest; other bytes have another content digest."""
+    other = Cache(tmp_path / "other-cache")
+    pulled_meta = {"version": "1.2.3", "source": "oci://r.example/pyro/fake:1@sha256:" + "b" * 64}
+    pulled = other.install(NAME, stage(tmp_path / "stage2"), pulled_meta)
+    assert pulled.digest != installed.digest
+    assert pulled.content_digest == installed.content_digest
+    kernel = "sha256:" + hashlib.sha256(b"K" * 4096).hexdigest()
+    rootfs = "sha256:" + hashlib.sha256(b"R" * 65536).hexdigest()
+    body = json.dumps({"kernel": kernel, "rootfs": rootfs}, separators=(",", ":"))
+    assert installed.content_digest == "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+    assert cache.installed()[0].content_digest == installed.content_digest
+    rebuilt = cache.install(NAME, stage(tmp_path / "stage3", rootfs=b"S" * 65536), {"version": "1"})
+    assert rebuilt.content_digest != installed.content_digest
+
+
 def test_slugs_do_not_collide() -> None:
     assert slug("debian:12") != slug("debian_12")
     assert "/" not in slug("oci://127.0.0.1:5000/pyro/debian:12")

@@ -196,7 +196,11 @@ def test_inventory_entries_come_from_the_summary_without_parsing(
 ) -> None:
     _copy_catalog(tmp_path, monkeypatch)
     first = catalog_entries()
-    assert (tmp_path / "cache" / "catalog-summary.json").is_file()
+    assert (tmp_path / "cache" / f"catalog-summary-{catalog_module._SUMMARY_FORMAT}.json").is_file()
+    # each entry carries the document a plan's build step will build
+    documents = {name: entry.spec for name, entry in catalog_module.catalog().items()}
+    assert {entry.name: entry.document for entry in first} == documents
+    assert {entry.folder for entry in first} == {None}
 
     def no_parse() -> None:
         raise AssertionError("the specs were parsed again")
@@ -232,7 +236,7 @@ def test_an_edited_spec_or_fragment_is_never_served_stale(
 def test_a_corrupt_summary_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _copy_catalog(tmp_path, monkeypatch)
     expected = catalog_entries()
-    store = tmp_path / "cache" / "catalog-summary.json"
+    store = tmp_path / "cache" / f"catalog-summary-{catalog_module._SUMMARY_FORMAT}.json"
     for garbage in ("{not json", '{"key": 1}', "[]", '{"key": "x", "summaries": 3}'):
         store.write_text(garbage)
         assert catalog_entries() == expected

@@ -18,6 +18,8 @@ INSTALLED_DIGEST = "sha256:" + "1" * 64
 SPEC_DIGEST = "sha256:" + "2" * 64
 REMOTE_DIGEST = "sha256:" + "3" * 64
 AGENT_DIGEST = "sha256:" + "4" * 64
+CONTENT_DIGEST = "sha256:" + "5" * 64
+AGENT_SOURCE_DIGEST = "sha256:" + "6" * 64
 SOURCE = "oci://127.0.0.1:5000/pyro/debian:12"
 
 HOST = HostInfo(arch="x86_64", cpus=2, memory_mib=4096, kvm="pvm")
@@ -26,11 +28,30 @@ BACKENDS = [
     BackendInfo(name="qemu-kvm", usable=True, version="7.2.22", can_exec=False),
     BackendInfo(name="qemu-tcg", usable=True, version="7.2.22"),
 ]
+
+
+def environment_spec(name: str = "local:1", **spec: Any) -> EnvironmentSpec:
+    body: dict[str, Any] = {
+        "version": "0.1.0",
+        "kernel": {"fragment": "kernels/pyro-6.1.config"},
+        "rootfs": {"packages": ["git"]},
+        "defaults": {"vcpus": 2, "memoryMiB": 256},
+    }
+    body.update(spec)
+    return EnvironmentSpec.model_validate(
+        {"apiVersion": "pyro/v1", "kind": "Environment", "metadata": {"name": name}, "spec": body}
+    )
+
+
 CATALOG = CatalogEnvironment(
     ref="debian:12",
     name="debian:12",
     version="1.0.0",
     spec_digest=SPEC_DIGEST,
+    document=environment_spec(
+        "debian:12", version="1.0.0", defaults={"vcpus": 1, "memoryMiB": 512}
+    ),
+    folder=None,
     buildable=True,
     default_vcpus=1,
     default_memory_mib=512,
@@ -39,7 +60,12 @@ CATALOG = CatalogEnvironment(
 
 def inventory(variant: str, **changes: Any) -> Inventory:
     """``installed``, ``pullable`` or ``buildable`` debian:12 on a PVM host with qemu-tcg."""
-    base = Inventory(host=HOST, backends=BACKENDS, agent_digest=AGENT_DIGEST)
+    base = Inventory(
+        host=HOST,
+        backends=BACKENDS,
+        agent_digest=AGENT_DIGEST,
+        agent_source_digest=AGENT_SOURCE_DIGEST,
+    )
     if variant == "installed":
         base = base.model_copy(
             update={
@@ -49,6 +75,7 @@ def inventory(variant: str, **changes: Any) -> Inventory:
                         name="debian:12",
                         version="1.0.0",
                         digest=INSTALLED_DIGEST,
+                        content_digest=CONTENT_DIGEST,
                         spec_digest=SPEC_DIGEST,
                         default_memory_mib=768,
                     )
@@ -71,17 +98,4 @@ def run_spec(**spec: Any) -> RunSpec:
     body.update(spec)
     return RunSpec.model_validate(
         {"apiVersion": "pyro/v1", "kind": "Run", "metadata": {"name": "t"}, "spec": body}
-    )
-
-
-def environment_spec(name: str = "local:1", **spec: Any) -> EnvironmentSpec:
-    body: dict[str, Any] = {
-        "version": "0.1.0",
-        "kernel": {"fragment": "kernels/pyro-6.1.config"},
-        "rootfs": {"packages": ["git"]},
-        "defaults": {"vcpus": 2, "memoryMiB": 256},
-    }
-    body.update(spec)
-    return EnvironmentSpec.model_validate(
-        {"apiVersion": "pyro/v1", "kind": "Environment", "metadata": {"name": name}, "spec": body}
     )

@@ -84,6 +84,35 @@ def test_local_environments_replace_catalog_entries(monkeypatch: pytest.MonkeyPa
     assert (entry.ref, entry.name, entry.version) == ("local:1", "local:1", "0.1.0")
     assert (entry.default_vcpus, entry.default_memory_mib) == (2, 256)
     assert entry.spec_digest.startswith("sha256:")
+    # a build carries the document and reads its fragment in the Run spec's folder
+    assert (entry.document, entry.folder) == (document, ".")
+
+
+def test_catalog_entries_carry_their_documents() -> None:
+    inventory = gather.gather_inventory(refs=["debian:12"], resolve_remote=False)
+    entry = next(entry for entry in inventory.catalog if entry.ref == "debian:12")
+    assert entry.document.metadata.name == "debian:12" and entry.folder is None
+    from pyro.guest.build import agent_source_digest
+
+    assert inventory.agent_source_digest == agent_source_digest()
+
+
+def test_an_environment_spec_by_path_is_read_in_its_own_folder(tmp_path: Path) -> None:
+    """Its folder is recorded relative to the Run spec's, with symlinks resolved (where the
+    loader read the fragment from), so apply finds it from the plan alone."""
+    real = tmp_path / "shared" / "envs"
+    (real / "kernels").mkdir(parents=True)
+    (real / "kernels" / "pyro-6.1.config").write_text("CONFIG_X=y\n")
+    document = environment_spec("mine:1")
+    (real / "env.yaml").write_text(document.model_dump_json(by_alias=True))
+    run_dir = tmp_path / "project"
+    run_dir.mkdir()
+    (run_dir / "envs").symlink_to(real)
+    inventory = gather.gather_inventory(
+        refs=["envs/env.yaml"], resolve_remote=False, base_dir=run_dir
+    )
+    entry = next(entry for entry in inventory.catalog if entry.ref == "envs/env.yaml")
+    assert (entry.document, entry.folder) == (document, "../shared/envs")
 
 
 def test_missing_spec_path_gives_no_entry(tmp_path: Path) -> None:
@@ -99,6 +128,8 @@ ENTRY = CatalogEnvironment(
     name="debian:12",
     version="1.0.0",
     spec_digest=SPEC_DIGEST,
+    document=environment_spec("debian:12", version="1.0.0"),
+    folder=None,
     buildable=True,
     source=SOURCE,
 )
@@ -126,6 +157,10 @@ def test_resolve_asks_only_for_what_is_not_installed(monkeypatch: pytest.MonkeyP
     assert [(r.ref, r.digest) for r in remote] == [(SOURCE, "sha256:" + "a" * 64)]
 
     asked.clear()
-    installed = [InstalledEnvironment(name="debian:12", version="1.0.0", digest=SPEC_DIGEST)]
+    installed = [
+        InstalledEnvironment(
+            name="debian:12", version="1.0.0", digest=SPEC_DIGEST, content_digest=SPEC_DIGEST
+        )
+    ]
     assert gather._resolve(["debian:12"], {"debian:12": ENTRY}, installed) == []
     assert asked == []

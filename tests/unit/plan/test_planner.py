@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from pyro.errors import PlanError
-from pyro.plan.inventory import BackendInfo, InstalledEnvironment, RemoteEnvironment
+from pyro.plan.inventory import (
+    BackendInfo,
+    InstalledEnvironment,
+    RemoteEnvironment,
+    SourceContent,
+)
 from pyro.plan.model import (
     ACTIONS,
     BootStep,
     BuildStep,
+    CopyInStep,
     ExecStep,
     PullStep,
     plan_from_json,
     render_json,
 )
 from pyro.plan.planner import plan
+from pyro.spec.load import load_spec
 
 from .fixtures import (
-    AGENT_DIGEST,
+    AGENT_SOURCE_DIGEST,
+    CONTENT_DIGEST,
     INSTALLED_DIGEST,
     REMOTE_DIGEST,
     SOURCE,
@@ -41,19 +50,55 @@ def test_installed_environment_is_pinned_and_not_pulled() -> None:
     assert [s.action for s in result.steps] == ["boot", "exec", "cleanup"]
     assert result.environment is not None
     assert result.environment.origin == "installed"
-    assert result.environment.digest == INSTALLED_DIGEST
+    # pinned by what the install holds, not by this cache's manifest of it
+    assert result.environment.digest == CONTENT_DIGEST
     boot = result.step("boot")
     assert isinstance(boot, BootStep)
-    assert boot.environment_digest == INSTALLED_DIGEST
-    assert boot.agent_digest == AGENT_DIGEST
+    assert boot.environment_digest == CONTENT_DIGEST
+    # the agent's sources, not this host's build of them
+    assert boot.agent_digest == AGENT_SOURCE_DIGEST
     assert (boot.backend, boot.mode) == ("qemu-tcg", "cold")
     # resources default from the install (768), not the catalog (512)
     assert (result.resources.vcpus, result.resources.memory_mib) == (1, 768)
 
 
+def test_the_same_bytes_installed_elsewhere_give_the_same_plan() -> None:
+    """Another machine's install of the same kernel and rootfs has another manifest (it was
+    pulled, not built: its source differs) but the same content: the plan is the same."""
+    here = inventory("installed")
+    (install,) = here.installed
+    elsewhere = inventory(
+        "installed",
+        installed=[install.model_copy(update={"digest": "sha256:" + "7" * 64})],
+        agent_digest="sha256:" + "8" * 64,  # another compiler built the same agent sources
+    )
+    assert plan(run_spec(), elsewhere) == plan(run_spec(), here)
+
+
+def test_the_plan_records_the_spec_folder(tmp_path: Path) -> None:
+    loaded = load_spec(run_spec().model_dump(mode="json", by_alias=True), base_dir=tmp_path)
+    assert plan(loaded, inventory("installed")).spec_dir == str(tmp_path)
+    assert plan(run_spec(), inventory("installed")).spec_dir is None
+
+
+def test_copy_in_sources_are_pinned_by_their_content() -> None:
+    spec = run_spec(
+        files=[{"source": "src", "target": "/src"}, {"source": "gone", "target": "/gone"}]
+    )
+    sources = [SourceContent(path="src", digest=REMOTE_DIGEST)]
+    result = plan(spec, inventory("installed", sources=sources))
+    first, second = result.step("copy-in.0"), result.step("copy-in.1")
+    assert isinstance(first, CopyInStep) and isinstance(second, CopyInStep)
+    assert (first.digest, second.digest) == (REMOTE_DIGEST, None)
+
+
 def test_install_built_from_another_spec_is_not_used() -> None:
     stale = InstalledEnvironment(
-        name="debian:12", version="1.0.0", digest=INSTALLED_DIGEST, spec_digest="sha256:" + "9" * 64
+        name="debian:12",
+        version="1.0.0",
+        digest=INSTALLED_DIGEST,
+        content_digest=CONTENT_DIGEST,
+        spec_digest="sha256:" + "9" * 64,
     )
     result = plan(run_spec(), inventory("buildable", installed=[stale]))
     assert result.environment is not None and result.environment.origin == "build"
@@ -88,6 +133,8 @@ def test_buildable_environment_gets_a_build_step_with_the_spec_digest() -> None:
     build = result.steps[0]
     assert isinstance(build, BuildStep)
     assert (build.id, build.ref, build.spec_digest) == ("build", "debian:12", SPEC_DIGEST)
+    # the document it builds, from pyro's own catalog folder: apply reads no spec
+    assert (build.document, build.folder) == (inventory("buildable").catalog[0].document, None)
     assert result.applyable
 
 
@@ -116,10 +163,14 @@ def test_unknown_spec_path_points_at_the_path() -> None:
 
 def test_spec_path_found_in_the_catalog_builds() -> None:
     inv = inventory("buildable")
-    entry = inv.catalog[0].model_copy(update={"ref": "./env.yaml", "name": "mine:1"})
+    entry = inv.catalog[0].model_copy(
+        update={"ref": "./env.yaml", "name": "mine:1", "folder": "envs"}
+    )
     result = plan(run_spec(environment="./env.yaml"), inv.model_copy(update={"catalog": [entry]}))
     assert result.applyable
-    assert isinstance(result.steps[0], BuildStep) and result.steps[0].ref == "./env.yaml"
+    build = result.steps[0]
+    assert isinstance(build, BuildStep) and build.ref == "./env.yaml"
+    assert (build.document, build.folder) == (entry.document, "envs")
 
 
 def test_oci_reference_pulls_with_remote_digest() -> None:
@@ -134,7 +185,11 @@ def test_oci_reference_pulls_with_remote_digest() -> None:
 def test_oci_reference_already_installed_is_not_pulled() -> None:
     ref = "oci://127.0.0.1:5000/pyro/custom:v1"
     installed = InstalledEnvironment(
-        name="custom", version="1.0.0", digest=INSTALLED_DIGEST, source=ref
+        name="custom",
+        version="1.0.0",
+        digest=INSTALLED_DIGEST,
+        content_digest=CONTENT_DIGEST,
+        source=ref,
     )
     result = plan(run_spec(environment=ref), inventory("empty", installed=[installed]))
     assert result.steps[0].action == "boot"
@@ -147,7 +202,10 @@ def test_same_file_environment_document_is_usable_by_name() -> None:
         run_spec(environment="local:1"), inventory("empty"), environments={"local:1": document}
     )
     assert result.applyable
-    assert isinstance(result.steps[0], BuildStep)
+    build = result.steps[0]
+    assert isinstance(build, BuildStep)
+    # the document itself, read in the Run spec's folder
+    assert (build.document, build.folder) == (document, ".")
     # defaults come from the document
     assert (result.resources.vcpus, result.resources.memory_mib) == (2, 256)
     # the same document always gives the same spec digest
@@ -262,6 +320,7 @@ def test_steps_ids_inputs_and_env_merge() -> None:
         "action": "copy-in",
         "source": "./src",
         "target": "/workspace/src",
+        "digest": None,
     }
     boot = result.step("boot")
     assert isinstance(boot, BootStep)
@@ -311,7 +370,12 @@ def test_plan_from_json_rejects_garbage(text: str) -> None:
 
 def test_installed_but_not_in_catalog_is_used_newest_first() -> None:
     installs = [
-        InstalledEnvironment(name="custom:1", version=version, digest="sha256:" + digit * 64)
+        InstalledEnvironment(
+            name="custom:1",
+            version=version,
+            digest="sha256:" + digit * 64,
+            content_digest="sha256:" + digit * 64,
+        )
         for version, digit in [("1.2.0", "5"), ("1.10.0", "6"), ("1.9.1", "7")]
     ]
     result = plan(run_spec(environment="custom:1"), inventory("empty", installed=installs))

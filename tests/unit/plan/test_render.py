@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,8 @@ def _plans(path: Path, variant: str) -> list[tuple[str, object]]:
             # what the gatherer would add for an Environment spec named by path
             entry = CATALOG.model_copy(update={"ref": doc.spec.spec.environment, "name": "by-path"})
             inv = inv.model_copy(update={"catalog": [*inv.catalog, entry]})
+        # The spec's folder is recorded in the plan: the same one wherever the checkout is.
+        doc = dataclasses.replace(doc, base_dir=Path("/specs") / path.parent.name)
         results.append((doc.spec.metadata.name, plan(doc, inv, environments=environments)))
     return results
 
