@@ -244,9 +244,7 @@ def _apply(
 ) -> RunResult:
     from pyro.sdk import Pyro
 
-    source: Any = file
-    if file.endswith(".json"):
-        source = _read_plan_or_path(file)
+    source: Any = _read_plan_or_path(file)
     variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
     with _forced_cold(cold):
         return Pyro().apply(
@@ -260,7 +258,12 @@ def _apply(
 
 
 def _read_plan_or_path(file: str) -> Any:
-    """A Plan document from ``file`` (JSON written by `pyro plan --json`), else the path."""
+    """A Plan document from ``file`` (JSON written by `pyro plan --json`), else the path.
+
+    Told apart by parsing, whatever the file's name: a JSON object whose ``kind`` is
+    ``Plan`` is a plan; anything else is a spec, left to the spec loader (a spec in JSON
+    is YAML too), which reports its own errors.
+    """
     from pyro.plan.model import plan_from_json
 
     try:
@@ -268,12 +271,18 @@ def _read_plan_or_path(file: str) -> Any:
             raw = stream.read(MAX_PLAN_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {file}: {exc.strerror}", "check the path") from exc
+    if not raw.lstrip().startswith(b"{"):
+        return file  # not a JSON object: YAML, or nothing pyro can read
     if len(raw) > MAX_PLAN_BYTES:
         raise PlanError(
             f"{file} is larger than {MAX_PLAN_BYTES} bytes", "apply a plan written by 'pyro plan'"
         )
     text = raw.decode("utf-8", "replace")
-    if '"kind": "Plan"' in text or '"kind":"Plan"' in text:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return file  # the spec loader says where the document is broken
+    if isinstance(data, dict) and data.get("kind") == "Plan":
         return plan_from_json(text)
     return file
 
