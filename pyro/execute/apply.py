@@ -120,6 +120,8 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
             first.hint if first else "run 'pyro plan FILE' to see why",
         )
     options = options or ApplyOptions()
+    if options.artifacts_dir is None and any(isinstance(s, CopyOutStep) for s in plan.steps):
+        spec_dir(plan)  # artifacts need a folder to land in before anything boots
     run = _Run(plan=plan, options=options, registry=options.registry or VMRegistry())
     run.install = check_pins(plan)
     run.registry.reap()

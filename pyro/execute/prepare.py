@@ -208,7 +208,7 @@ def confine_plan(plan: Plan, root: Root) -> None:
     copies = [step for step in plan.steps if isinstance(step, CopyInStep)]
     for index, copy in enumerate(copies):
         what = f"files[{index}].source"
-        base_dir = spec_dir(plan)
+        base_dir = spec_dir(plan)  # raises only for a plan that names host paths
         path = root.confine(copy.source, what=what, base=base_dir)
         if not path.exists():
             raise UsageError(

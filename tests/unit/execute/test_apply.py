@@ -395,8 +395,18 @@ def test_a_plan_without_a_spec_folder_refuses_host_paths(host: Host) -> None:
     body.pop("digest")
     body["spec_dir"] = None
     with pytest.raises(PlanError, match="records no spec folder"):
-        host.apply(seal(**{k: v for k, v in body.items()}))
-    assert host.registry.list() == []
+        host.apply(seal(**body))
+    # artifacts alone need a folder too, checked before anything boots ...
+    body["steps"] = [step for step in body["steps"] if step["action"] != "copy-in"]
+    with pytest.raises(PlanError, match="records no spec folder"):
+        host.apply(seal(**body))
+    assert host.registry.list() == [] and host.registry.guests == {}
+    # ... unless the caller gives one (a confined caller's fresh folder)
+    into = host.root / "artifacts"
+    into.mkdir()
+    result = host.apply(seal(**body), artifacts_dir=into)
+    assert _statuses(result)["copy-out.0"] == "error"  # nothing was copied in to copy out
+    assert "no such file" in result.error["message"].lower()
 
 
 # --- stale plans: nothing is done ---------------------------------------------------------
