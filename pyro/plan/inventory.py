@@ -126,7 +126,9 @@ class Inventory(_Data):
         "plan pins (the same on every machine with this pyro).",
     )
     sources: list[SourceContent] = Field(
-        default=[], description="Copy-in sources of the Run being planned."
+        default=[],
+        description="Copy-in sources of the Run being planned (digested by "
+        "pyro.execute.prepare.source_contents, beside the copy code that they pin).",
     )
     snapshots: list[SavedGuest] = Field(
         default=[], description="Saved ready guests (empty when warm starts are off)."
