@@ -223,11 +223,12 @@ def test_git_metadata_inside_an_artifact_folder_is_skipped(tmp_path: Path) -> No
 # -- one budget per run (red-team finding 4) ------------------------------------------------
 
 
-def artifacts_plan(count: int, source: str = "/big") -> Plan:
+def artifacts_plan(count: int, source: str = "/big", spec_dir: str = "/nonexistent") -> Plan:
     from pyro.plan.model import seal
 
     return seal(
         metadata={"name": "amp"},
+        spec_dir=spec_dir,
         applyable=True,
         inventory={"arch": "x86_64", "kvm": "none", "backend": "qemu-tcg", "backend_reason": ""},
         environment={
@@ -271,8 +272,8 @@ def apply_with(agent: LyingAgent, plan: Plan, base: Path, monkeypatch: pytest.Mo
 
     (base / "project").mkdir()
     monkeypatch.setattr(runner, "_boot", lambda run, step: setattr(run, "client", agent))
-    options = runner.ApplyOptions(base_dir=base / "project", registry=VMRegistry(base / "state"))
-    return runner.apply(plan, options)
+    monkeypatch.setattr(runner, "check_pins", lambda plan: None)  # no install, agent or source
+    return runner.apply(plan, runner.ApplyOptions(registry=VMRegistry(base / "state")))
 
 
 def test_the_byte_cap_holds_for_all_the_artifacts_of_a_run_together(
@@ -284,7 +285,9 @@ def test_the_byte_cap_holds_for_all_the_artifacts_of_a_run_together(
     agent = LyingAgent()
     agent.contents["/big"] = b"\0" * (1 << 20)  # exactly the cap
 
-    result = apply_with(agent, artifacts_plan(20), tmp_path, monkeypatch)
+    result = apply_with(
+        agent, artifacts_plan(20, spec_dir=str(tmp_path / "project")), tmp_path, monkeypatch
+    )
 
     copies = [s for s in result.steps if s.action == "copy-out"]
     assert [s.status for s in copies] == ["ok"] + ["error"] * 19
@@ -301,7 +304,9 @@ def test_the_entry_cap_holds_for_all_the_artifacts_of_a_run_together(
     agent = LyingAgent()
     agent.folder("/d", raw_entry(b"a"), raw_entry(b"b"))  # 3 entries with the folder
 
-    result = apply_with(agent, artifacts_plan(3, "/d"), tmp_path, monkeypatch)
+    result = apply_with(
+        agent, artifacts_plan(3, "/d", spec_dir=str(tmp_path / "project")), tmp_path, monkeypatch
+    )
 
     copies = [s for s in result.steps if s.action == "copy-out"]
     assert [s.status for s in copies] == ["ok", "error", "error"]
