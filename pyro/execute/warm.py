@@ -38,9 +38,9 @@ Event = Callable[[str, str], None]
 def snapshot_key(record: VMRecord) -> snapshots.SnapshotKey | None:
     """The key a snapshot of ``record``'s VM has, or None when its backend cannot save."""
     from pyro.guest.build import agent_digest
+    from pyro.net.policy import NetworkConfig
     from pyro.net.slirp import slirp_setup
     from pyro.vmm import get_backend
-    from pyro.vmm.base import NetworkConfig
     from pyro.vmm.qemu import BASE_CMDLINE, QemuBackend
 
     try:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 import time
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from pyro.machines.registry import VMRegistry
 
 
 class VMState(StrEnum):
@@ -64,34 +61,10 @@ class VMRecord(BaseModel):
         return data
 
 
-def owner_identity() -> tuple[int, float]:
-    from pyro.vmm.base import start_ticks
-
-    pid = os.getpid()
-    return pid, start_ticks(pid)
-
-
-def process_alive(pid: int | None, started: float | None) -> bool:
-    """True while ``pid`` runs and is the process that started at ``started`` (boot ticks:
-    immune to wall-clock steps; a reused PID has other ticks)."""
-    if pid is None:
-        return False
-    from pyro.errors import VMMError
-    from pyro.vmm.base import start_ticks
-
-    try:
-        if started is not None and start_ticks(pid) != started:
-            return False
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except (OSError, VMMError, IndexError):
-        return False
-
-
-def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = None) -> None:
+def check_limits(*, vcpus: int, memory_mib: int, running: int = 0) -> None:
     """Refuse a VM the host cannot hold: vCPUs above the host's, memory above what is free
-    for guests, or more running VMs than ``PYRO_MAX_VMS`` (default: host memory / 256 MiB).
+    for guests, or a VM beyond ``running`` ones when that reaches ``PYRO_MAX_VMS`` (default:
+    host memory / 256 MiB).
 
     Raises:
         LimitError: with what was asked, what the host has, and what to do.
@@ -108,11 +81,9 @@ def check_limits(*, vcpus: int, memory_mib: int, registry: VMRegistry | None = N
     if memory_mib > total_mib:
         raise LimitError(f"{memory_mib} MiB of guest memory asked; this host has {total_mib} MiB")
     limit = int(os.environ.get("PYRO_MAX_VMS", "0") or 0) or max(1, total_mib // 256)
-    if registry is not None:
-        running = [r for r in registry.list() if r.state is VMState.RUNNING]
-        if len(running) >= limit:
-            raise LimitError(
-                f"{len(running)} VMs are running, the limit is {limit}",
-                "delete VMs or tasks you no longer need (pyro vm list / pyro task list), "
-                "or raise PYRO_MAX_VMS",
-            )
+    if running >= limit:
+        raise LimitError(
+            f"{running} VMs are running, the limit is {limit}",
+            "delete VMs or tasks you no longer need (pyro vm list / pyro task list), "
+            "or raise PYRO_MAX_VMS",
+        )

@@ -23,13 +23,8 @@ from pydantic import ValidationError
 
 from pyro import paths
 from pyro.errors import BootError, NotFoundError, PyroError, StateError
-from pyro.machines.record import (
-    VMRecord,
-    VMState,
-    check_limits,
-    owner_identity,
-    process_alive,
-)
+from pyro.machines.record import VMRecord, VMState, check_limits
+from pyro.process.identity import own_identity, process_alive
 
 __all__ = ["BOOT_TIMEOUT_S", "VMRecord", "VMRegistry", "VMState", "check_id", "check_limits"]
 
@@ -174,9 +169,10 @@ class VMRegistry:
         command reaps it. Its VMM dies with this process too, unless
         ``vmm_outlives_owner`` (the VM may be kept after the run; see :meth:`disown`).
         """
-        check_limits(vcpus=vcpus, memory_mib=memory_mib, registry=self)
+        running = sum(record.state is VMState.RUNNING for record in self.list())
+        check_limits(vcpus=vcpus, memory_mib=memory_mib, running=running)
         vm_id = secrets.token_hex(6)
-        owner_pid, owner_started = owner_identity() if ephemeral else (None, None)
+        owner_pid, owner_started = own_identity() if ephemeral else (None, None)
         record = VMRecord(
             id=vm_id,
             kind=kind,
@@ -241,7 +237,8 @@ class VMRegistry:
             BootError: the guest did not answer in time (the VM is stopped again).
             VMMError: ``snapshot`` was given and the backend cannot restore, or refused it.
         """
-        from pyro.vmm.base import NetworkConfig, VMConfig
+        from pyro.net.policy import NetworkConfig
+        from pyro.vmm.base import VMConfig
 
         with self.locked(vm_id):
             record = self.get(vm_id)

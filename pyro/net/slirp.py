@@ -32,7 +32,7 @@ from pyro.errors import NetworkError
 from pyro.net.relay import TAG_PREFIX, ipv4_literal
 
 if TYPE_CHECKING:
-    from pyro.vmm.base import NetworkConfig
+    from pyro.net.policy import NetworkConfig
 
 GUEST_CIDR = "10.0.2.15/24"
 HOST_ALIAS = "10.0.2.2"

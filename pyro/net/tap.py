@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING
 from filelock import FileLock
 
 from pyro import paths
-from pyro.errors import NetworkError, VMMError
+from pyro.errors import NetworkError
 from pyro.net import iptables
 from pyro.net.nft import TapRules, render, table_name
 from pyro.net.relay import ipv4_literal, special_reason
 from pyro.net.slirp import parse_allow
+from pyro.process.identity import own_identity, process_alive
 
 if TYPE_CHECKING:
-    from pyro.vmm.base import NetworkConfig
+    from pyro.net.policy import NetworkConfig
 
 DEFAULT_POOL = "172.29.0.0/16"
 POOL_ENV = "PYRO_NET_POOL"
@@ -167,7 +168,7 @@ class TapNetwork:
                 host_ip, guest_ip = (str(a) for a in list(subnet.hosts())[:2])
                 if guest_ip in used:
                     continue
-                pid = os.getpid()
+                pid, ticks = own_identity()
                 lease = TapLease(
                     vm_id=vm_id,
                     tap=tap_name(vm_id),
@@ -178,7 +179,7 @@ class TapNetwork:
                     table=table_name(vm_id),
                     netns=self.netns,
                     owner_pid=pid,
-                    owner_ticks=start_ticks(pid),
+                    owner_ticks=ticks,
                     firewall=_firewall(),
                 )
                 paths.write_private(self._lease_path(vm_id), json.dumps(asdict(lease)))
@@ -315,19 +316,9 @@ def _drop_iptables_rules(tag: str, netns: str | None) -> None:
             _run([_which("iptables") or "iptables", *command[1:]], netns=netns)
 
 
-def start_ticks(pid: int) -> float:
-    # Imported here: pyro.vmm imports pyro.net (its backends build network arguments).
-    from pyro.vmm.base import start_ticks as ticks
-
-    return ticks(pid)
-
-
 def owner_alive(lease: TapLease) -> bool:
     """True while the process that made ``lease`` runs (same PID *and* start ticks)."""
-    try:
-        return start_ticks(lease.owner_pid) == lease.owner_ticks
-    except VMMError:  # no such process: the owner is gone
-        return False
+    return process_alive(lease.owner_pid, lease.owner_ticks)
 
 
 def reap_leases(state: Path, vm_running: Callable[[str], bool]) -> list[str]:

@@ -11,13 +11,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from pyro.errors import BackendUnavailableError
 from pyro.plan.inventory import BackendInfo
-from pyro.vmm.base import Backend, NetworkConfig, VMConfig, VMHandle
+from pyro.vmm.base import Backend, VMConfig, VMHandle
 
 __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
     "Backend",
-    "NetworkConfig",
     "VMConfig",
     "VMHandle",
     "get_backend",

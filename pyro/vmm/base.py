@@ -17,63 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pyro.errors import VMMError
+from pyro.net.policy import NetworkConfig
 from pyro.plan.inventory import BackendInfo
+from pyro.process.identity import start_ticks
 
 if TYPE_CHECKING:  # psutil is imported on first use: planning never needs it
     import psutil
 
 SERIAL_LOG = "serial.log"
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """The guest's network policy, as the plan's boot step and the VM record state it.
-
-    ``policy`` is ``off`` (no device; with ``publish`` a device that reaches nothing),
-    ``egress`` (outbound traffic allowed) or ``allowlist`` (only ``allow`` entries,
-    ``host[:port]``, are reachable). ``publish`` pairs are (host port on 127.0.0.1, guest
-    port). :mod:`pyro.net` turns this into VMM arguments.
-    """
-
-    policy: str = "off"
-    allow: tuple[str, ...] = ()
-    publish: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def enabled(self) -> bool:
-        """True when the guest gets a network device."""
-        return self.policy != "off" or bool(self.publish)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "allow": list(self.allow),
-            "publish": [{"host": h, "guest": g} for h, g in self.publish],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> NetworkConfig:
-        """Read ``{policy, allow, publish: [{host, guest}]}`` (None: policy off).
-
-        Raises:
-            VMMError: when ``data`` is malformed.
-        """
-        if not data:
-            return cls()
-        try:
-            policy = str(data.get("policy", "off"))
-            if policy not in ("off", "egress", "allowlist"):
-                raise ValueError(f"unknown policy {policy!r}")
-            return cls(
-                policy=policy,
-                allow=tuple(str(a) for a in data.get("allow") or ()),
-                publish=tuple((int(p["host"]), int(p["guest"])) for p in data.get("publish") or ()),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise VMMError(
-                f"network configuration is malformed: {exc}",
-                hint="use {policy: off|egress|allowlist, allow: [...], publish: [{host, guest}]}",
-            ) from exc
 
 
 @dataclass(frozen=True)
@@ -213,7 +164,7 @@ def vmm_process(handle: VMHandle) -> psutil.Process | None:
         if not any(tag in arg for arg in proc.cmdline()):
             return None
         return proc
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, VMMError):
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, ProcessLookupError):
         return None
 
 
@@ -262,7 +213,7 @@ def console_process(handle: VMHandle) -> psutil.Process | None:
         if not any(arg.endswith("console.py") for arg in proc.cmdline()):
             return None
         return proc
-    except (KeyError, ValueError, psutil.Error, VMMError):
+    except (KeyError, ValueError, psutil.Error, ProcessLookupError):
         return None
 
 
@@ -300,22 +251,6 @@ def _reap(proc: psutil.Process, *, timeout: float = 0.0) -> bool:
         return True
 
 
-def start_ticks(pid: int) -> float:
-    """When ``pid`` started, in clock ticks since boot.
-
-    Raises:
-        VMMError: when the process does not exist.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError as exc:
-        raise VMMError(f"VMM process {pid} does not exist") from exc
-    # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return float(fields[19])
-
-
 def process_start(pid: int) -> float:
     """Identity stamp of ``pid`` for :attr:`VMHandle.start_ticks`.
 
@@ -335,7 +270,10 @@ def process_start(pid: int) -> float:
         except OSError as exc:
             raise VMMError(f"VMM process {pid} exited right after start") from exc
         time.sleep(0.001)
-    return start_ticks(pid)
+    try:
+        return start_ticks(pid)
+    except ProcessLookupError as exc:
+        raise VMMError(f"VMM process {pid} exited right after start") from exc
 
 
 def remove_files(workdir: Path, names: tuple[str, ...]) -> None:

@@ -24,13 +24,13 @@ from typing import Any, Literal
 
 from pyro import paths
 from pyro.errors import BootError, VMMError
+from pyro.net.policy import NetworkConfig
 from pyro.net.ports import check_ports_free
 from pyro.net.slirp import slirp_setup
 from pyro.plan.inventory import BackendInfo
 from pyro.vmm import launch, overlay
 from pyro.vmm.base import (
     SERIAL_LOG,
-    NetworkConfig,
     VMConfig,
     VMHandle,
     console_extra,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pyro.net.nft import table_name
+from pyro.net.policy import NetworkConfig
 from pyro.net.tap import TapNetwork, tap_name
-from pyro.vmm.base import NetworkConfig
 from tests.helpers.firecracker import firecracker_binary as _firecracker_binary
 
 firecracker_binary = _firecracker_binary  # the fixture, re-exported for this module
@@ -120,7 +120,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from pyro.net.tap import TapNetwork
-from pyro.vmm.base import NetworkConfig
+from pyro.net.policy import NetworkConfig
 from tests.helpers.firecracker import firecracker_binary as _firecracker_binary
 
 firecracker_binary = _firecracker_binary  # the fixture, re-exported for this module

@@ -139,7 +139,7 @@ def test_write_private_is_atomic_and_owner_only(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("lax_umask")
 def test_firecracker_leases_are_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pyro.net import tap
-    from pyro.vmm.base import NetworkConfig
+    from pyro.net.policy import NetworkConfig
 
     monkeypatch.setattr(tap, "_run", lambda argv, *, netns, stdin=None: "")
     monkeypatch.setenv("PYRO_NET_FIREWALL", "nft")

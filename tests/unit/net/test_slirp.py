@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pyro.errors import NetworkError
+from pyro.net.policy import NetworkConfig
 from pyro.net.slirp import RELAY, parse_allow, plan_forwards, slirp_setup
-from pyro.vmm.base import NetworkConfig, VMConfig
+from pyro.vmm.base import VMConfig
 from pyro.vmm.qemu import SANDBOX, SANDBOX_RELAY, build_argv
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from pyro.errors import NetworkError
 from pyro.net import tap
-from pyro.vmm.base import NetworkConfig
+from pyro.net.policy import NetworkConfig
 
 
 @pytest.fixture
