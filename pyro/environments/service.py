@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyro.environments.cache.prune import prune as prune_cache
 from pyro.environments.cache.store import Cache, Install, PrunedItem
 from pyro.environments.status import (
     EnvironmentDetails,
@@ -318,7 +319,7 @@ class EnvironmentService:
         Raises:
             CacheError: the cache cannot be read.
         """
-        return self.cache.prune()
+        return prune_cache(self.cache)
 
     # -- references ----------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pyro import paths
 from pyro.environments.cache.files import (
@@ -25,14 +24,15 @@ from pyro.environments.cache.files import (
     remove_stale_tmp,
     removed,
 )
+from pyro.environments.cache.store import Cache
 from pyro.errors import CacheError
-
-if TYPE_CHECKING:
-    from pyro.environments.cache.store import Cache
 
 
 def prune(cache: Cache) -> list[PrunedItem]:
-    """See :meth:`Cache.prune`.
+    """Remove invalid installs, installs no name points at, junk and stale tmp dirs.
+
+    Names whose lock is held by another process are skipped, and so are installs a VM in
+    ``$PYRO_STATE_DIR`` still boots from.
 
     Raises:
         CacheError: the cache cannot be read.

@@ -367,21 +367,6 @@ class Cache:
                     pass
             store.remove(Path(entry.path))
 
-    # -- pruning -------------------------------------------------------------------------
-
-    def prune(self) -> list[PrunedItem]:
-        """Remove invalid installs, installs no name points at, junk and stale tmp dirs.
-
-        Names whose lock is held by another process are skipped, and so are installs a
-        VM in ``$PYRO_STATE_DIR`` still boots from (see :mod:`pyro.environments.cache.prune`).
-
-        Raises:
-            CacheError: the cache cannot be read.
-        """
-        from pyro.environments.cache.prune import prune
-
-        return prune(self)
-
 
 def _install(name: str, digest: str, where: Path, manifest: dict[str, Any]) -> Install:
     return Install(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pyro.environments.cache.prune import prune
 from pyro.environments.cache.store import Cache, Install, slug
 from pyro.errors import CacheError, EnvironmentInvalidError
 
@@ -310,10 +311,10 @@ def test_stale_tmp_dirs_go_live_ones_stay(cache: Cache, installed: Install, tmp_
     assert live.exists() and builder.exists()
     assert cache.lookup(NAME) == installed
 
-    assert cache.prune() == []  # a fresh builder dir may be in use
+    assert prune(cache) == []  # a fresh builder dir may be in use
     day_old = time.time() - 2 * 86400
     os.utime(builder, (day_old, day_old))
-    assert [item.path for item in cache.prune()] == [builder]
+    assert [item.path for item in prune(cache)] == [builder]
 
 
 def test_prune(cache: Cache, installed: Install, tmp_path: Path) -> None:
@@ -325,14 +326,14 @@ def test_prune(cache: Cache, installed: Install, tmp_path: Path) -> None:
     stray = cache.environments_dir / "stray-file"
     stray.write_text("?")
 
-    pruned = {item.path: item.reason for item in cache.prune()}
+    pruned = {item.path: item.reason for item in prune(cache)}
 
     assert installed.dir in pruned and pruned[installed.dir] == "old install"
     assert broken.dir.parent in pruned and "invalid" in pruned[broken.dir.parent]
     assert stale in pruned and stray in pruned
     assert cache.verify(NAME) == newer
     assert not installed.dir.exists() and not broken.dir.parent.exists()
-    assert cache.prune() == []
+    assert prune(cache) == []
 
 
 def test_install_from_links_same_content(cache: Cache, installed: Install) -> None:
@@ -364,9 +365,9 @@ def test_prune_keeps_installs_a_vm_boots_from(
     monkeypatch.setenv("PYRO_STATE_DIR", str(state))
     newer = cache.install(NAME, stage(tmp_path / "s2", rootfs=b"N" * 100), {"version": "2.0.0"})
 
-    assert cache.prune() == []
+    assert prune(cache) == []
     assert installed.dir.is_dir()
 
     record.unlink()
-    assert [item.path for item in cache.prune()] == [installed.dir]
+    assert [item.path for item in prune(cache)] == [installed.dir]
     assert cache.verify(NAME) == newer
