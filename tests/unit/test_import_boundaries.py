@@ -60,7 +60,7 @@ FORBIDDEN_IMPORTS = {
 }
 # The schema tool writes files by design; it is a developer entry point, not imported by
 # the loader or planner.
-TOOL_MODULES = {"pyro/spec/schema.py", "pyro/spec/schema_docs.py"}
+TOOL_MODULES = {"pyro/spec/schema/files.py"}
 
 
 def loaded_modules(code: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""Markdown reference of the spec kinds, generated from the JSON Schemas (docs/specs.md)."""
+"""The Markdown reference of the spec kinds (docs/specs.md), rendered from the JSON Schemas."""
 
 from __future__ import annotations
 

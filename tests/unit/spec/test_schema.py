@@ -12,8 +12,9 @@ from jsonschema import Draft202012Validator
 
 from pyro.errors import SpecError
 from pyro.spec import load_spec_data, render_template
-from pyro.spec.schema import DOCS_PATH, SCHEMA_DIR, SCHEMAS, drifted_schemas, main
-from pyro.spec.schema_docs import render_docs
+from pyro.spec.schema import SCHEMAS
+from pyro.spec.schema.docs import render_docs
+from pyro.spec.schema.files import DOCS_PATH, SCHEMA_DIR, drifted_schemas, main
 from pyro.spec.yaml import YamlProblem, parse_documents
 
 from .specfiles import INVALID, VALID, sidecar_vars
