@@ -80,8 +80,12 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
 
 
 @click.group()
-def task() -> None:
+@click.pass_context
+def task(ctx: click.Context) -> None:
     """Persistent task workspaces: one VM that many commands run in, with a journal."""
+    # How every task command reaches the SDK, the file commands (task_files_cmd) included:
+    # they take it from this group's context.
+    ctx.obj = _pyro
 
 
 @task.command()

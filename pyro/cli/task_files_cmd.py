@@ -1,6 +1,7 @@
 """``pyro task export|file|sync|snapshot``: moving files and disk snapshots of a task.
 
-Registered on the ``task`` group by :mod:`pyro.cli.task_cmd`.
+Registered on the ``task`` group by :mod:`pyro.cli.task_cmd`, whose context hands these
+commands the SDK facade to call.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from pyro.errors import LimitError, UsageError
 
 
 def _pyro() -> Any:
-    from pyro.cli import task_cmd
-
-    return task_cmd._pyro()
+    make = click.get_current_context().obj
+    return make()
 
 
 @click.command()
