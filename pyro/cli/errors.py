@@ -1,16 +1,11 @@
 """The CLI's one error handler: every failure becomes an exit code and a readable message.
 
-Exit codes (contract §3):
-
-====  =====================================================================================
-0     success
-1     a :class:`~pyro.errors.PyroError`: ``error: SUMMARY`` + ``hint: HINT`` on stderr, or
-      ``{"ok": false, "error": {"type", "message", "hint"}}`` on stdout with ``--json``
-2     a usage error (click's, or :class:`pyro.errors.UsageError`)
-3     a bug: the traceback goes to ``$PYRO_STATE_DIR/logs/crash-<timestamp>.log`` and the
-      user sees only that path and "this is a bug in pyro"
-130   interrupted (Ctrl-C); cleanup has already run in the executor's ``finally`` blocks
-====  =====================================================================================
+Which exit code and which message is decided in :mod:`pyro.report.failure`, shared with
+the MCP server (exit codes: 1 a PyroError, 2 a usage error, 3 a bug, whose traceback
+goes to ``$PYRO_STATE_DIR/logs/crash-<timestamp>.log``; 130 interrupted, after cleanup
+ran in the executor's ``finally`` blocks). This module shows it: ``error: SUMMARY`` +
+``hint: HINT`` on stderr, or ``{"ok": false, "error": {"type", "message", "hint", ...}}``
+on stdout with ``--json``.
 
 How a command module uses it (run, env, vm, task, mcp, doctor all do the same)::
 
@@ -39,24 +34,17 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from pyro.errors import PyroError, UsageError
+from pyro.report.failure import EXIT_ERROR, EXIT_INTERRUPTED, describe
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_BUG = 3
-EXIT_INTERRUPTED = 130
 
 JSON_HELP = "Print one JSON document on stdout instead of text."
 
@@ -73,141 +61,19 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False))
 
 
-def report_error(
-    error_type: str,
-    message: str,
-    hint: str | None,
-    *,
-    as_json: bool,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Show one error: JSON on stdout with ``--json``, else ``error:``/``hint:`` on stderr."""
+def report_error(error: dict[str, Any], *, as_json: bool) -> None:
+    """Show one error document (``{"type", "message", "hint", ...}``): JSON on stdout with
+    ``--json``, else ``error:``/``hint:`` on stderr."""
     if as_json:
-        body: dict[str, Any] = {"type": error_type, "message": message, "hint": hint}
-        body.update(extra or {})
-        echo_json({"ok": False, "error": body})
+        echo_json({"ok": False, "error": error})
         return
     # Messages can quote guest or registry text (a serial log tail, a name): on a terminal,
     # without its escape sequences and control characters.
     from pyro.cli.terminal import echo
 
-    echo(f"error: {message}", err=True)
-    if hint:
-        echo(f"hint: {hint}", err=True)
-
-
-#: Options whose value is, or may hold, a secret (``K=V`` pairs, secret values).
-SECRET_OPTIONS = frozenset({"--env", "-e", "--secret", "--secret-file", "--var"})
-REDACTED = "[REDACTED]"
-_PAIR = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
-#: Secret values shorter than this are not hunted for in the traceback (too many false hits).
-_MIN_HUNTED = 4
-
-
-def redact_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``argv`` fit for a crash log, and the values that were taken out.
-
-    Out go: the value of every option in :data:`SECRET_OPTIONS` (``--env K=V`` and
-    ``--env=K=V`` keep ``K``), the value of every ``KEY=VALUE`` word, every word with
-    whitespace in it (a shell snippet), and the whole guest command after ``--``.
-    """
-    out: list[str] = []
-    removed: list[str] = []
-
-    def pair(word: str) -> str:
-        match = _PAIR.match(word)
-        if match:
-            removed.append(match.group(2))
-            return f"{match.group(1)}={REDACTED}"
-        removed.append(word)
-        return REDACTED
-
-    words = list(argv)
-    index = 0
-    while index < len(words):
-        word = words[index]
-        index += 1
-        if index == 1:
-            out.append(word)  # the program
-        elif word == "--":
-            rest = words[index:]
-            removed.extend(rest)
-            out.append(word)
-            out.extend(REDACTED for _ in rest)
-            break
-        elif word in SECRET_OPTIONS:
-            out.append(word)
-            if index < len(words):
-                out.append(pair(words[index]))
-                index += 1
-        elif word.startswith("--") and word.split("=", 1)[0] in SECRET_OPTIONS and "=" in word:
-            name, value = word.split("=", 1)
-            out.append(f"{name}={pair(value)}")
-        elif word.startswith("-e") and not word.startswith("--") and len(word) > 2:
-            out.append("-e" + pair(word[2:]))
-        elif _PAIR.match(word) or any(c.isspace() for c in word):
-            out.append(pair(word))
-        else:
-            out.append(word)
-    return out, removed
-
-
-def redact_text(text: str, values: Sequence[str]) -> str:
-    """``text`` with every occurrence of ``values`` (longest first) replaced."""
-    for value in sorted(set(values), key=len, reverse=True):
-        if len(value) >= _MIN_HUNTED:
-            text = text.replace(value, REDACTED)
-    return text
-
-
-def write_crash_log(exc: BaseException) -> Path:
-    """Write ``exc``'s traceback to a new crash log under ``$PYRO_STATE_DIR/logs``.
-
-    The log is owner-only (0600, in a 0700 folder). It names the command line with
-    secrets taken out (:func:`redact_argv`), and those values are taken out of the
-    traceback too; the environment is never written.
-
-    Raises:
-        OSError: the log folder or file cannot be written.
-    """
-    import time
-    import traceback
-
-    from pyro.__about__ import __version__
-    from pyro.paths import PRIVATE_FILE_MODE, private_dir, state_dir
-
-    private_dir(state_dir())
-    folder = private_dir(state_dir() / "logs")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    argv, secrets = redact_argv(sys.argv)
-    text = redact_text("".join(traceback.format_exception(exc)), secrets)
-    header = f"pyro {__version__}\nargv: {argv!r}\npython: {sys.version.split()[0]}\n\n"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for attempt in range(1, 100):
-        # A long-lived process (the MCP server) may crash twice within a second.
-        suffix = "" if attempt == 1 else f"-{attempt}"
-        path = folder / f"crash-{stamp}-{os.getpid()}{suffix}.log"
-        try:
-            fd = os.open(path, flags, PRIVATE_FILE_MODE)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f"too many crash logs named {path.name}")
-    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-        f.write(header + text)
-    return path
-
-
-def _report_bug(exc: BaseException, *, as_json: bool) -> None:
-    try:
-        where = f"the traceback is in {write_crash_log(exc)}"
-    except OSError as log_error:
-        where = f"the crash log could not be written ({log_error.strerror or log_error})"
-    summary = f"internal error: {type(exc).__name__}: {exc}"
-    hint = f"this is a bug in pyro; {where} (please attach it to a bug report)"
-    report_error("InternalError", summary, hint, as_json=as_json)
+    echo(f"error: {error['message']}", err=True)
+    if error.get("hint"):
+        echo(f"hint: {error['hint']}", err=True)
 
 
 def _silence_stdout() -> None:
@@ -233,14 +99,6 @@ def error_handler(*, as_json: bool = False) -> Iterator[None]:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
         raise  # click's own control flow; run_cli handles it
-    except UsageError as exc:
-        report_error(exc.type, exc.summary, exc.hint, as_json=as_json)
-        raise SystemExit(EXIT_USAGE) from None
-    except PyroError as exc:
-        data = exc.to_dict()
-        extra = {k: v for k, v in data.items() if k not in ("type", "message", "hint")}
-        report_error(exc.type, exc.summary, exc.hint, as_json=as_json, extra=extra)
-        raise SystemExit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
@@ -248,8 +106,9 @@ def error_handler(*, as_json: bool = False) -> Iterator[None]:
         _silence_stdout()
         raise SystemExit(EXIT_ERROR) from None
     except Exception as exc:
-        _report_bug(exc, as_json=as_json)
-        raise SystemExit(EXIT_BUG) from None
+        failure = describe(exc)
+        report_error(failure.document, as_json=as_json)
+        raise SystemExit(failure.exit_code) from None
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -299,7 +158,8 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
             hint = "see 'pyro --help'"
             if exc.ctx is not None:
                 hint = f"see '{exc.ctx.command_path} --help'"
-            report_error("UsageError", exc.format_message(), hint, as_json=True)
+            error = {"type": "UsageError", "message": exc.format_message(), "hint": hint}
+            report_error(error, as_json=True)
         else:
             exc.show()
         return exc.exit_code

@@ -15,7 +15,8 @@ from typing import NoReturn
 import click
 
 from pyro.__about__ import CATALOG_VERSION, __version__
-from pyro.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, run_cli
+from pyro.cli.errors import run_cli
+from pyro.report.failure import EXIT_ERROR, EXIT_INTERRUPTED
 
 # The command uses no pydantic plugins. Unless told so, pydantic looks for them in the
 # entry points of every installed distribution when it builds the first model (≈ 2.5% of

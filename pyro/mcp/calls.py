@@ -21,6 +21,7 @@ import anyio.to_thread
 from mcp.types import CallToolResult, TextContent
 
 from pyro.errors import PyroError, SpecError, StateError
+from pyro.report.failure import describe
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -127,11 +128,15 @@ def error_text(exc: PyroError) -> str:
     return "\n".join(lines)
 
 
-def error_result(exc: PyroError) -> CallToolResult:
-    """A tool error (``isError``) with the CLI's text and its ``--json`` error document."""
+def error_result(exc: Exception) -> CallToolResult:
+    """A tool error (``isError``): the text a person reads and, as structured content, the
+    CLI's ``--json`` error document. A bug's traceback goes to a crash log, whose path the
+    client sees instead (:func:`pyro.report.failure.describe`)."""
+    failure = describe(exc)
+    text = error_text(exc) if isinstance(exc, PyroError) else failure.text()
     return CallToolResult(
-        content=[TextContent(type="text", text=error_text(exc))],
-        structured_content={"ok": False, "error": exc.to_dict()},
+        content=[TextContent(type="text", text=text)],
+        structured_content={"ok": False, "error": failure.document},
         is_error=True,
     )
 
@@ -150,32 +155,7 @@ def pyro_tool(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
         try:
             return await func(*args, **kwargs)
-        except PyroError as exc:
-            return error_result(exc)
         except Exception as exc:
-            return bug_result(exc)
+            return error_result(exc)
 
     return wrapper
-
-
-def bug_result(exc: Exception) -> CallToolResult:
-    """A bug in pyro, reported like the CLI does (exit 3): the traceback goes to a crash log
-    and the client sees where it is, never the traceback itself.
-    """
-    from pyro.cli.errors import write_crash_log
-
-    try:
-        where = f"the traceback is in {write_crash_log(exc)}"
-    except OSError as log_error:
-        where = f"the crash log could not be written ({log_error.strerror or log_error})"
-    error = {
-        "type": "InternalError",
-        "message": f"internal error: {type(exc).__name__}: {exc}",
-        "hint": f"this is a bug in pyro; {where} (please attach it to a bug report)",
-    }
-    text = f"error: {error['message']}\nhint: {error['hint']}"
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content={"ok": False, "error": error},
-        is_error=True,
-    )

@@ -149,7 +149,7 @@ def test_crash_log_is_private_and_holds_no_secret(
 
 
 def test_redact_argv_keeps_what_is_not_secret() -> None:
-    from pyro.cli.errors import redact_argv
+    from pyro.report.failure import redact_argv
 
     argv, removed = redact_argv(
         ["pyro", "task", "exec", "abc123", "--secret-env", "TOKEN", "--cwd", "/w", "-eK=V"]
@@ -165,7 +165,7 @@ def test_redact_argv_keeps_what_is_not_secret() -> None:
 def test_two_crashes_in_one_second_get_two_logs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from pyro.cli.errors import write_crash_log
+    from pyro.report.failure import write_crash_log
 
     monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
     monkeypatch.setattr("time.strftime", lambda *_: "20260101T000000Z")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro.cli.errors import EXIT_ERROR
+from pyro.report.failure import EXIT_ERROR
 
 ROOT = Path(__file__).parents[3]
 PYRO = Path(sys.executable).with_name("pyro")
