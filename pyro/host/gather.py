@@ -2,51 +2,38 @@
 
 This is the one place that asks the host what it has: the VMM backends and host facts
 (``pyro.vmm.probe``), installed environments (``pyro.environments.cache.store``), the catalog
-(``pyro.environments.catalog``), the agent initramfs digest (``pyro.guest.build``) and, for
-pulls, registry manifest digests (``pyro.oci``). Each of those modules is imported lazily
-and only an ``ImportError`` is tolerated (the answer is then empty or "unknown"), so pyro
-keeps planning on a checkout where one of them is missing.
+(``pyro.environments.catalog``), the agent initramfs digest (``pyro.guest.build``), saved
+ready guests (``pyro.vmm.snapshot``) and, for pulls, registry manifest digests (``pyro.oci``,
+imported only when a digest is asked for).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
-import platform
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
-from pyro.errors import SpecError
+from pyro.environments import catalog as environment_catalog
+from pyro.environments.cache.store import Cache
+from pyro.errors import RegistryError, SpecError
+from pyro.guest.build import agent_digest, agent_source_digest
+from pyro.paths import cache_dir
 from pyro.plan.inventory import (
     BackendInfo,
     CatalogEnvironment,
-    HostInfo,
     InstalledEnvironment,
     Inventory,
-    KvmKind,
     RemoteEnvironment,
     SavedGuest,
 )
 from pyro.spec.model import EnvironmentSpec
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
+from pyro.vmm import snapshot
+from pyro.vmm.probe import probe_backends, probe_host
 
 if TYPE_CHECKING:
     from pyro.host.confine import Root
-
-
-def _optional(module: str, name: str) -> Any | None:
-    """``module.name``, or None while that module (or name) does not exist.
-
-    Only a missing module counts: an error raised while importing an existing module
-    that is not an ImportError is a bug and propagates.
-    """
-    try:
-        found = importlib.import_module(module)
-    except ImportError:
-        return None
-    return getattr(found, name, None)
 
 
 def gather_inventory(
@@ -75,7 +62,7 @@ def gather_inventory(
         CacheError: the local cache cannot be read.
     """
     folder = base_dir if base_dir is not None else Path.cwd()
-    catalog = {entry.ref: entry for entry in _catalog()}
+    catalog = {entry.ref: entry for entry in environment_catalog.catalog_entries()}
     for name, document in sorted((local_environments or {}).items()):
         if root is not None:
             root.fragment(document.spec.kernel.fragment, folder, name)
@@ -90,77 +77,17 @@ def gather_inventory(
                 catalog[ref] = entry
     installed = _installed()
     remote = _resolve(refs, catalog, installed) if resolve_remote else []
-    backends = _backends()
+    backends = list(probe_backends())
     return Inventory(
-        host=_host(),
+        host=probe_host(),
         backends=backends,
         installed=installed,
         catalog=sorted(catalog.values(), key=lambda entry: entry.ref),
         remote=remote,
-        agent_digest=_agent_digest(),
-        agent_source_digest=_agent_source_digest(),
+        agent_digest=agent_digest(),
+        agent_source_digest=agent_source_digest(),
         snapshots=_snapshots(backends),
     )
-
-
-# --- host and backends ------------------------------------------------------------------
-
-
-def _host() -> HostInfo:
-    probe_host = _optional("pyro.vmm.probe", "probe_host")
-    if probe_host is None:
-        return probe_host_fallback()
-    return cast(HostInfo, probe_host())
-
-
-def _backends() -> list[BackendInfo]:
-    probe_backends = _optional("pyro.vmm.probe", "probe_backends")
-    if probe_backends is None:
-        return []
-    return cast(list[BackendInfo], list(probe_backends()))
-
-
-def probe_host_fallback() -> HostInfo:
-    """Host facts read directly from the OS (used while ``pyro.vmm.probe`` is absent)."""
-    return HostInfo(
-        arch=platform.machine() or "unknown",
-        cpus=os.cpu_count() or 1,
-        memory_mib=_memory_mib(),
-        kvm=_kvm_kind(),
-    )
-
-
-def _memory_mib(meminfo: Path = Path("/proc/meminfo")) -> int:
-    try:
-        for line in meminfo.read_text(encoding="ascii").splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _kvm_kind(
-    dev: Path = Path("/dev/kvm"),
-    cpuinfo: Path = Path("/proc/cpuinfo"),
-    pvm_module: Path = Path("/sys/module/kvm_pvm"),
-) -> KvmKind:
-    """``hardware`` with vmx/svm, ``pvm`` for the PVM module (or no vmx/svm), else ``none``."""
-    if not dev.exists():
-        return "none"
-    if pvm_module.exists():
-        return "pvm"
-    try:
-        flags = {
-            flag
-            for line in cpuinfo.read_text(encoding="ascii", errors="replace").splitlines()
-            if line.startswith("flags")
-            for flag in line.split(":", 1)[-1].split()
-        }
-    except OSError:
-        return "none"
-    # /dev/kvm without vmx/svm is a paravirtual KVM that cannot run stock guests.
-    return "hardware" if flags & {"vmx", "svm"} else "pvm"
 
 
 # --- environments -----------------------------------------------------------------------
@@ -174,27 +101,8 @@ def _parse(ref: str) -> CatalogRef | SpecPathRef | OciRef | None:
 
 
 def _installed() -> list[InstalledEnvironment]:
-    cache_class = _optional("pyro.environments.cache.store", "Cache")
-    if cache_class is None:
-        return []
-    from pyro.paths import cache_dir
-
-    found = cast(list[InstalledEnvironment], cache_class(cache_dir()).installed())
+    found = Cache(cache_dir()).installed()
     return sorted(found, key=lambda env: (env.name, env.version, env.digest))
-
-
-def _catalog() -> list[CatalogEnvironment]:
-    catalog_entries = _optional("pyro.environments.catalog", "catalog_entries")
-    if catalog_entries is None:
-        return []
-    return cast(list[CatalogEnvironment], list(catalog_entries()))
-
-
-def _can_build() -> bool:
-    can_build = _optional("pyro.environments.catalog", "can_build")
-    if can_build is None:
-        return False
-    return bool(can_build()[0])
 
 
 def _entry_from_spec(
@@ -202,13 +110,7 @@ def _entry_from_spec(
 ) -> CatalogEnvironment:
     """The entry of an Environment document whose relative paths resolve in ``spec_dir``,
     which is ``folder`` relative to the Run spec's folder."""
-    entry_from_spec = _optional("pyro.environments.catalog", "entry_from_spec")
-    if entry_from_spec is None:
-        from pyro.plan.planner import document_digest
-
-        digest = document_digest(document)
-    else:
-        digest = str(entry_from_spec(document, spec_dir).spec_digest)
+    digest = environment_catalog.entry_from_spec(document, spec_dir).spec_digest
     source = document.spec.source.ref if document.spec.source else None
     return CatalogEnvironment(
         ref=ref,
@@ -217,7 +119,7 @@ def _entry_from_spec(
         spec_digest=digest,
         document=document,
         folder=folder,
-        buildable=_can_build(),
+        buildable=environment_catalog.can_build()[0],
         source=source,
         default_vcpus=document.spec.defaults.vcpus,
         default_memory_mib=document.spec.defaults.memory_mib,
@@ -248,27 +150,12 @@ def _entry_from_path(ref: str, folder: Path) -> CatalogEnvironment | None:
         raise SpecError(issues, exc.hint) from exc
 
 
-def _agent_digest() -> str | None:
-    agent_digest = _optional("pyro.guest.build", "agent_digest")
-    if agent_digest is None:
-        return None
-    return cast(str | None, agent_digest())
-
-
-def _agent_source_digest() -> str:
-    from pyro.guest.build import agent_source_digest
-
-    return agent_source_digest()
-
-
 def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:
     """Saved ready guests whose VMM version the host still has (pyro.vmm.snapshot);
     none when warm starts are off (``PYRO_WARM=0``, ``--cold``)."""
-    warm_enabled = _optional("pyro.vmm.snapshot", "warm_enabled")
-    store = _optional("pyro.vmm.snapshot", "SnapshotStore")
-    if warm_enabled is None or store is None or not warm_enabled():
+    if not snapshot.warm_enabled():
         return []
-    versions = {info.name: info.version for info in backends if info.usable}
+    versions: dict[str, str | None] = {info.name: info.version for info in backends if info.usable}
     return [
         SavedGuest(
             environment_digest=key.environment_digest,
@@ -278,30 +165,13 @@ def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:
             memory_mib=key.memory_mib,
             network=key.network,
         )
-        for key in store().saved()
+        for key in snapshot.SnapshotStore().saved()
         if key.network in ("off", "egress")
         if versions.get(key.backend) == key.vmm_version
     ]
 
 
 # --- registries -------------------------------------------------------------------------
-
-
-def _resolver() -> Callable[[str], str] | None:
-    """The oras adapter's tag → manifest digest lookup (pyro/oci/), if present."""
-    resolve = _optional("pyro.oci", "resolve")
-    if resolve is not None:
-        return cast(Callable[[str], str], resolve)
-    client_class = _optional("pyro.oci.client", "RegistryClient")
-    if client_class is None:
-        return None
-
-    def resolve_with_client(ref: str) -> str:
-        parsed = parse_environment_ref(ref)
-        assert isinstance(parsed, OciRef)
-        return str(client_class(parsed).resolve())
-
-    return resolve_with_client
 
 
 def _resolve(
@@ -328,10 +198,7 @@ def _resolve(
             wanted.add(entry.source)
     if not wanted:
         return []
-    resolve = _resolver()
-    if resolve is None:
-        return []
-    from pyro.errors import RegistryError
+    from pyro.oci import resolve  # the registry client is loaded only when it is asked
 
     found: list[RemoteEnvironment] = []
     for ref in sorted(wanted):

@@ -1,4 +1,4 @@
-"""pyro.host.gather: host facts, guarded calls into other modules, registry resolution."""
+"""pyro.host.gather: the inventory of this host, spec-path entries, registry resolution."""
 
 from __future__ import annotations
 
@@ -14,57 +14,6 @@ from pyro.plan.inventory import CatalogEnvironment, InstalledEnvironment, Invent
 from .fixtures import SPEC_DIGEST, environment_spec
 
 
-def _files(tmp_path: Path, *, kvm: bool, flags: str, pvm: bool) -> dict[str, Path]:
-    dev, cpuinfo, module = tmp_path / "kvm", tmp_path / "cpuinfo", tmp_path / "kvm_pvm"
-    if kvm:
-        dev.write_text("")
-    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
-    if pvm:
-        module.mkdir()
-    return {"dev": dev, "cpuinfo": cpuinfo, "pvm_module": module}
-
-
-@pytest.mark.parametrize(
-    ("kvm", "flags", "pvm", "kind"),
-    [
-        (False, "vmx", False, "none"),
-        (True, "vmx", False, "hardware"),
-        (True, "svm", False, "hardware"),
-        (True, "", False, "pvm"),
-        (True, "vmx", True, "pvm"),
-    ],
-)
-def test_kvm_kind(tmp_path: Path, kvm: bool, flags: str, pvm: bool, kind: str) -> None:
-    assert gather._kvm_kind(**_files(tmp_path, kvm=kvm, flags=flags, pvm=pvm)) == kind
-
-
-def test_memory_from_meminfo(tmp_path: Path) -> None:
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       24684472 kB\nMemFree:  1 kB\n")
-    assert gather._memory_mib(meminfo) == 24105
-    assert gather._memory_mib(tmp_path / "missing") == 0
-
-
-def test_fallback_probe_describes_this_host() -> None:
-    host = gather.probe_host_fallback()
-    assert host.arch and host.cpus >= 1 and host.memory_mib > 0
-    assert host.kvm in ("hardware", "pvm", "none")
-
-
-def test_missing_modules_give_empty_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gather, "_optional", lambda module, name: None)
-    inventory = gather.gather_inventory(refs=["debian:12", "oci://127.0.0.1:1/x/y:1"])
-    assert inventory.backends == [] and inventory.installed == [] and inventory.catalog == []
-    assert inventory.remote == [] and inventory.agent_digest is None
-    assert inventory.host == gather.probe_host_fallback()
-
-
-def test_optional_tolerates_only_missing_modules() -> None:
-    assert gather._optional("pyro.no_such_module", "x") is None
-    assert gather._optional("json", "no_such_name") is None
-    assert gather._optional("json", "dumps") is not None
-
-
 def test_gather_on_this_host_is_an_inventory() -> None:
     inventory = gather.gather_inventory(refs=["debian:12"], resolve_remote=False)
     assert isinstance(inventory, Inventory)
@@ -72,7 +21,7 @@ def test_gather_on_this_host_is_an_inventory() -> None:
 
 
 def test_local_environments_replace_catalog_entries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gather, "_catalog", lambda: [])
+    monkeypatch.setattr("pyro.environments.catalog.catalog_entries", lambda: [])
     document = environment_spec("local:1")
     inventory = gather.gather_inventory(
         refs=["local:1"],
@@ -143,7 +92,7 @@ def _resolver(answers: dict[str, Any], asked: list[str]) -> Any:
             raise answer
         return str(answer)
 
-    return lambda: resolve
+    return resolve
 
 
 def test_resolve_asks_only_for_what_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,7 +100,7 @@ def test_resolve_asks_only_for_what_is_not_installed(monkeypatch: pytest.MonkeyP
     oci = "oci://127.0.0.1:5000/pyro/other:2"
     pinned = "oci://127.0.0.1:5000/pyro/pinned@sha256:" + "0" * 64
     answers = {SOURCE: "sha256:" + "a" * 64, oci: RegistryError("offline")}
-    monkeypatch.setattr(gather, "_resolver", _resolver(answers, asked))
+    monkeypatch.setattr("pyro.oci.resolve", _resolver(answers, asked))
     remote = gather._resolve(["debian:12", oci, pinned], {"debian:12": ENTRY}, [])
     assert sorted(asked) == sorted([SOURCE, oci])
     assert [(r.ref, r.digest) for r in remote] == [(SOURCE, "sha256:" + "a" * 64)]
