@@ -19,8 +19,8 @@ from pyro.cli.errors import run_cli
 from pyro.report.failure import EXIT_ERROR, EXIT_INTERRUPTED
 
 # The command uses no pydantic plugins. Unless told so, pydantic looks for them in the
-# entry points of every installed distribution when it builds the first model (≈ 2.5% of
-# 'pyro plan'). An explicit setting in the environment wins.
+# entry points of every installed distribution when it builds the first model (a cost
+# docs/performance.md measures). An explicit setting in the environment wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
 
 # command name -> "module:attribute"; each module owns its command(s).
@@ -112,12 +112,11 @@ def exit_now(code: int) -> NoReturn:
     """End the process with ``code`` without tearing the interpreter down.
 
     A normal exit frees every object and module one by one before the process ends; the
-    OS reclaims all of it at once anyway, and for a short-lived command that teardown is
-    ≈ 6% of the work (callgrind: 'pyro plan' 785 M → 736 M instructions, 'pyro run' 873 M
-    → 818 M). What a normal exit promises is kept: other threads still running get the
-    normal exit (which waits for them), atexit callbacks and finalizers run, and stdout
-    and stderr are flushed. A reader gone by then (``pyro plan | head -1``) means
-    EXIT_ERROR, as when it goes away mid-command.
+    OS reclaims all of it at once anyway, so a short-lived command skips that teardown
+    (what it saves: docs/performance.md, "Exit"). What a normal exit promises is kept:
+    other threads still running get the normal exit (which waits for them), atexit
+    callbacks and finalizers run, and stdout and stderr are flushed. A reader gone by then
+    (``pyro plan | head -1``) means EXIT_ERROR, as when it goes away mid-command.
     """
     threading = sys.modules.get("threading")
     if threading is not None and any(

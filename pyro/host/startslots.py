@@ -1,11 +1,11 @@
 """Start slots: how many runs may be starting at once (one per CPU, per state dir).
 
 Starting a run is CPU work from end to end: Python imports pyro, the planner runs, the
-VMM starts and the guest resumes or boots. Eight starts at once on two CPUs finish later
-than the same eight two at a time, because each costs 20-30% more CPU next to seven
-others (docs/performance.md). So a run takes a *start slot* before it starts and gives
-it back once its guest is ready, before its first command: a command of any length never
-holds one, and neither does a pull or a build.
+VMM starts and the guest resumes or boots. Many starts at once on a few CPUs each cost
+more CPU than one at a time, so together they finish later (figures: docs/performance.md,
+"Start slots"). So a run takes a *start slot* before it starts and gives it back once its
+guest is ready, before its first command: a command of any length never holds one, and
+neither does a pull or a build.
 
 A slot is an exclusive ``flock`` on one of N files in ``$PYRO_STATE_DIR/start-slots``.
 The kernel drops the lock when its holder exits, however it ends, so a killed run never

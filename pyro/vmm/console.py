@@ -11,8 +11,9 @@ saying how many bytes were dropped, and the latest bytes. The file never exceeds
 It exits when the pipe reports end of file: the VMM (and every other holder of the
 pipe's write end) is gone. So it lives exactly as long as the VMM's console.
 
-Standard library only, run with ``python -I -S``: it starts in ~10 ms and must not depend
-on pyro being importable (a persistent VM's keeper outlives the pyro that started it).
+Standard library only, run with ``python -I -S``, so it starts fast (docs/performance.md)
+and does not depend on pyro being importable (a persistent VM's keeper outlives the pyro
+that started it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Not from typing: importing it would double this program's start-up (see the module doc).
+# Not from typing: importing it would double this program's start-up (docs/performance.md).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO

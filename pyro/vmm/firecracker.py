@@ -186,7 +186,7 @@ class FirecrackerBackend:
         Raises:
             VMMError: when the API is unreachable or answers with an error.
         """
-        import httpx  # lazily: importing httpx costs ~0.2 s, and the probe imports this module
+        import httpx  # lazily: a costly import (docs/performance.md) the probe must not pay
 
         deadline = time.monotonic() + 5.0
         with launch.short_dir(handle.workdir) as short:

@@ -1,8 +1,8 @@
 """What this host can run: CPU/KVM facts and which VMM backends are usable.
 
-Runs on every ``pyro plan``, so it must be cheap (target ≤ 20 ms): VMM versions are
-cached per process and on disk, keyed by the binary's path, size and mtime, so
-``--version`` runs once per installed binary, not once per command.
+Runs on every ``pyro plan``, so it must be cheap (its budget: docs/performance.md): VMM
+versions are cached per process and on disk, keyed by the binary's path, size and mtime,
+so ``--version`` runs once per installed binary, not once per command.
 """
 
 from __future__ import annotations

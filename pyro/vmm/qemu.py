@@ -50,7 +50,8 @@ QMP_SOCK = "qmp.sock"
 VMM_LOG = "vmm.log"
 PIDFILE = "vmm.pid"
 AGENT_PORT_NAME = "org.pyro.agent"
-#: ``quiet`` saves ≈0.1 s of a 0.8 s TCG boot: every console line is an emulated UART write.
+#: ``quiet``: every console line is an emulated UART write, a noticeable share of a TCG boot
+#: (docs/performance.md).
 BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet")
 #: Accepted by Debian's QEMU 7.2. ``spawn=deny`` forbids fork/exec inside QEMU, so
 #: snapshots must migrate to an ``fd:`` passed over QMP, not to ``exec:cat > FILE``.

@@ -4,8 +4,8 @@ by later runs instead of booting.
 Layout: ``$PYRO_CACHE_DIR/snapshots/<key digest>/`` holds
 
 ``state``       QEMU's migration stream: device state only (tens of kB)
-``ram``         the guest RAM, sparse (as large as the guest's memory; ≈ 30 MB of data
-                for a 512 MiB debian:12 guest), mapped copy-on-write by each restore
+``ram``         the guest RAM, sparse (as long as the guest's memory, holding only the
+                pages the guest touched), mapped copy-on-write by each restore
 ``disk.qcow2``  the VM's disk at the same instant (qcow2 over the environment's rootfs)
 ``overlay.qcow2`` an empty qcow2 over ``disk.qcow2``: each restore copies it (no qemu-img)
 ``meta.json``   the key's fields and the size and digest of each file (written last)
@@ -51,7 +51,7 @@ META = "meta.json"
 FILES = (STATE, RAM, DISK, OVERLAY)
 #: ``PYRO_WARM=0`` turns warm starts off (no restore, no save); ``--cold`` sets it per run.
 WARM_ENV = "PYRO_WARM"
-#: ≈ 30 MB of data each for a 512 MiB debian:12 guest.
+#: Saved guests kept at most (sizes: docs/performance.md, "The cache entry").
 MAX_SNAPSHOTS = 16
 
 
@@ -177,8 +177,9 @@ def check(directory: Path, key: SnapshotKey | None, *, verify: bool) -> str | No
     """Why the snapshot in ``directory`` must not be used, or None when it is fine.
 
     ``key`` None accepts any well-formed key. Sizes are always compared; ``verify`` also
-    hashes the files' data (≈ 20 ms for a 512 MiB guest's ≈ 30 MB of touched RAM), except
-    files not written since an earlier check hashed them (``verified.json``).
+    hashes the files' data (only the data of the sparse RAM file, see
+    :func:`~pyro.vmm.sparse.sparse_digest`), except files not written since an earlier
+    check hashed them (``verified.json``).
     """
     try:
         meta = json.loads((directory / META).read_text(encoding="utf-8"))

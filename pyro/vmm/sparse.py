@@ -65,8 +65,8 @@ def copy_sparse(source_fd: int, dest: Path, size: int) -> None:
 def sparse_digest(path: Path) -> str:
     """``sha256:`` over the file's size and each data extent's offset, length and bytes.
 
-    Reads only the data, so a 512 MiB guest RAM file with 30 MB touched hashes like a
-    30 MB file. Any change to the bytes, and any stretch that turns from hole into data or
+    Reads only the data, so a guest RAM file hashes like a file as long as the pages the
+    guest touched. Any change to the bytes, and any stretch that turns from hole into data or
     back, changes the digest.
 
     Raises:
