@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from pyro.cli.errors import handle_errors
-from pyro.mcp.profiles import DEFAULT_PROFILE, PROFILES
+from pyro.mcp.profiles import DEFAULT_PROFILE, PROFILES, profile_choices
 
 
 @click.group()
@@ -25,8 +25,7 @@ def mcp() -> None:
     type=click.Choice(list(PROFILES)),
     default=DEFAULT_PROFILE,
     show_default=True,
-    help="Which tools to offer: vm-run (only vm_run), task-core (vm_run, env_list, "
-    "task_*, plan, apply) or full (everything).",
+    help=f"Which tools to offer: {profile_choices()}.",
 )
 @click.option(
     "--warm-pool",

@@ -1,52 +1,39 @@
-"""Which tools each ``pyro mcp serve --profile`` exposes. Pure data: importing it loads no ``mcp``.
+"""The ``pyro mcp serve --profile`` names. Pure data: importing it loads no ``mcp``.
 
 The smaller profiles exist because a model picks tools better from a short list: ``vm-run``
 is enough for "run this command somewhere safe", ``task-core`` adds state across calls.
+Which tools a profile offers, in which order, each tool declares where it is defined
+(:func:`pyro.mcp.tool.tool`).
 """
 
 from __future__ import annotations
 
-VM_TOOLS = (
-    "vm_create",
-    "vm_start",
-    "vm_exec",
-    "vm_stop",
-    "vm_delete",
-    "vm_status",
-    "vm_logs",
-    "vm_list",
-)
-TASK_TOOLS = ("task_create", "task_exec", "task_status", "task_logs", "task_delete", "task_list")
-
-#: profile name -> tool names, in the order they are listed to the client.
-PROFILES: dict[str, tuple[str, ...]] = {
-    "vm-run": ("vm_run",),
-    "task-core": ("vm_run", "env_list", *TASK_TOOLS, "plan", "apply"),
-    "full": (
-        "vm_run",
-        *VM_TOOLS,
-        *TASK_TOOLS,
-        "env_list",
-        "env_pull",
-        "spec_validate",
-        "plan",
-        "apply",
-    ),
+#: profile name -> what it offers, as ``--help`` says it (a test checks it against the
+#: tools' declarations).
+PROFILES: dict[str, str] = {
+    "vm-run": "only vm_run",
+    "task-core": "vm_run, env_list, task_*, plan, apply",
+    "full": "everything",
 }
 DEFAULT_PROFILE = "full"
 
 
-def tool_names(profile: str) -> tuple[str, ...]:
-    """The tools of ``profile``.
+def profile_choices() -> str:
+    """``vm-run (only vm_run), … or full (everything)``."""
+    named = [f"{name} ({offers})" for name, offers in PROFILES.items()]
+    return ", ".join(named[:-1]) + " or " + named[-1]
+
+
+def check_profile(profile: str) -> str:
+    """``profile``, when it is one.
 
     Raises:
         UsageError: unknown profile.
     """
     from pyro.errors import UsageError
 
-    try:
-        return PROFILES[profile]
-    except KeyError:
+    if profile not in PROFILES:
         raise UsageError(
             f"unknown MCP profile '{profile}'", f"choose one of: {', '.join(PROFILES)}"
-        ) from None
+        )
+    return profile

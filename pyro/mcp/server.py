@@ -8,12 +8,12 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import ToolAnnotations
 
 from pyro.__about__ import __version__
 from pyro.mcp.calls import pyro_tool
-from pyro.mcp.profiles import DEFAULT_PROFILE, tool_names
+from pyro.mcp.profiles import DEFAULT_PROFILE, check_profile
 from pyro.mcp.schema import embed_spec_schema
+from pyro.mcp.tool import Declaration, declaration
 from pyro.mcp.tools_env import EnvTools
 from pyro.mcp.tools_spec import SpecTools
 from pyro.mcp.tools_task import TaskTools
@@ -37,78 +37,62 @@ working directory); relative ones start there. Artifacts are copied into a new f
 under .pyro-artifacts/ there, named by artifacts_dir in the result.
 """
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
-DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False)
-RUNS = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
-
-#: tool -> how a client may treat it (all pyro tools act on local VMs only, except that a
-#: guest command may reach the network when asked to).
-ANNOTATIONS: dict[str, ToolAnnotations] = {
-    "vm_run": RUNS,
-    "vm_create": RUNS,
-    "vm_start": RUNS,
-    "vm_exec": DESTRUCTIVE,
-    "vm_stop": DESTRUCTIVE,
-    "vm_delete": DESTRUCTIVE,
-    "vm_status": READ_ONLY,
-    "vm_logs": READ_ONLY,
-    "vm_list": READ_ONLY,
-    "task_create": RUNS,
-    "task_exec": RUNS,
-    "task_status": READ_ONLY,
-    "task_logs": READ_ONLY,
-    "task_delete": DESTRUCTIVE,
-    "task_list": READ_ONLY,
-    "env_list": READ_ONLY,
-    "env_pull": RUNS,
-    "spec_validate": READ_ONLY,
-    "plan": READ_ONLY,
-    "apply": RUNS,
-}
-
-#: tool -> (spec parameter, spec models its schema allows, description)
-SPEC_PARAMETERS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "vm_run": (
-        "spec",
-        ("RunSpec",),
-        "A full Run spec document (instead of environment + command), "
-        "exactly the YAML document as JSON.",
-    ),
-    "spec_validate": (
-        "spec",
-        ("RunSpec", "EnvironmentSpec"),
-        "The spec document to check (kind Run or Environment), exactly the YAML as JSON.",
-    ),
-    "plan": ("spec", ("RunSpec",), "The Run spec document, exactly the YAML as JSON."),
-    "apply": ("spec", ("RunSpec",), "The Run spec document, exactly the YAML as JSON."),
-}
+#: The classes whose :func:`~pyro.mcp.tool.tool` methods are the tools.
+TOOL_CLASSES = (VMTools, SpecTools, TaskTools, EnvTools)
 
 
-def tool_functions(sdk: Pyro) -> dict[str, Callable[..., Any]]:
-    """Every tool's implementation by name (unwrapped: errors still raise)."""
-    functions: dict[str, Callable[..., Any]] = {}
-    for group in (VMTools(sdk), SpecTools(sdk), TaskTools(sdk), EnvTools(sdk)):
-        for name in ANNOTATIONS:
-            method = getattr(group, name, None)
-            if method is not None:
-                functions[name] = method
-    return functions
+def declared_tools() -> dict[str, tuple[type, Declaration]]:
+    """Every tool by name: the class that defines it and what it declared.
+
+    Raises:
+        ValueError: two tools with one name (a bug in pyro).
+    """
+    found: dict[str, tuple[type, Declaration]] = {}
+    for cls in TOOL_CLASSES:
+        for name, member in vars(cls).items():
+            declared = declaration(member)
+            if declared is None:
+                continue
+            if name in found:
+                raise ValueError(f"two tools are named {name}")
+            found[name] = (cls, declared)
+    return found
 
 
-def make_tool(name: str, function: Callable[..., Any]) -> Tool:
+def tool_names(profile: str) -> list[str]:
+    """The tools ``profile`` offers, in the order it lists them.
+
+    Raises:
+        UsageError: unknown profile.
+        ValueError: two tools declared the same place in it (a bug in pyro).
+    """
+    check_profile(profile)
+    places = {
+        name: declared.profiles[profile]
+        for name, (_, declared) in declared_tools().items()
+        if profile in declared.profiles
+    }
+    if len(set(places.values())) != len(places):
+        raise ValueError(f"two tools of profile {profile} declare the same place: {places}")
+    return sorted(places, key=places.__getitem__)
+
+
+def make_tool(name: str, function: Callable[..., Any], declared: Declaration) -> Tool:
     """An MCP tool from a tool method: schemas from its annotations, description from its
-    docstring, spec parameters described by the spec models' checked-in JSON Schema.
+    docstring, a spec parameter described by the spec models' checked-in JSON Schema.
     """
     tool = Tool.from_function(
         pyro_tool(function),
         name=name,
         description=inspect.cleandoc(function.__doc__ or ""),
-        annotations=ANNOTATIONS[name],
+        annotations=declared.annotations,
         structured_output=True,
     )
-    if name in SPEC_PARAMETERS:
-        prop, models, description = SPEC_PARAMETERS[name]
-        tool.parameters = embed_spec_schema(tool.parameters, prop, models, description)
+    if declared.spec is not None:
+        spec = declared.spec
+        tool.parameters = embed_spec_schema(
+            tool.parameters, spec.name, spec.models, spec.description
+        )
     return tool
 
 
@@ -119,8 +103,13 @@ def build_server(profile: str = DEFAULT_PROFILE, *, sdk: Pyro | None = None) -> 
         UsageError: unknown profile.
     """
     names = tool_names(profile)
-    functions = tool_functions(sdk or Pyro())
-    tools = [make_tool(name, functions[name]) for name in names]
+    sdk = sdk or Pyro()
+    groups: dict[type, object] = {cls: cls(sdk) for cls in TOOL_CLASSES}
+    declared = declared_tools()
+    tools = []
+    for name in names:
+        cls, what = declared[name]
+        tools.append(make_tool(name, getattr(groups[cls], name), what))
     return MCPServer(
         name="pyro",
         title="pyro microVMs",

@@ -10,6 +10,7 @@ from pyro.environments.service import EnvironmentStatus
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import EnvList
 from pyro.mcp.roots import ClientRoots, mcp_root
+from pyro.mcp.tool import READ_ONLY, RUNS, tool
 from pyro.sdk import Pyro
 
 
@@ -19,6 +20,7 @@ class EnvTools:
     def __init__(self, sdk: Pyro) -> None:
         self.sdk = sdk
 
+    @tool(READ_ONLY, profiles={"task-core": 2, "full": 16})
     async def env_list(self) -> EnvList:
         """The environments VMs can run (e.g. debian:12), from the catalog and the local
         cache, each with its state: installed ones start fastest; others are pulled or
@@ -27,6 +29,7 @@ class EnvTools:
         found = await in_thread(lambda token: self.sdk.list_environments(), undo=_keep)
         return EnvList(environments=list(found))
 
+    @tool(RUNS, profiles={"full": 17})
     async def env_pull(
         self,
         environment: Annotated[

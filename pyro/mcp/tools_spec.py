@@ -17,13 +17,21 @@ from pyro.execute.result import RunResult
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import SpecSummary
 from pyro.mcp.roots import ClientRoots, mcp_root
+from pyro.mcp.tool import READ_ONLY, RUNS, SpecParameter, tool
 from pyro.plan.model import Plan
 from pyro.sdk import Pyro
 from pyro.spec.model import RunSpec
 
 T = TypeVar("T")
 
+#: The ``spec`` argument; its schema is replaced by the spec models' (see pyro.mcp.schema).
 Spec = Annotated[dict[str, Any], Field(description="The spec document.")]
+RUN_SPEC = SpecParameter("spec", ("RunSpec",), "The Run spec document, exactly the YAML as JSON.")
+ANY_SPEC = SpecParameter(
+    "spec",
+    ("RunSpec", "EnvironmentSpec"),
+    "The spec document to check (kind Run or Environment), exactly the YAML as JSON.",
+)
 Vars = Annotated[
     dict[str, Any] | None,
     Field(description="Values for '{{ vars.NAME }}' templates in the spec."),
@@ -39,6 +47,7 @@ class SpecTools:
     async def _call(self, work: Callable[[Cancellation], T]) -> T:
         return await in_thread(work, undo=self.sdk.delete_vm)
 
+    @tool(READ_ONLY, profiles={"full": 18}, spec=ANY_SPEC)
     async def spec_validate(self, spec: Spec, vars: Vars = None) -> SpecSummary:
         """Check a spec document (kind Run or Environment) without running anything.
         Returns valid=true with its kind and name, or a tool error listing every problem
@@ -49,6 +58,7 @@ class SpecTools:
         kind = "Run" if isinstance(loaded, RunSpec) else "Environment"
         return SpecSummary(kind=kind, name=loaded.metadata.name)
 
+    @tool(READ_ONLY, profiles={"task-core": 9, "full": 19}, spec=RUN_SPEC)
     async def plan(self, spec: Spec, vars: Vars = None, roots: ClientRoots = None) -> Plan:
         """Show what applying a Run spec would do, without doing it: the ordered steps
         (pull, build, boot, copy-in, exec, copy-out, cleanup) with pinned environment
@@ -58,6 +68,7 @@ class SpecTools:
             lambda token: self.sdk.confined(mcp_root(roots)).plan(spec, vars=vars or {})
         )
 
+    @tool(RUNS, profiles={"task-core": 10, "full": 20}, spec=RUN_SPEC)
     async def apply(self, spec: Spec, vars: Vars = None, roots: ClientRoots = None) -> RunResult:
         """Carry out a Run spec on a real microVM: boot, copy files in, run every step, copy
         artifacts out, clean up. Returns each step's exit code and output; a failing step

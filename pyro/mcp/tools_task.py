@@ -10,6 +10,7 @@ from pydantic import Field
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import Deleted, TaskList
 from pyro.mcp.roots import ClientRoots, mcp_root
+from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.mcp.tools_vm import ID_PATTERN
 from pyro.sdk import Pyro
 from pyro.sdk.task import TaskLogs
@@ -42,6 +43,7 @@ class TaskTools:
     ) -> T:
         return await in_thread(work, undo=undo or self.sdk.delete_task, owned=owned)
 
+    @tool(RUNS, profiles={"task-core": 3, "full": 10})
     async def task_create(
         self,
         environment: Annotated[
@@ -84,6 +86,7 @@ class TaskTools:
 
         return await self._call(work, owned=lambda info: [info.id])
 
+    @tool(RUNS, profiles={"task-core": 4, "full": 11})
     async def task_exec(
         self,
         task_id: TaskId,
@@ -112,10 +115,12 @@ class TaskTools:
 
         return await self._call(work, undo=self.sdk.stop_task)
 
+    @tool(READ_ONLY, profiles={"task-core": 5, "full": 12})
     async def task_status(self, task_id: TaskId) -> TaskInfo:
         """State, resources, uptime, number of commands and the last command of a task."""
         return await self._call(lambda token: self.sdk.status_task(task_id))
 
+    @tool(READ_ONLY, profiles={"task-core": 6, "full": 13})
     async def task_logs(
         self,
         task_id: TaskId,
@@ -124,6 +129,7 @@ class TaskTools:
         """The task's command journal: every command run, with exit code and output."""
         return await self._call(lambda token: self.sdk.logs_task(task_id, tail=tail))
 
+    @tool(DESTRUCTIVE, profiles={"task-core": 7, "full": 14})
     async def task_delete(self, task_id: TaskId) -> Deleted:
         """Delete a task: its VM, disk, snapshots and journal. Deleting a missing task
         reports deleted=false.
@@ -131,6 +137,7 @@ class TaskTools:
         deleted = await self._call(lambda token: self.sdk.delete_task(task_id))
         return Deleted(id=task_id, deleted=deleted)
 
+    @tool(READ_ONLY, profiles={"task-core": 8, "full": 15})
     async def task_list(self) -> TaskList:
         """Every task that exists, oldest first (to find tasks to reuse or delete)."""
         return TaskList(tasks=await self._call(lambda token: self.sdk.list_tasks()))

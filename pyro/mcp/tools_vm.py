@@ -12,6 +12,7 @@ from pyro.execute.result import RunResult
 from pyro.mcp.calls import Cancellation, in_thread
 from pyro.mcp.results import Deleted, VMList
 from pyro.mcp.roots import ClientRoots, mcp_root
+from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, SpecParameter, tool
 from pyro.sdk import Pyro
 from pyro.sdk.vm import ExecOutput, VMInfo, VMLogs
 
@@ -39,6 +40,12 @@ Network = Annotated[
 ]
 #: The ``spec`` argument; its schema is replaced by the Run model's (see pyro.mcp.schema).
 SpecArg = Annotated[dict[str, Any] | None, Field(description="A Run spec document.")]
+RUN_SPEC_OR_COMMAND = SpecParameter(
+    "spec",
+    ("RunSpec",),
+    "A full Run spec document (instead of environment + command), "
+    "exactly the YAML document as JSON.",
+)
 Vars = Annotated[
     dict[str, Any] | None,
     Field(description="Values for '{{ vars.NAME }}' templates in the spec."),
@@ -61,6 +68,7 @@ class VMTools:
     ) -> T:
         return await in_thread(work, undo=self.sdk.delete_vm, owned=owned)
 
+    @tool(RUNS, profiles={"vm-run": 1, "task-core": 1, "full": 1}, spec=RUN_SPEC_OR_COMMAND)
     async def vm_run(
         self,
         environment: Annotated[
@@ -143,6 +151,7 @@ class VMTools:
 
         return await self._call(work)
 
+    @tool(RUNS, profiles={"full": 2})
     async def vm_create(
         self,
         environment: Environment,
@@ -166,10 +175,12 @@ class VMTools:
             owned=lambda info: [info.id],
         )
 
+    @tool(RUNS, profiles={"full": 3})
     async def vm_start(self, vm_id: VmId) -> VMInfo:
         """Boot a created or stopped VM and wait until it is ready for vm_exec."""
         return await self._call(lambda token: self.sdk.start_vm(vm_id))
 
+    @tool(DESTRUCTIVE, profiles={"full": 4})
     async def vm_exec(
         self,
         vm_id: VmId,
@@ -193,10 +204,12 @@ class VMTools:
 
         return await self._call(work)
 
+    @tool(DESTRUCTIVE, profiles={"full": 5})
     async def vm_stop(self, vm_id: VmId) -> VMInfo:
         """Shut a running VM down, keeping its disk so vm_start can boot it again."""
         return await self._call(lambda token: self.sdk.stop_vm(vm_id))
 
+    @tool(DESTRUCTIVE, profiles={"full": 6})
     async def vm_delete(self, vm_id: VmId) -> Deleted:
         """Kill a VM if running and remove it with its disk. Deleting a missing VM reports
         deleted=false.
@@ -204,10 +217,12 @@ class VMTools:
         deleted = await self._call(lambda token: self.sdk.delete_vm(vm_id))
         return Deleted(id=vm_id, deleted=bool(deleted))
 
+    @tool(READ_ONLY, profiles={"full": 7})
     async def vm_status(self, vm_id: VmId) -> VMInfo:
         """State (created, running, stopped, …), resources, backend and uptime of a VM."""
         return await self._call(lambda token: self.sdk.status_vm(vm_id))
 
+    @tool(READ_ONLY, profiles={"full": 8})
     async def vm_logs(
         self,
         vm_id: VmId,
@@ -218,6 +233,7 @@ class VMTools:
         """The guest's serial console log: useful when a VM failed to boot."""
         return await self._call(lambda token: self.sdk.logs_vm(vm_id, tail=tail))
 
+    @tool(READ_ONLY, profiles={"full": 9})
     async def vm_list(self) -> VMList:
         """Every VM created with vm_create that still exists (not tasks), oldest first."""
         return VMList(vms=await self._call(lambda token: self.sdk.list_vms()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import pytest
 from mcp import Client
 from syrupy.assertion import SnapshotAssertion
 
+from pyro.mcp import tool as declare
 from pyro.mcp.profiles import PROFILES
-from pyro.mcp.server import build_server
+from pyro.mcp.server import build_server, declared_tools, tool_names
 from pyro.sdk import Pyro
 from tests.unit.mcp.mcp_fakes import FakePyro
 
@@ -43,7 +45,50 @@ async def test_tool_names_per_profile(profile: str, snapshot: SnapshotAssertion)
     async with Client(build_server(profile, sdk=Pyro())) as client:
         names = [tool.name for tool in (await client.list_tools()).tools]
     assert names == snapshot
-    assert names == list(PROFILES[profile])
+    assert names == tool_names(profile)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_each_profile_place_is_taken_once(profile: str) -> None:
+    places = sorted(
+        declared.profiles[profile]
+        for _, declared in declared_tools().values()
+        if profile in declared.profiles
+    )
+    assert places == list(range(1, len(places) + 1))
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_the_help_says_what_each_profile_offers(profile: str) -> None:
+    offers = PROFILES[profile]
+    patterns = ["*"] if offers == "everything" else offers.removeprefix("only ").split(", ")
+    matching = {name for name in declared_tools() if any(fnmatch(name, p) for p in patterns)}
+    assert matching == set(tool_names(profile))
+
+
+async def test_tool_declarations(snapshot: SnapshotAssertion) -> None:
+    """How a client may treat each tool, where each profile lists it, its spec parameter."""
+    async with Client(build_server("full", sdk=Pyro())) as client:
+        tools = (await client.list_tools()).tools
+    declared = declared_tools()
+    table = {
+        tool.name: {
+            "annotations": tool.annotations.model_dump(exclude_none=True)
+            if tool.annotations
+            else None,
+            "profiles": dict(declared[tool.name][1].profiles),
+            "spec": (spec.name, spec.models) if (spec := declared[tool.name][1].spec) else None,
+        }
+        for tool in tools
+    }
+    assert table == snapshot
+
+
+def test_a_tool_names_only_profiles_that_exist() -> None:
+    with pytest.raises(ValueError, match="bad tool profiles"):
+        declare.tool(declare.RUNS, profiles={"everything": 1})
+    with pytest.raises(ValueError, match="bad tool profiles"):
+        declare.tool(declare.RUNS, profiles={"full": 0})
 
 
 async def test_every_tool_has_description_and_schemas() -> None:
