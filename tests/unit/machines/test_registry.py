@@ -6,7 +6,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from pyro.machines.registry import VMRegistry, VMState
+import pytest
+
+from pyro.errors import LimitError
+from pyro.machines.registry import VMRegistry, VMState, check_limits
 
 
 def _record_with_dead_vmm(registry: VMRegistry, tmp_path: Path) -> str:
@@ -54,3 +57,17 @@ def test_reap_never_resurrects_a_vm_deleted_meanwhile(tmp_path: Path) -> None:
     assert registry._mark_dead_if_still(vm_id) is False
     assert not registry.dir(vm_id).exists()
     assert registry.list() == []
+
+
+def test_a_vm_past_pyro_max_vms_running_ones_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = VMRegistry(tmp_path / "state")
+    first = _record_with_dead_vmm(registry, tmp_path)
+    registry.save(registry.get(first))  # RUNNING, as far as the registry knows
+    monkeypatch.setenv("PYRO_MAX_VMS", "1")
+    with pytest.raises(LimitError, match="1 VMs are running, the limit is 1"):
+        _record_with_dead_vmm(registry, tmp_path)
+    monkeypatch.setenv("PYRO_MAX_VMS", "2")
+    assert _record_with_dead_vmm(registry, tmp_path) != first
+    check_limits(vcpus=1, memory_mib=1)  # nothing running: no count to exceed

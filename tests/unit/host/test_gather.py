@@ -10,8 +10,7 @@ import pytest
 import pyro.host.gather as gather
 from pyro.errors import RegistryError
 from pyro.plan.inventory import CatalogEnvironment, InstalledEnvironment, Inventory
-
-from .fixtures import SPEC_DIGEST, environment_spec
+from tests.unit.plan.fixtures import SPEC_DIGEST, environment_spec
 
 
 def test_gather_on_this_host_is_an_inventory() -> None:
