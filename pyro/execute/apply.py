@@ -361,7 +361,7 @@ def _check_source(plan: Plan, step: CopyInStep) -> None:
 
 def _boot(run: _Run, step: BootStep) -> None:
     from pyro.machines.create import shape_of
-    from pyro.vmm.base import NetworkConfig
+    from pyro.net.policy import NetworkConfig
 
     env = run.plan.environment
     assert env is not None and step.backend is not None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pyro.vmm.base import NetworkConfig
+from pyro.net.policy import NetworkConfig
 
 if TYPE_CHECKING:
     from pyro.environments.cache.store import Install

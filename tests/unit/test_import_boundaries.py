@@ -315,9 +315,7 @@ FACADE_AND_FACES = frozenset({"pyro.sdk", "pyro.cli", "pyro.mcp"})
 
 # Upward imports another branch of issue #18 removes (r18-exec: the one exec path in
 # pyro/machines/exec.py). Each must still exist: once it is gone, delete it here.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("pyro.tasks.ops", "pyro.sdk.vm"): "ExecOutput/argv_of move to pyro.machines (r18-exec)",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def expand(names: str) -> frozenset[str]:

@@ -20,6 +20,7 @@ import pytest
 import pyro.environments.service as service
 import pyro.guest.build as agent_build
 import pyro.host.gather as gather
+import pyro.oci as oci
 from pyro.environments.cache.store import Cache, Install
 from pyro.errors import GuestError, PlanError, StalePlanError
 from pyro.execute.apply import ApplyOptions, apply
@@ -80,9 +81,11 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
     initrd.write_bytes(b"initrd")
     monkeypatch.setattr(agent_build, "build_agent_initrd", lambda cache_root=None: initrd)
     monkeypatch.setattr(
-        gather, "_host", lambda: HostInfo(arch="x86_64", cpus=2, memory_mib=4096, kvm="none")
+        gather, "probe_host", lambda: HostInfo(arch="x86_64", cpus=2, memory_mib=4096, kvm="none")
     )
-    monkeypatch.setattr(gather, "_backends", lambda: [BackendInfo(name="qemu-tcg", usable=True)])
+    monkeypatch.setattr(
+        gather, "probe_backends", lambda: [BackendInfo(name="qemu-tcg", usable=True)]
+    )
     made.install()
     return made
 
@@ -170,7 +173,7 @@ def test_pull_step_installs_then_boots(host: Host, monkeypatch: pytest.MonkeyPat
     ref = "oci://127.0.0.1:5000/pyro/custom:1"
     digest = "sha256:" + "a" * 64
     pulled = host.install(ref, source=f"{ref}@{digest}")
-    monkeypatch.setattr(gather, "_resolver", lambda: lambda asked: digest)
+    monkeypatch.setattr(oci, "resolve", lambda asked: digest)
     asked: list[str] = []
     monkeypatch.setattr(service, "pull", lambda value, **_: asked.append(value) or pulled)
     # the plan pulls: pretend nothing is installed while planning
@@ -188,7 +191,7 @@ def test_a_pull_that_finds_another_manifest_fails_the_step(
 ) -> None:
     ref = "oci://127.0.0.1:5000/pyro/custom:1"
     pulled = host.install(ref, source=f"{ref}@sha256:{'b' * 64}")
-    monkeypatch.setattr(gather, "_resolver", lambda: lambda asked: "sha256:" + "a" * 64)
+    monkeypatch.setattr(oci, "resolve", lambda asked: "sha256:" + "a" * 64)
     monkeypatch.setattr(service, "pull", lambda value, **_: pulled)
     monkeypatch.setattr(gather, "_installed", lambda: [])
     plan = make_plan(prepare(host.spec(SIMPLE.replace('"debian:12"', ref))))

@@ -11,8 +11,8 @@ from pyro.environments.cache.store import Install
 from pyro.errors import LimitError
 from pyro.execute.pool import MAX_POOL_SIZE, Pooled, WarmPool, take_for_boot
 from pyro.machines.create import Shape, shape_of
+from pyro.net.policy import NetworkConfig
 from pyro.plan.model import BootStep, PlanNetwork
-from pyro.vmm.base import NetworkConfig
 
 INSTALL = Install(
     name="debian:12",

@@ -18,7 +18,8 @@ from pyro.errors import LimitError, NotFoundError
 from pyro.machines.create import Shape, create, resolve, shape_of
 from pyro.machines.exec import TIMEOUT_EXIT_CODE
 from pyro.machines.registry import VMRegistry
-from pyro.vmm.base import NetworkConfig, VMConfig
+from pyro.net.policy import NetworkConfig
+from pyro.vmm.base import VMConfig
 from tests.helpers.vmm import Exec, FakeBackend, Reply
 
 INSTALL = Install(
