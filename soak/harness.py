@@ -133,7 +133,7 @@ def find_leaks(state: Path, cache: Path | None = None) -> list[str]:
     """What is left behind (see the module doc); empty when clean."""
     from pyro.errors import PyroError
     from pyro.machines.record import VMState
-    from pyro.machines.record import process_alive as _process_alive
+    from pyro.process.identity import process_alive as _process_alive
     from pyro.machines.registry import VMRegistry
 
     registry = VMRegistry(state)
