@@ -98,7 +98,6 @@ def exec_(
     if len(command) == 1 and SHELL_CHARS.search(command[0]):
         argv = command[0]
     out = _pyro().exec_vm(vm_id, argv, timeout_seconds=timeout_seconds, cwd=cwd)
-    out = out.model_copy(update={"deleted": True})
     if as_json:
         echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})
     else:
@@ -106,7 +105,7 @@ def exec_(
         write_text(out.stderr, err=True)
         click.echo(
             f"[vm] vm_id={vm_id} exit_code={out.exit_code} "
-            f"duration_ms={out.duration_ms} deleted=true",
+            f"duration_ms={out.duration_ms} deleted={str(out.deleted).lower()}",
             err=True,
         )
     raise SystemExit(out.exit_code)

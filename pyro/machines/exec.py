@@ -138,10 +138,11 @@ def exec_once(
             client = registry.connect(vm_id)
         with client:
             try:
-                return run_command(
+                output = run_command(
                     client, vm_id, command, timeout_s=float(timeout_seconds), env=env, cwd=cwd
                 )
             except OSError as exc:
                 raise StateError(f"lost the connection to VM {vm_id}: {exc}") from exc
     finally:
-        registry.delete(vm_id)
+        deleted = registry.delete(vm_id)
+    return output.model_copy(update={"deleted": deleted})

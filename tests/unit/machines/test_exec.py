@@ -160,6 +160,7 @@ def test_exec_once_starts_the_vm_runs_and_deletes_it(
     record = create(registry, SHAPE)
     out = exec_once(registry, record.id, ["hello"], timeout_seconds=30)
     assert (out.exit_code, out.stdout) == (7, "hello\n")
+    assert out.deleted  # what MCP's vm_exec and the SDK report
     assert [c.vm_id for c in backend.configs] == [record.id]  # it was booted first
     assert backend.execs[0].timeout_ms == 30_000
     with pytest.raises(NotFoundError):

@@ -77,6 +77,7 @@ async def test_vm_lifecycle(guest_install: Any, pyro_state: Path) -> None:
         assert logs["vm_id"] == vm_id and isinstance(logs["serial"], str)
         output = await call(client, "vm_exec", vm_id=vm_id, command="cat /etc/debian_version")
         assert output["exit_code"] == 0 and output["stdout"].startswith("12.")
+        assert output["deleted"] is True  # the result says what happened: the VM is gone
         gone = await client.call_tool("vm_status", {"vm_id": vm_id})
         assert gone.is_error and gone.structured_content["error"]["type"] == "NotFoundError"  # type: ignore[index]
         assert await call(client, "vm_delete", vm_id=vm_id) == {"id": vm_id, "deleted": False}
