@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pyro.spec import limits
 from pyro.spec.gitmeta import has_git_part
 from pyro.spec.ref import (
     ENVIRONMENT_SCHEMA_PATTERN,
@@ -27,7 +28,7 @@ ENV_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}(:[a-z0-9][a-z0-9._-]{0,62})?$"
 STEP_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
-MAX_TIMEOUT_S = 86400
+MAX_TIMEOUT_S = limits.TIMEOUT_SECONDS[1]
 MAX_ARTIFACTS = 256
 
 
@@ -93,9 +94,9 @@ HostPath = Annotated[
 ]
 # Numbers and booleans are strict: YAML already types them, and accepting "5" or "yes"
 # would make the models disagree with the generated JSON Schemas.
-Timeout = Annotated[int, Field(strict=True, ge=1, le=MAX_TIMEOUT_S)]
-Vcpus = Annotated[int, Field(strict=True, ge=1, le=32)]
-MemoryMiB = Annotated[int, Field(strict=True, ge=128, le=65536)]
+Timeout = Annotated[int, Field(strict=True, ge=limits.TIMEOUT_SECONDS[0], le=MAX_TIMEOUT_S)]
+Vcpus = Annotated[int, Field(strict=True, ge=limits.VCPUS[0], le=limits.VCPUS[1])]
+MemoryMiB = Annotated[int, Field(strict=True, ge=limits.MEMORY_MIB[0], le=limits.MEMORY_MIB[1])]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 EnvVars = dict[
     Annotated[str, Field(pattern=ENV_VAR_PATTERN)], Annotated[str, Field(max_length=65536)]
