@@ -18,15 +18,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyro.environments.build.run import BUILDER_VERSION, sha256_bytes
 from pyro.errors import EnvironmentNotFoundError, SpecError, SpecIssue, UsageError
 from pyro.paths import cache_dir
-from pyro.plan.inventory import CatalogEnvironment
-from pyro.spec.load import load_spec
-from pyro.spec.model import EnvironmentSpec
 from pyro.spec.ref import OciRef, parse_environment_ref
+
+if TYPE_CHECKING:  # imported where used: catalog_names() (shell completion) needs neither
+    from pyro.plan.inventory import CatalogEnvironment
+    from pyro.spec.model import EnvironmentSpec
 
 REGISTRY_ENV = "PYRO_ENV_REGISTRY"
 KERNEL_SOURCE_DIR = Path("/usr/src")
@@ -126,6 +127,9 @@ def entry_from_path(path: Path) -> CatalogEntry:
         SpecError: the file cannot be read, is invalid, or is not an Environment.
         UsageError: $PYRO_ENV_REGISTRY is malformed.
     """
+    from pyro.spec.load import load_spec
+    from pyro.spec.model import EnvironmentSpec
+
     loaded = load_spec(path)
     if not isinstance(loaded.spec, EnvironmentSpec):
         issue = SpecIssue(
@@ -144,6 +148,9 @@ def catalog_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _package_specs() -> tuple[tuple[EnvironmentSpec, Path], ...]:
+    from pyro.spec.load import load_spec
+    from pyro.spec.model import EnvironmentSpec
+
     folder = catalog_dir()
     specs = []
     for path in sorted(folder.glob("*.yaml")):
@@ -191,6 +198,9 @@ def catalog_entries() -> list[CatalogEnvironment]:
         SpecError: a packaged spec is invalid.
         UsageError: $PYRO_ENV_REGISTRY is malformed.
     """
+    from pyro.plan.inventory import CatalogEnvironment
+    from pyro.spec.model import EnvironmentSpec
+
     buildable, _ = can_build()
     return [
         CatalogEnvironment(
@@ -207,6 +217,15 @@ def catalog_entries() -> list[CatalogEnvironment]:
         )
         for summary in _summaries()
     ]
+
+
+def catalog_names() -> list[str]:
+    """The catalog's names, from the cached summary (no spec is parsed when it is current).
+
+    Raises:
+        SpecError: a packaged spec is invalid.
+    """
+    return [str(summary["name"]) for summary in _summaries()]
 
 
 #: Bump when a summary's fields change; old summary files are then ignored.

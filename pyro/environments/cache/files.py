@@ -133,6 +133,20 @@ def read_current(path: Path) -> tuple[str, str]:
     return name, digest
 
 
+def recorded_names(environments_dir: Path) -> list[str]:
+    """The names in every readable ``<slug>/current.json`` under ``environments_dir``,
+    by folder (valid installs or not); [] when the folder cannot be read."""
+    names: list[str] = []
+    try:
+        entries = sorted(os.scandir(environments_dir), key=lambda e: e.name)
+    except OSError:
+        return names
+    for entry in entries:
+        with contextlib.suppress(Invalid):
+            names.append(read_current(Path(entry.path) / CURRENT_FILE)[0])
+    return names
+
+
 def check_install(where: Path, digest: str, *, full: bool) -> dict[str, Any]:
     """The manifest of the install in ``where`` after checking it; raises Invalid.
 

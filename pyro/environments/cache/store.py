@@ -239,15 +239,7 @@ class Cache:
 
     def names(self) -> list[str]:
         """Names recorded in every readable current.json (valid or not)."""
-        names: list[str] = []
-        try:
-            entries = sorted(os.scandir(self.environments_dir), key=lambda e: e.name)
-        except OSError:
-            return names
-        for entry in entries:
-            with contextlib.suppress(Invalid):
-                names.append(store.read_current(Path(entry.path) / CURRENT_FILE)[0])
-        return names
+        return store.recorded_names(self.environments_dir)
 
     def current(self, name: str, *, full: bool) -> Install:
         """The install ``name`` means after a quick (or ``full``) check; raises Invalid."""
