@@ -1,23 +1,22 @@
 """``pyro env list|inspect|pull|build|push|prune``: the environment cache from the shell.
 
 Thin: :mod:`pyro.environments.service` does the work. Human mode writes phase markers
-(``[pull] phase=install environment=X``) to stderr and a progress bar when stderr is a
-terminal; ``--json`` prints one JSON document on stdout and nothing else.
+(``[pull] phase=install environment=X``) to stderr, and on a terminal a live progress line
+(:mod:`pyro.cli.progress`); ``--json`` prints one JSON document on stdout and nothing else.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
+from pyro.cli.completion import environments
 from pyro.cli.errors import echo_json, handle_errors, json_option
-from pyro.cli.terminal import echo, for_terminal
+from pyro.cli.progress import progress_reporter
+from pyro.cli.terminal import echo
 from pyro.environments.cache.store import Install
-from pyro.environments.service import EnvironmentService, ProgressEvent
+from pyro.environments.service import EnvironmentService
 
 INSECURE_HELP = "Allow plain http to a registry that is not on the loopback interface."
 
@@ -48,7 +47,7 @@ def list_(as_json: bool) -> None:
 
 
 @env.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=environments)
 @click.option("--verify", is_flag=True, help="Hash every artifact instead of the quick check.")
 @json_option
 @handle_errors
@@ -71,19 +70,19 @@ def inspect(environment: str, verify: bool, as_json: bool) -> None:
 
 
 @env.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=environments)
 @click.option("--insecure", is_flag=True, help=INSECURE_HELP)
 @json_option
 @handle_errors
 def pull(environment: str, insecure: bool, as_json: bool) -> None:
     """Install ENVIRONMENT: nothing to do if valid, else pull it (or build it if no source)."""
-    with _reporter("pull", as_json) as report:
+    with progress_reporter("pull", as_json) as report:
         install = EnvironmentService().pull(environment, insecure=insecure, progress=report)
     _show_install(install, as_json)
 
 
 @env.command()
-@click.argument("spec_or_name")
+@click.argument("spec_or_name", shell_complete=environments)
 @click.option("--force", is_flag=True, help="Build even when nothing changed.")
 @json_option
 @handle_errors
@@ -92,20 +91,20 @@ def build(spec_or_name: str, force: bool, as_json: bool) -> None:
 
     An install built from the same inputs is kept (nothing to do) unless --force.
     """
-    with _reporter("build", as_json) as report:
+    with progress_reporter("build", as_json) as report:
         install = EnvironmentService().build(spec_or_name, progress=report, force=force)
     _show_install(install, as_json)
 
 
 @env.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=environments)
 @click.argument("ref")
 @click.option("--insecure", is_flag=True, help=INSECURE_HELP)
 @json_option
 @handle_errors
 def push(environment: str, ref: str, insecure: bool, as_json: bool) -> None:
     """Verify the installed ENVIRONMENT and push it to REF (oci://REGISTRY/REPO:TAG)."""
-    with _reporter("push", as_json) as report:
+    with progress_reporter("push", as_json) as report:
         digest = EnvironmentService().push(environment, ref, insecure=insecure, progress=report)
     if as_json:
         echo_json({"ok": True, "environment": environment, "ref": ref, "digest": digest})
@@ -144,53 +143,3 @@ def _show_install(install: Install, as_json: bool) -> None:
         echo_json({"ok": True, "environment": data})
     else:
         echo(f"{install.name} {install.version} {install.digest} {install.dir}")
-
-
-@contextlib.contextmanager
-def _reporter(verb: str, as_json: bool) -> Iterator[Any]:
-    """A progress callback: markers on stderr, a rich bar on a terminal, silent for --json."""
-    if as_json:
-        yield None
-        return
-    bar: Any = None
-    tasks: dict[str, Any] = {}
-    if sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-        bar = Progress(
-            *Progress.get_default_columns(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-
-    def report(event: ProgressEvent) -> None:
-        if event.phase in ("download", "upload"):
-            if bar is not None:
-                if event.message not in tasks:
-                    label = for_terminal(event.message)
-                    tasks[event.message] = bar.add_task(label, total=event.total)
-                bar.update(tasks[event.message], completed=event.done)
-            return
-        if event.phase == "build":
-            _say(f"[{verb}] {event.message}", bar)
-            return
-        if event.phase == "warning":
-            _say(f"[{verb}] warning: {event.message}", bar)
-            return
-        _say(f"[{verb}] phase={event.phase} environment={event.environment}", bar)
-
-    if bar is None:
-        yield report
-        return
-    with bar:
-        yield report
-
-
-def _say(line: str, bar: Any) -> None:
-    if bar is not None:
-        bar.console.print(for_terminal(line), markup=False, highlight=False)
-    else:
-        echo(line, err=True)

@@ -72,8 +72,28 @@ def report_error(error: dict[str, Any], *, as_json: bool) -> None:
     from pyro.cli.terminal import echo
 
     echo(f"error: {error['message']}", err=True)
+    from pyro.cli.output import verbose
+
+    if verbose():  # every issue, not just the first one the message names
+        for issue in error.get("issues", ()):
+            echo(f"  {_issue_text(issue)}", err=True)
     if error.get("hint"):
         echo(f"hint: {error['hint']}", err=True)
+
+
+def _issue_text(issue: dict[str, Any]) -> str:
+    """One spec issue of an error document, as ``SpecIssue.render`` writes it."""
+    from pyro.errors import SpecIssue
+
+    return SpecIssue(
+        message=str(issue.get("message", "")),
+        pointer=str(issue.get("pointer") or ""),
+        file=issue.get("file"),
+        line=issue.get("line"),
+        column=issue.get("column"),
+        expected=issue.get("expected"),
+        found=issue.get("found"),
+    ).render()
 
 
 def _silence_stdout() -> None:
@@ -154,13 +174,17 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
+        hint = getattr(exc, "hint", None)  # pyro.cli.guest_command.HintedUsageError
         if as_json and isinstance(exc, click.UsageError):
-            hint = "see 'pyro --help'"
-            if exc.ctx is not None:
-                hint = f"see '{exc.ctx.command_path} --help'"
+            if hint is None:
+                hint = "see 'pyro --help'"
+                if exc.ctx is not None:
+                    hint = f"see '{exc.ctx.command_path} --help'"
             error = {"type": "UsageError", "message": exc.format_message(), "hint": hint}
             report_error(error, as_json=True)
         else:
             exc.show()
+            if hint is not None:
+                click.echo(f"hint: {hint}", err=True)
         return exc.exit_code
     return result if isinstance(result, int) else 0

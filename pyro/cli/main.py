@@ -16,6 +16,7 @@ import click
 
 from pyro.__about__ import CATALOG_VERSION, __version__
 from pyro.cli.errors import run_cli
+from pyro.cli.output import add_output_options
 from pyro.report.failure import EXIT_ERROR, EXIT_INTERRUPTED
 
 # The command uses no pydantic plugins. Unless told so, pydantic looks for them in the
@@ -35,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mcp": ("pyro.cli.mcp_cmd:mcp", "Serve pyro's tools over MCP (stdio)."),
     "doctor": ("pyro.cli.doctor_cmd:doctor", "Check what this host can run."),
     "demo": ("pyro.cli.run_cmd:demo", "Run the hello example on a real guest."),
+    "completion": (
+        "pyro.cli.completion:completion",
+        "Print the shell completion script for bash, zsh or fish.",
+    ),
 }
 
 
@@ -51,7 +56,7 @@ class LazyGroup(click.Group):
         module_name, attr = entry[0].split(":")
         command = getattr(importlib.import_module(module_name), attr)
         assert isinstance(command, click.Command)
-        return command
+        return add_output_options(command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -74,6 +79,13 @@ def _exists(target: str) -> bool:
 )
 def cli() -> None:
     """pyro runs commands inside ephemeral microVMs, from declarative specs."""
+    if os.environ.get("PYRO_BACKEND"):  # checked for every command, before it runs
+        from pyro.cli.flags import check_backend_env
+
+        check_backend_env()
+
+
+add_output_options(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

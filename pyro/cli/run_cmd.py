@@ -18,15 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pyro.cli.completion import environments
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.flags import BACKENDS, MEMORY_MIB, RUN_FLAGS, TIMEOUT_SECONDS, VCPUS, flag_error
+from pyro.cli.guest_command import GuestCommand
+from pyro.cli.output import marker, verbose
 from pyro.cli.terminal import byte_writer, echo
 from pyro.cli.vars import parse_vars
-from pyro.errors import PlanError, PyroError, UsageError
+from pyro.errors import PlanError, PyroError, SpecError, UsageError
 
 if TYPE_CHECKING:
     from pyro.execute.result import RunResult
 
-BACKENDS = click.Choice(["auto", "firecracker", "qemu-kvm", "qemu-tcg"])
 NETWORKS = click.Choice(["off", "egress"])
 #: A lone argument with any of these is a shell command line, not a program name.
 SHELL_CHARS = re.compile(r"[\s;&|<>()$`\\\"'*?~]")
@@ -54,7 +57,7 @@ class Reporter:
         if self.as_json:
             return
         extra = " ".join(f"{k}={_value(v)}" for k, v in fields.items())
-        echo(f"[{group}] phase={phase} {extra}".rstrip(), err=True)
+        marker(f"[{group}] phase={phase} {extra}".rstrip())
 
     def _write(self, stream: str, step_id: str, data: bytes) -> None:
         # One writer per step and stream: a sequence a step leaves open ends with it.
@@ -76,20 +79,36 @@ class Reporter:
         if self.as_json:
             return
         for step in result.steps:
-            if step.status not in ("ok", "skipped"):
-                what = step.name or step.id
+            what = step.name or step.id
+            if verbose():
+                detail = step.message or (
+                    f"exit code {step.exit_code}" if step.exit_code is not None else ""
+                )
+                marker(
+                    f"[run] step={what} action={step.action} status={step.status} "
+                    f"duration_ms={step.duration_ms} {detail}".rstrip()
+                )
+            elif step.status not in ("ok", "skipped"):
                 message = step.message or f"exit code {step.exit_code}"
-                echo(f"[run] step={what} status={step.status} {message}", err=True)
+                marker(f"[run] step={what} status={step.status} {message}")
             if step.stdout_truncated or step.stderr_truncated:
-                echo(f"[run] step={step.name or step.id} output truncated", err=True)
-        if result.vm_kept:
+                marker(f"[run] step={what} output truncated")
+        if result.vm_kept:  # a VM left running is said even when quiet
             echo(f"[run] vm kept: vm_id={result.vm_id} (pyro vm delete {result.vm_id})", err=True)
         code = result.exit_code if result.exit_code is not None else "none"
-        echo(
+        marker(
             f"[run] environment={result.environment} backend={result.backend} "
-            f"exit_code={code} duration_ms={result.duration_ms}",
-            err=True,
+            f"exit_code={code} duration_ms={result.duration_ms}"
         )
+
+
+@contextlib.contextmanager
+def _in_flag_terms(command: str) -> Iterator[None]:
+    """A spec error about what the command's flags put in its Run spec, as a flag error."""
+    try:
+        yield
+    except SpecError as error:
+        raise (flag_error(error, RUN_FLAGS, command) or error) from error
 
 
 def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
@@ -129,13 +148,19 @@ def _forced_cold(cold: bool) -> Iterator[None]:
             os.environ["PYRO_WARM"] = before
 
 
-@click.command(context_settings={"allow_interspersed_args": True})
-@click.argument("environment")
+@click.command(cls=GuestCommand, context_settings={"allow_interspersed_args": True})
+@click.argument("environment", shell_complete=environments)
 @click.argument("command", nargs=-1, required=True)
-@click.option("--vcpus", type=int, help="Guest vCPUs (default: the environment's).")
-@click.option("--memory-mib", type=int, help="Guest memory in MiB (default: the environment's).")
+@click.option("--vcpus", type=VCPUS, help="Guest vCPUs (default: the environment's).")
 @click.option(
-    "--timeout-seconds", type=int, default=600, show_default=True, help="Whole run, boot included."
+    "--memory-mib", type=MEMORY_MIB, help="Guest memory in MiB (default: the environment's)."
+)
+@click.option(
+    "--timeout-seconds",
+    type=TIMEOUT_SECONDS,
+    default=600,
+    show_default=True,
+    help="Whole run, boot included.",
 )
 @click.option("--network", type=NETWORKS, default="off", show_default=True, help="Network policy.")
 @click.option("--backend", type=BACKENDS, default=None, envvar="PYRO_BACKEND", help="VMM backend.")
@@ -176,9 +201,9 @@ def run(
     argv: str | list[str] = list(command)
     if len(command) == 1 and SHELL_CHARS.search(command[0]):
         argv = command[0]
-    env = {k: str(v) for k, v in (parse_vars(env_items) or {}).items()}
+    env = {k: str(v) for k, v in (parse_vars(env_items, option="--env") or {}).items()}
     reporter = Reporter(as_json)
-    with _forced_cold(cold):
+    with _forced_cold(cold), _in_flag_terms("pyro run"):
         result = Pyro().run_in_vm(
             environment,
             argv,
@@ -313,5 +338,5 @@ def demo(as_json: bool) -> None:
             path, on_event=reporter.event, on_stdout=reporter.stdout, on_stderr=reporter.stderr
         )
     if not as_json:
-        click.echo(f"[demo] done in {time.monotonic() - started:.1f} s", err=True)
+        marker(f"[demo] done in {time.monotonic() - started:.1f} s")
     _finish(result, reporter, None)

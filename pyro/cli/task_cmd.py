@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pyro.cli.completion import environments, task_ids
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.flags import BACKENDS, MEMORY_MIB, POSITIVE_SECONDS, TIMEOUT_SECONDS, VCPUS
+from pyro.cli.guest_command import GuestCommand
+from pyro.cli.output import marker
 from pyro.cli.terminal import byte_writer, echo
 from pyro.errors import UsageError
 
@@ -89,17 +93,21 @@ def task(ctx: click.Context) -> None:
 
 
 @task.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=environments)
 @click.option("--seed-path", type=click.Path(path_type=Path), help="Host folder → /workspace.")
 @click.option("--name", default=None)
 @click.option("--label", "labels", multiple=True, metavar="K=V")
-@click.option("--vcpus", type=int)
-@click.option("--memory-mib", type=int)
-@click.option("--ttl-seconds", type=int, help="Delete the task this long after creation.")
-@click.option("--idle-timeout-seconds", type=int, help="Stop it after this long without exec.")
+@click.option("--vcpus", type=VCPUS)
+@click.option("--memory-mib", type=MEMORY_MIB)
+@click.option(
+    "--ttl-seconds", type=POSITIVE_SECONDS, help="Delete the task this long after creation."
+)
+@click.option(
+    "--idle-timeout-seconds", type=POSITIVE_SECONDS, help="Stop it after this long without exec."
+)
 @click.option("--secret", "secrets", multiple=True, metavar="NAME=VALUE")
 @click.option("--secret-file", "secret_files", multiple=True, metavar="NAME=PATH")
-@click.option("--backend", envvar="PYRO_BACKEND", default=None)
+@click.option("--backend", type=BACKENDS, envvar="PYRO_BACKEND", default=None)
 @click.option("--id-only", is_flag=True, help="Print only the task id.")
 @json_option
 @handle_errors
@@ -125,7 +133,7 @@ def create(
     # A crash log records sys.argv: keep --secret values out of it.
     sys.argv[:] = Redactor(values).all(sys.argv)
     if not as_json and not id_only:
-        click.echo(f"[task] phase=create environment={environment}", err=True)
+        marker(f"[task] phase=create environment={environment}")
     info = _pyro().create_task(
         environment,
         seed_path=seed_path,
@@ -144,19 +152,18 @@ def create(
     if not as_json:
         seed = info.seed
         if seed is not None:
-            click.echo(
+            marker(
                 f"[task] phase=seed task_id={info.id} files={seed.files} bytes={seed.bytes}"
-                + (f" skipped={len(seed.skipped)}" if seed.skipped else ""),
-                err=True,
+                + (f" skipped={len(seed.skipped)}" if seed.skipped else "")
             )
-        click.echo(f"[task] phase=ready task_id={info.id}", err=True)
+        marker(f"[task] phase=ready task_id={info.id}")
     _show(info, as_json)
 
 
-@task.command(name="exec", context_settings={"allow_interspersed_args": True})
-@click.argument("task_id")
+@task.command(name="exec", cls=GuestCommand, context_settings={"allow_interspersed_args": True})
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("command", nargs=-1, required=True)
-@click.option("--timeout-seconds", type=int, default=600, show_default=True)
+@click.option("--timeout-seconds", type=TIMEOUT_SECONDS, default=600, show_default=True)
 @click.option("--cwd", default=None, help="Guest folder (default /workspace).")
 @click.option("--env", "env_items", multiple=True, metavar="K=V")
 @click.option("--secret-env", "secret_env", multiple=True, metavar="NAME")
@@ -190,16 +197,15 @@ def exec_(
     if as_json:
         echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})
     else:
-        click.echo(
+        marker(
             f"[task] task_id={task_id} seq={out.seq} exit_code={out.exit_code} "
-            f"duration_ms={out.duration_ms}",
-            err=True,
+            f"duration_ms={out.duration_ms}"
         )
     raise SystemExit(out.exit_code)
 
 
 @task.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @json_option
 @handle_errors
 def status(task_id: str, as_json: bool) -> None:
@@ -208,7 +214,7 @@ def status(task_id: str, as_json: bool) -> None:
 
 
 @task.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N.")
 @json_option
 @handle_errors
@@ -247,7 +253,7 @@ def list_(name: str | None, labels: tuple[str, ...], as_json: bool) -> None:
 
 
 @task.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @json_option
 @handle_errors
 def delete(task_id: str, as_json: bool) -> None:
@@ -260,7 +266,7 @@ def delete(task_id: str, as_json: bool) -> None:
 
 
 @task.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @json_option
 @handle_errors
 def stop(task_id: str, as_json: bool) -> None:
@@ -269,7 +275,7 @@ def stop(task_id: str, as_json: bool) -> None:
 
 
 @task.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @json_option
 @handle_errors
 def start(task_id: str, as_json: bool) -> None:
@@ -278,7 +284,7 @@ def start(task_id: str, as_json: bool) -> None:
 
 
 @task.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.option("--snapshot", default="baseline", show_default=True)
 @json_option
 @handle_errors

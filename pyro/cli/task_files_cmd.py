@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from pyro.cli.completion import task_ids
 from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.terminal import BinaryOut, echo
 from pyro.errors import LimitError, UsageError
@@ -24,7 +25,7 @@ def _pyro() -> Any:
 
 
 @click.command()
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("path")
 @click.option("--output", required=True, type=click.Path(path_type=Path), help="Host path.")
 @click.option(
@@ -59,7 +60,7 @@ def file() -> None:
 
 
 @file.command(name="read")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("path")
 @handle_errors
 def file_read(task_id: str, path: str, as_json: bool = False) -> None:
@@ -85,7 +86,7 @@ def file_read(task_id: str, path: str, as_json: bool = False) -> None:
 
 
 @file.command(name="write")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("path")
 @click.option("--from", "source", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @click.option("--mode", default="644", show_default=True, help="Octal file mode.")
@@ -106,7 +107,7 @@ def file_write(task_id: str, path: str, source: Path | None, mode: str, as_json:
 
 
 @file.command(name="list")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("path", default="/workspace")
 @json_option
 @handle_errors
@@ -127,7 +128,7 @@ def sync() -> None:
 
 
 @sync.command(name="push")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--dest", default="/workspace", show_default=True)
 @json_option
@@ -149,7 +150,7 @@ def snapshot() -> None:
 
 
 @snapshot.command(name="create")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("name")
 @json_option
 @handle_errors
@@ -163,7 +164,7 @@ def snapshot_create(task_id: str, name: str, as_json: bool) -> None:
 
 
 @snapshot.command(name="list")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @json_option
 @handle_errors
 def snapshot_list(task_id: str, as_json: bool) -> None:
@@ -178,7 +179,7 @@ def snapshot_list(task_id: str, as_json: bool) -> None:
 
 
 @snapshot.command(name="delete")
-@click.argument("task_id")
+@click.argument("task_id", shell_complete=task_ids)
 @click.argument("name")
 @json_option
 @handle_errors

@@ -6,7 +6,11 @@ from typing import Any
 
 import click
 
+from pyro.cli.completion import environments, vm_ids
 from pyro.cli.errors import echo_json, handle_errors, json_option
+from pyro.cli.flags import BACKENDS, MEMORY_MIB, POSITIVE_SECONDS, TIMEOUT_SECONDS, VCPUS
+from pyro.cli.guest_command import GuestCommand
+from pyro.cli.output import marker
 from pyro.cli.terminal import echo, write_text
 
 
@@ -35,11 +39,13 @@ def vm() -> None:
 
 
 @vm.command()
-@click.argument("environment")
-@click.option("--vcpus", type=int)
-@click.option("--memory-mib", type=int)
-@click.option("--ttl-seconds", type=int, help="Delete the VM this long after creation.")
-@click.option("--backend", envvar="PYRO_BACKEND", default=None)
+@click.argument("environment", shell_complete=environments)
+@click.option("--vcpus", type=VCPUS)
+@click.option("--memory-mib", type=MEMORY_MIB)
+@click.option(
+    "--ttl-seconds", type=POSITIVE_SECONDS, help="Delete the VM this long after creation."
+)
+@click.option("--backend", type=BACKENDS, envvar="PYRO_BACKEND", default=None)
 @click.option("--name", default=None)
 @click.option("--start/--no-start", default=False, help="Boot it right away.")
 @json_option
@@ -70,7 +76,7 @@ def create(
 
 
 @vm.command()
-@click.argument("vm_id")
+@click.argument("vm_id", shell_complete=vm_ids)
 @json_option
 @handle_errors
 def start(vm_id: str, as_json: bool) -> None:
@@ -78,10 +84,10 @@ def start(vm_id: str, as_json: bool) -> None:
     _show(_pyro().start_vm(vm_id), as_json)
 
 
-@vm.command(name="exec", context_settings={"allow_interspersed_args": True})
-@click.argument("vm_id")
+@vm.command(name="exec", cls=GuestCommand, context_settings={"allow_interspersed_args": True})
+@click.argument("vm_id", shell_complete=vm_ids)
 @click.argument("command", nargs=-1, required=True)
-@click.option("--timeout-seconds", type=int, default=600, show_default=True)
+@click.option("--timeout-seconds", type=TIMEOUT_SECONDS, default=600, show_default=True)
 @click.option("--cwd", default=None)
 @json_option
 @handle_errors
@@ -103,16 +109,15 @@ def exec_(
     else:
         write_text(out.stdout)
         write_text(out.stderr, err=True)
-        click.echo(
+        marker(
             f"[vm] vm_id={vm_id} exit_code={out.exit_code} "
-            f"duration_ms={out.duration_ms} deleted={str(out.deleted).lower()}",
-            err=True,
+            f"duration_ms={out.duration_ms} deleted={str(out.deleted).lower()}"
         )
     raise SystemExit(out.exit_code)
 
 
 @vm.command()
-@click.argument("vm_id")
+@click.argument("vm_id", shell_complete=vm_ids)
 @json_option
 @handle_errors
 def stop(vm_id: str, as_json: bool) -> None:
@@ -121,7 +126,7 @@ def stop(vm_id: str, as_json: bool) -> None:
 
 
 @vm.command()
-@click.argument("vm_id")
+@click.argument("vm_id", shell_complete=vm_ids)
 @json_option
 @handle_errors
 def delete(vm_id: str, as_json: bool) -> None:
@@ -134,7 +139,7 @@ def delete(vm_id: str, as_json: bool) -> None:
 
 
 @vm.command()
-@click.argument("vm_id")
+@click.argument("vm_id", shell_complete=vm_ids)
 @json_option
 @handle_errors
 def status(vm_id: str, as_json: bool) -> None:
@@ -143,8 +148,8 @@ def status(vm_id: str, as_json: bool) -> None:
 
 
 @vm.command()
-@click.argument("vm_id")
-@click.option("--tail", type=int, default=None, help="Only the last N lines.")
+@click.argument("vm_id", shell_complete=vm_ids)
+@click.option("--tail", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
 @json_option
 @handle_errors
 def logs(vm_id: str, tail: int | None, as_json: bool) -> None:
