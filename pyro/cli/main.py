@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 #: Commands that start a guest: they take a start slot before importing what they need.
 STARTS_A_GUEST = frozenset({"run", "apply", "demo"})
 HELP = frozenset({"-h", "--help"})
+#: The options the root group takes before a command's name (pyro.cli.output).
+OUTPUT_OPTIONS = frozenset({"-q", "--quiet", "-v", "--verbose"})
 
 
 def entry() -> NoReturn:
@@ -117,7 +119,10 @@ def entry() -> NoReturn:
 
 def starts_a_guest(args: list[str]) -> bool:
     """Whether the command line ``pyro ARGS`` starts a guest (and is not asking for help)."""
-    return bool(args) and args[0] in STARTS_A_GUEST and not HELP & set(args)
+    words = list(args)
+    while words and words[0] in OUTPUT_OPTIONS:  # `pyro -q run …`
+        words.pop(0)
+    return bool(words) and words[0] in STARTS_A_GUEST and not HELP & set(words)
 
 
 def exit_now(code: int) -> NoReturn:
