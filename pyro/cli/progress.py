@@ -9,6 +9,8 @@ current phase and the time since it started::
     ⠼ building debian:12: rootfs: mmdebstrap minbase bookworm + 12 packages 0:01:12
 
 ``--json`` and ``-q`` show none of it (warnings still show unless ``--json``).
+``pyro run``, ``apply`` and ``demo`` show a build's live line too (:class:`Live`), on a
+terminal only: their marker lines stay as they were.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyro.cli.output import quiet
 from pyro.cli.terminal import echo, for_terminal, is_tty
-from pyro.environments.status import ProgressEvent
 
-Report = Callable[[ProgressEvent], None]
+if TYPE_CHECKING:
+    from pyro.environments.status import ProgressEvent
+
+Report = Callable[["ProgressEvent"], None]
 
 
-class _Live:
+class Live:
     """The one live display at the bottom of a terminal: transfer bars or the build line.
 
     rich shows one live display per console at a time, so switching from one kind to
@@ -96,7 +100,7 @@ def progress_reporter(verb: str, as_json: bool) -> Iterator[Report | None]:
     if as_json:
         yield None
         return
-    live = _Live() if is_tty(sys.stderr) and not quiet() else None
+    live = Live() if is_tty(sys.stderr) and not quiet() else None
 
     def say(line: str, *, always: bool = False) -> None:
         if quiet() and not always:

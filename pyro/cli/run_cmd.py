@@ -22,8 +22,9 @@ from pyro.cli.completion import environments
 from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.flags import BACKENDS, MEMORY_MIB, RUN_FLAGS, TIMEOUT_SECONDS, VCPUS, flag_error
 from pyro.cli.guest_command import GuestCommand
-from pyro.cli.output import marker, verbose
-from pyro.cli.terminal import byte_writer, echo
+from pyro.cli.output import marker, quiet, verbose
+from pyro.cli.progress import Live
+from pyro.cli.terminal import byte_writer, echo, is_tty
 from pyro.cli.vars import parse_vars
 from pyro.errors import PlanError, PyroError, SpecError, UsageError
 
@@ -47,17 +48,33 @@ class Reporter:
 
     On a TTY, guest output and every guest-controlled text are cleaned of escape
     sequences and controls (:mod:`pyro.cli.terminal`); pipes and files get the bytes.
+    A local environment build's phases show only on a TTY, as one live line with the
+    time since the build started (:mod:`pyro.cli.progress`); :meth:`close` ends it.
     """
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self._writers: dict[tuple[str, str], Callable[[bytes], None]] = {}
+        self._live: Live | None = None
 
     def event(self, group: str, phase: str, fields: Mapping[str, str]) -> None:
         if self.as_json:
             return
+        if phase == "building":
+            if self._live is None and is_tty(sys.stderr) and not quiet():
+                self._live = Live()
+            if self._live is not None:
+                self._live.build(fields.get("environment", ""), fields.get("step", ""))
+            return
+        self.close()
         extra = " ".join(f"{k}={_value(v)}" for k, v in fields.items())
         marker(f"[{group}] phase={phase} {extra}".rstrip())
+
+    def close(self) -> None:
+        """End the live build line, if one is shown."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def _write(self, stream: str, step_id: str, data: bytes) -> None:
         # One writer per step and stream: a sequence a step leaves open ends with it.
@@ -203,7 +220,7 @@ def run(
         argv = command[0]
     env = {k: str(v) for k, v in (parse_vars(env_items, option="--env") or {}).items()}
     reporter = Reporter(as_json)
-    with _forced_cold(cold), _in_flag_terms("pyro run"):
+    with _forced_cold(cold), _in_flag_terms("pyro run"), contextlib.closing(reporter):
         result = Pyro().run_in_vm(
             environment,
             argv,
@@ -271,7 +288,7 @@ def _apply(
 
     source: Any = _read_plan_or_path(file)
     variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
-    with _forced_cold(cold):
+    with _forced_cold(cold), contextlib.closing(reporter):
         return Pyro().apply(
             source,
             vars=variables,
@@ -333,7 +350,10 @@ def demo(as_json: bool) -> None:
 
     reporter = Reporter(as_json)
     started = time.monotonic()
-    with as_file(files("pyro.data") / "examples" / "hello.yaml") as path:
+    with (
+        as_file(files("pyro.data") / "examples" / "hello.yaml") as path,
+        contextlib.closing(reporter),
+    ):
         result = Pyro().apply(
             path, on_event=reporter.event, on_stdout=reporter.stdout, on_stderr=reporter.stderr
         )

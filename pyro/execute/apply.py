@@ -232,8 +232,15 @@ def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
     assert env is not None
     startslots.release_process_slot()  # a pull or a build waits on the network or disks
     run.event("pull", "install", environment=env.name)
+
+    def progress(event: service.ProgressEvent) -> None:
+        # A local build takes minutes: each of its phases is an event (on a terminal the
+        # CLI shows it with the time since the build started).
+        if event.phase == "build":
+            run.event("pull", "building", environment=env.name, step=event.message)
+
     if isinstance(step, PullStep):
-        install = service.pull(step.ref)
+        install = service.pull(step.ref, progress=progress)
         if step.digest is not None and install.source_digest not in (None, step.digest):
             raise StalePlanError(
                 f"{step.ref} now resolves to {install.source_digest}, not {step.digest} as planned"
@@ -245,6 +252,7 @@ def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
             step.document.metadata.name,
             spec=step.document,
             base_dir=build_folder(run.plan, step),
+            progress=progress,
         )
     run.install = install
     run.event("pull", "ready", environment=env.name)

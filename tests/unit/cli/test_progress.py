@@ -24,9 +24,10 @@ import pytest
 ROOT = Path(__file__).parents[3]
 
 CHILD = r"""
-import sys, time
+import os, sys, time
 from pyro.environments.build import builder
 from pyro.environments.build.rootfs import RootfsInfo
+from pyro.errors import BuildError
 
 def fake_build(entry, out_dir, *, cache_root, log=None):
     log(f"building {entry.name} 12.0 (sha256:0123456789ab)")
@@ -34,6 +35,8 @@ def fake_build(entry, out_dir, *, cache_root, log=None):
     time.sleep(1.3)
     log("rootfs: mmdebstrap minbase bookworm + 3 packages")
     time.sleep(1.3)
+    if os.environ.get("FAKE_BUILD_FAILS"):
+        raise BuildError("rootfs: mmdebstrap failed (exit 1)", hint="read the build log")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vmlinux").write_bytes(b"kernel")
     (out_dir / "rootfs.ext4").write_bytes(b"rootfs")
@@ -60,16 +63,16 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def build_on_a_terminal(tmp_path: Path, *args: str) -> tuple[int, str]:
+def on_a_terminal(tmp_path: Path, *args: str, fails: bool = False) -> tuple[int, str]:
     """Exit code and everything the terminal received (stdout and stderr are the pty)."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, "env", "build", "debian:12", *args],
+        [sys.executable, "-c", CHILD, *args],
         stdin=subprocess.DEVNULL,
         stdout=terminal,
         stderr=terminal,
-        env=_env(tmp_path),
+        env={**_env(tmp_path), **({"FAKE_BUILD_FAILS": "1"} if fails else {})},
     )
     os.close(terminal)
     received = bytearray()
@@ -88,7 +91,7 @@ def build_on_a_terminal(tmp_path: Path, *args: str) -> tuple[int, str]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty test for Linux")
 def test_a_build_shows_its_phase_and_elapsed_time_on_a_terminal(tmp_path: Path) -> None:
-    code, screen = build_on_a_terminal(tmp_path)
+    code, screen = on_a_terminal(tmp_path, "env", "build", "debian:12")
     assert code == 0, screen
     assert "\x1b[" in screen  # drawn and redrawn in place
     screen = re.sub(r"\x1b\[[0-9;]*m", "", screen)  # without its colours
@@ -124,7 +127,40 @@ def test_not_a_terminal_keeps_the_marker_lines(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pty test for Linux")
 def test_quiet_shows_no_progress_even_on_a_terminal(tmp_path: Path) -> None:
-    code, screen = build_on_a_terminal(tmp_path, "-q")
+    code, screen = on_a_terminal(tmp_path, "env", "build", "debian:12", "-q")
     assert code == 0, screen
     assert "building debian:12:" not in screen and "[build]" not in screen
     assert screen.strip().startswith("debian:12 12.0 sha256:")
+
+
+def _can_build() -> bool:
+    from pyro.environments.catalog import can_build
+
+    return can_build()[0]
+
+
+@pytest.mark.skipif(not _can_build(), reason="this host cannot build (the plan would refuse)")
+def test_a_run_that_builds_shows_the_live_line_on_a_terminal_only(tmp_path: Path) -> None:
+    # debian:12 is not in this cache and no registry has it: the plan builds it first.
+    code, screen = on_a_terminal(tmp_path, "run", "debian:12", "--", "true", fails=True)
+    assert code != 0
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert re.search(r"building debian:12: rootfs: mmdebstrap .* 0:00:0[1-9]", plain), screen
+    # The live line is gone before the markers and the error are written.
+    tail = screen[screen.rindex("building debian:12:") :]
+    assert "[run] step=build status=error rootfs: mmdebstrap failed (exit 1)" in tail
+    assert "error: rootfs: mmdebstrap failed (exit 1)" in tail
+    piped = subprocess.run(
+        [sys.executable, "-c", CHILD, "run", "debian:12", "--", "true"],
+        env={**_env(tmp_path / "piped"), "FAKE_BUILD_FAILS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == code
+    assert piped.stderr.splitlines()[:2] == [
+        "[pull] phase=install environment=debian:12",
+        "[run] step=build status=error rootfs: mmdebstrap failed (exit 1)",
+    ]
+    assert "building" not in piped.stderr and "\x1b" not in piped.stderr
