@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pyro.errors import UsageError
 from pyro.net.policy import NetworkConfig
+from pyro.spec import limits
 
 if TYPE_CHECKING:
     from pyro.environments.cache.store import Install
@@ -84,15 +86,29 @@ def resolve(
     pulled or built first when it is not installed, on ``backend`` (None: the best one here).
 
     Raises:
+        UsageError: ``vcpus`` or ``memory_mib`` is outside what a Run spec allows (checked
+            first: 0 is not "the default").
         EnvironmentNotFoundError: unknown environment.  RegistryError, BuildError.
         BackendUnavailableError: no backend can run a guest here.
     """
     from pyro.environments import service
     from pyro.vmm import select_backend
 
+    check_resources(vcpus=vcpus, memory_mib=memory_mib)
     install = service.pull(environment)
     chosen = select_backend(backend)
     return shape_of(install, backend=chosen.name, vcpus=vcpus, memory_mib=memory_mib)
+
+
+def check_resources(*, vcpus: int | None, memory_mib: int | None) -> None:
+    """Raises: UsageError: a given value is outside the Run spec's bounds (pyro.spec.limits)."""
+    for what, value, (low, high) in (
+        ("vcpus", vcpus, limits.VCPUS),
+        ("memory_mib", memory_mib, limits.MEMORY_MIB),
+    ):
+        if value is not None and not low <= value <= high:
+            bound = f"between {low} and {high}"
+            raise UsageError(f"{what} is {value}; it must be {bound}", f"give {what} {bound}")
 
 
 def create(

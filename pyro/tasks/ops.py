@@ -65,13 +65,12 @@ def create(
         UsageError: a bad secret or seed folder.  LimitError: seed too large, host limits.
         EnvironmentNotFoundError, BackendUnavailableError, BootError, GuestError.
     """
+    from pyro.machines.create import check_resources, resolve
     from pyro.machines.create import create as create_vm
-    from pyro.machines.create import resolve
 
     for name, value in secrets.items():
         check_secret(name, value)
-    _check_range("vcpus", options.vcpus, 1, 32)
-    _check_range("memory_mib", options.memory_mib, 128, 65536)
+    check_resources(vcpus=options.vcpus, memory_mib=options.memory_mib)
     _check_range("ttl_seconds", options.ttl_seconds, 1, None)
     _check_range("idle_timeout_seconds", options.idle_timeout_seconds, 1, None)
     # Scan the seed first: a bad folder is refused before anything boots.

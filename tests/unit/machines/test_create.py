@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyro.environments.cache.store import Install
-from pyro.errors import LimitError, NotFoundError
+from pyro.errors import LimitError, NotFoundError, UsageError
 from pyro.machines.create import Shape, create, resolve, shape_of
 from pyro.machines.exec import TIMEOUT_EXIT_CODE
 from pyro.machines.registry import VMRegistry
@@ -96,6 +96,23 @@ def test_resolve_pulls_the_environment_and_chooses_the_backend(backend: FakeBack
     shape = resolve("debian:12", vcpus=1)
     assert backend.pulled == ["debian:12"]  # type: ignore[attr-defined]
     assert (shape.backend, shape.vcpus, shape.memory_mib, shape.network) == ("fake", 1, 384, None)
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"vcpus": 0}, "vcpus is 0; it must be between 1 and 32"),
+        ({"vcpus": 33}, "vcpus is 33; it must be between 1 and 32"),
+        ({"memory_mib": 0}, "memory_mib is 0; it must be between 128 and 65536"),
+    ],
+)
+def test_resolve_refuses_resources_out_of_range_before_pulling(
+    backend: FakeBackend, resources: dict[str, int], message: str
+) -> None:
+    # 0 used to mean "the environment's default" here (vm create --vcpus 0 made 1 vCPU).
+    with pytest.raises(UsageError, match=message):
+        resolve("debian:12", **resources)
+    assert backend.pulled == []  # type: ignore[attr-defined]
 
 
 def test_the_record_states_the_shape_and_how_the_vm_is_owned(
