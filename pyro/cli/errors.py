@@ -69,11 +69,10 @@ def report_error(error: dict[str, Any], *, as_json: bool) -> None:
         return
     # Messages can quote guest or registry text (a serial log tail, a name): on a terminal,
     # without its escape sequences and control characters.
+    from pyro.cli.output import verbose
     from pyro.cli.terminal import echo
 
     echo(f"error: {error['message']}", err=True)
-    from pyro.cli.output import verbose
-
     if verbose():  # every issue, not just the first one the message names
         for issue in error.get("issues", ()):
             echo(f"  {_issue_text(issue)}", err=True)
