@@ -13,27 +13,34 @@ import os
 import stat
 from pathlib import Path
 
+#: The folder name pyro gets in the user's cache and state folders.
+APP_NAME = "pyro"
+
 #: Modes of everything pyro creates under the state folder.
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
 def cache_dir() -> Path:
-    """``$PYRO_CACHE_DIR``, else ``$XDG_CACHE_HOME/pyro``, else ``~/.cache/pyro``."""
+    """``$PYRO_CACHE_DIR``, else the user cache folder (``$XDG_CACHE_HOME/pyro``, else
+    ``~/.cache/pyro`` on Linux)."""
     explicit = os.environ.get("PYRO_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser().absolute()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser().absolute() / "pyro"
+    import platformdirs  # only when no override is set: `import pyro.paths` stays cheap
+
+    return platformdirs.user_cache_path(APP_NAME, appauthor=False).absolute()
 
 
 def state_dir() -> Path:
-    """``$PYRO_STATE_DIR``, else ``$XDG_STATE_HOME/pyro``, else ``~/.local/state/pyro``."""
+    """``$PYRO_STATE_DIR``, else the user state folder (``$XDG_STATE_HOME/pyro``, else
+    ``~/.local/state/pyro`` on Linux)."""
     explicit = os.environ.get("PYRO_STATE_DIR")
     if explicit:
         return Path(explicit).expanduser().absolute()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base).expanduser().absolute() / "pyro"
+    import platformdirs
+
+    return platformdirs.user_state_path(APP_NAME, appauthor=False).absolute()
 
 
 def private_dir(path: Path, *, create: bool = True) -> Path:
