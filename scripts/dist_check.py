@@ -60,7 +60,7 @@ REQUIRED_PACKAGE_FILES = (
     "pyro/guest/agent/agent.h",
     "pyro/guest/agent/main.c",
 )
-REQUIRED_SDIST_FILES = ("PKG-INFO", "pyproject.toml", "README.md", "docs/install.md")
+REQUIRED_SDIST_FILES = ("PKG-INFO", "pyproject.toml", "README.md", "LICENSE", "docs/install.md")
 
 # Imported by every Python process of the smoke venv. Records (never blocks) any open,
 # directory listing, chdir, import search path or child-process cwd under $PYRO_DIST_FORBID.
@@ -192,6 +192,8 @@ def check_wheel(wheel: Path, expected: list[str]) -> None:
         raise CheckFailed(f"the wheel holds files outside the package: {stray[:10]}")
     if "pyro = pyro.cli.main:entry" not in entry_points:
         raise CheckFailed("the wheel does not declare the 'pyro' console script")
+    if f"{info}/licenses/LICENSE" not in names:
+        raise CheckFailed("the wheel does not carry the LICENSE file pyproject.toml names")
 
 
 def check_sdist(sdist: Path, expected: list[str]) -> None:

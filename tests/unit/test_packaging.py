@@ -7,7 +7,10 @@ checkout) are ``make dist-check``; these are the fast static halves of the same 
 from __future__ import annotations
 
 import ast
+import hashlib
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -22,6 +25,8 @@ from pyro.environments.catalog import catalog, catalog_dir
 from pyro.guest import build as agent_build
 
 REPO = Path(__file__).resolve().parents[2]
+# The md5 of the Apache License 2.0 as apache.org publishes it (LICENSE-2.0.txt).
+APACHE_2_MD5 = "3b83ef96387f14655fc854ddc3c6bd57"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 # Modules allowed to use ``__file__``, and why that is safe in an installed wheel.
@@ -168,3 +173,83 @@ def test_dist_check_strace_hits_name_checkout_paths_only() -> None:
         '7 openat(AT_FDCWD, "hello.yaml", O_RDONLY) = 3',
     ]
     assert strace_hits(lines, {"/src/pyro"}) == lines[:2]
+
+
+# -- dependencies: every third-party import is declared, and the license is shipped -------
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Top-level names of the modules ``path`` imports at run time (anywhere in the file,
+    functions included; ``if TYPE_CHECKING:`` blocks, which only the type checker reads, and
+    relative imports left out)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        test = node.test if isinstance(node, ast.If) else None
+        if isinstance(test, ast.Name | ast.Attribute) and ast.unparse(test).endswith(
+            "TYPE_CHECKING"
+        ):
+            type_only.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared_distributions() -> set[str]:
+    return {
+        _canonical(re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0])
+        for requirement in PYPROJECT["project"]["dependencies"]
+    }
+
+
+def _third_party_imports() -> dict[str, list[str]]:
+    """Each third-party import name pyro's runtime code uses → the modules importing it."""
+    users: dict[str, list[str]] = {}
+    for path in sorted((REPO / "pyro").rglob("*.py")):
+        for name in _runtime_imports(path):
+            if name != "pyro" and name not in sys.stdlib_module_names:
+                users.setdefault(name, []).append(str(path.relative_to(REPO)))
+    return users
+
+
+def test_the_import_reader_skips_type_only_and_relative_imports(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import typing\nfrom typing import TYPE_CHECKING\nimport a.b\nfrom . import c\n"
+        "if TYPE_CHECKING:\n    import d\nif typing.TYPE_CHECKING:\n    from e import f\n"
+        "def g():\n    from h.i import j\n"
+    )
+    assert _runtime_imports(source) == {"typing", "a", "h"}
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    providers = importlib.metadata.packages_distributions()
+    declared = _declared_distributions()
+    users = _third_party_imports()
+    assert {"requests", "anyio", "platformdirs", "pydantic"} <= set(users)
+    undeclared = {
+        name: where
+        for name, where in users.items()
+        if not {_canonical(dist) for dist in providers.get(name, [])} & declared
+    }
+    assert undeclared == {}, "declare these in pyproject.toml [project] dependencies"
+
+
+def test_the_license_pyproject_names_is_the_apache_2_text() -> None:
+    project = PYPROJECT["project"]
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert hashlib.md5((REPO / "LICENSE").read_bytes()).hexdigest() == APACHE_2_MD5
