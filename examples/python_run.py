@@ -3,16 +3,16 @@
     python examples/python_run.py [ENVIRONMENT]
 
 ``run_in_vm`` creates a VM, boots it, runs the command and deletes the VM again, also when
-the command fails. A failing command is a result (``ok`` false, its exit code), not an
-exception; pyro's own problems (unknown environment, no backend) raise ``PyroError``.
+the command fails. The result reads like ``subprocess.run``'s (``exit_code``, ``stdout``,
+``stderr``); a failing command is a result (``ok`` false), not an exception, unless
+``check=True``. pyro's own problems (unknown environment, no backend) raise ``PyroError``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from pyro import Pyro
-from pyro.errors import PyroError
+from pyro import Pyro, PyroError
 
 
 def main(environment: str = "debian:12") -> int:
@@ -21,8 +21,7 @@ def main(environment: str = "debian:12") -> int:
     except PyroError as exc:
         print(f"error: {exc.summary}\nhint: {exc.hint}", file=sys.stderr)
         return 1
-    step = result.exec_steps()[0]
-    print(step.stdout, end="")
+    print(result.stdout, end="")
     print(f"exit_code={result.exit_code} backend={result.backend} vm_id={result.vm_id}")
     return result.exit_code or 0
 

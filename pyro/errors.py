@@ -9,7 +9,7 @@ code, and raised ``from`` the original cause.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 class PyroError(Exception):
@@ -206,3 +206,36 @@ class NetworkError(PyroError):
     """Raised when a network policy cannot be set up (ports in use, missing host tools)."""
 
     default_hint = "choose another host port, or run 'pyro doctor' to see network support"
+
+
+class CommandOutcome(Protocol):
+    """What :class:`CommandFailedError` needs of a result (``RunResult``, ``ExecOutput``)."""
+
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+
+
+class CommandFailedError(PyroError):
+    """Raised by a ``check=True`` call (``run_in_vm``, ``apply``, ``exec_vm``, ``exec_task``)
+    whose command failed or timed out, or whose run failed: pyro's
+    :class:`subprocess.CalledProcessError`. ``result`` is the whole result the call would
+    have returned; ``exit_code`` (None when no command ran), ``stdout`` and ``stderr`` are
+    its fields."""
+
+    default_hint = "see its stderr; without check=True the call returns the result instead"
+
+    def __init__(self, summary: str, result: CommandOutcome, hint: str | None = None) -> None:
+        super().__init__(summary, hint)
+        self.result = result
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["exit_code"] = self.exit_code
+        return data

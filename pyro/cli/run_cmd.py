@@ -30,6 +30,7 @@ from pyro.errors import PlanError, PyroError, SpecError, UsageError
 
 if TYPE_CHECKING:
     from pyro.execute.result import RunResult
+    from pyro.spec.command import BackendName, CommandNetwork
 
 NETWORKS = click.Choice(["off", "egress"])
 #: A lone argument with any of these is a shell command line, not a program name.
@@ -197,8 +198,8 @@ def run(
     vcpus: int | None,
     memory_mib: int | None,
     timeout_seconds: int,
-    network: str,
-    backend: str | None,
+    network: CommandNetwork,
+    backend: BackendName | None,
     env_items: tuple[str, ...],
     cold: bool,
     as_json: bool,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pyro.errors import BootError, PlanError, PyroError, SpecError, StalePlanError
 from pyro.execute import transfer
 from pyro.execute.prepare import build_folder, spec_dir
-from pyro.execute.result import RunResult, StepResult
+from pyro.execute.result import RunResult, StepResult, reported_step
 from pyro.host import startslots
 from pyro.machines.copyout import CopyBudget, CopyLimits
 from pyro.machines.exec import OUTPUT_CAP, TIMEOUT_EXIT_CODE, run_command
@@ -528,6 +528,7 @@ def _result(run: _Run) -> RunResult:
     env = run.plan.environment
     boot = next((s for s in run.plan.steps if isinstance(s, BootStep)), None)
     ok = run.failed_step is None and run.error is None
+    shown = reported_step(run.results, run.failed_step)
     return RunResult(
         ok=ok,
         name=run.plan.metadata.name,
@@ -540,6 +541,8 @@ def _result(run: _Run) -> RunResult:
         vm_id=run.vm_id,
         vm_kept=run.vm_kept,
         exit_code=0 if ok else run.exit_code,
+        stdout=shown.stdout if shown else "",
+        stderr=shown.stderr if shown else "",
         timed_out=run.timed_out,
         failed_step=run.failed_step,
         error=run.error.to_dict() if run.error else None,

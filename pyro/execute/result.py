@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from pyro.errors import CommandFailedError
 
 StepStatus = Literal["ok", "failed", "timed-out", "skipped", "error"]
 
@@ -42,6 +44,12 @@ class RunResult(BaseModel):
     vm_id: str | None
     vm_kept: bool = False
     exit_code: int | None
+    stdout: str = Field(
+        default="", description="The reported command's stdout (see reported_step)."
+    )
+    stderr: str = Field(
+        default="", description="The reported command's stderr (see reported_step)."
+    )
     timed_out: bool = False
     failed_step: str | None = None
     error: dict[str, Any] | None = None
@@ -54,3 +62,32 @@ class RunResult(BaseModel):
 
     def exec_steps(self) -> list[StepResult]:
         return [step for step in self.steps if step.action == "exec"]
+
+    def check_returncode(self) -> None:
+        """Raise if the run failed, as :meth:`subprocess.CompletedProcess.check_returncode`.
+
+        Raises:
+            CommandFailedError: ``ok`` is false (a command failed or timed out, or pyro
+                could not carry a step out); it carries this result.
+        """
+        if self.ok:
+            return
+        where = f"run {self.name!r} failed"
+        if self.failed_step is not None:
+            where += f" at step {self.failed_step}"
+        if self.timed_out:
+            raise CommandFailedError(f"{where}: timed out (exit code {self.exit_code})", self)
+        if self.error is not None:
+            raise CommandFailedError(
+                f"{where}: {self.error.get('message', 'pyro error')}", self, self.error.get("hint")
+            )
+        raise CommandFailedError(f"{where}: exit code {self.exit_code}", self)
+
+
+def reported_step(steps: list[StepResult], failed_step: str | None) -> StepResult | None:
+    """The exec step whose output a run's top-level ``exit_code``/``stdout``/``stderr``
+    report: the one that failed the run, else the last one that ran."""
+    ran = [step for step in steps if step.action == "exec" and step.status != "skipped"]
+    failed = [step for step in ran if step.id == failed_step]
+    shown = failed or ran[-1:]
+    return shown[0] if shown else None

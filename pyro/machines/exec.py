@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from pyro.errors import StateError, UsageError
+from pyro.errors import CommandFailedError, StateError, UsageError
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient, ExecResult
@@ -43,6 +43,18 @@ class ExecOutput(BaseModel):
     stderr_truncated: bool
     duration_ms: int
     deleted: bool = False
+
+    def check_returncode(self) -> None:
+        """Raise if the command failed, as :meth:`subprocess.CompletedProcess.check_returncode`.
+
+        Raises:
+            CommandFailedError: the exit code is not 0 (124: it timed out); it carries
+                this output.
+        """
+        if self.exit_code == 0 and not self.timed_out:
+            return
+        what = "timed out" if self.timed_out else f"exited {self.exit_code}"
+        raise CommandFailedError(f"the command in vm {self.vm_id} {what}", self)
 
 
 def argv_of(command: str | Sequence[str]) -> list[str]:

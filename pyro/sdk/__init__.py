@@ -1,7 +1,9 @@
-"""The :class:`Pyro` facade: the one API the CLI, the MCP server and Python users call.
+"""The :class:`Pyro` facade: the one API the CLI, the MCP server and Python users call
+(:class:`pyro.sdk.aio.AsyncPyro` has the same methods for asyncio).
 
 Every method returns pydantic models (``.model_dump()`` gives plain data) and raises only
-:class:`pyro.errors.PyroError` subclasses.
+:class:`pyro.errors.PyroError` subclasses. The result types are named here too (imported
+on first use), so ``from pyro import RunResult`` needs no knowledge of where they live.
 """
 
 from __future__ import annotations
@@ -17,17 +19,76 @@ from typing import TYPE_CHECKING, Any
 from pyro.errors import UsageError
 from pyro.execute.prepare import SpecSource, confine_plan, make_plan, prepare
 from pyro.host.confine import Root
-from pyro.sdk.env import EnvironmentMethods
+from pyro.lazy import lazy_attributes
+from pyro.sdk.env import EnvironmentMethods, PrunedEntry
 from pyro.sdk.task import TaskMethods
 from pyro.sdk.vm import VMMethods
-from pyro.spec.command import run_spec_for_command
+from pyro.spec.command import BackendName, CommandNetwork, run_spec_for_command
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
+    from pyro.environments.status import EnvironmentDetails, EnvironmentStatus
     from pyro.execute.apply import EventSink, OutputSink
     from pyro.execute.pool import WarmPool
-    from pyro.execute.result import RunResult
+    from pyro.execute.result import RunResult, StepResult
+    from pyro.machines.exec import ExecOutput
+    from pyro.machines.info import VMInfo, VMLogs
     from pyro.plan.model import Plan
+    from pyro.tasks.files import FileEntry, SyncResult
+    from pyro.tasks.journal import JournalEntry, TaskLogs
+    from pyro.tasks.manager import TaskInfo
+    from pyro.tasks.ops import TaskExecOutput
+    from pyro.tasks.snapshots import SnapshotInfo
+    from pyro.tasks.transfer import TaskFileWritten
+
+__all__ = [
+    "BackendName",
+    "CommandNetwork",
+    "EnvironmentDetails",
+    "EnvironmentSpec",
+    "EnvironmentStatus",
+    "ExecOutput",
+    "FileEntry",
+    "JournalEntry",
+    "Plan",
+    "PrunedEntry",
+    "Pyro",
+    "Root",
+    "RunResult",
+    "RunSpec",
+    "SnapshotInfo",
+    "SpecSource",
+    "StepResult",
+    "SyncResult",
+    "TaskExecOutput",
+    "TaskFileWritten",
+    "TaskInfo",
+    "TaskLogs",
+    "VMInfo",
+    "VMLogs",
+]
+
+#: Where each public type not imported above is defined (imported on first use).
+_HOMES = {
+    "EnvironmentDetails": "pyro.environments.status",
+    "EnvironmentStatus": "pyro.environments.status",
+    "ExecOutput": "pyro.machines.exec",
+    "FileEntry": "pyro.tasks.files",
+    "JournalEntry": "pyro.tasks.journal",
+    "Plan": "pyro.plan.model",
+    "RunResult": "pyro.execute.result",
+    "SnapshotInfo": "pyro.tasks.snapshots",
+    "StepResult": "pyro.execute.result",
+    "SyncResult": "pyro.tasks.files",
+    "TaskExecOutput": "pyro.tasks.ops",
+    "TaskFileWritten": "pyro.tasks.transfer",
+    "TaskInfo": "pyro.tasks.manager",
+    "TaskLogs": "pyro.tasks.journal",
+    "VMInfo": "pyro.machines.info",
+    "VMLogs": "pyro.machines.info",
+}
+
+__getattr__ = lazy_attributes(__name__, _HOMES)
 
 
 class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
@@ -159,12 +220,14 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         on_event: EventSink | None = None,
         on_stdout: OutputSink | None = None,
         on_stderr: OutputSink | None = None,
+        check: bool = False,
     ) -> RunResult:
         """Plan (unless given a Plan) and carry the plan out on a real guest.
 
         A Plan is applied as it stands, from any working directory: its host paths start at
         the spec folder it records. Returns a RunResult also when a step fails (``ok``
-        false, ``failed_step`` set).
+        false, ``failed_step`` set), unless ``check``: then that raises, as
+        ``subprocess.run(check=True)`` does.
 
         Raises:
             SpecError: the spec is invalid.
@@ -172,6 +235,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             StalePlanError: a pinned digest (environment content, build inputs, guest agent,
                 copy-in source) no longer matches; nothing is done.
             OutsideRootError: confined, and a host path is outside the root (nothing boots).
+            CommandFailedError: ``check``, and the run failed (it carries the RunResult).
         """
         from pyro.execute.apply import ApplyOptions, apply
         from pyro.plan.model import CopyOutStep, Plan
@@ -204,6 +268,8 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
                     artifacts_dir.rmdir()  # only when empty: no artifact was copied
         if artifacts_dir is not None and artifacts_dir.is_dir():
             result.artifacts_dir = str(artifacts_dir)
+        if check:
+            result.check_returncode()
         return result
 
     def run_in_vm(
@@ -214,20 +280,25 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         vcpus: int | None = None,
         memory_mib: int | None = None,
         timeout_seconds: int = 600,
-        network: str = "off",
+        network: CommandNetwork = "off",
         env: Mapping[str, str] | None = None,
-        backend: str | None = None,
+        backend: BackendName | None = None,
         on_event: EventSink | None = None,
         on_stdout: OutputSink | None = None,
         on_stderr: OutputSink | None = None,
+        check: bool = False,
     ) -> RunResult:
         """Run one command in a fresh VM, then delete the VM (always).
 
-        ``command`` is a shell string (run with ``sh -c``) or an argv list.
+        ``command`` is a shell string (run with ``sh -c``) or an argv list. The result's
+        ``exit_code``, ``stdout`` and ``stderr`` are the command's; a failing command is a
+        result (``ok`` false), unless ``check``.
 
         Raises:
             SpecError: an argument is out of range (e.g. vcpus 0).
             PlanError: the environment is unknown or no backend can run it.
+            CommandFailedError: ``check``, and the command failed or timed out (it carries
+                the RunResult).
         """
         spec = run_spec_for_command(
             environment,
@@ -239,4 +310,6 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             env=env,
             backend=backend,
         )
-        return self.apply(spec, on_event=on_event, on_stdout=on_stdout, on_stderr=on_stderr)
+        return self.apply(
+            spec, on_event=on_event, on_stdout=on_stdout, on_stderr=on_stderr, check=check
+        )

@@ -143,6 +143,7 @@ class TaskMethods:
         secret_env: Sequence[str] = (),
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
+        check: bool = False,
     ) -> TaskExecOutput:
         """Run one command in the task (a shell string runs with ``sh -c``); the task stays.
 
@@ -153,10 +154,12 @@ class TaskMethods:
         Raises:
             NotFoundError: no such task.  UsageError: unknown secret name.
             StateError, GuestError: the VM broke (the failure is journaled).
+            CommandFailedError: ``check``, and the command failed or timed out (the task
+                stays; the error carries the TaskExecOutput).
         """
         from pyro.tasks.ops import exec_command
 
-        return exec_command(
+        output = exec_command(
             self.tasks,
             task_id,
             command,
@@ -167,6 +170,9 @@ class TaskMethods:
             on_stdout=on_stdout,
             on_stderr=on_stderr,
         )
+        if check:
+            output.check_returncode()
+        return output
 
     def status_task(self, task_id: str) -> TaskInfo:
         """State, resources, uptime, command count and last command of a task.

@@ -83,18 +83,24 @@ class VMMethods:
         timeout_seconds: int = 600,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        check: bool = False,
     ) -> ExecOutput:
         """Run one command in the VM, then delete the VM — always, also when the command
         fails or times out. Starts the VM first if it was only created.
 
         Raises:
             NotFoundError: no such VM.
+            CommandFailedError: ``check``, and the command failed or timed out (the VM
+                is deleted all the same; the error carries the ExecOutput).
         """
         from pyro.machines.exec import exec_once
 
-        return exec_once(
+        output = exec_once(
             self.registry, vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd
         )
+        if check:
+            output.check_returncode()
+        return output
 
     def stop_vm(self, vm_id: str) -> VMInfo:
         """Shut the guest down; its disk is kept so ``start_vm`` can boot it again."""

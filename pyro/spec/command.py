@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+
+#: The network policies of one command (an allowlist needs its list: write a Run spec).
+CommandNetwork = Literal["off", "egress"]
+#: The VMM backends a caller may ask for (the values of ``spec.backend``).
+BackendName = Literal["auto", "qemu-tcg", "qemu-kvm", "firecracker"]
 
 
 def run_spec_for_command(
@@ -13,9 +18,9 @@ def run_spec_for_command(
     vcpus: int | None = None,
     memory_mib: int | None = None,
     timeout_seconds: int = 600,
-    network: str = "off",
+    network: CommandNetwork = "off",
     env: Mapping[str, str] | None = None,
-    backend: str | None = None,
+    backend: BackendName | None = None,
     cwd: str | None = None,
 ) -> dict[str, Any]:
     """The Run spec (as data) of one command in a fresh VM; validated like any spec."""
