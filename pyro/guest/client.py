@@ -153,10 +153,13 @@ class AgentClient:
         stderr_cap: int = 1 << 20,
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
+        sync: bool = False,
     ) -> ExecResult:
         """Run argv in the guest (its own session; a timeout kills the whole process group).
 
         Output beyond the caps is dropped and flagged truncated; callbacks see each chunk kept.
+        ``sync``: the guest flushes its file systems before it reports the end, so what the
+        command wrote survives a later hard stop of the VM.
 
         Raises:
             GuestError: if the agent refuses the request or the connection breaks.
@@ -175,6 +178,8 @@ class AgentClient:
             (Tag.STDOUT_CAP, stdout_cap),
             (Tag.STDERR_CAP, stderr_cap),
         ]
+        if sync:
+            items.append((Tag.SYNC, True))
         payload = encode_tlv(items)
         if len(payload) > CHUNK_LEN * 3:
             raise LimitError(f"command line and environment are too large ({len(payload)} bytes)")

@@ -82,6 +82,7 @@ class Tag(IntEnum):
     TIMEOUT_MS = 14
     STDOUT_CAP = 15
     STDERR_CAP = 16
+    SYNC = 17
     EXIT_CODE = 20
     SIGNAL = 21
     TIMED_OUT = 22

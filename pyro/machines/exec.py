@@ -90,10 +90,12 @@ def run_command(
     stderr_cap: int = OUTPUT_CAP,
     on_stdout: ChunkSink | None = None,
     on_stderr: ChunkSink | None = None,
+    sync: bool = False,
 ) -> ExecOutput:
     """Run ``command`` through ``client`` (the agent of VM ``vm_id``) and say how it ended.
 
-    ``on_stdout``/``on_stderr`` see each chunk kept, while it arrives.
+    ``on_stdout``/``on_stderr`` see each chunk kept, while it arrives. ``sync``: the command's
+    writes are on the guest's disk when this returns (for disks that outlive the VM).
 
     Raises:
         UsageError: the command is empty.
@@ -112,6 +114,7 @@ def run_command(
         stderr_cap=stderr_cap,
         on_stdout=on_stdout,
         on_stderr=on_stderr,
+        sync=sync,
     )
     return ExecOutput(
         vm_id=vm_id,

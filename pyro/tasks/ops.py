@@ -226,6 +226,9 @@ def _run(
                 timeout_s=float(timeout_seconds),
                 on_stdout=streams[0].feed if streams[0] else None,
                 on_stderr=streams[1].feed if streams[1] else None,
+                # A task's disk outlives its VM: a later hard stop (a cancelled or cut-off
+                # command holds the agent) must not lose what finished commands wrote.
+                sync=True,
             )
     except OSError as exc:
         raise StateError(

@@ -204,6 +204,20 @@ def test_a_task_whose_vmm_died_shows_stopped_with_the_reason(
     ok("task", "delete", task_id)
 
 
+def test_what_a_finished_exec_wrote_survives_the_vmm_being_killed(
+    create: Callable[..., str], pyro_state: Path
+) -> None:
+    # A cancelled or cut-off command leaves only a hard stop (the agent is busy), so every
+    # finished exec's writes must already be on the task's disk, not in the guest's cache.
+    task_id = create()
+    ok("task", "exec", task_id, "--", "sh", "-c", "echo kept > f && seq 1 20000 > big")
+    pid = json.loads(ok("task", "status", task_id, "--json").stdout)["task"]["pid"]
+    os.kill(pid, 9)
+    shown = ok("task", "exec", task_id, "--", "sh", "-c", "cat f; wc -l < big; tail -n1 big")
+    assert shown.stdout == "kept\n20000\n20000\n"
+    ok("task", "delete", task_id)
+
+
 def test_bad_seed_is_refused_before_anything_boots(
     create: Callable[..., str], pyro_state: Path, tmp_path: Path
 ) -> None:

@@ -62,6 +62,7 @@ enum tag {
 	G_TIMEOUT_MS = 14,
 	G_STDOUT_CAP = 15,
 	G_STDERR_CAP = 16,
+	G_SYNC = 17,
 	G_EXIT_CODE = 20,
 	G_SIGNAL = 21,
 	G_TIMED_OUT = 22,

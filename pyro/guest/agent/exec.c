@@ -25,6 +25,7 @@ struct exec {
 	int stdin_eof;
 	int64_t start_ms, deadline_ms, exited_ms;
 	int exited, status, timed_out;
+	int sync; /* flush the guest's file systems before reporting EXIT */
 	uint64_t cap[2], sent[2];
 	int trunc[2];
 };
@@ -134,7 +135,7 @@ static void child(char **argv, char **env, const char *cwd, int in, int out, int
 void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 {
 	char *argv[4096 + 1], *envs[4096], *cwd = NULL;
-	int argc = 0, envc = 0, has_stdin = 0, bad = 0, too_many = 0;
+	int argc = 0, envc = 0, has_stdin = 0, want_sync = 0, bad = 0, too_many = 0;
 	int64_t timeout_ms = 0;
 	uint64_t caps[2] = {1u << 20, 1u << 20};
 	struct tlv_it it = {payload, payload + len};
@@ -160,6 +161,8 @@ void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 			caps[0] = (uint64_t)tlv_as_int(val, vlen);
 		else if (tag == G_STDERR_CAP)
 			caps[1] = (uint64_t)tlv_as_int(val, vlen);
+		else if (tag == G_SYNC)
+			want_sync = tlv_as_int(val, vlen) != 0;
 	}
 	argv[argc] = NULL;
 	struct exec *x = NULL;
@@ -215,6 +218,7 @@ void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 	x->deadline_ms = timeout_ms > 0 ? x->start_ms + timeout_ms : 0;
 	x->cap[0] = caps[0];
 	x->cap[1] = caps[1];
+	x->sync = want_sync;
 out:
 	for (int i = 0; i < 2; i++) {
 		close_fd(&pin[i]);
@@ -254,6 +258,10 @@ int exec_signal(uint32_t id, int sig)
 
 static void finish(struct exec *x)
 {
+	/* The command's writes reach the disk before the host hears it ended, so a task that is
+	 * cut off (killed VMM) later keeps everything its finished commands wrote. */
+	if (x->sync)
+		sync();
 	size_t f = frame_begin(&g_out, T_EXIT, x->id);
 	if (WIFEXITED(x->status))
 		tlv_int(&g_out, G_EXIT_CODE, WEXITSTATUS(x->status));

@@ -27,6 +27,7 @@ class FakeGuest:
         self.dirs: set[str] = {"/"}
         self.links: dict[str, str] = {}
         self.execs: list[tuple[list[str], dict[str, str], str | None]] = []
+        self.synced: list[bool] = []
 
     def mkdirs(self, path: str) -> None:
         while path not in self.dirs:
@@ -53,7 +54,9 @@ class FakeAgent:
         stderr_cap: int = 1 << 20,
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
+        sync: bool = False,
     ) -> ExecResult:
+        self.guest.synced.append(sync)
         argv = list(argv)
         env = dict(env or {})
         self.guest.execs.append((argv, env, cwd))

@@ -45,6 +45,17 @@ def test_shell_strings_run_with_sh_c(
     assert registry.guests[task_id].execs[-1][0] == ["/bin/sh", "-c", "echo hi > out.txt"]
 
 
+def test_every_task_exec_asks_the_guest_to_sync_before_it_reports_the_end(
+    manager: TaskManager, make_task: MakeTask, registry: FakeRegistry
+) -> None:
+    # The task's disk outlives its VM; see test_what_a_finished_exec_wrote_survives_... (e2e).
+    task_id = make_task()
+    before = len(registry.guests[task_id].synced)
+    exec_command(manager, task_id, ["true"])
+    exec_command(manager, task_id, "echo hi > out.txt")
+    assert registry.guests[task_id].synced[before:] == [True, True]
+
+
 def test_secrets_are_injected_only_when_asked_and_redacted_everywhere(
     manager: TaskManager, make_task: MakeTask, registry: FakeRegistry, tmp_path: Path
 ) -> None:
