@@ -108,6 +108,23 @@ def _enum_values(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
     return []
 
 
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """``"; did you mean 'X'?"`` for the choice closest to ``word``, or ``""`` if none is close.
+
+    Case is ignored when comparing (``memorymib`` finds ``memoryMiB``); difflib's ratio must
+    reach 0.6, so ``timeout`` finds ``timeoutSeconds`` but ``x`` finds nothing.
+    """
+    if not isinstance(word, str) or not choices:
+        return ""
+    import difflib  # only when something is wrong
+
+    by_folded = {choice.casefold(): choice for choice in choices}
+    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
+    if not close or by_folded[close[0]] == word:
+        return ""
+    return f"; did you mean {by_folded[close[0]]!r}?"
+
+
 def pointer_of(loc: Sequence[str | int]) -> str:
     return "".join(f"/{escape_pointer(token)}" for token in loc)
 
@@ -127,8 +144,8 @@ def issue_from_error(
     message = error["msg"]
 
     if kind == "extra_forbidden":
-        message = f"unknown key {loc[-1]!r}"
         allowed = allowed_keys(model, loc[:-1])
+        message = f"unknown key {loc[-1]!r}" + did_you_mean(loc[-1], allowed)
         expected = "one of the keys " + ", ".join(allowed) if allowed else None
         found = None
     elif kind == "missing":
@@ -143,7 +160,7 @@ def issue_from_error(
         expected = f"an integer {symbol} {ctx.get(key)}"
     elif kind in ("enum", "literal_error"):
         values = _enum_values(model, loc) or [str(ctx.get("expected", ""))]
-        message = "value not allowed"
+        message = "value not allowed" + did_you_mean(found_value, values)
         expected = "one of " + ", ".join(values)
     elif kind == "string_pattern_mismatch":
         message = "invalid key" if is_key else "invalid value"

@@ -23,9 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from pyro.errors import SpecError, SpecIssue
-from pyro.spec.documents import YamlDocument, YamlProblem
+from pyro.spec.documents import YamlDocument, YamlProblem, escape_pointer
 from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
 from pyro.spec.template import has_template, render_budget, render_template, template_line_map
+from pyro.spec.undefined import Rendered, render_collecting, undefined_error
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -107,13 +108,19 @@ def load_spec_data(
         found = type(data).__name__
         issue = SpecIssue("a spec must be a mapping", file=name, expected="a mapping", found=found)
         raise SpecError([issue])
+    undefined: list[SpecIssue] = []
     if vars is not None:
         with render_budget():  # one budget for all strings of the spec, not one per string
-            rendered = _render_data(dict(data), vars, name)
+            rendered = _render_data(dict(data), vars, name, "", undefined)
     else:
         rendered = dict(data)
     document = YamlDocument(data=rendered, index=0, start=(1, 1))
     spec, issues = _validate(document, name, locate=False)
+    if undefined:
+        # A string using an undefined variable holds a placeholder: its own problems are
+        # consequences of the missing value.
+        pointers = {issue.pointer for issue in undefined}
+        raise undefined_error(undefined + [i for i in issues if i.pointer not in pointers])
     if spec is None:
         raise SpecError(issues)
     return LoadedSpec(spec, None, base_dir or Path.cwd(), 0, name)
@@ -236,7 +243,8 @@ def _load_text(
 ) -> list[LoadedSpec]:
     from pyro.spec.yaml import parse_documents  # text only: data input never needs YAML
 
-    rendered = render_template(text, vars, name)
+    template = render_collecting(text, vars, name)
+    rendered = template.text
     issues: list[SpecIssue] = []
     try:
         documents = parse_documents(rendered, name)
@@ -250,10 +258,22 @@ def _load_text(
         issues.extend(found)
         if spec is not None:
             loaded.append(LoadedSpec(spec, path, base_dir, document.index, name))
-    if issues:
-        ordered = sorted(issues, key=lambda issue: (issue.line or 0, issue.column or 0))
-        raise SpecError(_to_template_lines(ordered, text, rendered))
+    if issues or template.issues:
+        raise undefined_error(_ordered(_without_consequences(template, issues, text)))
     return loaded
+
+
+def _without_consequences(
+    template: Rendered, issues: list[SpecIssue], text: str
+) -> list[SpecIssue]:
+    """The undefined variables, then the issues found on lines that use none of them
+    (issues located at the template lines the user wrote)."""
+    located = _to_template_lines(_ordered(issues), text, template.text)
+    return template.issues + [i for i in located if i.line not in template.lines]
+
+
+def _ordered(issues: list[SpecIssue]) -> list[SpecIssue]:
+    return sorted(issues, key=lambda issue: (issue.line or 0, issue.column or 0))
 
 
 def _to_template_lines(issues: list[SpecIssue], text: str, rendered: str) -> list[SpecIssue]:
@@ -294,6 +314,10 @@ def _validate(
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         message = "missing required key 'kind'" if "kind" not in data else "unknown kind"
+        if "kind" in data:
+            from pyro.spec.issues import did_you_mean
+
+            message += did_you_mean(kind, list(KINDS))
         found = repr(kind) if "kind" in data else None
         expected = "one of " + ", ".join(KINDS)
         return None, [issue(message, "/kind", expected=expected, found=found)]
@@ -310,11 +334,25 @@ def _validate(
         return None, [issue(f"spec cannot be validated: {error}", "")]
 
 
-def _render_data(value: object, vars: Mapping[str, object], name: str) -> Any:
+def _render_data(
+    value: object, vars: Mapping[str, object], name: str, pointer: str, undefined: list[SpecIssue]
+) -> Any:
+    """Render every templated string of ``value``; undefined variables are added to
+    ``undefined`` (at the string's JSON pointer) and rendering goes on."""
     if isinstance(value, str):
-        return render_template(value, vars, name) if has_template(value) else value
+        if not has_template(value):
+            return value
+        rendered = render_collecting(value, vars, name)
+        undefined.extend(replace(issue, pointer=pointer, line=None) for issue in rendered.issues)
+        return rendered.text
     if isinstance(value, Mapping):
-        return {key: _render_data(item, vars, name) for key, item in value.items()}
+        return {
+            key: _render_data(item, vars, name, f"{pointer}/{escape_pointer(str(key))}", undefined)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [_render_data(item, vars, name) for item in value]
+        return [
+            _render_data(item, vars, name, f"{pointer}/{index}", undefined)
+            for index, item in enumerate(value)
+        ]
     return value

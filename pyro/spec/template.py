@@ -45,7 +45,7 @@ MAX_RENDER_SECONDS = 10.0
 MAX_RENDER_WORK_CHARS = 32 * 1024 * 1024
 MAX_INT_BITS = 1 << 16
 
-_HINT = (
+UNDEFINED_HINT = (
     "define every variable the spec uses: --var NAME=VALUE, --vars-file FILE, or vars= in the SDK"
 )
 _LIMIT_HINT = (
@@ -218,8 +218,9 @@ def _precheck_method(
 
 
 @functools.cache
-def _environment() -> SandboxedEnvironment:
-    """One shared environment: it holds no per-render state, and building it is not free."""
+def _environment(undefined: Any = None) -> SandboxedEnvironment:
+    """One shared environment per kind of undefined value (StrictUndefined unless given):
+    it holds no per-render state, and building it is not free."""
     from jinja2 import StrictUndefined, nodes
     from jinja2.compiler import CodeGenerator, Frame, optimizeconst
     from jinja2.runtime import LoopContext
@@ -368,7 +369,7 @@ def _environment() -> SandboxedEnvironment:
     # Jinja comments ("{# ... #}") are switched off: shell code in run strings uses "${#var}",
     # which would open a comment; YAML's own "#" comments do the job.
     environment = _Environment(
-        undefined=StrictUndefined,
+        undefined=undefined or StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
         comment_start_string="{#pyro-comment#",
@@ -543,12 +544,15 @@ def _too_long(left: object, right: object) -> bool:
     return False
 
 
-def render_template(text: str, vars: Mapping[str, object] | None, name: str) -> str:
+def render_template(
+    text: str, vars: Mapping[str, object] | None, name: str, *, undefined: type | None = None
+) -> str:
     """Render ``text`` with Jinja2 (sandboxed, StrictUndefined); ``{{ vars.NAME }}`` reads vars.
 
     Text without ``{{``/``{%`` is returned unchanged without importing Jinja2. The render is
     bounded (steps, time, sizes; see the module doc); inside :func:`render_budget` every
-    render shares one budget.
+    render shares one budget. ``undefined`` replaces StrictUndefined (a ``jinja2.Undefined``
+    subclass; :mod:`pyro.spec.undefined` passes one that records each use and goes on).
 
     Raises:
         SpecError: a template syntax error, an undefined variable, a sandbox violation, a
@@ -558,7 +562,7 @@ def render_template(text: str, vars: Mapping[str, object] | None, name: str) -> 
         return text
     import jinja2
 
-    environment = _environment()
+    environment = _environment(undefined)
     try:
         with render_budget():
             code = environment.compile(text, name=name, filename=name)
@@ -568,16 +572,16 @@ def render_template(text: str, vars: Mapping[str, object] | None, name: str) -> 
             rendered = _render_bounded(template.generate(vars=dict(vars or {})))
     except jinja2.TemplateSyntaxError as error:
         message = f"template syntax error: {error.message}"
-        found = _source_line(text, error.lineno)
+        found = source_line(text, error.lineno)
         raise _error(message, name, error.lineno, None, found) from error
     except jinja2.UndefinedError as error:
         line = _template_line(error, name)
         message = f"template variable is undefined: {error.message}"
-        raise _error(message, name, line, _HINT, _source_line(text, line)) from error
+        raise _error(message, name, line, UNDEFINED_HINT, source_line(text, line)) from error
     except _LimitError as error:
         message = f"template rendering stopped: {error}"
         line = _template_line(error, name)
-        raise _error(message, name, line, _LIMIT_HINT, _source_line(text, line)) from error
+        raise _error(message, name, line, _LIMIT_HINT, source_line(text, line)) from error
     except Exception as error:  # any failure inside user template code is the user's input
         message = f"template cannot be rendered: {type(error).__name__}: {error}"
         raise _error(message, name, _template_line(error, name)) from error
@@ -607,7 +611,8 @@ def _template_line(error: BaseException, name: str) -> int | None:
     return line
 
 
-def _source_line(text: str, line: int | None) -> str | None:
+def source_line(text: str, line: int | None) -> str | None:
+    """Line ``line`` of ``text``, stripped and quoted, for an issue's "found" (None if absent)."""
     lines = text.splitlines()
     if line is None or not 0 < line <= len(lines):
         return None
