@@ -104,17 +104,23 @@ EnvVars = dict[
 
 
 class Metadata(Model):
-    name: str = Field(pattern=NAME_PATTERN, description="Name of this document.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Name of this document.", examples=["build-and-test"]
+    )
     description: str | None = Field(
         default=None, max_length=1024, description="Free text shown in listings."
     )
     labels: dict[
         Annotated[str, Field(pattern=NAME_PATTERN)], Annotated[str, Field(max_length=256)]
-    ] = Field(default={}, description="Free-form key/value labels.")
+    ] = Field(default={}, description="Free-form key/value labels.", examples=[{"team": "infra"}])
 
 
 class EnvironmentMetadata(Metadata):
-    name: str = Field(pattern=ENV_NAME_PATTERN, description="Catalog name, e.g. debian:12.")
+    name: str = Field(
+        pattern=ENV_NAME_PATTERN,
+        description="Catalog name, e.g. debian:12.",
+        examples=["debian:12"],
+    )
 
 
 class NetworkPolicy(StrEnum):
@@ -138,18 +144,19 @@ class Cleanup(StrEnum):
 
 class Resources(Model):
     vcpus: Vcpus | None = Field(
-        default=None, description="Guest vCPUs; default from the environment."
+        default=None, description="Guest vCPUs; default from the environment.", examples=[2]
     )
     memory_mib: MemoryMiB | None = Field(
         default=None,
         alias="memoryMiB",
         description="Guest memory in MiB; default from the environment.",
+        examples=[1024],
     )
 
 
 class PublishedPort(Model):
-    host: Port = Field(description="Port on 127.0.0.1 of the host.")
-    guest: Port = Field(description="TCP port inside the guest.")
+    host: Port = Field(description="Port on 127.0.0.1 of the host.", examples=[8080])
+    guest: Port = Field(description="TCP port inside the guest.", examples=[80])
 
 
 ALLOW_PATTERN = r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$"
@@ -170,7 +177,9 @@ class Network(Model):
         default=NetworkPolicy.OFF, description="off | egress | allowlist."
     )
     allow: list[Annotated[str, Field(pattern=ALLOW_PATTERN)]] = Field(
-        default=[], description="host[:port] destinations reachable under the allowlist policy."
+        default=[],
+        description="host[:port] destinations reachable under the allowlist policy.",
+        examples=[["pypi.org:443", "files.pythonhosted.org:443"]],
     )
     publish: list[PublishedPort] = Field(
         default=[], description="Guest ports published on 127.0.0.1."
@@ -189,18 +198,23 @@ class Network(Model):
 
 
 class FileCopy(Model):
-    source: HostPath = Field(description="Host path, relative to the spec's folder.")
-    target: GuestPath = Field(description="Absolute guest path.")
+    source: HostPath = Field(
+        description="Host path, relative to the spec's folder.", examples=["src/"]
+    )
+    target: GuestPath = Field(description="Absolute guest path.", examples=["/work/src"])
 
     _source = field_validator("source")(classmethod(lambda cls, v: _check_host_path(v)))
     _target = field_validator("target")(classmethod(lambda cls, v: _check_guest_path(v)))
 
 
 class Artifact(Model):
-    source: GuestPath = Field(description="Absolute guest path to copy out after the steps.")
+    source: GuestPath = Field(
+        description="Absolute guest path to copy out after the steps.", examples=["/work/dist"]
+    )
     target: HostPath = Field(
         description="Host path, relative to the spec's folder; a trailing '/' means a folder; "
-        "never in a .git folder."
+        "never in a .git folder.",
+        examples=["out/"],
     )
 
     _source = field_validator("source")(classmethod(lambda cls, v: _check_guest_path(v)))
@@ -231,17 +245,31 @@ class Step(Model):
         }
     )
 
-    name: str = Field(pattern=STEP_NAME_PATTERN, description="Unique within the run.")
+    name: str = Field(
+        pattern=STEP_NAME_PATTERN, description="Unique within the run.", examples=["test"]
+    )
     run: str | None = Field(
-        default=None, min_length=1, max_length=65536, description="Shell string, run with sh -c."
+        default=None,
+        min_length=1,
+        max_length=65536,
+        description="Shell string, run with sh -c.",
+        examples=["make test"],
     )
     argv: list[Annotated[str, Field(max_length=65536)]] | None = Field(
-        default=None, min_length=1, description="Program and arguments, run without a shell."
+        default=None,
+        min_length=1,
+        description="Program and arguments, run without a shell.",
+        examples=[["python3", "-m", "pytest", "-q"]],
     )
-    cwd: GuestPath | None = Field(default=None, description="Working directory in the guest.")
+    cwd: GuestPath | None = Field(
+        default=None, description="Working directory in the guest.", examples=["/work"]
+    )
     env: EnvVars = Field(default={}, description="Extra environment variables for this step.")
     timeout_seconds: Timeout | None = Field(
-        default=None, alias="timeoutSeconds", description="This step's timeout; exit code 124."
+        default=None,
+        alias="timeoutSeconds",
+        description="This step's timeout; exit code 124.",
+        examples=[300],
     )
     continue_on_error: bool = Field(
         default=False,
@@ -271,6 +299,7 @@ class RunSpecBody(Model):
         min_length=1,
         max_length=1024,
         description="Catalog name | path to an Environment spec | oci://REF[:tag|@sha256:...].",
+        examples=["debian:12", "environments/my-env.yaml", "oci://127.0.0.1:5000/pyro/debian:12"],
         json_schema_extra={"pattern": ENVIRONMENT_SCHEMA_PATTERN},
     )
     backend: Backend = Field(
@@ -278,10 +307,12 @@ class RunSpecBody(Model):
     )
     resources: Resources = Field(default=Resources(), description="vCPUs and memory.")
     timeout_seconds: Timeout = Field(
-        default=600, alias="timeoutSeconds", description="Whole run, boot included."
+        default=600, alias="timeoutSeconds", description="Whole run, boot included.", examples=[120]
     )
     network: Network = Field(default=Network(), description="Guest network policy.")
-    env: EnvVars = Field(default={}, description="Environment variables for every step.")
+    env: EnvVars = Field(
+        default={}, description="Environment variables for every step.", examples=[{"CI": "true"}]
+    )
     files: list[FileCopy] = Field(default=[], description="Copied host → guest before the steps.")
     steps: list[Step] = Field(min_length=1, description="Commands, run in order.")
     artifacts: list[Artifact] = Field(
@@ -319,8 +350,10 @@ class RunSpecBody(Model):
 class RunSpec(Model):
     """A Run document: boot an environment, copy files in, run steps, copy artifacts out."""
 
-    api_version: Literal["pyro/v1"] = Field(alias="apiVersion")
-    kind: Literal["Run"]
+    api_version: Literal["pyro/v1"] = Field(
+        alias="apiVersion", description="Version of the spec format: pyro/v1."
+    )
+    kind: Literal["Run"] = Field(description="Run: boot an environment and run steps in it.")
     metadata: Metadata = Field(description="Name, description and labels.")
     spec: RunSpecBody = Field(description="What to run and how.")
 
@@ -329,7 +362,10 @@ class KernelSpec(Model):
     package: Literal["linux-source-6.1"] = Field(
         default="linux-source-6.1", description="Debian package providing the kernel source."
     )
-    fragment: HostPath = Field(description="Kernel config fragment, relative to the spec's folder.")
+    fragment: HostPath = Field(
+        description="Kernel config fragment, relative to the spec's folder.",
+        examples=["kernels/pyro-6.1.config"],
+    )
 
     @field_validator("fragment")
     @classmethod
@@ -347,7 +383,7 @@ class RootfsSpec(Model):
         default="minbase", description="mmdebstrap variant."
     )
     packages: list[Annotated[str, Field(pattern=PACKAGE_PATTERN)]] = Field(
-        default=[], description="Extra Debian packages to install."
+        default=[], description="Extra Debian packages to install.", examples=[["git", "make"]]
     )
     size_mib: int = Field(
         default=1024,
@@ -373,6 +409,7 @@ class SourceSpec(Model):
     ref: str = Field(
         pattern=OCI_SOURCE_PATTERN,
         description="oci://REGISTRY/REPOSITORY[:tag] that 'env pull' uses.",
+        examples=["oci://127.0.0.1:5000/pyro/debian:12"],
         json_schema_extra={"pattern": OCI_SCHEMA_PATTERN},
     )
     insecure: bool = Field(
@@ -390,7 +427,9 @@ SEMVER_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-
 
 
 class EnvironmentSpecBody(Model):
-    version: str = Field(pattern=SEMVER_PATTERN, description="Semantic version, e.g. 1.0.0.")
+    version: str = Field(
+        pattern=SEMVER_PATTERN, description="Semantic version, e.g. 1.0.0.", examples=["1.0.0"]
+    )
     kernel: KernelSpec = Field(description="How the guest kernel is built.")
     rootfs: RootfsSpec = Field(description="How the root filesystem is built.")
     defaults: Defaults = Field(default=Defaults(), description="Resources Runs get by default.")
@@ -402,8 +441,12 @@ class EnvironmentSpecBody(Model):
 class EnvironmentSpec(Model):
     """An Environment document: how to build (or where to pull) a guest kernel + rootfs."""
 
-    api_version: Literal["pyro/v1"] = Field(alias="apiVersion")
-    kind: Literal["Environment"]
+    api_version: Literal["pyro/v1"] = Field(
+        alias="apiVersion", description="Version of the spec format: pyro/v1."
+    )
+    kind: Literal["Environment"] = Field(
+        description="Environment: how to build or pull a guest kernel and root filesystem."
+    )
     metadata: EnvironmentMetadata = Field(description="Catalog name, description and labels.")
     spec: EnvironmentSpecBody = Field(description="How to build or pull the environment.")
 

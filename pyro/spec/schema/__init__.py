@@ -1,7 +1,9 @@
 """JSON Schemas of the spec documents, generated from the pydantic models.
 
-The MCP server hands them to clients; the checked-in copies (:mod:`pyro.spec.schema.files`)
-let editors validate specs, and :mod:`pyro.spec.schema.docs` renders docs/specs.md from them.
+Two forms of one schema: :func:`build_schema` (2020-12, pydantic's own vocabulary) is what
+the MCP server hands to clients and what :mod:`pyro.spec.schema.docs` renders docs/specs.md
+from; :func:`editor_schema` (draft-07, see :mod:`pyro.spec.schema.draft07`) is what editors
+get, from ``pyro schema KIND`` and from the checked-in copies (:mod:`pyro.spec.schema.files`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pyro.spec.model import EnvironmentSpec, RunSpec
+from pyro.spec.schema.draft07 import to_draft07
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE_ID = "https://pyro.dev/schemas/v1/"
@@ -20,6 +23,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "run.schema.json": RunSpec,
     "environment.schema.json": EnvironmentSpec,
 }
+#: ``pyro schema KIND`` names -> schema file name.
+KIND_FILES = {"run": "run.schema.json", "environment": "environment.schema.json"}
 
 
 def build_schema(model: type[BaseModel], filename: str) -> dict[str, Any]:
@@ -55,7 +60,12 @@ def _tighten(node: Any) -> None:
         _tighten(value)
 
 
+def editor_schema(model: type[BaseModel], filename: str) -> dict[str, Any]:
+    """The draft-07 JSON Schema of ``model`` that editors (yaml-language-server) implement."""
+    return to_draft07(build_schema(model, filename))
+
+
 def render_schema(model: type[BaseModel], filename: str) -> str:
-    """The schema file's exact text: sorted keys, two-space indent, trailing newline."""
-    schema = build_schema(model, filename)
+    """The editor schema file's exact text: sorted keys, two-space indent, trailing newline."""
+    schema = editor_schema(model, filename)
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -38,7 +38,8 @@ Unknown keys are errors. A file may hold several documents separated by `---`.
 - **Errors**: every problem is reported at once, each with file, line, column, the JSON
   pointer of the key (`/spec/steps/1/timeoutSeconds`), what was expected and what was found.
 - **Editors**: add `# yaml-language-server: $schema=<path>/schemas/run.schema.json` (or
-  `environment.schema.json`) as the first line to get completion and validation.
+  `environment.schema.json`) as the first line to get completion and validation. The
+  schemas are JSON Schema draft-07, the dialect yaml-language-server implements.
 """
 
 _KIND_TITLES = {"run.schema.json": "Run", "environment.schema.json": "Environment"}
@@ -107,6 +108,10 @@ def _row(root: dict[str, Any], key: str, prop: dict[str, Any], required: bool) -
     value, nullable = _non_null(prop)
     value = _resolve(root, value)
     description = prop.get("description") or value.get("description") or ""
+    examples = prop.get("examples") or value.get("examples")
+    if examples:
+        shown = (f"`{json.dumps(example, ensure_ascii=False)}`" for example in examples)
+        description += " E.g. " + ", ".join(shown)
     default = f"`{json.dumps(prop['default'])}`" if "default" in prop else ""
     cells = [
         f"`{key}`",

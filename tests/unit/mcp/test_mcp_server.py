@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,14 @@ from pyro.mcp import tool as declare
 from pyro.mcp.profiles import PROFILES
 from pyro.mcp.server import build_server, declared_tools, tool_names
 from pyro.sdk import Pyro
+from pyro.spec.model import RunSpec
+from pyro.spec.schema import build_schema
 from tests.unit.mcp.mcp_fakes import FakePyro
 
 pytestmark = pytest.mark.anyio
 
-RUN_SCHEMA = json.loads(
-    (Path(__file__).parents[3] / "pyro/data/schemas/run.schema.json").read_text("utf-8")
-)
+# The MCP form of the Run schema (2020-12, $defs); the checked-in file is the draft-07 one.
+RUN_SCHEMA = build_schema(RunSpec, "run.schema.json")
 
 
 def run_spec(**body: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Generated JSON Schemas: no drift, stable ids, docs current, and agreement with pydantic."""
+"""Generated JSON Schemas: draft-07 for editors, no drift, stable ids, docs current, every
+property described, and agreement with pydantic (through jsonschema's Draft7Validator)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from jsonschema import Draft202012Validator
+from jsonschema import Draft7Validator, Draft202012Validator
 
 from pyro.errors import SpecError
 from pyro.spec import load_spec_data, render_template
-from pyro.spec.schema import SCHEMAS
+from pyro.spec.schema import SCHEMAS, build_schema
 from pyro.spec.schema.docs import render_docs
+from pyro.spec.schema.draft07 import to_draft07
 from pyro.spec.schema.files import DOCS_PATH, SCHEMA_DIR, drifted_schemas, main
 from pyro.spec.yaml import YamlProblem, parse_documents
 
@@ -27,13 +29,19 @@ SCHEMA_CANNOT_EXPRESS = {
 }
 
 
-def validators() -> dict[str, Draft202012Validator]:
+def load_schema(filename: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8"))
+    return loaded
+
+
+def validators() -> dict[str, Draft7Validator]:
+    """Draft-07 validators of the checked-in files, the dialect yaml-language-server implements."""
     by_kind = {}
     for filename, model in SCHEMAS.items():
-        schema = json.loads((SCHEMA_DIR / filename).read_text(encoding="utf-8"))
-        Draft202012Validator.check_schema(schema)
+        schema = load_schema(filename)
+        Draft7Validator.check_schema(schema)
         kind = model.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
-        by_kind[kind] = Draft202012Validator(schema)
+        by_kind[kind] = Draft7Validator(schema)
     return by_kind
 
 
@@ -74,9 +82,96 @@ def test_schema_header_and_format(filename: str) -> None:
     text = (SCHEMA_DIR / filename).read_text(encoding="utf-8")
     schema = json.loads(text)
     assert schema["$id"] == f"https://pyro.dev/schemas/v1/{filename}"
-    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert text.endswith("}\n")
     assert text == json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# The keywords of draft-07 (and the annotations yaml-language-server reads), from the
+# meta-schema itself: anything else in a schema would be ignored by an editor.
+DRAFT_07_KEYWORDS = {*Draft7Validator.META_SCHEMA["properties"], "$schema", "$id", "$ref"}
+
+
+def _nodes(node: Any, where: str = "#") -> list[tuple[str, dict[str, Any]]]:
+    """Every (sub)schema of ``node`` with its JSON pointer, data keywords not entered."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            found.extend(_nodes(item, f"{where}/{index}"))
+    elif isinstance(node, dict):
+        found.append((where, node))
+        for key, value in node.items():
+            if key in ("default", "examples", "const", "enum", "required"):
+                continue
+            if key in ("properties", "patternProperties", "definitions"):
+                for name, item in value.items():
+                    found.extend(_nodes(item, f"{where}/{key}/{name}"))
+            else:
+                found.extend(_nodes(value, f"{where}/{key}"))
+    return found
+
+
+@pytest.mark.parametrize("filename", sorted(SCHEMAS))
+def test_schema_is_plain_draft07(filename: str) -> None:
+    schema = load_schema(filename)
+    Draft7Validator.check_schema(schema)
+    assert "$defs" not in schema
+    for where, node in _nodes(schema):
+        assert set(node) <= DRAFT_07_KEYWORDS, (where, set(node) - DRAFT_07_KEYWORDS)
+        if "$ref" in node:
+            # draft-07 ignores every keyword beside $ref: a description there would be lost.
+            assert set(node) == {"$ref"}, where
+            name = node["$ref"].removeprefix("#/definitions/")
+            assert name in schema["definitions"], where
+
+
+@pytest.mark.parametrize("filename", sorted(SCHEMAS))
+def test_every_property_has_a_description(filename: str) -> None:
+    schema = load_schema(filename)
+    objects = [(w, n) for w, n in _nodes(schema) if n.get("type") == "object"]
+    assert len(objects) >= 5
+    undescribed = [
+        f"{where}/properties/{name}"
+        for where, node in objects
+        for name, prop in node.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert undescribed == []
+
+
+@pytest.mark.parametrize("filename", sorted(SCHEMAS))
+def test_examples_are_valid_values(filename: str) -> None:
+    schema = load_schema(filename)
+    examples = [(w, n) for w, n in _nodes(schema) if "examples" in n]
+    assert len(examples) >= 6
+    for where, node in examples:
+        standalone = {"definitions": schema["definitions"], **node}
+        for example in node["examples"]:
+            errors = [e.message for e in Draft7Validator(standalone).iter_errors(example)]
+            assert errors == [], (where, example)
+
+
+def test_draft07_conversion_refuses_what_draft07_lacks() -> None:
+    with pytest.raises(ValueError, match="#/properties/pair: draft-07 has no 'prefixItems'"):
+        to_draft07({"properties": {"pair": {"type": "array", "prefixItems": [{}, {}]}}})
+    converted = to_draft07(
+        {
+            "$defs": {"A": {"type": "string"}},
+            "properties": {"a": {"$ref": "#/$defs/A", "default": "x"}},
+        }
+    )
+    assert converted == {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "definitions": {"A": {"type": "string"}},
+        "properties": {"a": {"allOf": [{"$ref": "#/definitions/A"}], "default": "x"}},
+    }
+
+
+@pytest.mark.parametrize("filename", sorted(SCHEMAS))
+def test_the_mcp_form_stays_2020_12(filename: str) -> None:
+    schema = build_schema(SCHEMAS[filename], filename)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
 
 
 def test_schemas_folder_is_reachable_from_the_repository_root() -> None:
