@@ -7,11 +7,12 @@
 3. A fresh venv outside the checkout gets the wheel (dependencies from the package index).
 4. Smoke on the default path, from a cwd outside the checkout, with ``PYTHONSAFEPATH=1``,
    fresh ``PYRO_CACHE_DIR``/``PYRO_STATE_DIR`` and a PATH without the dev venv:
-   ``pyro --version``, ``doctor --json``, ``env list``, ``validate`` + ``plan`` of the packaged
-   hello example, and — when a backend can run guests and debian:12 is installed in the
-   developer's cache — ``env pull debian:12`` from a local registry (filled with
-   ``pyro env push`` first), ``env inspect debian:12``, ``run debian:12 -- git --version``
-   and ``demo`` (the hello example, read from pyro's package data).
+   ``pyro --version``, ``doctor --json``, ``env list``, ``validate`` + ``schema run --output``
+   + ``plan`` of the packaged hello example, and — when a backend can run guests and
+   debian:12 is installed in the developer's cache — ``env pull debian:12`` from a local
+   registry (filled with ``pyro env push`` first), ``env inspect debian:12``,
+   ``run debian:12 -- git --version`` and ``demo`` (the hello example, read from pyro's
+   package data).
 5. Fails if any smoke process opened a path in the checkout: an audit hook (a
    ``sitecustomize`` in the smoke venv) records Python's own opens, imports and child
    processes; ``strace -f`` (when installed) records every process's file system calls.
@@ -329,6 +330,11 @@ def smoke_default_path(smoke: Smoke) -> dict[str, object]:
     )
     (smoke.cwd / "hello.yaml").write_text(example)
     smoke.pyro("validate", "hello.yaml")
+    # The editor schema the example's modeline names, from the wheel alone (no schemas/).
+    smoke.pyro("schema", "run", "--output", ".pyro/run.schema.json")
+    written = json.loads((smoke.cwd / ".pyro" / "run.schema.json").read_text())
+    if written.get("$schema") != "http://json-schema.org/draft-07/schema#":
+        raise CheckFailed(f"'pyro schema run' wrote a {written.get('$schema')} schema")
     plan = smoke.pyro("plan", "hello.yaml")
     if ENVIRONMENT not in plan:
         raise CheckFailed(f"'pyro plan hello.yaml' does not mention {ENVIRONMENT}:\n{plan}")

@@ -110,7 +110,7 @@ def test_runtime_code_never_locates_files_relative_to_the_source_tree() -> None:
 def test_sdist_leaves_out_every_symlink_it_would_graft() -> None:
     manifest = (REPO / "MANIFEST.in").read_text().splitlines()
     grafted = [line.split()[1] for line in manifest if line.startswith("graft ")]
-    excluded = {line.split()[1] for line in manifest if line.startswith("exclude ")}
+    excluded = {line.split()[1] for line in manifest if line.startswith(("exclude ", "prune "))}
     links = [
         os.path.relpath(os.path.join(d, n), REPO)
         for folder in grafted

@@ -1,6 +1,7 @@
-"""The files generated from the schemas and checked in: ``pyro/data/schemas/*.json`` (also
-reachable as ``schemas/``, for the ``# yaml-language-server: $schema=...`` modeline) and
-``docs/specs.md``.
+"""The files generated from the schemas and checked in: ``pyro/data/schemas/*.json`` (the
+draft-07 editor schemas ``pyro schema KIND`` prints; reachable as ``schemas/``, and as the
+``.pyro/`` links beside the shipped specs that their ``# yaml-language-server: $schema=``
+modelines name) and ``docs/specs.md``.
 
 ``python -m pyro.spec.schema --write`` regenerates the schemas, ``--check`` exits 1 when
 they drifted from the models, and ``--docs`` regenerates ``docs/specs.md``. A developer

@@ -302,7 +302,7 @@ def _drive_host(sock: socket.socket, operation: str, outcome: list[BaseException
 SAFE_COMMANDS = [
     ["validate"], ["plan"], ["env", "list"], ["env", "inspect"], ["vm", "list"],
     ["vm", "status"], ["vm", "logs"], ["vm", "delete"], ["vm", "stop"], ["task", "list"],
-    ["task", "status"], ["task", "logs"], ["task", "delete"], ["env", "prune"], [],
+    ["task", "status"], ["task", "logs"], ["task", "delete"], ["env", "prune"], ["schema"], [],
 ]  # fmt: skip
 _TOKENS = st.one_of(
     st.sampled_from(
