@@ -253,3 +253,12 @@ def test_the_license_pyproject_names_is_the_apache_2_text() -> None:
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "END OF TERMS AND CONDITIONS" in text
     assert hashlib.md5((REPO / "LICENSE").read_bytes()).hexdigest() == APACHE_2_MD5
+
+
+def test_jsonschema_is_a_test_tool_not_a_runtime_dependency() -> None:
+    """pyro validates specs with pydantic and only generates JSON Schemas; jsonschema checks
+    them in the tests (draft-07), so it lives in the dev extra."""
+    assert "jsonschema" not in _declared_distributions()
+    assert "jsonschema" not in _third_party_imports()
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert any(_canonical(re.split(r"[<>=]", d, maxsplit=1)[0]) == "jsonschema" for d in dev)
