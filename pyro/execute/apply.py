@@ -41,6 +41,7 @@ from pyro.plan.model import (
 
 if TYPE_CHECKING:
     from pyro.environments.cache.store import Install
+    from pyro.environments.status import Progress
     from pyro.execute.pool import WarmPool
     from pyro.guest.client import AgentClient
     from pyro.machines.create import Shape
@@ -50,6 +51,8 @@ STDOUT_CAP = STDERR_CAP = OUTPUT_CAP
 
 EventSink = Callable[[str, str, Mapping[str, str]], None]
 OutputSink = Callable[[str, bytes], None]
+#: Told as each plan step begins: (its number from 1, how many steps, its id: "exec.hello").
+StepSink = Callable[[int, int, str], None]
 
 
 def _no_event(group: str, phase: str, fields: Mapping[str, str]) -> None:
@@ -67,6 +70,9 @@ class ApplyOptions:
     on_event: EventSink = _no_event
     on_stdout: OutputSink | None = None
     on_stderr: OutputSink | None = None
+    on_step: StepSink | None = None
+    on_pull: Progress | None = None
+    """Told of a pull or build step's bytes, phases and build lines."""
     registry: VMRegistry | None = None
     pool: WarmPool | None = None
     """Ready guests to take instead of restoring one (a long-lived host's; see pool.py)."""
@@ -127,7 +133,7 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
     run.registry.reap()
     cleanup = next((s for s in plan.steps if isinstance(s, CleanupStep)), None)
     try:
-        for step in plan.steps:
+        for number, step in enumerate(plan.steps, 1):
             if isinstance(step, CleanupStep):
                 continue
             if run.failed_step is not None and not isinstance(step, CopyOutStep):
@@ -140,6 +146,7 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
                     )
                 )
                 continue
+            _tell_step(run, number, step)
             _do_step(run, step)
     except KeyboardInterrupt:
         _cleanup(run, CleanupStep(id="cleanup", policy="always"), interrupted=True)
@@ -148,8 +155,15 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
         if run.client is not None:
             with contextlib.suppress(Exception):
                 run.client.close()
+    if cleanup is not None:
+        _tell_step(run, plan.steps.index(cleanup) + 1, cleanup)
     _cleanup(run, cleanup or CleanupStep(id="cleanup", policy="always"), interrupted=False)
     return _result(run)
+
+
+def _tell_step(run: _Run, number: int, step: Any) -> None:
+    if run.options.on_step is not None:
+        run.options.on_step(number, len(run.plan.steps), step.id)
 
 
 def _do_step(run: _Run, step: Any) -> None:
@@ -238,6 +252,8 @@ def _obtain(run: _Run, step: PullStep | BuildStep) -> None:
         # CLI shows it with the time since the build started).
         if event.phase == "build":
             run.event("pull", "building", environment=env.name, step=event.message)
+        if run.options.on_pull is not None:
+            run.options.on_pull(event)
 
     if isinstance(step, PullStep):
         install = service.pull(step.ref, progress=progress)

@@ -27,8 +27,8 @@ from pyro.spec.command import BackendName, CommandNetwork, run_spec_for_command
 from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
-    from pyro.environments.status import EnvironmentDetails, EnvironmentStatus
-    from pyro.execute.apply import EventSink, OutputSink
+    from pyro.environments.status import EnvironmentDetails, EnvironmentStatus, Progress
+    from pyro.execute.apply import EventSink, OutputSink, StepSink
     from pyro.execute.pool import WarmPool
     from pyro.execute.result import RunResult, StepResult
     from pyro.machines.exec import ExecOutput
@@ -220,6 +220,8 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         on_event: EventSink | None = None,
         on_stdout: OutputSink | None = None,
         on_stderr: OutputSink | None = None,
+        on_step: StepSink | None = None,
+        on_pull: Progress | None = None,
         check: bool = False,
     ) -> RunResult:
         """Plan (unless given a Plan) and carry the plan out on a real guest.
@@ -227,7 +229,9 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         A Plan is applied as it stands, from any working directory: its host paths start at
         the spec folder it records. Returns a RunResult also when a step fails (``ok``
         false, ``failed_step`` set), unless ``check``: then that raises, as
-        ``subprocess.run(check=True)`` does.
+        ``subprocess.run(check=True)`` does. ``on_step(number, total, step_id)`` is told as
+        each plan step begins, ``on_pull(ProgressEvent)`` of a pull or build step's progress
+        (the MCP server's progress notifications).
 
         Raises:
             SpecError: the spec is invalid.
@@ -260,6 +264,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         if on_event is not None:
             options.on_event = on_event
         options.on_stdout, options.on_stderr = on_stdout, on_stderr
+        options.on_step, options.on_pull = on_step, on_pull
         try:
             result = apply(plan, options)
         finally:
@@ -286,6 +291,8 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         on_event: EventSink | None = None,
         on_stdout: OutputSink | None = None,
         on_stderr: OutputSink | None = None,
+        on_step: StepSink | None = None,
+        on_pull: Progress | None = None,
         check: bool = False,
     ) -> RunResult:
         """Run one command in a fresh VM, then delete the VM (always).
@@ -311,5 +318,11 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             backend=backend,
         )
         return self.apply(
-            spec, on_event=on_event, on_stdout=on_stdout, on_stderr=on_stderr, check=check
+            spec,
+            on_event=on_event,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            on_step=on_step,
+            on_pull=on_pull,
+            check=check,
         )

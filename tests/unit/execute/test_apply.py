@@ -149,6 +149,8 @@ def test_every_step_kind_runs_in_order_and_the_vm_is_deleted(host: Host) -> None
     greet = result.steps[3]
     assert (greet.stdout, greet.exit_code) == ("hello\n", 0)
     assert result.steps[4].stdout == "/work\n"
+    # The run's own stdout/stderr are the last exec step's (it read like subprocess.run).
+    assert (result.stdout, result.stderr) == ("/work\n", "")
     guest = host.guest()
     assert guest.files["/work/in/a.txt"] == b"a"
     assert guest.modes["/work/in/sub/run.sh"] == 0o755
@@ -175,14 +177,22 @@ def test_pull_step_installs_then_boots(host: Host, monkeypatch: pytest.MonkeyPat
     pulled = host.install(ref, source=f"{ref}@{digest}")
     monkeypatch.setattr(oci, "resolve", lambda asked: digest)
     asked: list[str] = []
-    monkeypatch.setattr(service, "pull", lambda value, **_: asked.append(value) or pulled)
+    told: list[service.ProgressEvent] = []
+
+    def pull(value: str, progress: Any = None, **_: Any) -> Install:
+        asked.append(value)
+        progress(service.ProgressEvent("install", value))
+        return pulled
+
+    monkeypatch.setattr(service, "pull", pull)
     # the plan pulls: pretend nothing is installed while planning
     monkeypatch.setattr(gather, "_installed", lambda: [])
     plan = make_plan(prepare(host.spec(SIMPLE.replace('"debian:12"', ref))))
     assert plan.steps[0].action == "pull"
-    result = host.apply(plan)
+    result = host.apply(plan, on_pull=told.append)
     assert result.ok, result.error
     assert asked == [ref]
+    assert [event.phase for event in told] == ["install"]  # the pull's own progress, passed on
     assert _statuses(result)["pull"] == "ok"
 
 
@@ -282,8 +292,24 @@ def test_a_failing_step_gives_a_partial_result(host: Host) -> None:
         "copy-out.0": "ok",  # artifacts are still copied out after a failure
     }
     assert result.steps[2].stderr == "boom\n"
+    # The run's output is the failed step's, not the earlier step that was let fail.
+    assert (result.stdout, result.stderr) == ("", "")
     assert (host.project / "out" / "note.txt").read_text() == "note"
     assert host.registry.list() == []
+
+
+def test_each_step_is_told_as_it_begins(host: Host) -> None:
+    _inputs(host.project)
+    plan = host.plan(host.spec(RUN))
+    told: list[tuple[int, int, str]] = []
+    result = host.apply(
+        plan, on_step=lambda number, total, step: told.append((number, total, step))
+    )
+    assert result.ok
+    total = len(plan.steps)
+    assert [(n, t) for n, t, _ in told] == [(n, total) for n in range(1, total + 1)]
+    assert [step_id for _, _, step_id in told] == [step.id for step in plan.steps]
+    assert [step_id for _, _, step_id in told][-1] == "cleanup"
 
 
 def test_cleanup_on_success_keeps_a_failed_run_s_vm(host: Host) -> None:
