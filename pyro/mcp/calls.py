@@ -6,6 +6,9 @@ cancelled call (the client sent ``notifications/cancelled``, or the session ende
 every VM that call created: the worker reports each VM id through :class:`Cancellation` as
 soon as the VM exists, and cancelling deletes those VMs, which also ends a command running
 in them. A VM reported after the cancel is deleted on the spot.
+
+Errors are tool results: a pyro error, a bug (with its crash log) and arguments that do
+not fit the tool's input schema all come back as the CLI's ``error:``/``hint:`` document.
 """
 
 from __future__ import annotations
@@ -14,14 +17,21 @@ import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
 from mcp.types import CallToolResult, TextContent
 
-from pyro.errors import PyroError, SpecError, StateError
+from pyro.errors import PyroError, SpecError, StateError, UsageError
+from pyro.mcp.progress import LogLevel, Reporter
 from pyro.report.failure import describe
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import Context
+    from pydantic import ValidationError
+
+    from pyro.sdk import Pyro
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -88,6 +98,18 @@ class Cancellation:
             self._undo(vm_id)
 
 
+class ToolGroup:
+    """A set of tools over one :class:`pyro.Pyro`, sharing the session's log level."""
+
+    def __init__(self, sdk: Pyro, level: LogLevel | None = None) -> None:
+        self.sdk = sdk
+        self.level = level or LogLevel()
+
+    def reporter(self, ctx: Context | None) -> Reporter:
+        """What tells this call's client how the call goes (:mod:`pyro.mcp.progress`)."""
+        return Reporter(ctx, self.level)
+
+
 async def in_thread(
     work: Callable[[Cancellation], T],
     *,
@@ -138,6 +160,23 @@ def error_result(exc: Exception) -> CallToolResult:
         content=[TextContent(type="text", text=text)],
         structured_content={"ok": False, "error": failure.document},
         is_error=True,
+    )
+
+
+def argument_error(tool: str, exc: ValidationError) -> UsageError:
+    """pyro's usage error for arguments that do not fit a tool's input schema.
+
+    Names each argument and what was expected, in pydantic's words but without its
+    documentation links; never echoes the values (they are the caller's data).
+    """
+    problems = []
+    for error in exc.errors(include_url=False):
+        # A location can hold a caller's dict key: cut it short (it goes back to them).
+        where = (".".join(str(part) for part in error["loc"]) or "arguments")[:80]
+        problems.append(f"'{where}': {error['msg'][:1].lower()}{error['msg'][1:]}")
+    return UsageError(
+        f"{tool}: wrong argument{'s' if len(problems) > 1 else ''}: {'; '.join(problems)}",
+        f"give the arguments {tool}'s input schema describes (tools/list)",
     )
 
 

@@ -6,13 +6,17 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
+from mcp.types import CallToolResult, SetLevelRequestParams
+from pydantic import ValidationError
 
 from pyro.__about__ import __version__
-from pyro.mcp.calls import pyro_tool
+from pyro.mcp.calls import argument_error, error_result, pyro_tool
 from pyro.mcp.profiles import DEFAULT_PROFILE, check_profile
-from pyro.mcp.schema import embed_spec_schema
+from pyro.mcp.progress import LogLevel
+from pyro.mcp.resources import add_resources
+from pyro.mcp.schema import brief_input, brief_output, plain_words
 from pyro.mcp.tool import Declaration, declaration
 from pyro.mcp.tools_env import EnvTools
 from pyro.mcp.tools_spec import SpecTools
@@ -30,6 +34,8 @@ earlier ones, and task_delete when done. The vm_* tools manage single VMs by han
 that vm_exec deletes its VM after the command. env_list shows the environments
 (e.g. debian:12). spec_validate, plan and apply take a spec document as JSON
 (apiVersion pyro/v1, kind Run) plus optional vars; plan shows what apply would do.
+Resources: the spec's JSON Schema (pyro://schemas/run), the environments
+(pyro://environments) and a VM's console log (pyro://vms/{vm_id}/console).
 Errors come back as tool errors with a hint, and for specs the JSON pointer of the problem.
 Host paths (a spec's files[].source, an environment given as a path, seed_path) must be
 inside the server's root folder (your declared roots, else PYRO_MCP_ROOT or the server's
@@ -77,40 +83,60 @@ def tool_names(profile: str) -> list[str]:
     return sorted(places, key=places.__getitem__)
 
 
-def make_tool(name: str, function: Callable[..., Any], declared: Declaration) -> Tool:
-    """An MCP tool from a tool method: schemas from its annotations, description from its
-    docstring, a spec parameter described by the spec models' checked-in JSON Schema.
+class PyroTool(Tool):
+    """An MCP tool whose wrong arguments get pyro's error document, like any other failure.
+
+    The SDK checks arguments before the tool's own code runs and reports pydantic's text;
+    this checks them first and answers with a :class:`~pyro.errors.UsageError`.
     """
-    tool = Tool.from_function(
+
+    async def run(
+        self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
+    ) -> Any:
+        try:
+            self.fn_metadata.validate_arguments(arguments)
+        except ValidationError as exc:
+            result: CallToolResult = error_result(argument_error(self.name, exc))
+            return result
+        return await super().run(arguments, context, convert_result)
+
+
+def make_tool(name: str, function: Callable[..., Any], declared: Declaration) -> Tool:
+    """An MCP tool from a tool method: schemas from its annotations (in their brief form,
+    :mod:`pyro.mcp.schema`), description from its docstring.
+    """
+    tool = PyroTool.from_function(
         pyro_tool(function),
         name=name,
-        description=inspect.cleandoc(function.__doc__ or ""),
+        title=declared.title,
+        description=plain_words(inspect.cleandoc(function.__doc__ or "")),
         annotations=declared.annotations,
         structured_output=True,
     )
-    if declared.spec is not None:
-        spec = declared.spec
-        tool.parameters = embed_spec_schema(
-            tool.parameters, spec.name, spec.models, spec.description
-        )
+    tool.parameters = brief_input(tool.parameters)
+    full = tool.fn_metadata.output_schema
+    if full is not None:
+        tool.fn_metadata.output_schema = brief_output(full)
     return tool
 
 
 def build_server(profile: str = DEFAULT_PROFILE, *, sdk: Pyro | None = None) -> MCPServer:
-    """The MCP server with the tools of ``profile`` (``vm-run``, ``task-core`` or ``full``).
+    """The MCP server with the tools of ``profile`` (``vm-run``, ``task-core`` or ``full``),
+    pyro's resources, and ``logging/setLevel``.
 
     Raises:
         UsageError: unknown profile.
     """
     names = tool_names(profile)
     sdk = sdk or Pyro()
-    groups: dict[type, object] = {cls: cls(sdk) for cls in TOOL_CLASSES}
+    level = LogLevel()
+    groups: dict[type, object] = {cls: cls(sdk, level) for cls in TOOL_CLASSES}
     declared = declared_tools()
     tools = []
     for name in names:
         cls, what = declared[name]
         tools.append(make_tool(name, getattr(groups[cls], name), what))
-    return MCPServer(
+    server: MCPServer = MCPServer(
         name="pyro",
         title="pyro microVMs",
         version=__version__,
@@ -118,3 +144,10 @@ def build_server(profile: str = DEFAULT_PROFILE, *, sdk: Pyro | None = None) -> 
         tools=tools,
         log_level="WARNING",
     )
+    add_resources(server, sdk)
+    # MCPServer takes no setLevel handler; the SDK's docs point at the low-level server's
+    # add_request_handler for it (the capability is then advertised).
+    server._lowlevel_server.add_request_handler(
+        "logging/setLevel", SetLevelRequestParams, level.set_level
+    )
+    return server

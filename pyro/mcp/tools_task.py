@@ -7,32 +7,26 @@ from typing import Annotated, TypeVar
 
 from pydantic import Field
 
-from pyro.mcp.calls import Cancellation, in_thread
+from pyro.mcp.calls import Cancellation, ToolGroup, in_thread
 from pyro.mcp.results import Deleted, TaskList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.mcp.tools_vm import ID_PATTERN
-from pyro.sdk import Pyro
 from pyro.sdk.task import TaskLogs
 from pyro.tasks.manager import TaskInfo
 from pyro.tasks.ops import TaskExecOutput
 
 T = TypeVar("T")
 
-TaskId = Annotated[
-    str, Field(description="The task id returned by task_create.", pattern=ID_PATTERN)
-]
+TaskId = Annotated[str, Field(description="Task id (from task_create).", pattern=ID_PATTERN)]
 Command = Annotated[
     str | list[str],
     Field(description="A shell command line (run with 'sh -c') or an argv list."),
 ]
 
 
-class TaskTools:
+class TaskTools(ToolGroup):
     """Task workspaces: one VM kept across calls, with ``/workspace`` and a command journal."""
-
-    def __init__(self, sdk: Pyro) -> None:
-        self.sdk = sdk
 
     async def _call(
         self,
@@ -43,7 +37,7 @@ class TaskTools:
     ) -> T:
         return await in_thread(work, undo=undo or self.sdk.delete_task, owned=owned)
 
-    @tool(RUNS, profiles={"task-core": 3, "full": 10})
+    @tool(RUNS, title="Create a task workspace", profiles={"task-core": 3, "full": 10})
     async def task_create(
         self,
         environment: Annotated[
@@ -86,7 +80,7 @@ class TaskTools:
 
         return await self._call(work, owned=lambda info: [info.id])
 
-    @tool(RUNS, profiles={"task-core": 4, "full": 11})
+    @tool(RUNS, title="Run a command in a task", profiles={"task-core": 4, "full": 11})
     async def task_exec(
         self,
         task_id: TaskId,
@@ -102,8 +96,8 @@ class TaskTools:
         ] = None,
     ) -> TaskExecOutput:
         """Run one command in a task; files and installed packages stay for the next
-        task_exec. Returns exit code, stdout and stderr (a failing command is a result, not
-        an error). Boots a stopped task first.
+        task_exec. A failing command is a result, not an error. Boots a stopped task
+        first.
         """
 
         def work(token: Cancellation) -> TaskExecOutput:
@@ -115,12 +109,12 @@ class TaskTools:
 
         return await self._call(work, undo=self.sdk.stop_task)
 
-    @tool(READ_ONLY, profiles={"task-core": 5, "full": 12})
+    @tool(READ_ONLY, title="Task status", profiles={"task-core": 5, "full": 12})
     async def task_status(self, task_id: TaskId) -> TaskInfo:
         """State, resources, uptime, number of commands and the last command of a task."""
         return await self._call(lambda token: self.sdk.status_task(task_id))
 
-    @tool(READ_ONLY, profiles={"task-core": 6, "full": 13})
+    @tool(READ_ONLY, title="Task command journal", profiles={"task-core": 6, "full": 13})
     async def task_logs(
         self,
         task_id: TaskId,
@@ -129,7 +123,9 @@ class TaskTools:
         """The task's command journal: every command run, with exit code and output."""
         return await self._call(lambda token: self.sdk.logs_task(task_id, tail=tail))
 
-    @tool(DESTRUCTIVE, profiles={"task-core": 7, "full": 14})
+    @tool(
+        DESTRUCTIVE, title="Delete a task", profiles={"task-core": 7, "full": 14}, idempotent=True
+    )
     async def task_delete(self, task_id: TaskId) -> Deleted:
         """Delete a task: its VM, disk, snapshots and journal. Deleting a missing task
         reports deleted=false.
@@ -137,7 +133,7 @@ class TaskTools:
         deleted = await self._call(lambda token: self.sdk.delete_task(task_id))
         return Deleted(id=task_id, deleted=deleted)
 
-    @tool(READ_ONLY, profiles={"task-core": 8, "full": 15})
+    @tool(READ_ONLY, title="List tasks", profiles={"task-core": 8, "full": 15})
     async def task_list(self) -> TaskList:
         """Every task that exists, oldest first (to find tasks to reuse or delete)."""
         return TaskList(tasks=await self._call(lambda token: self.sdk.list_tasks()))

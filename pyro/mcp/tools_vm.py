@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, TypeVar
 
+from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from pyro.errors import UsageError
 from pyro.execute.result import RunResult
-from pyro.mcp.calls import Cancellation, in_thread
+from pyro.mcp.calls import Cancellation, ToolGroup, in_thread
 from pyro.mcp.results import Deleted, VMList
 from pyro.mcp.roots import ClientRoots, mcp_root
-from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, SpecParameter, tool
-from pyro.sdk import Pyro
+from pyro.mcp.schema import RUN_SCHEMA_URI
+from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.sdk.vm import ExecOutput, VMInfo, VMLogs
 
 Command = Annotated[
@@ -28,7 +29,7 @@ Environment = Annotated[
 ]
 #: Ids become host paths (records, locks) in pyro's state folder: only plain names pass.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-VmId = Annotated[str, Field(description="The VM id returned by vm_create.", pattern=ID_PATTERN)]
+VmId = Annotated[str, Field(description="VM id (from vm_create).", pattern=ID_PATTERN)]
 Vcpus = Annotated[int | None, Field(description="Guest vCPUs (default: the environment's).")]
 MemoryMib = Annotated[
     int | None, Field(description="Guest memory in MiB (default: the environment's).")
@@ -38,14 +39,14 @@ Network = Annotated[
     Literal["off", "egress"] | None,
     Field(description="'off' (default): no network. 'egress': outbound internet access."),
 ]
-#: The ``spec`` argument; its schema is replaced by the Run model's (see pyro.mcp.schema).
-SpecArg = Annotated[dict[str, Any] | None, Field(description="A Run spec document.")]
-RUN_SPEC_OR_COMMAND = SpecParameter(
-    "spec",
-    ("RunSpec",),
-    "A full Run spec document (instead of environment + command), "
-    "exactly the YAML document as JSON.",
-)
+#: The ``spec`` argument: a plain object here; its JSON Schema is a resource.
+SpecArg = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="A Run spec document (the YAML as JSON) instead of environment + "
+        f"command; JSON Schema: resource {RUN_SCHEMA_URI}."
+    ),
+]
 Vars = Annotated[
     dict[str, Any] | None,
     Field(description="Values for '{{ vars.NAME }}' templates in the spec."),
@@ -55,11 +56,8 @@ DEFAULT_TIMEOUT_S = 600
 T = TypeVar("T")
 
 
-class VMTools:
+class VMTools(ToolGroup):
     """``vm_run`` and the VM lifecycle tools, over one :class:`pyro.Pyro`."""
-
-    def __init__(self, sdk: Pyro) -> None:
-        self.sdk = sdk
 
     async def _call(
         self,
@@ -68,7 +66,7 @@ class VMTools:
     ) -> T:
         return await in_thread(work, undo=self.sdk.delete_vm, owned=owned)
 
-    @tool(RUNS, profiles={"vm-run": 1, "task-core": 1, "full": 1}, spec=RUN_SPEC_OR_COMMAND)
+    @tool(RUNS, title="Run in a fresh microVM", profiles={"vm-run": 1, "task-core": 1, "full": 1})
     async def vm_run(
         self,
         environment: Annotated[
@@ -89,6 +87,7 @@ class VMTools:
         spec: SpecArg = None,
         vars: Vars = None,
         roots: ClientRoots = None,
+        ctx: Context | None = None,
     ) -> RunResult:
         """Run a command in a fresh, isolated microVM and return its exit code, stdout and
         stderr. The VM is created, booted, used once and always deleted afterwards, so
@@ -102,8 +101,10 @@ class VMTools:
         there); artifacts are copied into a new folder the result names (artifacts_dir).
         Use task_* tools only when later calls must see files or state left by earlier
         ones. A command that fails still returns a result (ok=false, exit_code, stderr);
-        exit code 124 means it timed out.
+        exit code 124 means it timed out. exit_code, stdout and stderr are the command's
+        (with a spec: the failed exec step's, else the last one's).
         """
+        report = self.reporter(ctx)
         flat = {
             "environment": environment,
             "command": command,
@@ -124,7 +125,11 @@ class VMTools:
             document = spec
             return await self._call(
                 lambda token: self.sdk.confined(mcp_root(roots)).apply(
-                    document, vars=vars or {}, on_event=token.on_event
+                    document,
+                    vars=vars or {},
+                    on_event=report.events(token.on_event),
+                    on_step=report.step,
+                    on_pull=report.pull,
                 )
             )
         if environment is None or command is None:
@@ -146,12 +151,14 @@ class VMTools:
                 timeout_seconds=timeout_seconds or DEFAULT_TIMEOUT_S,
                 network=network or "off",
                 env=env,
-                on_event=token.on_event,
+                on_event=report.events(token.on_event),
+                on_step=report.step,
+                on_pull=report.pull,
             )
 
         return await self._call(work)
 
-    @tool(RUNS, profiles={"full": 2})
+    @tool(RUNS, title="Create a VM", profiles={"full": 2})
     async def vm_create(
         self,
         environment: Environment,
@@ -175,12 +182,12 @@ class VMTools:
             owned=lambda info: [info.id],
         )
 
-    @tool(RUNS, profiles={"full": 3})
+    @tool(RUNS, title="Start a VM", profiles={"full": 3})
     async def vm_start(self, vm_id: VmId) -> VMInfo:
         """Boot a created or stopped VM and wait until it is ready for vm_exec."""
         return await self._call(lambda token: self.sdk.start_vm(vm_id))
 
-    @tool(DESTRUCTIVE, profiles={"full": 4})
+    @tool(DESTRUCTIVE, title="Run one command in a VM, then delete it", profiles={"full": 4})
     async def vm_exec(
         self,
         vm_id: VmId,
@@ -192,8 +199,8 @@ class VMTools:
         cwd: Annotated[str | None, Field(description="Working directory in the guest.")] = None,
     ) -> ExecOutput:
         """Run ONE command in a VM (starting it if needed) and then DELETE the VM, also when
-        the command fails. Returns exit code, stdout and stderr. To keep state across several
-        commands use task_create + task_exec instead.
+        the command fails. To keep state across several commands use task_create +
+        task_exec instead.
         """
 
         def work(token: Cancellation) -> ExecOutput:
@@ -204,12 +211,12 @@ class VMTools:
 
         return await self._call(work)
 
-    @tool(DESTRUCTIVE, profiles={"full": 5})
+    @tool(DESTRUCTIVE, title="Stop a VM", profiles={"full": 5}, idempotent=True)
     async def vm_stop(self, vm_id: VmId) -> VMInfo:
         """Shut a running VM down, keeping its disk so vm_start can boot it again."""
         return await self._call(lambda token: self.sdk.stop_vm(vm_id))
 
-    @tool(DESTRUCTIVE, profiles={"full": 6})
+    @tool(DESTRUCTIVE, title="Delete a VM", profiles={"full": 6}, idempotent=True)
     async def vm_delete(self, vm_id: VmId) -> Deleted:
         """Kill a VM if running and remove it with its disk. Deleting a missing VM reports
         deleted=false.
@@ -217,12 +224,12 @@ class VMTools:
         deleted = await self._call(lambda token: self.sdk.delete_vm(vm_id))
         return Deleted(id=vm_id, deleted=bool(deleted))
 
-    @tool(READ_ONLY, profiles={"full": 7})
+    @tool(READ_ONLY, title="VM status", profiles={"full": 7})
     async def vm_status(self, vm_id: VmId) -> VMInfo:
         """State (created, running, stopped, …), resources, backend and uptime of a VM."""
         return await self._call(lambda token: self.sdk.status_vm(vm_id))
 
-    @tool(READ_ONLY, profiles={"full": 8})
+    @tool(READ_ONLY, title="VM console log", profiles={"full": 8})
     async def vm_logs(
         self,
         vm_id: VmId,
@@ -230,10 +237,12 @@ class VMTools:
             int | None, Field(description="Only the last N lines (default: all).")
         ] = None,
     ) -> VMLogs:
-        """The guest's serial console log: useful when a VM failed to boot."""
+        """The guest's serial console log: useful when a VM failed to boot. Also the
+        resource pyro://vms/{vm_id}/console.
+        """
         return await self._call(lambda token: self.sdk.logs_vm(vm_id, tail=tail))
 
-    @tool(READ_ONLY, profiles={"full": 9})
+    @tool(READ_ONLY, title="List VMs", profiles={"full": 9})
     async def vm_list(self) -> VMList:
         """Every VM created with vm_create that still exists (not tasks), oldest first."""
         return VMList(vms=await self._call(lambda token: self.sdk.list_vms()))

@@ -92,6 +92,7 @@ def test_stdio_session_on_a_real_guest(guest_install: Any, pyro_state: Path) -> 
     assert result["ok"] is True and result["exit_code"] == 0
     outputs = {step["name"]: step["stdout"] for step in result["steps"] if step["action"] == "exec"}
     assert outputs == {"greet": "hello from Linux\n", "answer": "42\n"}
+    assert (result["stdout"], result["stderr"]) == ("42\n", "")  # the last exec step's
 
     plan = seen["plan"]
     assert not plan.is_error, text_of(plan)

@@ -27,6 +27,7 @@ def run_result(name: str, stdout: str, vm_id: str = "vm-fake") -> RunResult:
         backend="qemu-tcg",
         vm_id=vm_id,
         exit_code=0,
+        stdout=stdout,
         duration_ms=1,
         steps=[step],
     )
@@ -65,6 +66,8 @@ class FakePyro:
         self.create_hook: Callable[[], None] | None = None
         self.released = threading.Event()
         self.roots: list[Any] = []
+        #: What the first step's pull reports to ``on_pull`` (the progress tests set it).
+        self.pull_events: list[Any] = []
 
     # -- what the tools call ---------------------------------------------------------------
 
@@ -79,19 +82,26 @@ class FakePyro:
         command: str | Sequence[str],
         *,
         on_event: Callable[[str, str, Mapping[str, str]], None] = lambda *args: None,
+        on_step: Callable[[int, int, str], None] = lambda *args: None,
+        on_pull: Callable[[Any], None] = lambda event: None,
         **kwargs: Any,
     ) -> RunResult:
         self.calls.append(("run_in_vm", {"environment": environment, "command": command, **kwargs}))
         vm_id = f"vm-{len(self.calls)}"
+        on_step(1, 3, "boot")
+        for event in self.pull_events:
+            on_pull(event)
         on_event("run", "create", {"environment": environment})
         on_event("run", "start", {"vm_id": vm_id})
         if self.run_hook is not None:
             self.run_hook(vm_id, on_event)
+        on_step(2, 3, "exec.command")
         on_event("run", "execute", {"vm_id": vm_id})
+        on_step(3, 3, "cleanup")
         on_event("run", "cleanup", {"vm_id": vm_id})
         return run_result("run", f"ran {command}", vm_id)
 
-    def apply(self, spec: Any, *, vars: Any = None, on_event: Any = None) -> RunResult:
+    def apply(self, spec: Any, *, vars: Any = None, **sinks: Any) -> RunResult:
         from pyro.spec.load import load_spec
 
         loaded = load_spec(spec, vars=vars)  # the real loader: errors carry pointers

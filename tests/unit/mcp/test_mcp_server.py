@@ -67,7 +67,7 @@ def test_the_help_says_what_each_profile_offers(profile: str) -> None:
 
 
 async def test_tool_declarations(snapshot: SnapshotAssertion) -> None:
-    """How a client may treat each tool, where each profile lists it, its spec parameter."""
+    """How a client may treat each tool, its title, and where each profile lists it."""
     async with Client(build_server("full", sdk=Pyro())) as client:
         tools = (await client.list_tools()).tools
     declared = declared_tools()
@@ -77,7 +77,7 @@ async def test_tool_declarations(snapshot: SnapshotAssertion) -> None:
             if tool.annotations
             else None,
             "profiles": dict(declared[tool.name][1].profiles),
-            "spec": (spec.name, spec.models) if (spec := declared[tool.name][1].spec) else None,
+            "title": tool.title,
         }
         for tool in tools
     }
@@ -86,9 +86,11 @@ async def test_tool_declarations(snapshot: SnapshotAssertion) -> None:
 
 def test_a_tool_names_only_profiles_that_exist() -> None:
     with pytest.raises(ValueError, match="bad tool profiles"):
-        declare.tool(declare.RUNS, profiles={"everything": 1})
+        declare.tool(declare.RUNS, title="T", profiles={"everything": 1})
     with pytest.raises(ValueError, match="bad tool profiles"):
-        declare.tool(declare.RUNS, profiles={"full": 0})
+        declare.tool(declare.RUNS, title="T", profiles={"full": 0})
+    with pytest.raises(ValueError, match="idempotentHint"):
+        declare.tool(declare.READ_ONLY, title="T", profiles={"full": 1}, idempotent=True)
 
 
 async def test_every_tool_has_description_and_schemas() -> None:
@@ -108,18 +110,18 @@ async def test_every_tool_has_description_and_schemas() -> None:
 
 
 @pytest.mark.parametrize("name", ["vm_run", "plan", "apply", "spec_validate"])
-async def test_spec_parameter_is_the_run_schema(name: str) -> None:
+async def test_spec_parameter_points_at_the_run_schema_resource(name: str) -> None:
+    """The spec's schema is not inlined: the argument names the resource that serves it."""
     async with Client(build_server("full", sdk=Pyro())) as client:
         tool = next(t for t in (await client.list_tools()).tools if t.name == name)
-    schema = tool.input_schema
-    body = {k: v for k, v in RUN_SCHEMA.items() if k not in ("$defs", "$id", "$schema")}
-    assert schema["$defs"]["RunSpec"] == body
-    for def_name, definition in RUN_SCHEMA["$defs"].items():
-        assert schema["$defs"][def_name] == definition
-    validator = jsonschema.Draft202012Validator(schema)
-    assert not list(validator.iter_errors({"spec": run_spec()}))
-    bad = run_spec(steps=[{"name": "hello", "run": 3}])
-    assert list(validator.iter_errors({"spec": bad}))
+        served = await client.read_resource("pyro://schemas/run")
+    spec = tool.input_schema["properties"]["spec"]
+    assert "pyro://schemas/run" in spec["description"]
+    assert "$defs" not in tool.input_schema
+    assert json.loads(served.contents[0].text) == RUN_SCHEMA  # type: ignore[union-attr]
+    validator = jsonschema.Draft202012Validator(RUN_SCHEMA)
+    assert not list(validator.iter_errors(run_spec()))
+    assert list(validator.iter_errors(run_spec(steps=[{"name": "hello", "run": 3}])))
 
 
 async def test_spec_validate_returns_kind_and_name() -> None:
@@ -181,6 +183,8 @@ async def test_vm_run_command_form(fake: FakePyro) -> None:
     assert not result.is_error
     assert result.structured_content is not None
     assert result.structured_content["steps"][0]["stdout"] == "ran ['uname', '-a']"
+    assert result.structured_content["stdout"] == "ran ['uname', '-a']"
+    assert result.structured_content["exit_code"] == 0
     _, kwargs = fake.calls[0]
     assert kwargs["vcpus"] == 2 and kwargs["timeout_seconds"] == 600 and kwargs["network"] == "off"
 
@@ -231,11 +235,27 @@ async def test_lifecycle_tools_return_models(fake: FakePyro) -> None:
     assert deleted.structured_content == {"id": vm_id, "deleted": False}
 
 
-async def test_arguments_of_the_wrong_type_are_tool_errors(fake: FakePyro) -> None:
+@pytest.mark.parametrize(
+    ("tool", "arguments", "says"),
+    [
+        ("vm_status", {"vm_id": ["not", "a", "string"]}, "'vm_id': input should be a valid string"),
+        ("vm_run", {"environment": "debian:12", "command": "ls", "vcpus": "two"}, "'vcpus'"),
+        ("vm_status", {"vm_id": "../../etc"}, "'vm_id': string should match pattern"),
+        ("vm_status", {}, "'vm_id': field required"),
+    ],
+)
+async def test_arguments_of_the_wrong_type_get_pyros_error_document(
+    fake: FakePyro, tool: str, arguments: dict[str, Any], says: str
+) -> None:
     async with Client(build_server("full", sdk=fake)) as client:  # type: ignore[arg-type]
-        result = await client.call_tool("vm_status", {"vm_id": ["not", "a", "string"]})
+        result = await client.call_tool(tool, arguments)
     assert result.is_error
-    assert "vm_id" in result.content[0].text  # type: ignore[union-attr]
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith(f"error: {tool}: wrong argument") and says in text
+    assert "\nhint: " in text and "pydantic" not in text and "http" not in text
+    error = result.structured_content["error"]  # type: ignore[index]
+    assert error["type"] == "UsageError" and "input schema" in error["hint"]
+    assert fake.calls == [] and fake.deleted == []
 
 
 def test_unknown_profile_is_a_usage_error() -> None:
