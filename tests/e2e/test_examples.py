@@ -238,6 +238,7 @@ def test_mcp_client_snippet_in_the_config_doc_runs(guest_install: Any, pyro_stat
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("0 git version 2."), proc.stdout
+    assert "exec.command" in proc.stderr  # the snippet's progress callback saw the exec step
 
 
 @pytest.mark.parametrize("name", ["claude_desktop_mcp_config.json", "cursor_mcp_config.json"])
