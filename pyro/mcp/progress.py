@@ -14,7 +14,8 @@ one session over stdio; ``info`` until it chooses), or for this request in its `
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
 import threading
 import time
 import warnings
@@ -22,7 +23,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
-import anyio.from_thread
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import LOG_LEVEL_META_KEY, EmptyResult, LoggingLevel, SetLevelRequestParams
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 LEVELS: tuple[LoggingLevel, ...] = get_args(LoggingLevel)
 #: Byte progress of a pull is told at most this often (seconds).
 _BYTES_EVERY_S = 0.25
+#: How long a worker waits for the event loop to take one message. A loop that stopped
+#: (the session ended while a cancelled call's worker still cleans up) never will, and a
+#: worker blocked for good would keep the process from exiting.
+_SEND_WAIT_S = 5.0
 
 
 class LogLevel:
@@ -60,6 +64,11 @@ class Reporter:
 
     def __init__(self, ctx: Context | None, level: LogLevel) -> None:
         self._ctx = ctx
+        # Made on the event loop's thread (the tool handler); sends come from the worker.
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         # A 2026-07-28 client asks per request (in _meta) instead of with logging/setLevel.
         meta = ctx.request_context.meta if ctx is not None else None
         asked = (meta or {}).get(LOG_LEVEL_META_KEY)
@@ -143,8 +152,23 @@ class Reporter:
             )
 
     def _send(self, send: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        # Not in a worker thread, or the client is gone: nothing to tell.
-        with contextlib.suppress(
-            RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError
+        # Not from a worker of a running loop, or the client is gone: nothing to tell.
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return
+        coro = send(*args)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # the loop closed in between
+            coro.close()
+            return
+        try:
+            future.result(timeout=_SEND_WAIT_S)
+        except (
+            concurrent.futures.TimeoutError,
+            concurrent.futures.CancelledError,
+            RuntimeError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
         ):
-            anyio.from_thread.run(send, *args)
+            future.cancel()

@@ -26,7 +26,7 @@ from pyro.mcp.calls import error_text
 from pyro.mcp.tools_vm import ID_PATTERN
 from pyro.plan.model import Plan
 from pyro.sdk import Pyro
-from pyro.spec.schema import SCHEMAS, build_schema
+from pyro.spec.schema import SCHEMAS, editor_schema
 
 ENVIRONMENTS_URI = "pyro://environments"
 CONSOLE_URI = "pyro://vms/{vm_id}/console"
@@ -36,7 +36,7 @@ _ID = re.compile(ID_PATTERN)
 
 
 def _spec_schema(filename: str) -> Callable[[], dict[str, Any]]:
-    return lambda: build_schema(SCHEMAS[filename], filename)
+    return lambda: editor_schema(SCHEMAS[filename], filename)
 
 
 #: ``pyro://schemas/NAME`` -> (what it describes, how to make it).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,13 @@ from pyro.mcp.profiles import PROFILES
 from pyro.mcp.server import build_server, declared_tools, tool_names
 from pyro.sdk import Pyro
 from pyro.spec.model import RunSpec
-from pyro.spec.schema import build_schema
+from pyro.spec.schema import editor_schema
 from tests.unit.mcp.mcp_fakes import FakePyro
 
 pytestmark = pytest.mark.anyio
 
 # The MCP form of the Run schema (2020-12, $defs); the checked-in file is the draft-07 one.
-RUN_SCHEMA = build_schema(RunSpec, "run.schema.json")
+RUN_SCHEMA = editor_schema(RunSpec, "run.schema.json")
 
 
 def run_spec(**body: Any) -> dict[str, Any]:
@@ -119,7 +120,7 @@ async def test_spec_parameter_points_at_the_run_schema_resource(name: str) -> No
     assert "pyro://schemas/run" in spec["description"]
     assert "$defs" not in tool.input_schema
     assert json.loads(served.contents[0].text) == RUN_SCHEMA  # type: ignore[union-attr]
-    validator = jsonschema.Draft202012Validator(RUN_SCHEMA)
+    validator = jsonschema.Draft7Validator(RUN_SCHEMA)
     assert not list(validator.iter_errors(run_spec()))
     assert list(validator.iter_errors(run_spec(steps=[{"name": "hello", "run": 3}])))
 
