@@ -3,9 +3,10 @@
 Which exit code and which message is decided in :mod:`pyro.report.failure`, shared with
 the MCP server (exit codes: 1 a PyroError, 2 a usage error, 3 a bug, whose traceback
 goes to ``$PYRO_STATE_DIR/logs/crash-<timestamp>.log``; 130 interrupted, after cleanup
-ran in the executor's ``finally`` blocks). This module shows it: ``error: SUMMARY`` +
-``hint: HINT`` on stderr, or ``{"ok": false, "error": {"type", "message", "hint", ...}}``
-on stdout with ``--json``.
+ran in the executor's ``finally`` blocks). The commands in :data:`PASSTHROUGH` exit with
+their guest's code, so their own failures (1, 2 and 3 alike) exit 125 instead. This module
+shows it: ``error: SUMMARY`` + ``hint: HINT`` on stderr, or
+``{"ok": false, "error": {"type", "message", "hint", ...}}`` on stdout with ``--json``.
 
 How a command module uses it (run, env, vm, task, mcp, doctor all do the same)::
 
@@ -41,10 +42,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from pyro.report.failure import EXIT_ERROR, EXIT_INTERRUPTED, describe
+from pyro.report.failure import EXIT_CANNOT_RUN, EXIT_ERROR, EXIT_INTERRUPTED, describe
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Commands (names under ``pyro``) whose exit code is their guest command's: pyro's own
+#: failures there exit EXIT_CANNOT_RUN, outside the range a guest's code usually takes.
+PASSTHROUGH = frozenset({("run",), ("apply",), ("demo",), ("vm", "exec"), ("task", "exec")})
 
 JSON_HELP = "Print one JSON document on stdout instead of text."
 
@@ -107,9 +112,19 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+def passes_exit_code(ctx: click.Context | None) -> bool:
+    """Whether ``ctx`` is (inside) a command of :data:`PASSTHROUGH`."""
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return tuple(reversed(names)) in PASSTHROUGH
+
+
 @contextmanager
-def error_handler(*, as_json: bool = False) -> Iterator[None]:
-    """Map everything raised inside to an exit code (``SystemExit``) and a message.
+def error_handler(*, as_json: bool = False, passthrough: bool = False) -> Iterator[None]:
+    """Map everything raised inside to an exit code (``SystemExit``) and a message;
+    ``passthrough``: the command's exit code is its guest's (see :data:`PASSTHROUGH`).
 
     Raises:
         SystemExit: always, when the body raised anything but a click control-flow exception.
@@ -123,9 +138,9 @@ def error_handler(*, as_json: bool = False) -> Iterator[None]:
         raise SystemExit(EXIT_INTERRUPTED) from None
     except BrokenPipeError:
         _silence_stdout()
-        raise SystemExit(EXIT_ERROR) from None
+        raise SystemExit(EXIT_CANNOT_RUN if passthrough else EXIT_ERROR) from None
     except Exception as exc:
-        failure = describe(exc)
+        failure = describe(exc, passthrough=passthrough)
         report_error(failure.document, as_json=as_json)
         raise SystemExit(failure.exit_code) from None
 
@@ -133,12 +148,14 @@ def error_handler(*, as_json: bool = False) -> Iterator[None]:
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Decorate a click callback so its errors go through :func:`error_handler`.
 
-    JSON mode is taken from the callback's ``as_json`` keyword (see :func:`json_option`).
+    JSON mode is taken from the callback's ``as_json`` keyword (see :func:`json_option`),
+    pass-through from the command running (:func:`passes_exit_code`).
     """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with error_handler(as_json=bool(kwargs.get("as_json", False))):
+        passthrough = passes_exit_code(click.get_current_context(silent=True))
+        with error_handler(as_json=bool(kwargs.get("as_json", False)), passthrough=passthrough):
             return func(*args, **kwargs)
 
     return wrapper
@@ -157,7 +174,8 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
     """Run a click command with pyro's exit-code rules; return the exit code.
 
     Handles what happens outside any callback: click usage errors (exit 2, JSON with
-    ``--json``), Ctrl-C during parsing or imports (130), and bugs anywhere (3).
+    ``--json``; 125 for a :data:`PASSTHROUGH` command), Ctrl-C during parsing or imports
+    (130), and bugs anywhere (3).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
@@ -185,5 +203,7 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
             exc.show()
             if hint is not None:
                 click.echo(f"hint: {hint}", err=True)
+        if isinstance(exc, click.UsageError) and passes_exit_code(exc.ctx):
+            return EXIT_CANNOT_RUN
         return exc.exit_code
     return result if isinstance(result, int) else 0

@@ -27,6 +27,7 @@ from pyro.cli.progress import Live
 from pyro.cli.terminal import byte_writer, echo, is_tty
 from pyro.cli.vars import parse_vars
 from pyro.errors import PlanError, PyroError, SpecError, UsageError
+from pyro.report.failure import EXIT_CANNOT_RUN
 
 if TYPE_CHECKING:
     from pyro.execute.result import RunResult
@@ -143,7 +144,7 @@ def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
         if not reporter.as_json:
             echo(f"error: {error['message']}", err=True)
             echo(f"hint: {error['hint']}", err=True)
-        raise SystemExit(1)
+        raise SystemExit(EXIT_CANNOT_RUN)
     raise SystemExit(result.exit_code or 0)
 
 
@@ -265,7 +266,8 @@ def apply(
     """Plan the Run spec in FILE and carry it out on a real guest.
 
     FILE may also be a Plan document written by `pyro plan --json` (applied only if its
-    pinned digests still match). Exit code: the failed step's, 124 on timeout, 0 on success.
+    pinned digests still match). Exit code: the failed step's, 124 on timeout, 0 on success,
+    125 when pyro itself failed.
     """
     reporter = Reporter(as_json)
     try:

@@ -8,13 +8,16 @@ neither a :class:`~pyro.errors.PyroError` nor an interrupt is a bug: its traceba
 to an owner-only crash log under ``$PYRO_STATE_DIR/logs`` with secrets taken out, and the
 user is told where it is, never shown the traceback.
 
-Exit codes (contract §3):
+Exit codes (the table in docs/public-contract.md):
 
 ====  =====================================================================================
 0     success
 1     a :class:`~pyro.errors.PyroError`
 2     a usage error (click's, or :class:`pyro.errors.UsageError`)
 3     a bug (the crash log)
+125   any of those three, from a command that passes a guest's exit code through
+      (``run``, ``apply``, ``demo``, ``vm exec``, ``task exec``), as docker does: its
+      guest owns 0-123 (and 124 timeout, 126 not executable, 127 not found)
 130   interrupted (Ctrl-C)
 ====  =====================================================================================
 """
@@ -35,6 +38,10 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_BUG = 3
+#: pyro could not run the guest command (a pass-through command's own failure). Beside it,
+#: from the guest: 124 timeout (pyro.machines.exec), 126 not executable, 127 not found
+#: (the guest agent's exec).
+EXIT_CANNOT_RUN = 125
 EXIT_INTERRUPTED = 130
 
 
@@ -65,13 +72,16 @@ class Failure:
         return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
 
 
-def describe(exc: Exception) -> Failure:
+def describe(exc: Exception, *, passthrough: bool = False) -> Failure:
     """How ``exc`` is reported: a :class:`~pyro.errors.PyroError` exits 1 (a
     :class:`~pyro.errors.UsageError` 2); anything else is a bug (3), whose traceback is
-    written to a crash log first. (Interrupts are the CLI's alone: 130, no document.)
+    written to a crash log first. With ``passthrough`` (a command whose exit code is its
+    guest's), each of those exits :data:`EXIT_CANNOT_RUN` instead. (Interrupts are the
+    CLI's alone: 130, no document.)
     """
     if isinstance(exc, PyroError):
-        return Failure(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR, exc.to_dict())
+        code = EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
+        return Failure(EXIT_CANNOT_RUN if passthrough else code, exc.to_dict())
     try:
         where = f"the traceback is in {write_crash_log(exc)}"
     except OSError as log_error:
@@ -81,7 +91,7 @@ def describe(exc: Exception) -> Failure:
         "message": f"internal error: {type(exc).__name__}: {exc}",
         "hint": f"this is a bug in pyro; {where} (please attach it to a bug report)",
     }
-    return Failure(EXIT_BUG, document)
+    return Failure(EXIT_CANNOT_RUN if passthrough else EXIT_BUG, document)
 
 
 # --- the crash log ----------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_apply_refuses_host_paths_outside_the_spec_folder(
 
     proc = pyro("apply", str(spec), "--json", cwd=spec_dir)
 
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 125, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     message = json.dumps(result)
     assert any(word in message for word in ("outside", "leaving", "escape", "relative to")), message

@@ -130,7 +130,7 @@ def test_artifacts_from_a_hostile_guest(
         env=dict(os.environ),
     )
 
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 125, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     steps = [s for s in json.loads(proc.stdout)["steps"] if s["action"] == "copy-out"]
     assert [s["status"] for s in steps] == ["error", "error", "ok"], steps

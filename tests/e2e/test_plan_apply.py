@@ -92,7 +92,7 @@ def test_a_saved_plan_applies_from_another_directory_like_its_spec(
     # A copy-in source changed since the plan was made: refused, nothing boots.
     (folder / "in" / "data.bin").write_bytes(b"changed")
     stale = pyro("apply", str(saved), cwd=elsewhere)
-    assert stale.returncode == 1
+    assert stale.returncode == 125  # pyro refused: outside the guest's exit codes
     assert "error: copy-in source 'in'" in stale.stderr and "changed" in stale.stderr
     assert "hint: make a new plan with 'pyro plan FILE --json'" in stale.stderr
     assert "[run] phase=create" not in stale.stderr
@@ -142,6 +142,6 @@ def test_a_plan_applies_on_another_machine_with_the_same_environment_bytes(
     (staged / "rootfs.ext4").write_bytes(b"another rootfs")
     other.install("debian:12", staged, {"version": guest_install.version})
     stale = pyro("apply", "--cold", str(saved), cwd=tmp_path, env=env)
-    assert stale.returncode == 1
+    assert stale.returncode == 125  # pyro refused: outside the guest's exit codes
     assert "error: environment debian:12 now holds other content" in stale.stderr
     assert "[run] phase=create" not in stale.stderr

@@ -291,7 +291,7 @@ def test_a_run_waits_for_a_start_slot_then_goes_ahead(guest_install: Any, pyro_s
 
 def test_a_bad_start_slot_count_is_a_clear_error(guest_install: Any, pyro_state: Path) -> None:
     proc = pyro("run", "debian:12", "--", "true", env={**os.environ, "PYRO_START_SLOTS": "lots"})
-    assert proc.returncode == 1
+    assert proc.returncode == 125
     assert "error: PYRO_START_SLOTS='lots' is not a number of start slots" in proc.stderr
     assert "hint: set PYRO_START_SLOTS to a whole number" in proc.stderr
     assert "Traceback" not in proc.stderr

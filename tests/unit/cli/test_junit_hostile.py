@@ -129,10 +129,10 @@ def _apply(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("spec", "extra", "code", "case_name", "error_type"),
     [
-        ("kind: Run\nspec: {}\n", [], 1, "spec", "SpecError"),
-        ("a: {{ vars.missing }}\n", [], 1, "spec", "SpecError"),
-        ("apiVersion: pyro/v1\n", ["--var", "not a pair"], 2, "apply", "UsageError"),
-        ('{"kind": "Plan", "digest": "x"}', [], 1, "plan", "PlanError"),
+        ("kind: Run\nspec: {}\n", [], 125, "spec", "SpecError"),
+        ("a: {{ vars.missing }}\n", [], 125, "spec", "SpecError"),
+        ("apiVersion: pyro/v1\n", ["--var", "not a pair"], 125, "apply", "UsageError"),
+        ('{"kind": "Plan", "digest": "x"}', [], 125, "plan", "PlanError"),
     ],
     ids=["invalid-spec", "template", "bad-var", "bad-plan"],
 )
@@ -161,6 +161,6 @@ def test_a_report_that_cannot_be_written_is_a_warning_not_a_crash(tmp_path: Path
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = _apply(tmp_path, str(source), "--junit", str(blocker / "junit.xml"))
-    assert result.returncode == 1
+    assert result.returncode == 125
     assert "warning: cannot write the JUnit report" in result.stderr
     assert "error: " in result.stderr
