@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pyro.cli.completion import environments
+from pyro.cli.envflags import NO_BUILD_ENV, forced_env, no_build_option
 from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.flags import BACKENDS, MEMORY_MIB, RUN_FLAGS, TIMEOUT_SECONDS, VCPUS, flag_error
 from pyro.cli.guest_command import GuestCommand
@@ -69,6 +69,11 @@ class Reporter:
                 self._live.build(fields.get("environment", ""), fields.get("step", ""))
             return
         self.close()
+        if phase == "warning":  # a plan's warning: a sentence, shown even with -q
+            echo(f"[{group}] warning: {fields.get('message', '')}", err=True)
+            if fields.get("hint"):
+                echo(f"[{group}] hint: {fields['hint']}", err=True)
+            return
         extra = " ".join(f"{k}={_value(v)}" for k, v in fields.items())
         marker(f"[{group}] phase={phase} {extra}".rstrip())
 
@@ -148,23 +153,12 @@ def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
     raise SystemExit(result.exit_code or 0)
 
 
-@contextlib.contextmanager
-def _forced_cold(cold: bool) -> Iterator[None]:
-    # Through the environment, so the inventory (no saved guests: the plan says cold) and
-    # the runner (no save after the boot) both see it without threading a flag through;
-    # restored afterwards, for callers that run commands in-process.
-    if not cold:
-        yield
-        return
-    before = os.environ.get("PYRO_WARM")  # pyro.vmm.snapshot.WARM_ENV
-    os.environ["PYRO_WARM"] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PYRO_WARM", None)
-        else:
-            os.environ["PYRO_WARM"] = before
+def _env_flags(cold: bool, no_build: bool = False) -> contextlib.ExitStack:
+    """``--cold`` and ``--no-build`` for the body (a ``with`` block)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(forced_env("PYRO_WARM", "0", cold))  # pyro.vmm.snapshot.WARM_ENV
+    stack.enter_context(forced_env(NO_BUILD_ENV, "1", no_build))
+    return stack
 
 
 @click.command(cls=GuestCommand, context_settings={"allow_interspersed_args": True})
@@ -191,6 +185,7 @@ def _forced_cold(cold: bool) -> Iterator[None]:
     is_flag=True,
     help="Boot the kernel even if a saved ready guest could be restored (sets PYRO_WARM=0).",
 )
+@no_build_option
 @json_option
 @handle_errors
 def run(
@@ -203,6 +198,7 @@ def run(
     backend: BackendName | None,
     env_items: tuple[str, ...],
     cold: bool,
+    no_build: bool,
     as_json: bool,
 ) -> None:
     """Run CMD in a fresh microVM of ENVIRONMENT, then delete the VM.
@@ -222,7 +218,7 @@ def run(
         argv = command[0]
     env = {k: str(v) for k, v in (parse_vars(env_items, option="--env") or {}).items()}
     reporter = Reporter(as_json)
-    with _forced_cold(cold), _in_flag_terms("pyro run"), contextlib.closing(reporter):
+    with _env_flags(cold, no_build), _in_flag_terms("pyro run"), contextlib.closing(reporter):
         result = Pyro().run_in_vm(
             environment,
             argv,
@@ -252,6 +248,7 @@ def run(
     is_flag=True,
     help="Boot the kernel even if a saved ready guest could be restored (sets PYRO_WARM=0).",
 )
+@no_build_option
 @json_option
 @handle_errors
 def apply(
@@ -261,6 +258,7 @@ def apply(
     run_name: str | None,
     junit: str | None,
     cold: bool,
+    no_build: bool,
     as_json: bool,
 ) -> None:
     """Plan the Run spec in FILE and carry it out on a real guest.
@@ -271,7 +269,7 @@ def apply(
     """
     reporter = Reporter(as_json)
     try:
-        result = _apply(file, var_items, vars_file, run_name, cold, reporter)
+        result = _apply(file, var_items, vars_file, run_name, cold, no_build, reporter)
     except PyroError as error:
         if junit:
             _write_error_junit(file, error, Path(junit))
@@ -285,13 +283,14 @@ def _apply(
     vars_file: str | None,
     run_name: str | None,
     cold: bool,
+    no_build: bool,
     reporter: Reporter,
 ) -> RunResult:
     from pyro.sdk import Pyro
 
     source: Any = _read_plan_or_path(file)
     variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
-    with _forced_cold(cold), contextlib.closing(reporter):
+    with _env_flags(cold, no_build), contextlib.closing(reporter):
         return Pyro().apply(
             source,
             vars=variables,

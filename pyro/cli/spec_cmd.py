@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from pyro.cli.envflags import NO_BUILD_ENV, forced_env, no_build_option
 from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.terminal import echo
 from pyro.cli.vars import parse_vars, vars_options
@@ -81,6 +82,7 @@ def _print_validation(reports: list[dict[str, Any]]) -> None:
     is_flag=True,
     help="Do not ask registries for digests (a pull is planned without one).",
 )
+@no_build_option
 @json_option
 @handle_errors
 def plan(
@@ -89,13 +91,16 @@ def plan(
     vars_file: str | None,
     run_name: str | None,
     offline: bool,
+    no_build: bool,
     as_json: bool,
 ) -> None:
     """Show what applying the Run spec in FILE would do (exit 1 when it is not applyable)."""
     from pyro.execute.prepare import make_plan, prepare
 
     variables = parse_vars(var_items, vars_file)
-    result = make_plan(prepare(file, vars=variables, run_name=run_name), resolve_remote=not offline)
+    with forced_env(NO_BUILD_ENV, "1", no_build):
+        prepared = prepare(file, vars=variables, run_name=run_name)
+        result = make_plan(prepared, resolve_remote=not offline)
     if as_json:
         from pyro.plan.model import render_json
 

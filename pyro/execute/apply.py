@@ -113,9 +113,13 @@ class _Run:
 def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
     """Carry out ``plan`` and return what happened — also when a step fails.
 
+    The plan's warnings are told to ``on_event`` first (``plan``, ``warning``) and kept in
+    the result.
+
     Raises:
-        PlanError: the plan is not applyable, or has host paths but records no spec folder
-            (nothing is done).
+        PlanError: the plan is not applyable, builds an environment while builds are off
+            (``$PYRO_NO_BUILD``), or has host paths but records no spec folder (nothing is
+            done).
         StalePlanError: a pinned digest no longer matches (nothing is done); or, in the
             failed pull step's result, the registry now serves another manifest.
     """
@@ -125,7 +129,16 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
             "the plan is not applyable" + (f": {first.message}" if first else ""),
             first.hint if first else "run 'pyro plan FILE' to see why",
         )
+    build = next((s for s in plan.steps if isinstance(s, BuildStep)), None)
+    if build is not None and _builds_forbidden():
+        raise PlanError(
+            f"the plan builds environment {build.ref} locally, but builds are off "
+            "(--no-build, PYRO_NO_BUILD)",
+            "install it first ('pyro env pull'), or make a new plan where its registry answers",
+        )
     options = options or ApplyOptions()
+    for warning in plan.warnings:
+        options.on_event("plan", "warning", {"message": warning.message, "hint": warning.hint})
     if options.artifacts_dir is None and any(isinstance(s, CopyOutStep) for s in plan.steps):
         spec_dir(plan)  # artifacts need a folder to land in before anything boots
     run = _Run(plan=plan, options=options, registry=options.registry or VMRegistry())
@@ -164,6 +177,12 @@ def apply(plan: Plan, options: ApplyOptions | None = None) -> RunResult:
 def _tell_step(run: _Run, number: int, step: Any) -> None:
     if run.options.on_step is not None:
         run.options.on_step(number, len(run.plan.steps), step.id)
+
+
+def _builds_forbidden() -> bool:
+    from pyro.host.gather import builds_forbidden  # only for plans that build
+
+    return builds_forbidden()
 
 
 def _do_step(run: _Run, step: Any) -> None:
@@ -564,4 +583,5 @@ def _result(run: _Run) -> RunResult:
         error=run.error.to_dict() if run.error else None,
         duration_ms=int((time.monotonic() - run.started) * 1000),
         steps=run.results,
+        warnings=list(run.plan.warnings),
     )

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pyro.errors import CommandFailedError
 
+from pyro.plan.model import PlanIssue
+
 StepStatus = Literal["ok", "failed", "timed-out", "skipped", "error"]
 
 
@@ -55,6 +57,9 @@ class RunResult(BaseModel):
     error: dict[str, Any] | None = None
     duration_ms: int
     steps: list[StepResult]
+    warnings: list[PlanIssue] = []
+    """The plan's warnings (e.g. its environment was built because its registry did not
+    answer)."""
     artifacts_dir: str | None = None
     """The fresh host folder a confined run (MCP, ``Pyro(confine_to=)``) copied its artifacts
     into; None when it copied none, or for an unconfined run (artifacts are then relative

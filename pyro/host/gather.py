@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pyro.environments import catalog as environment_catalog
 from pyro.environments.cache.store import Cache
-from pyro.errors import RegistryError, SpecError
+from pyro.errors import RegistryError, SpecError, UsageError
 from pyro.guest.build import agent_digest, agent_source_digest
 from pyro.paths import cache_dir
 from pyro.plan.inventory import (
@@ -27,6 +27,7 @@ from pyro.plan.inventory import (
     Inventory,
     RemoteEnvironment,
     SavedGuest,
+    UnresolvedRemote,
 )
 from pyro.spec.model import EnvironmentSpec
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
@@ -61,6 +62,7 @@ def gather_inventory(
         SpecError: an Environment spec named by a path in ``refs`` is invalid.
         OutsideRootError: with ``root``, such a path is outside it.
         CacheError: the local cache cannot be read.
+        UsageError: ``$PYRO_NO_BUILD`` is neither on nor off.
     """
     folder = base_dir if base_dir is not None else Path.cwd()
     catalog = {entry.ref: entry for entry in environment_catalog.catalog_entries()}
@@ -77,7 +79,8 @@ def gather_inventory(
             if entry is not None:
                 catalog[ref] = entry
     installed = _installed()
-    remote = _resolve(refs, catalog, installed) if resolve_remote else []
+    forbidden = builds_forbidden()
+    remote, unresolved = _resolve(refs, catalog, installed) if resolve_remote else ([], [])
     backends = list(probe_backends())
     return Inventory(
         host=probe_host(),
@@ -85,6 +88,8 @@ def gather_inventory(
         installed=installed,
         catalog=sorted(catalog.values(), key=lambda entry: entry.ref),
         remote=remote,
+        unresolved=unresolved,
+        builds_forbidden=forbidden,
         agent_digest=agent_digest(),
         agent_source_digest=agent_source_digest(),
         snapshots=_snapshots(backends),
@@ -172,18 +177,42 @@ def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:
     ]
 
 
-# --- registries -------------------------------------------------------------------------
+# --- builds and registries ----------------------------------------------------------------
+
+#: ``PYRO_NO_BUILD=1`` (what ``--no-build`` sets): never build an environment locally; a Run
+#: that would fails to plan, for CI that must pull from its registry or stop.
+NO_BUILD_ENV = "PYRO_NO_BUILD"
+_ON = ("1", "true", "yes", "on")
+_OFF = ("", "0", "false", "no", "off")
+
+
+def builds_forbidden() -> bool:
+    """Whether ``$PYRO_NO_BUILD`` forbids local environment builds.
+
+    Raises:
+        UsageError: the value is neither on (1, true, yes, on) nor off (0, false, no, off).
+    """
+    value = os.environ.get(NO_BUILD_ENV, "").strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise UsageError(
+        f"{NO_BUILD_ENV}={value!r} is neither on nor off",
+        f"set {NO_BUILD_ENV}=1 to forbid local environment builds, or unset it",
+    )
 
 
 def _resolve(
     refs: Sequence[str],
     catalog: Mapping[str, CatalogEnvironment],
     installed: Sequence[InstalledEnvironment],
-) -> list[RemoteEnvironment]:
-    """Manifest digests of the oci:// references a plan of ``refs`` may pull.
+) -> tuple[list[RemoteEnvironment], list[UnresolvedRemote]]:
+    """Manifest digests of the oci:// references a plan of ``refs`` may pull, and why the
+    others have none.
 
     Only what is not installed is asked for, so planning an installed environment never
-    touches the network. An unreachable registry leaves the digest unknown.
+    touches the network. An unreachable registry leaves the digest unknown (and says why).
     """
     wanted: set[str] = set()
     have = {(env.name, env.version) for env in installed}
@@ -198,13 +227,15 @@ def _resolve(
         if entry is not None and entry.source and (entry.name, entry.version) not in have:
             wanted.add(entry.source)
     if not wanted:
-        return []
+        return [], []
     from pyro.oci import resolve  # the registry client is loaded only when it is asked
 
     found: list[RemoteEnvironment] = []
+    unresolved: list[UnresolvedRemote] = []
     for ref in sorted(wanted):
         try:
             found.append(RemoteEnvironment(ref=ref, digest=resolve(ref)))
-        except RegistryError:
-            continue  # offline or unknown: the plan pulls without a pinned digest
-    return found
+        except RegistryError as exc:
+            # Offline or unknown: the plan pulls without a pinned digest, or builds instead.
+            unresolved.append(UnresolvedRemote(ref=ref, reason=exc.summary))
+    return found, unresolved

@@ -85,6 +85,13 @@ class RemoteEnvironment(_Data):
     digest: str
 
 
+class UnresolvedRemote(_Data):
+    """An oci:// reference the registry did not resolve: unreachable, refused or unknown."""
+
+    ref: str
+    reason: str = Field(description="The registry's failure, naming the registry.")
+
+
 class SavedGuest(_Data):
     """A saved ready guest (pyro.vmm.snapshot) that passed the cheap check, for a VMM
     version the host still has: a boot of this shape can restore instead of booting."""
@@ -115,6 +122,15 @@ class Inventory(_Data):
     installed: list[InstalledEnvironment] = []
     catalog: list[CatalogEnvironment] = []
     remote: list[RemoteEnvironment] = []
+    unresolved: list[UnresolvedRemote] = Field(
+        default=[],
+        description="Pull sources whose registry was asked and gave no digest, with why.",
+    )
+    builds_forbidden: bool = Field(
+        default=False,
+        description="$PYRO_NO_BUILD (--no-build): a Run that would build its environment "
+        "fails to plan instead.",
+    )
     agent_digest: str | None = Field(
         default=None,
         description="sha256:... of the built guest agent initrd (saved guests are keyed by "

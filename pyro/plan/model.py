@@ -41,7 +41,8 @@ class _Data(BaseModel):
 
 
 class PlanIssue(_Data):
-    """One reason the plan cannot be applied."""
+    """One reason the plan cannot be applied (``errors``), or one thing it will do that its
+    user may not expect (``warnings``)."""
 
     code: str = Field(description="Stable machine-readable code, e.g. 'environment.unknown'.")
     message: str
@@ -186,6 +187,11 @@ class Plan(_Data):
     )
     applyable: bool
     errors: list[PlanIssue] = []
+    warnings: list[PlanIssue] = Field(
+        default=[],
+        description="What the plan will do that its user may not expect, e.g. build an "
+        "environment locally because its registry did not answer; it stays applyable.",
+    )
     inventory: InventorySummary
     environment: PlanEnvironment | None
     resources: PlanResources

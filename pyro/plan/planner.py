@@ -3,7 +3,9 @@
 Pure: everything it knows about the host arrives in the Inventory, so the same spec and
 inventory always give the same plan (and digest). Problems the user can fix (unknown
 environment, no usable backend, resources above the host's) do not raise: they become plan
-``errors`` and ``applyable: false``, so ``pyro plan`` can show all of them at once.
+``errors`` and ``applyable: false``, so ``pyro plan`` can show all of them at once. What the
+plan will do that its user may not expect (a long local build because the registry did not
+answer) becomes a plan ``warning``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef
 AUTO_ORDER = ("firecracker", "qemu-kvm", "qemu-tcg")
 ENV_LIST_HINT = "run 'pyro env list' to see the environments pyro knows"
 DOCTOR_HINT = "run 'pyro doctor' to see which backends this host supports"
+NO_BUILD = "--no-build, PYRO_NO_BUILD"
 
 
 class HasSpec(Protocol):
@@ -91,7 +94,8 @@ def plan(
         )
     body = run.spec
     errors: list[PlanIssue] = []
-    resolved = _resolve_environment(body, inventory, environments or {}, errors)
+    warnings: list[PlanIssue] = []
+    resolved = _resolve_environment(body, inventory, environments or {}, errors, warnings)
     backend, backend_reason = _choose_backend(body.backend.value, inventory.backends, errors)
     vcpus = body.resources.vcpus or (resolved.default_vcpus if resolved else 1)
     memory_mib = body.resources.memory_mib or (resolved.default_memory_mib if resolved else 512)
@@ -153,6 +157,7 @@ def plan(
         spec_dir=spec_dir,
         applyable=not errors,
         errors=errors,
+        warnings=warnings,
         inventory=InventorySummary(
             arch=inventory.host.arch,
             kvm=inventory.host.kvm,
@@ -215,6 +220,7 @@ def _resolve_environment(
     inventory: Inventory,
     environments: Mapping[str, EnvironmentSpec],
     errors: list[PlanIssue],
+    warnings: list[PlanIssue],
 ) -> _Resolved | None:
     ref = body.environment_ref
     written = body.environment
@@ -245,11 +251,15 @@ def _resolve_environment(
             )
         )
         return None
-    return _resolve_entry(written, entry, inventory, errors)
+    return _resolve_entry(written, entry, inventory, errors, warnings)
 
 
 def _resolve_entry(
-    written: str, entry: CatalogEnvironment, inventory: Inventory, errors: list[PlanIssue]
+    written: str,
+    entry: CatalogEnvironment,
+    inventory: Inventory,
+    errors: list[PlanIssue],
+    warnings: list[PlanIssue],
 ) -> _Resolved:
     installed = _find_installed(inventory, entry)
     if installed is not None:
@@ -267,11 +277,48 @@ def _resolve_entry(
         )
 
     remote = _remote_digest(inventory, entry.source) if entry.source else None
+    failed = _unresolved(inventory, entry.source)
     # Pull when the registry answered; build when it did not but the host can build;
-    # an unresolved pull is still the plan when building is impossible.
-    if entry.source and (remote is not None or not entry.buildable):
+    # an unresolved pull is still the plan when building is impossible, or forbidden and
+    # the registry was not asked (--offline).
+    pull_anyway = failed is None and inventory.builds_forbidden
+    if entry.source and (remote is not None or not entry.buildable or pull_anyway):
         step: PullStep | BuildStep = PullStep(id="pull", ref=entry.source, digest=remote)
         return _Resolved(env(remote, "pull"), entry.default_vcpus, entry.default_memory_mib, step)
+    if entry.buildable and inventory.builds_forbidden:
+        if failed is not None:
+            why = f"pulling it from {entry.source} failed: {failed}"
+            hint = (
+                "make the registry reachable (PYRO_ENV_REGISTRY), or publish the environment "
+                f"there with 'pyro env push {entry.name} REF'"
+            )
+        else:
+            why = "it has no registry to be pulled from"
+            hint = (
+                "set PYRO_ENV_REGISTRY to the registry your team pushes environments to "
+                "('pyro env push'), or install it first with 'pyro env pull' or 'pyro env build'"
+            )
+        errors.append(
+            PlanIssue(
+                code="environment.build-forbidden",
+                message=f"environment '{written}' is not installed and would be built "
+                f"locally, but builds are off ({NO_BUILD}); {why}",
+                hint=hint,
+                pointer="/spec/environment",
+            )
+        )
+    elif entry.buildable and failed is not None:
+        warnings.append(
+            PlanIssue(
+                code="environment.pull-unavailable",
+                message=f"environment '{written}' could not be pulled from {entry.source} "
+                f"({failed}): it will be built locally instead, which takes minutes",
+                hint="check the registry (PYRO_ENV_REGISTRY) and that 'pyro env push' "
+                f"published {entry.name} there; pass --no-build (or set PYRO_NO_BUILD=1) to "
+                "fail instead of building",
+                pointer="/spec/environment",
+            )
+        )
     if not entry.buildable:
         errors.append(
             PlanIssue(
@@ -380,6 +427,11 @@ def document_digest(document: EnvironmentSpec) -> str:
 
 def _remote_digest(inventory: Inventory, ref: str | None) -> str | None:
     return next((remote.digest for remote in inventory.remote if remote.ref == ref), None)
+
+
+def _unresolved(inventory: Inventory, ref: str | None) -> str | None:
+    """Why the registry gave no digest for ``ref`` (None: it did, or was not asked)."""
+    return next((miss.reason for miss in inventory.unresolved if miss.ref == ref), None)
 
 
 # --- backend and limits -----------------------------------------------------------------

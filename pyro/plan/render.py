@@ -83,7 +83,8 @@ def _describe(
 
 
 def render_text(plan: Plan) -> str:
-    """A short human rendering: header, one line per step, errors with hints, verdict, legend."""
+    """A short human rendering: header, one line per step, errors and warnings with hints,
+    verdict, legend."""
     env = plan.environment
     if env is None:
         what = "environment unresolved"
@@ -101,6 +102,11 @@ def render_text(plan: Plan) -> str:
         for issue in plan.errors:
             where = f" at {issue.pointer}" if issue.pointer else ""
             lines.append(f"  {issue.code}{where}: {issue.message}")
+            lines.append(f"    hint: {issue.hint}")
+    if plan.warnings:
+        lines.append(f"warnings ({len(plan.warnings)}):")
+        for issue in plan.warnings:
+            lines.append(f"  {issue.code}: {issue.message}")
             lines.append(f"    hint: {issue.hint}")
     lines.append(f"applyable: {'yes' if plan.applyable else 'no'}")
     lines.append(f"digest: {plan.digest}")

@@ -259,6 +259,33 @@ def test_build_step_builds_the_document_the_plan_carries(
     assert calls == [("local:1", build.document, host.project)]
 
 
+def test_the_plan_s_warnings_are_told_first_and_kept_in_the_result(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = json.loads(render_json(_build_plan(host)))
+    body.pop("digest")
+    warning = {"code": "environment.pull-unavailable", "message": "slow build", "hint": "h"}
+    body["warnings"] = [warning]
+    built = host.install("local:1")
+    monkeypatch.setattr(service, "build", lambda value, **_: built)
+    result = host.apply(seal(**body))
+    assert result.ok, result.error
+    assert [w.model_dump() for w in result.warnings] == [{**warning, "pointer": None}]
+    assert host.events[0] == ("plan", "warning", {"message": "slow build", "hint": "h"})
+
+
+def test_no_build_refuses_a_plan_that_builds_before_anything_is_done(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _build_plan(host)  # planned while builds were allowed
+    calls: list[str] = []
+    monkeypatch.setattr(service, "build", lambda value, **_: calls.append(value))
+    monkeypatch.setenv("PYRO_NO_BUILD", "1")
+    with pytest.raises(PlanError, match=r"builds environment local:1 locally, but builds are off"):
+        host.apply(plan)
+    assert calls == [] and host.registry.list() == [] and host.events == []
+
+
 # --- a failing step, cleanup ------------------------------------------------------------
 
 FAILING = """\

@@ -100,9 +100,10 @@ def test_resolve_asks_only_for_what_is_not_installed(monkeypatch: pytest.MonkeyP
     pinned = "oci://127.0.0.1:5000/pyro/pinned@sha256:" + "0" * 64
     answers = {SOURCE: "sha256:" + "a" * 64, oci: RegistryError("offline")}
     monkeypatch.setattr("pyro.oci.resolve", _resolver(answers, asked))
-    remote = gather._resolve(["debian:12", oci, pinned], {"debian:12": ENTRY}, [])
+    remote, unresolved = gather._resolve(["debian:12", oci, pinned], {"debian:12": ENTRY}, [])
     assert sorted(asked) == sorted([SOURCE, oci])
     assert [(r.ref, r.digest) for r in remote] == [(SOURCE, "sha256:" + "a" * 64)]
+    assert [(u.ref, u.reason) for u in unresolved] == [(oci, "offline")]  # and why not
 
     asked.clear()
     installed = [
@@ -110,5 +111,5 @@ def test_resolve_asks_only_for_what_is_not_installed(monkeypatch: pytest.MonkeyP
             name="debian:12", version="1.0.0", digest=SPEC_DIGEST, content_digest=SPEC_DIGEST
         )
     ]
-    assert gather._resolve(["debian:12"], {"debian:12": ENTRY}, installed) == []
+    assert gather._resolve(["debian:12"], {"debian:12": ENTRY}, installed) == ([], [])
     assert asked == []

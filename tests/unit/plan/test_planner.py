@@ -13,6 +13,7 @@ from pyro.plan.inventory import (
     InstalledEnvironment,
     RemoteEnvironment,
     SourceContent,
+    UnresolvedRemote,
 )
 from pyro.plan.model import (
     ACTIONS,
@@ -25,6 +26,7 @@ from pyro.plan.model import (
     render_json,
 )
 from pyro.plan.planner import plan
+from pyro.plan.render import render_text
 from pyro.spec.load import load_spec
 
 from .fixtures import (
@@ -126,6 +128,58 @@ def test_unresolved_source_but_buildable_builds() -> None:
     entry = inv.catalog[0].model_copy(update={"buildable": True})
     result = plan(run_spec(), inv.model_copy(update={"catalog": [entry]}))
     assert isinstance(result.steps[0], BuildStep)
+    assert result.warnings == []  # the registry was not asked (--offline): nothing to say
+
+
+UNREACHABLE = "cannot reach registry 127.0.0.1:5000 for manifest 12: ConnectionError"
+
+
+def _registry_down(**changes: object) -> object:
+    inv = inventory("pullable", remote=[], **changes)
+    entry = inv.catalog[0].model_copy(update={"buildable": True})
+    missed = [UnresolvedRemote(ref=SOURCE, reason=UNREACHABLE)]
+    return inv.model_copy(update={"catalog": [entry], "unresolved": missed})
+
+
+def test_a_build_because_the_registry_did_not_answer_is_a_warning() -> None:
+    result = plan(run_spec(), _registry_down())  # type: ignore[arg-type]
+    assert isinstance(result.steps[0], BuildStep) and result.applyable
+    (warning,) = result.warnings
+    assert warning.code == "environment.pull-unavailable"
+    assert SOURCE in warning.message and UNREACHABLE in warning.message
+    assert "built locally" in warning.message and "PYRO_NO_BUILD" in warning.hint
+    assert "warnings (1):" in render_text(result) and UNREACHABLE in render_text(result)
+    assert plan_from_json(render_json(result)) == result  # warnings are part of the digest
+
+
+def test_no_build_fails_fast_when_the_registry_did_not_answer() -> None:
+    result = plan(run_spec(), _registry_down(builds_forbidden=True))  # type: ignore[arg-type]
+    assert not result.applyable and result.warnings == []
+    assert codes(result) == ["environment.build-forbidden"]
+    (error,) = result.errors
+    assert "builds are off" in error.message and UNREACHABLE in error.message
+    assert "pyro env push debian:12" in error.hint
+
+
+def test_no_build_without_any_registry_says_to_set_one() -> None:
+    result = plan(run_spec(), inventory("buildable", builds_forbidden=True))
+    assert codes(result) == ["environment.build-forbidden"]
+    assert "no registry" in result.errors[0].message
+    assert "PYRO_ENV_REGISTRY" in result.errors[0].hint
+
+
+def test_no_build_plans_the_pull_when_the_registry_was_not_asked() -> None:
+    inv = inventory("pullable", remote=[], builds_forbidden=True)
+    entry = inv.catalog[0].model_copy(update={"buildable": True})
+    result = plan(run_spec(), inv.model_copy(update={"catalog": [entry]}))
+    assert isinstance(result.steps[0], PullStep) and result.steps[0].digest is None
+    assert result.applyable
+
+
+def test_no_build_leaves_installed_and_pullable_environments_alone() -> None:
+    for variant in ("installed", "pullable"):
+        result = plan(run_spec(), inventory(variant, builds_forbidden=True))
+        assert result.applyable and not any(isinstance(s, BuildStep) for s in result.steps)
 
 
 def test_buildable_environment_gets_a_build_step_with_the_spec_digest() -> None:
