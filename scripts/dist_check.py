@@ -213,19 +213,34 @@ def check_sdist(sdist: Path, expected: list[str]) -> None:
 # -- the smoke venv --------------------------------------------------------------------------
 
 
-def make_venv(venv: Path, wheel: Path) -> Path:
-    """A fresh venv with only the wheel (and its dependencies); returns its bin dir."""
+def make_venv(
+    venv: Path,
+    wheel: Path,
+    *,
+    prefix: Sequence[str | Path] = (),
+    env: dict[str, str] | None = None,
+) -> Path:
+    """A fresh venv with only the wheel (and its dependencies); returns its bin dir.
+
+    ``prefix`` runs each command under another command (e.g. ``setpriv`` to another user:
+    tests/e2e/test_ci_runner.py); ``env`` replaces :func:`clean_env` for them.
+    """
     base = getattr(sys, "_base_executable", sys.executable)
-    run([base, "-m", "venv", venv])
     bin_dir = venv / "bin"
-    env = clean_env(bin_dir)
+    env = env if env is not None else clean_env(bin_dir)
+    run([*prefix, base, "-m", "venv", venv], env=env)
     run(
-        [bin_dir / "python", "-m", "pip", "install", "--quiet", "--no-compile", wheel],
+        [*prefix, bin_dir / "python", "-m", "pip", "install", "--quiet", "--no-compile", wheel],
         env=env,
         cwd=venv,
     )
     purelib = run(
-        [bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        [
+            *prefix,
+            bin_dir / "python",
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ],
         env=env,
         cwd=venv,
     ).stdout.strip()

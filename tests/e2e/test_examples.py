@@ -15,7 +15,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
@@ -261,15 +260,3 @@ def test_mcp_client_config_doc_names_every_profile_and_config() -> None:
         assert f"`{profile}`" in text
     for name in ("claude_desktop_mcp_config.json", "cursor_mcp_config.json"):
         assert name in text
-
-
-def test_ci_workflow_applies_an_existing_spec() -> None:
-    workflow = yaml.safe_load((EXAMPLES / "ci" / "github-actions.yml").read_text("utf-8"))
-    steps = workflow["jobs"]["apply"]["steps"]
-    commands = "\n".join(step.get("run", "") for step in steps)
-    assert "pyro apply examples/hello.yaml --junit pyro-junit.xml" in commands
-    assert "pip install pyro-vm" in commands and "qemu-system-x86" in commands
-    from pyro.spec.load import load_spec
-
-    spec = load_spec(ROOT / "examples" / "hello.yaml").spec
-    assert spec.kind == "Run"

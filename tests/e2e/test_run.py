@@ -310,3 +310,16 @@ def test_vm_lifecycle_and_exec_auto_deletes(guest_install: Any, pyro_state: Path
     assert ran.returncode == 4 and ran.stdout.startswith("12.")
     gone = pyro("vm", "status", vm_id)
     assert gone.returncode == 1 and "no VM" in gone.stderr
+
+
+def test_exit_codes_keep_the_guest_s_apart_from_pyro_s(
+    guest_install: Any, pyro_state: Path
+) -> None:
+    """The guest's 3, 126 and 127 pass through; pyro's own failure is 125, not 1/2/3."""
+    assert pyro("run", "debian:12", "--", "sh -c 'exit 3'").returncode == 3
+    missing = pyro("run", "debian:12", "--", "no-such-command")
+    assert missing.returncode == 127, missing.stderr
+    denied = pyro("run", "debian:12", "--", "/etc/hostname")
+    assert denied.returncode == 126, denied.stderr
+    unknown = pyro("run", "no-such-env:1", "--", "true")
+    assert unknown.returncode == 125 and unknown.stderr.startswith("error: ")
