@@ -130,27 +130,46 @@ def runner(user: pwd.struct_passwd, guest_install: Any) -> Iterator[Runner]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Pushing:
+    """The registry the team pushes debian:12 to, and the push (running meanwhile)."""
+
+    registry: Registry
+    push: subprocess.Popen[str]
+
+    def pushed(self) -> Registry:
+        _, err = self.push.communicate(timeout=600)
+        assert self.push.returncode == 0, err
+        return self.registry
+
+
 @pytest.fixture(scope="module")
-def team_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """The registry the team pushed debian:12 to (from the developer's cache)."""
+def team_registry(
+    tmp_path_factory: pytest.TempPathFactory, guest_install: Any
+) -> Iterator[Pushing]:
+    """debian:12 pushed from the developer's cache, while the runner's venv is made."""
     with running_registry(tmp_path_factory.mktemp("ci-registry")) as registry:
         ref = registry.ref("pyro/debian", "12")
-        push = subprocess.run(
+        push = subprocess.Popen(
             [sys.executable, "-m", "pyro.cli", "env", "push", "debian:12", ref],
-            capture_output=True,
-            text=True,
-            timeout=600,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            check=False,
+            text=True,
         )
-        assert push.returncode == 0, push.stderr
-        yield registry
+        try:
+            yield Pushing(registry, push)
+        finally:
+            if push.poll() is None:
+                push.kill()
+            push.communicate()
 
 
 def test_a_non_root_runner_pulls_applies_and_reports(
-    runner: Runner, team_registry: Registry
+    team_registry: Pushing, runner: Runner
 ) -> None:
-    env = {**runner.env, "PYRO_ENV_REGISTRY": f"{team_registry.address}/pyro"}
+    registry = team_registry.pushed()
+    env = {**runner.env, "PYRO_ENV_REGISTRY": f"{registry.address}/pyro"}
     runner = dataclasses.replace(runner, env=env)
 
     who = runner.run("id", "-u")
