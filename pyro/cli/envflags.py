@@ -14,7 +14,7 @@ from typing import ParamSpec, TypeVar
 
 import click
 
-#: pyro.host.gather.NO_BUILD_ENV (not imported: it would load the inventory's modules).
+#: pyro.environments.catalog.NO_BUILD_ENV (not imported: it would load the catalog's modules).
 NO_BUILD_ENV = "PYRO_NO_BUILD"
 
 P = ParamSpec("P")

@@ -153,12 +153,11 @@ def _finish(result: RunResult, reporter: Reporter, junit: str | None) -> None:
     raise SystemExit(result.exit_code or 0)
 
 
-def _env_flags(cold: bool, no_build: bool = False) -> contextlib.ExitStack:
-    """``--cold`` and ``--no-build`` for the body (a ``with`` block)."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(forced_env("PYRO_WARM", "0", cold))  # pyro.vmm.snapshot.WARM_ENV
-    stack.enter_context(forced_env(NO_BUILD_ENV, "1", no_build))
-    return stack
+@contextlib.contextmanager
+def _env_flags(cold: bool, no_build: bool = False) -> Iterator[None]:
+    """``--cold`` (``PYRO_WARM=0``: pyro.vmm.snapshot.WARM_ENV) and ``--no-build`` for the body."""
+    with forced_env("PYRO_WARM", "0", cold), forced_env(NO_BUILD_ENV, "1", no_build):
+        yield
 
 
 @click.command(cls=GuestCommand, context_settings={"allow_interspersed_args": True})

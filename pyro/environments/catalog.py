@@ -30,6 +30,32 @@ if TYPE_CHECKING:  # imported where used: catalog_names() (shell completion) nee
     from pyro.spec.model import EnvironmentSpec
 
 REGISTRY_ENV = "PYRO_ENV_REGISTRY"
+
+#: ``PYRO_NO_BUILD=1`` (what ``--no-build`` sets): never build an environment implicitly (a
+#: plan that would, ``env pull`` without a registry) but fail, for CI that must pull from its
+#: registry or stop. ``pyro env build`` still builds.
+NO_BUILD_ENV = "PYRO_NO_BUILD"
+_ON = ("1", "true", "yes", "on")
+_OFF = ("", "0", "false", "no", "off")
+
+
+def builds_forbidden() -> bool:
+    """Whether ``$PYRO_NO_BUILD`` forbids local environment builds.
+
+    Raises:
+        UsageError: the value is neither on (1, true, yes, on) nor off (0, false, no, off).
+    """
+    value = os.environ.get(NO_BUILD_ENV, "").strip().lower()
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise UsageError(
+        f"{NO_BUILD_ENV}={value!r} is neither on nor off",
+        f"set {NO_BUILD_ENV}=1 to forbid local environment builds, or unset it",
+    )
+
+
 KERNEL_SOURCE_DIR = Path("/usr/src")
 
 # Host programs a build runs, with the Debian package that provides each.

@@ -26,7 +26,13 @@ from pyro.environments.status import (
     Progress,
     ProgressEvent,
 )
-from pyro.errors import CacheError, EnvironmentInvalidError, EnvironmentNotFoundError, UsageError
+from pyro.errors import (
+    BuildError,
+    CacheError,
+    EnvironmentInvalidError,
+    EnvironmentNotFoundError,
+    UsageError,
+)
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
 
 __all__ = [
@@ -179,6 +185,15 @@ class EnvironmentService:
                 parse_oci_ref(target.entry.source),
                 target.insecure or insecure,
                 progress,
+            )
+        from pyro.environments.catalog import builds_forbidden
+
+        if builds_forbidden():
+            raise BuildError(
+                f"environment {target.key!r} has no registry to be pulled from, and builds "
+                "are off (PYRO_NO_BUILD)",
+                "set PYRO_ENV_REGISTRY to the registry your team pushes environments to "
+                "('pyro env push'), or unset PYRO_NO_BUILD to build it here",
             )
         _emit(progress, ProgressEvent("build", target.key, "no registry source: building locally"))
         return self._build(target.entry, progress)

@@ -180,7 +180,7 @@ def _tell_step(run: _Run, number: int, step: Any) -> None:
 
 
 def _builds_forbidden() -> bool:
-    from pyro.host.gather import builds_forbidden  # only for plans that build
+    from pyro.environments.catalog import builds_forbidden  # only for plans that build
 
     return builds_forbidden()
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pyro.environments import catalog as environment_catalog
 from pyro.environments.cache.store import Cache
-from pyro.errors import RegistryError, SpecError, UsageError
+from pyro.errors import RegistryError, SpecError
 from pyro.guest.build import agent_digest, agent_source_digest
 from pyro.paths import cache_dir
 from pyro.plan.inventory import (
@@ -79,7 +79,7 @@ def gather_inventory(
             if entry is not None:
                 catalog[ref] = entry
     installed = _installed()
-    forbidden = builds_forbidden()
+    forbidden = environment_catalog.builds_forbidden()
     remote, unresolved = _resolve(refs, catalog, installed) if resolve_remote else ([], [])
     backends = list(probe_backends())
     return Inventory(
@@ -177,31 +177,7 @@ def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:
     ]
 
 
-# --- builds and registries ----------------------------------------------------------------
-
-#: ``PYRO_NO_BUILD=1`` (what ``--no-build`` sets): never build an environment locally; a Run
-#: that would fails to plan, for CI that must pull from its registry or stop.
-NO_BUILD_ENV = "PYRO_NO_BUILD"
-_ON = ("1", "true", "yes", "on")
-_OFF = ("", "0", "false", "no", "off")
-
-
-def builds_forbidden() -> bool:
-    """Whether ``$PYRO_NO_BUILD`` forbids local environment builds.
-
-    Raises:
-        UsageError: the value is neither on (1, true, yes, on) nor off (0, false, no, off).
-    """
-    value = os.environ.get(NO_BUILD_ENV, "").strip().lower()
-    if value in _ON:
-        return True
-    if value in _OFF:
-        return False
-    raise UsageError(
-        f"{NO_BUILD_ENV}={value!r} is neither on nor off",
-        f"set {NO_BUILD_ENV}=1 to forbid local environment builds, or unset it",
-    )
-
+# --- registries -------------------------------------------------------------------------
 
 def _resolve(
     refs: Sequence[str],

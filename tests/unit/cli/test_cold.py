@@ -8,9 +8,9 @@ import pytest
 
 from pyro.cli.envflags import NO_BUILD_ENV
 from pyro.cli.run_cmd import _env_flags
+from pyro.environments import catalog
+from pyro.environments.catalog import builds_forbidden
 from pyro.errors import UsageError
-from pyro.host import gather
-from pyro.host.gather import builds_forbidden
 from pyro.vmm.snapshot import warm_enabled
 
 
@@ -33,7 +33,7 @@ def test_cold_flag_turns_warm_starts_off_and_restores_the_setting(
 def test_no_build_flag_forbids_builds_for_the_command_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert NO_BUILD_ENV == gather.NO_BUILD_ENV
+    assert NO_BUILD_ENV == catalog.NO_BUILD_ENV
     monkeypatch.delenv(NO_BUILD_ENV, raising=False)
     assert not builds_forbidden()
     with _env_flags(False, no_build=True):

@@ -117,3 +117,14 @@ def test_the_reporter_shows_a_plan_warning_as_a_sentence(
     assert capsys.readouterr().err == "[plan] warning: slow build\n[plan] hint: h\n"
     Reporter(as_json=True).event("plan", "warning", {"message": "slow build", "hint": "h"})
     assert capsys.readouterr().err == ""
+
+
+def test_env_pull_without_a_registry_does_not_build_when_builds_are_off(
+    env: dict[str, str],
+) -> None:
+    without = {k: v for k, v in env.items() if k != "PYRO_ENV_REGISTRY"}
+    done = pyro({**without, "PYRO_NO_BUILD": "1"}, "env", "pull", "debian:12")
+    assert done.returncode == 1
+    assert "error: environment 'debian:12' has no registry to be pulled from" in done.stderr
+    assert "builds are off" in done.stderr and "PYRO_ENV_REGISTRY" in done.stderr
+    assert not (Path(env["PYRO_CACHE_DIR"]) / "kernels").exists()
