@@ -317,8 +317,8 @@ def hostile_guests(soak: Soak) -> dict[str, Any]:
         }
         soak.leaks += [f"after {name}: {leak}" for leak in leaks]
         # Under TCG a fork bomb can starve the agent past its kill: the host then ends the
-        # run at its own deadline (exit 1, "did not answer ... in time") - also a clear end.
-        starved = name == "fork bomb" and proc.returncode == 1 and "in time" in err
+        # run at its own deadline (exit 125, "did not answer ... in time") - also a clear end.
+        starved = name == "fork bomb" and proc.returncode == 125 and "in time" in err
         out[name]["clear_end"] = proc.returncode == expected or starved
         if proc.returncode != expected or rss > 400:
             soak.notes.append(f"hostile guest {name}: {out[name]}")

@@ -68,7 +68,14 @@ class Soak:
         )
 
     def scan(self, args: tuple[str, ...] | list[str], code: int, text: str) -> None:
-        if "Traceback (most recent call last)" in text or code == 3:
+        # A bug exits 3, or 125 ("internal error: ...") from a command whose exit code is its
+        # guest's (run, apply, vm exec, task exec), where a 3 may be the guest's own.
+        from pyro.cli.errors import PASSTHROUGH
+
+        words = tuple(w for w in args if not w.startswith("-"))
+        passthrough = any(words[: len(names)] == names for names in PASSTHROUGH)
+        bug = "internal error:" in text or (code == 3 and not passthrough)
+        if "Traceback (most recent call last)" in text or bug:
             self.tracebacks.append(f"pyro {' '.join(args)} (exit {code}): {text[-1500:]}")
 
     def crash_logs(self) -> list[Path]:
