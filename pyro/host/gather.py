@@ -179,6 +179,7 @@ def _snapshots(backends: Sequence[BackendInfo]) -> list[SavedGuest]:
 
 # --- registries -------------------------------------------------------------------------
 
+
 def _resolve(
     refs: Sequence[str],
     catalog: Mapping[str, CatalogEnvironment],
