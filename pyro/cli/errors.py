@@ -121,6 +121,18 @@ def passes_exit_code(ctx: click.Context | None) -> bool:
     return tuple(reversed(names)) in PASSTHROUGH
 
 
+def _passes_exit_code_argv(argv: Sequence[str]) -> bool:
+    """Whether the command line names a :data:`PASSTHROUGH` command, for what fails before
+    its context exists (the root's own checks, a subcommand that fails to import)."""
+    words: list[str] = []
+    for arg in argv:
+        if arg == "--" or len(words) == 2:
+            break
+        if not arg.startswith("-"):
+            words.append(arg)
+    return any(tuple(words[: len(names)]) == names for names in PASSTHROUGH)
+
+
 @contextmanager
 def error_handler(*, as_json: bool = False, passthrough: bool = False) -> Iterator[None]:
     """Map everything raised inside to an exit code (``SystemExit``) and a message;
@@ -179,8 +191,9 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
     """
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
+    passthrough = _passes_exit_code_argv(args)
     try:
-        with error_handler(as_json=as_json):
+        with error_handler(as_json=as_json, passthrough=passthrough):
             result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
@@ -203,7 +216,7 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
             exc.show()
             if hint is not None:
                 click.echo(f"hint: {hint}", err=True)
-        if isinstance(exc, click.UsageError) and passes_exit_code(exc.ctx):
+        if isinstance(exc, click.UsageError) and (passes_exit_code(exc.ctx) or passthrough):
             return EXIT_CANNOT_RUN
         return exc.exit_code
     return result if isinstance(result, int) else 0
