@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pyro.errors import CommandFailedError
-
 from pyro.plan.model import PlanIssue
 
 StepStatus = Literal["ok", "failed", "timed-out", "skipped", "error"]
