@@ -19,7 +19,7 @@ RUN_LANGS = frozenset({"console", "shell", "sh", "bash"})
 KINDS = frozenset({"skip", "guest", "setup", "file"})
 
 MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<kind>[a-z-]+)(?P<arg>.*?)\s*-->\s*$")
-MENTION = re.compile(r"<!--\s*docs-test\b")
+MENTION = re.compile(r"^\s*<!--\s*docs-test\b")
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,21 @@ def parse_doc(text: str, doc: str) -> Doc:
     """Every fenced block of ``text`` with its markers; ``doc`` names the file in messages."""
     lines = text.splitlines()
     result = Doc()
-    used: set[int] = set()
-    for token in MarkdownIt("commonmark").parse(text):
+    tokens = MarkdownIt("commonmark").parse(text)
+    # Lines inside code blocks are content (e.g. a doc that shows how to write a marker).
+    used = {
+        n
+        for t in tokens
+        if t.type in ("fence", "code_block") and t.map
+        for n in range(t.map[0], t.map[1])
+    }
+    for token in tokens:
         if token.type != "fence" or token.map is None:
             continue
         start = token.map[0]
         markers: list[Marker] = []
         above = start - 1
-        while above >= 0 and MENTION.search(lines[above]):
+        while above >= 0 and above not in used and MENTION.search(lines[above]):
             used.add(above)
             marker, problem = _marker(lines[above], f"{doc}:{above + 1}")
             if problem:

@@ -105,6 +105,13 @@ def test_marker_mistakes_are_reported(text: str, problem: str) -> None:
     assert any(p.startswith(problem) or problem in p for p in problems), problems
 
 
+def test_markers_shown_inside_a_code_block_are_content() -> None:
+    text = "````markdown\n<!-- docs-test: skip -->\n```sh\nx\n```\n````\n"
+    doc = parse_doc(text, "t.md")
+    assert doc.problems == []
+    assert [(b.lang, b.markers) for b in doc.blocks] == [("markdown", ())]
+
+
 def test_console_commands_and_their_output() -> None:
     block = only("```console\n$ a \\\n  b\nout 1\n\n$ c\n$ d\nout 2\n\n```\n")
     commands = parse_console(block)
