@@ -14,7 +14,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 #: Fence languages whose blocks are run.
-RUN_LANGS = frozenset({"console", "shell", "sh", "bash"})
+RUN_LANGS = frozenset({"console", "shell", "sh", "bash", "python"})
 #: Marker kinds; each is a comment ``<!-- docs-test: KIND ARG -->`` right before a fence.
 KINDS = frozenset({"skip", "guest", "setup", "file"})
 

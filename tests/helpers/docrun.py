@@ -3,7 +3,8 @@
 ``console`` blocks: every ``$ cmd`` runs in one bash session; the lines after it are its
 expected output, matched against stdout and stderr (a terminal interleaves the two, so the
 order is checked within each stream). ``sh``/``bash``/``shell`` blocks are scripts run with
-``bash -e -o pipefail``; only their exit status counts.
+``bash -e -o pipefail``, ``python`` blocks programs run by the checkout's ``python3``; only
+their exit status counts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -180,7 +182,12 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], timeout: float = 300
     """Run ``block``; the problems found (empty: it runs as written)."""
     if block.lang == "console":
         return run_console(block, cwd, env, timeout)
-    script = "\n".join([*block.setup, block.content])
+    if block.lang == "python":
+        program = cwd.parent / f"docs-block-{block.line}.py"
+        program.write_text(block.content)
+        script = "\n".join([*block.setup, f"python3 {shlex.quote(str(program))}"])
+    else:
+        script = "\n".join([*block.setup, block.content])
     proc = _bash(["-e", "-o", "pipefail", "-c", script], cwd, env, timeout)
     if proc.returncode != 0:
         return [

@@ -185,6 +185,13 @@ def test_a_failing_script_fails(tmp_path: Path) -> None:
     assert run("```sh\nfalse | true\n```\n", tmp_path) != []  # pipefail
 
 
+def test_a_python_block_runs_with_this_checkouts_pyro(tmp_path: Path) -> None:
+    ok = f"```python\nimport pyro\nassert pyro.__file__.startswith({str(ROOT)!r})\n```\n"
+    assert run(ok, tmp_path / "a") == []
+    problems = run("```python\nassert 1 + 1 == 3, 'stale'\n```\n", tmp_path / "b")
+    assert len(problems) == 1 and "AssertionError: stale" in problems[0]
+
+
 def test_setup_runs_first_and_its_failure_is_reported(tmp_path: Path) -> None:
     text = "<!-- docs-test: setup echo hi > f -->\n```console\n$ cat f\nhi\n```\n"
     assert run(text, tmp_path) == []
