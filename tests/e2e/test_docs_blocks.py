@@ -52,6 +52,6 @@ def test_block_runs_as_written(
         request.getfixturevalue("guest_install")
     work = tmp_path / "work"
     prepare_workdir(ROOT, work)
-    env = block_env(ROOT, pyro_bin(ROOT, tmp_path / "bin"), dict(os.environ))
+    env = block_env(ROOT, pyro_bin(tmp_path / "bin"), dict(os.environ))
     problems = run_block(block, work, env)
     assert not problems, "\n\n".join(problems)

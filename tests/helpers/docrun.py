@@ -63,13 +63,11 @@ def parse_console(block: Block) -> list[Command]:
             expected.append(line)
     if text:
         commands.append(Command("\n".join(text), tuple(expected), start))
-    while commands and commands[-1].expected and not commands[-1].expected[-1].strip():
-        last = commands[-1]
-        commands[-1] = Command(last.text, last.expected[:-1], last.line)
     return [_trim(c) for c in commands]
 
 
 def _trim(command: Command) -> Command:
+    """Blank lines after the output (before the next command or the fence) are spacing."""
     lines = list(command.expected)
     while lines and not lines[-1].strip():
         lines.pop()
@@ -127,7 +125,7 @@ class Ran:
     status: int
 
 
-def pyro_bin(root: Path, into: Path) -> Path:
+def pyro_bin(into: Path) -> Path:
     """A directory for PATH where ``pyro``, ``python3`` and ``python`` are the checkout's."""
     into.mkdir(parents=True, exist_ok=True)
     for name, args in (("pyro", '-m pyro.cli "$@"'), ("python3", '"$@"'), ("python", '"$@"')):

@@ -63,7 +63,7 @@ def only(text: str) -> Block:
 
 
 def run(text: str, tmp_path: Path) -> list[str]:
-    env = block_env(ROOT, pyro_bin(ROOT, tmp_path / "bin"), dict(os.environ))
+    env = block_env(ROOT, pyro_bin(tmp_path / "bin"), dict(os.environ))
     work = tmp_path / "work"
     work.mkdir(parents=True, exist_ok=True)
     return run_block(only(text), work, env, timeout=60)
@@ -215,7 +215,7 @@ def test_pyro_on_path_is_this_checkout(tmp_path: Path) -> None:
     assert run(current, tmp_path / "b") == []
     where = "```console\n$ python3 -c 'import pyro; print(pyro.__file__)'\n...\n```\n"
     assert run(where, tmp_path / "c") == []
-    env = block_env(ROOT, pyro_bin(ROOT, tmp_path / "d"), dict(os.environ))
+    env = block_env(ROOT, pyro_bin(tmp_path / "d"), dict(os.environ))
     printed = subprocess.run(
         ["python3", "-c", "import pyro, sys; print(pyro.__file__, sys.prefix)"],
         env=env,
