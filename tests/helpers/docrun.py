@@ -1,10 +1,10 @@
 """Run one docs block as a reader would and say how its output differs from the doc.
 
 ``console`` blocks: every ``$ cmd`` runs in one bash session; the lines after it are its
-expected output, matched against stdout and stderr (a terminal interleaves the two, so the
-order is checked within each stream). ``sh``/``bash``/``shell`` blocks are scripts run with
-``bash -e -o pipefail``, ``python`` blocks programs run by the checkout's ``python3``; only
-their exit status counts.
+expected output, matched against what it printed, stdout and stderr in one stream in the
+order a terminal shows them (one pipe for both, Python unbuffered). ``sh``/``bash``/``shell``
+blocks are scripts run with ``bash -e -o pipefail``, ``python`` blocks programs run by the
+checkout's ``python3``; only their exit status counts.
 """
 
 from __future__ import annotations
@@ -86,33 +86,20 @@ def _line_pattern(expected: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(p) for p in parts), re.S)
 
 
-def output_matches(expected: tuple[str, ...], stdout: list[str], stderr: list[str]) -> bool:
-    """Whether ``expected`` is a terminal's view of the two streams (``...`` lines are gaps)."""
-    items: list[re.Pattern[str] | None] = [
-        None if e.strip() in ELLIPSES else _line_pattern(e) for e in expected
-    ]
-    out = [normalise(x) for x in stdout]
-    err = [normalise(x) for x in stderr]
-    n_out, n_err = len(out), len(err)
-    # ok[e][i][j]: items[e:] match out[i:] and err[j:] — filled from the end.
-    ok = [[[False] * (n_err + 1) for _ in range(n_out + 1)] for _ in range(len(items) + 1)]
-    ok[len(items)][n_out][n_err] = True
-    for e in range(len(items) - 1, -1, -1):
-        item = items[e]
-        for i in range(n_out, -1, -1):
-            for j in range(n_err, -1, -1):
-                if item is None:
-                    ok[e][i][j] = (
-                        ok[e + 1][i][j]
-                        or (i < n_out and ok[e][i + 1][j])
-                        or (j < n_err and ok[e][i][j + 1])
-                    )
-                else:
-                    ok[e][i][j] = bool(
-                        (i < n_out and item.fullmatch(out[i]) and ok[e + 1][i + 1][j])
-                        or (j < n_err and item.fullmatch(err[j]) and ok[e + 1][i][j + 1])
-                    )
-    return ok[0][0][0]
+def output_matches(expected: tuple[str, ...], printed: list[str]) -> bool:
+    """Whether ``expected`` shows ``printed`` (a ``...`` line stands for any lines)."""
+    items = [None if e.strip() in ELLIPSES else _line_pattern(e) for e in expected]
+    lines = [normalise(x) for x in printed]
+    # ok[i]: items[e:] match lines[i:], for the current e — filled from the end.
+    ok = [False] * len(lines) + [True]
+    for item in reversed(items):
+        following, ok = ok, [False] * (len(lines) + 1)
+        for i in range(len(lines), -1, -1):
+            if item is None:
+                ok[i] = following[i] or (i < len(lines) and ok[i + 1])
+            else:
+                ok[i] = i < len(lines) and bool(item.fullmatch(lines[i])) and following[i + 1]
+    return ok[0]
 
 
 @dataclass(frozen=True)
@@ -120,8 +107,7 @@ class Ran:
     """What one command printed and its exit status."""
 
     command: Command
-    stdout: list[str]
-    stderr: list[str]
+    printed: list[str]
     status: int
 
 
@@ -137,7 +123,14 @@ def pyro_bin(into: Path) -> Path:
 
 def block_env(root: Path, bin_dir: Path, base: dict[str, str]) -> dict[str, str]:
     path = os.pathsep.join([str(bin_dir), base.get("PATH", os.defpath)])
-    return {**base, "PATH": path, "PYTHONPATH": str(root), "PYTHONSAFEPATH": "1"}
+    return {
+        **base,
+        "PATH": path,
+        "PYTHONPATH": str(root),
+        "PYTHONSAFEPATH": "1",
+        # stdout and stderr share one pipe: written as they come, as on a terminal.
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def prepare_workdir(root: Path, workdir: Path) -> None:
@@ -188,50 +181,40 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], timeout: float = 300
         script = "\n".join([*block.setup, block.content])
     proc = _bash(["-e", "-o", "pipefail", "-c", script], cwd, env, timeout)
     if proc.returncode != 0:
-        return [
-            f"{block.id}: the script exited {proc.returncode}\n"
-            f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
-        ]
+        return [f"{block.id}: the script exited {proc.returncode}\n--- output\n{proc.stdout}"]
     return []
 
 
 def run_console(block: Block, cwd: Path, env: dict[str, str], timeout: float) -> list[str]:
     commands = parse_console(block)
     mark = f"@@docs-test-{uuid.uuid4().hex}@@"
-    parts = [
-        *block.setup,
-        f'__docs_rc=$?; printf "\\n{mark} %d\\n" $__docs_rc; printf "\\n{mark}\\n" >&2',
-    ]
+    # After the setup and after each command: a marker line with its status; then the
+    # status is restored, so that a following `echo $?` shows the command's.
+    after = f'__docs_rc=$?; printf "\\n{mark} %d\\n" $__docs_rc; (exit $__docs_rc)'
+    parts = [*block.setup, after]
     for command in commands:
-        parts += [
-            command.text,
-            f'__docs_rc=$?; printf "\\n{mark} %d\\n" $__docs_rc; printf "\\n{mark}\\n" >&2; '
-            "(exit $__docs_rc)",
-        ]
+        parts += [command.text, after]
     proc = _bash(["-c", "\n".join(parts)], cwd, env, timeout)
-    outs = proc.stdout.split(mark)
-    errs = proc.stderr.split(mark)
-    if len(outs) != len(commands) + 2 or len(errs) != len(commands) + 2:
+    chunks = proc.stdout.split(mark)
+    if len(chunks) != len(commands) + 2:
         return [
             f"{block.id}: the session ended early (exit {proc.returncode}) after "
-            f"{len(outs) - 2} of {len(commands)} commands\n"
-            f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
+            f"{len(chunks) - 2} of {len(commands)} commands\n--- output\n{proc.stdout}"
         ]
-    setup_status = int(outs[1].split("\n", 1)[0])
-    if setup_status != 0:
-        return [f"{block.id}: the setup failed\n--- stdout\n{outs[0]}--- stderr\n{errs[0]}"]
+    if int(chunks[1].split("\n", 1)[0]) != 0:
+        printed = chunks[0].removesuffix("\n")  # the marker's own newline
+        return [f"{block.id}: the setup failed\n--- output\n{printed}"]
     ran = []
     for n, command in enumerate(commands):
-        status_line, _, _ = outs[n + 2].partition("\n")
-        tail_out = outs[n + 1].split("\n", 1)[1] if "\n" in outs[n + 1] else ""
-        ran.append(
-            Ran(command, _lines(tail_out), _lines(errs[n + 1].removeprefix("\n")), int(status_line))
-        )
+        # chunks[n + 1] is " STATUS-OF-THE-PREVIOUS\n" + what command n printed + "\n".
+        printed = chunks[n + 1].split("\n", 1)[1]
+        status = int(chunks[n + 2].split("\n", 1)[0])
+        ran.append(Ran(command, _lines(printed), status))
     return [p for r, nxt in zip(ran, [*ran[1:], None], strict=True) if (p := _check(block, r, nxt))]
 
 
 def _lines(text: str) -> list[str]:
-    """Lines printed between two markers (each marker starts with a newline of its own)."""
+    """Lines printed before a marker (the marker starts with a newline of its own)."""
     text = text.removesuffix("\n").removesuffix("\n")
     return text.split("\n") if text else []
 
@@ -242,19 +225,12 @@ def _check(block: Block, ran: Ran, following: Ran | None) -> str | None:
     if ran.status != 0 and not shown:
         return (
             f"{where}\nexited {ran.status} (a doc that shows a failing command follows it "
-            f"with `$ echo $?`)\n--- stdout\n"
-            + "\n".join(ran.stdout)
-            + "\n--- stderr\n"
-            + "\n".join(ran.stderr)
+            "with `$ echo $?`)\n--- output\n" + "\n".join(ran.printed)
         )
-    if output_matches(ran.command.expected, ran.stdout, ran.stderr):
+    if output_matches(ran.command.expected, ran.printed):
         return None
     diff = difflib.unified_diff(
-        list(ran.command.expected),
-        [*ran.stdout, *(["--- (stderr)"] if ran.stderr else []), *ran.stderr],
-        "the doc",
-        "the output (stdout, then stderr)",
-        lineterm="",
+        list(ran.command.expected), ran.printed, "the doc", "the output", lineterm=""
     )
     return f"{where}\nthe output differs from the doc:\n" + "\n".join(diff)
 
@@ -268,14 +244,14 @@ def _bash(
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
     try:
-        stdout, stderr = child.communicate(timeout=timeout)
+        output, _ = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGTERM)
-        stdout, stderr = child.communicate()
-        stderr += f"\n[docs-test: killed after {timeout:.0f} s]\n"
-    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+        output, _ = child.communicate()
+        output += f"\n[docs-test: killed after {timeout:.0f} s]\n"
+    return subprocess.CompletedProcess(child.args, child.returncode, output)

@@ -126,30 +126,30 @@ def test_console_commands_and_their_output() -> None:
 
 
 @pytest.mark.parametrize(
-    ("expected", "stdout", "stderr", "matches"),
+    ("expected", "printed", "matches"),
     [
-        (["a", "b"], ["a", "b"], [], True),
-        (["a", "b"], ["a"], ["b"], True),  # a terminal interleaves the two streams
-        (["b", "a"], ["a", "b"], [], False),  # but each stream keeps its order
-        (["a"], ["a", "b"], [], False),  # an unshown line is a difference
-        (["a", "b"], ["a"], [], False),
-        (["a", "...", "z"], ["a", "b", "c", "z"], ["e"], True),
-        (["a", "…"], ["a"], [], True),
-        (["x ... z"], ["x y z"], [], True),
-        (["x ... z"], ["x y"], [], False),
-        (["vm_id=0b4bf12f37fc duration_ms=542"], ["vm_id=a5ab4b63237c duration_ms=9"], [], True),
-        (["sha256:81c57f54b1c3  -"], ["sha256:956dbb507522  -"], [], True),
-        (["took 0.6 s", "(71 ms)"], ["took 12 s", "(3ms)"], [], True),
-        (["git version 2.39.5"], ["git version 2.39.4"], [], False),
-        (["a (b) [c] *"], ["a (b) [c] *  "], [], True),  # regex characters are literal
-        ([], [], [], True),
-        ([], ["anything"], [], False),
+        (["a", "b"], ["a", "b"], True),
+        (["b", "a"], ["a", "b"], False),  # the order printed
+        (["a"], ["a", "b"], False),  # an unshown line is a difference
+        (["a", "b"], ["a"], False),
+        (["a", "...", "z"], ["a", "b", "c", "z"], True),
+        (["a", "...", "z"], ["a", "z"], True),
+        (["...", "z"], ["a", "b"], False),
+        (["a", "…"], ["a"], True),
+        (["x ... z"], ["x y z"], True),
+        (["x ... z"], ["x y"], False),
+        (["vm_id=0b4bf12f37fc duration_ms=542"], ["vm_id=a5ab4b63237c duration_ms=9"], True),
+        (["sha256:81c57f54b1c3  -"], ["sha256:956dbb507522  -"], True),
+        (["took 0.6 s", "(71 ms)"], ["took 12 s", "(3ms)"], True),
+        (["git version 2.39.5"], ["git version 2.39.4"], False),
+        (["a (b) [c] *"], ["a (b) [c] *  "], True),  # regex characters are literal
+        ([], [], True),
+        ([], ["anything"], False),
+        (["..."], [], True),
     ],
 )
-def test_output_matches(
-    expected: list[str], stdout: list[str], stderr: list[str], matches: bool
-) -> None:
-    assert output_matches(tuple(expected), stdout, stderr) is matches
+def test_output_matches(expected: list[str], printed: list[str], matches: bool) -> None:
+    assert output_matches(tuple(expected), printed) is matches
 
 
 # -- running planted docs ------------------------------------------------------------------------
@@ -160,6 +160,14 @@ def test_a_stale_console_block_fails_with_a_diff(tmp_path: Path) -> None:
     assert len(problems) == 1
     assert problems[0].startswith("t.md:2: $ echo hello\nthe output differs from the doc:")
     assert "-goodbye" in problems[0] and "+hello" in problems[0]
+
+
+def test_stdout_and_stderr_are_shown_in_the_order_printed(tmp_path: Path) -> None:
+    command = (
+        "$ echo out; echo err >&2; python3 -c 'print(1); import sys; print(2, file=sys.stderr)'"
+    )
+    assert run(f"```console\n{command}\nout\nerr\n1\n2\n```\n", tmp_path / "a") == []
+    assert run(f"```console\n{command}\nerr\nout\n1\n2\n```\n", tmp_path / "b") != []
 
 
 def test_a_current_console_block_passes(tmp_path: Path) -> None:
@@ -195,10 +203,8 @@ def test_a_python_block_runs_with_this_checkouts_pyro(tmp_path: Path) -> None:
 def test_setup_runs_first_and_its_failure_is_reported(tmp_path: Path) -> None:
     text = "<!-- docs-test: setup echo hi > f -->\n```console\n$ cat f\nhi\n```\n"
     assert run(text, tmp_path) == []
-    failing = "<!-- docs-test: setup false -->\n```console\n$ true\n```\n"
-    assert run(failing, tmp_path / "2") == [
-        "t.md:2: the setup failed\n--- stdout\n\n--- stderr\n\n"
-    ]
+    failing = "<!-- docs-test: setup echo why; false -->\n```console\n$ true\n```\n"
+    assert run(failing, tmp_path / "2") == ["t.md:2: the setup failed\n--- output\nwhy\n"]
 
 
 def test_a_block_that_ends_the_session_early_is_reported(tmp_path: Path) -> None:
