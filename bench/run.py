@@ -33,12 +33,22 @@ Ratios compare figures from the same run, so they hold across machines of differ
   in % of one core (what each idle workspace or pooled guest costs a long-lived host)
 * ``net_host_to_guest_mbps`` / ``net_guest_to_host_mbps``: HTTP throughput under policy
   egress, MB/s (bench/network.py)
+* ``seed64_s``, ``copyin64_s``, ``host_cp64_s``, ``git_commit_guest_s``,
+  ``git_commit_host_s``: what users do with a 64 MB / 2,000-file tree (bench/workloads.py);
+  ``seed64_vs_floor`` = seed64_s / floor_s, ``copyin64_vs_host`` = copyin64_s / host_cp64_s,
+  ``git_commit_guest_vs_host`` = git_commit_guest_s / git_commit_host_s (the TCG factor)
+* ``plan_vs_import_floor`` = plan_s / import_floor_s
+
+Besides results.json, a full run writes the chart beside it (results.svg, bench/chart.py) and
+appends the results as one line to bench/history.jsonl. ``--only GROUP,...`` runs a subset
+(for working on one figure) and writes nothing unless ``--output`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import platform
@@ -160,12 +170,24 @@ def floor_once(install: Any, initrd: Path) -> tuple[float, float]:
     return elapsed, rss
 
 
+GROUPS = ("cli", "start", "task", "sdk", "network", "concurrency", "workloads")
+HISTORY = ROOT / "bench" / "history.jsonl"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--output", default=None, help="default: bench/results.json")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--only", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}"
+    )
     args = parser.parse_args()
     runs = max(5, args.runs)
+    only = set(filter(None, args.only.split(",")))
+    if only - set(GROUPS):
+        parser.error(f"--only: unknown group(s) {sorted(only - set(GROUPS))}; known: {GROUPS}")
+    full = only == set(GROUPS)
+    output = args.output or (str(ROOT / "bench" / "results.json") if full else None)
 
     sys.path.insert(0, str(ROOT))
     from pyro.environments import service
@@ -186,7 +208,87 @@ def main() -> int:
         "environment": ENV,
     }
     figures: dict[str, dict[str, float]] = {}
+    if "cli" in only:
+        cli_figures(figures, max(15, runs))
+        figures["cached_pull_s"] = stats(timed(lambda: service.pull(ENV), runs))
+    if "start" in only:
+        start_figures(figures, install, initrd, runs)
+    if "task" in only:
+        rtt_samples, idle_samples = task_rtt_and_idle_cpu(runs)
+        figures["task_exec_rtt_s"] = stats(rtt_samples)
+        figures["idle_vm_cpu_pct"] = stats(idle_samples)
+    if "sdk" in only:
+        figures["sdk_warm_run_s"] = stats(in_process_runs(0, runs))
+        figures["pool_run_s"] = stats(in_process_runs(1, runs))
+    if "network" in only:
+        from network import egress_throughput  # bench/network.py, next to this script
 
+        for key, samples in egress_throughput(install, initrd, runs).items():
+            figures[key] = stats(samples)
+    if "concurrency" in only:
+        results["concurrent8_failures"] = concurrency_figures(figures, runs)
+    if "workloads" in only:
+        workload_figures(figures, max(3, runs // 2 + 1))
+
+    cores = os.cpu_count() or 1
+    for name, (a, b) in RATIOS.items():
+        if a in figures and b in figures:
+            results[name] = round(figures[a]["median"] / figures[b]["median"], 3)
+    if "serial8_s" in figures and "concurrent8_s" in figures:
+        results["concurrent_throughput_ratio"] = round(
+            figures["serial8_s"]["median"] / figures["concurrent8_s"]["median"] / min(8, cores), 3
+        )
+    results.update(figures)
+    results["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results["commit"] = git_commit()
+    if output is not None:
+        write_results(results, Path(output), history=HISTORY if full else None)
+
+    width = max(len(k) for k in figures)
+    print(f"{'figure':<{width}}  {'median':>9} {'min':>9} {'max':>9}  runs")
+    for key in sorted(figures):
+        f = figures[key]
+        print(f"{key:<{width}}  {f['median']:>9.4f} {f['min']:>9.4f} {f['max']:>9.4f}  {f['runs']}")
+    for key in [*RATIOS, "concurrent_throughput_ratio", "concurrent8_failures"]:
+        if key in results:
+            print(f"{key}: {results[key]}")
+    print(f"backend: {results['backend']}  host: {results['host']}  → {output or '(not written)'}")
+    return 0
+
+
+# ratio name -> (figure, baseline figure), medians from the same run
+RATIOS = {
+    "cold_vs_floor": ("cold_run_s", "floor_s"),
+    "warm_vs_cold": ("warm_run_s", "cold_run_s"),
+    "pool_vs_sdk_warm": ("pool_run_s", "sdk_warm_run_s"),
+    "start_slots_speedup": ("concurrent8_no_slots_s", "concurrent8_s"),
+    "plan_vs_import_floor": ("plan_s", "import_floor_s"),
+    "seed64_vs_floor": ("seed64_s", "floor_s"),
+    "copyin64_vs_host": ("copyin64_s", "host_cp64_s"),
+    "git_commit_guest_vs_host": ("git_commit_guest_s", "git_commit_host_s"),
+}
+
+
+def write_results(results: dict[str, Any], output: Path, *, history: Path | None) -> None:
+    """results.json, the chart beside it, and (``history``) one more line of history."""
+    from chart import render_results  # bench/chart.py, next to this script
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    output.with_suffix(".svg").write_text(render_results(results))
+    if history is not None:
+        with history.open("a") as out:
+            out.write(json.dumps(results, sort_keys=True) + "\n")
+
+
+def git_commit() -> str | None:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    )
+    return proc.stdout.strip() or None
+
+
+def cli_figures(figures: dict[str, dict[str, float]], runs: int) -> None:
     # The floor gets what pyro's CLI does for itself: no plugin scan, no interpreter teardown.
     floor_code = (
         "import os\nimport click\nfrom pydantic import BaseModel\n"
@@ -208,8 +310,11 @@ def main() -> int:
             cli_samples[name].extend(timed(command, 1))
     for name, values in cli_samples.items():
         figures[name] = stats(values)
-    figures["cached_pull_s"] = stats(timed(lambda: service.pull(ENV), runs))
 
+
+def start_figures(
+    figures: dict[str, dict[str, float]], install: Any, initrd: Path, runs: int
+) -> None:
     run_true(None)  # saves the ready guest if there is none yet
     # Interleaved, so a change in the host's load hits all three figures alike.
     floor_samples, rss, cold_samples, warm_samples = [], [], [], []
@@ -224,100 +329,96 @@ def main() -> int:
     figures["cold_run_s"] = stats(cold_samples)
     figures["warm_run_s"] = stats(warm_samples)
 
-    def cpu_ns(pid: int) -> int:
-        """CPU time of all of a process's threads, in ns (schedstat: finer than ticks)."""
-        total = 0
-        for thread in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                total += int((thread / "schedstat").read_text().split()[0])
-        return total
 
-    def task_rtt_and_idle_cpu() -> tuple[list[float], list[float]]:
-        from pyro import Pyro
+def cpu_ns(pid: int) -> int:
+    """CPU time of all of a process's threads, in ns (schedstat: finer than ticks)."""
+    total = 0
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((thread / "schedstat").read_text().split()[0])
+    return total
 
-        pyro = Pyro()
-        task = pyro.create_task(ENV)
-        try:
-            pyro.exec_task(task.id, "true")
-            rtt = timed(lambda: pyro.exec_task(task.id, ["true"]), max(20, runs))
-            pid = pyro.status_task(task.id).pid
-            assert pid is not None
-            idle = []
-            for _ in range(runs):  # the guest waits for its next command
-                before, begun = cpu_ns(pid), time.monotonic_ns()
-                time.sleep(1.0)
-                idle.append(100 * (cpu_ns(pid) - before) / (time.monotonic_ns() - begun))
-            return rtt, idle
-        finally:
-            pyro.delete_task(task.id)
 
-    rtt_samples, idle_samples = task_rtt_and_idle_cpu()
-    figures["task_exec_rtt_s"] = stats(rtt_samples)
-    figures["idle_vm_cpu_pct"] = stats(idle_samples)
+def task_rtt_and_idle_cpu(runs: int) -> tuple[list[float], list[float]]:
+    from pyro import Pyro
 
-    def in_process_runs(pool_size: int) -> list[float]:
-        from pyro import Pyro
+    pyro = Pyro()
+    task = pyro.create_task(ENV)
+    try:
+        pyro.exec_task(task.id, "true")
+        rtt = timed(lambda: pyro.exec_task(task.id, ["true"]), max(20, runs))
+        pid = pyro.status_task(task.id).pid
+        assert pid is not None
+        idle = []
+        for _ in range(runs):  # the guest waits for its next command
+            before, begun = cpu_ns(pid), time.monotonic_ns()
+            time.sleep(1.0)
+            idle.append(100 * (cpu_ns(pid) - before) / (time.monotonic_ns() - begun))
+        return rtt, idle
+    finally:
+        pyro.delete_task(task.id)
 
-        samples = []
-        with Pyro(warm_pool=pool_size) as pyro:
-            pyro.run_in_vm(ENV, ["true"])  # points the pool at this shape
-            for _ in range(max(10, runs)):
-                if pyro._warm_pool is not None:
-                    pyro._warm_pool.wait_filled(60)
-                begun = time.perf_counter()
-                result = pyro.run_in_vm(ENV, ["true"])
-                samples.append(time.perf_counter() - begun)
-                mode = next(s.message for s in result.steps if s.action == "boot") or ""
-                expected = "pooled" if pool_size else "restore"
-                if not mode.endswith(f", {expected})"):
-                    raise SystemExit(f"bench: expected a {expected} boot, got {mode!r}")
-        return samples
 
-    figures["sdk_warm_run_s"] = stats(in_process_runs(0))
-    figures["pool_run_s"] = stats(in_process_runs(1))
+def in_process_runs(pool_size: int, runs: int) -> list[float]:
+    from pyro import Pyro
 
-    from network import egress_throughput  # bench/network.py, next to this script
+    samples = []
+    with Pyro(warm_pool=pool_size) as pyro:
+        pyro.run_in_vm(ENV, ["true"])  # points the pool at this shape
+        for _ in range(max(10, runs)):
+            if pyro._warm_pool is not None:
+                pyro._warm_pool.wait_filled(60)
+            begun = time.perf_counter()
+            result = pyro.run_in_vm(ENV, ["true"])
+            samples.append(time.perf_counter() - begun)
+            mode = next(s.message for s in result.steps if s.action == "boot") or ""
+            expected = "pooled" if pool_size else "restore"
+            if not mode.endswith(f", {expected})"):
+                raise SystemExit(f"bench: expected a {expected} boot, got {mode!r}")
+    return samples
 
-    for key, samples in egress_throughput(install, initrd, runs).items():
-        figures[key] = stats(samples)
 
-    # Started directly with their output discarded, like a shell's 'pyro run ... &': the
-    # bench process does no work (no pipe-reading threads) while they run, so the CPU the
-    # runs compete for is theirs.
-    def start_run(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [*PYRO, "run", ENV, "--", "true"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+# Started directly with their output discarded, like a shell's 'pyro run ... &': the
+# bench process does no work (no pipe-reading threads) while they run, so the CPU the
+# runs compete for is theirs.
+def start_run(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*PYRO, "run", ENV, "--", "true"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
-    def serial8() -> None:
-        for _ in range(8):
-            if start_run().wait() != 0:
-                raise SystemExit("bench: a serial 'pyro run' failed (run it by hand to see why)")
 
-    def concurrent8(env: dict[str, str] | None = None) -> tuple[float, float]:
-        """Eight runs at once: (seconds until the last ends, mean seconds a run took)."""
-        begun = time.perf_counter()
-        started = [start_run(env) for _ in range(8)]
-        took: list[float] = []
+def serial8() -> None:
+    for _ in range(8):
+        if start_run().wait() != 0:
+            raise SystemExit("bench: a serial 'pyro run' failed (run it by hand to see why)")
 
-        def wait(proc: subprocess.Popen[bytes]) -> None:
-            proc.wait()
-            took.append(time.perf_counter() - begun)
 
-        waiters = [threading.Thread(target=wait, args=(proc,)) for proc in started]
-        for waiter in waiters:
-            waiter.start()
-        for waiter in waiters:
-            waiter.join()
-        results.setdefault("concurrent8_failures", 0)
-        results["concurrent8_failures"] += sum(proc.returncode != 0 for proc in started)
-        return max(took), statistics.mean(took)
+def concurrent8(env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """Eight runs at once: (seconds until the last ends, mean seconds a run took, failures)."""
+    begun = time.perf_counter()
+    started = [start_run(env) for _ in range(8)]
+    took: list[float] = []
 
+    def wait(proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        took.append(time.perf_counter() - begun)
+
+    waiters = [threading.Thread(target=wait, args=(proc,)) for proc in started]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join()
+    failures = sum(proc.returncode != 0 for proc in started)
+    return max(took), statistics.mean(took), failures
+
+
+def concurrency_figures(figures: dict[str, dict[str, float]], runs: int) -> int:
+    """The serial/concurrent figures; returns how many of the concurrent runs failed."""
     no_slots = {**os.environ, "PYRO_START_SLOTS": "0"}
     # Alternated, like floor/cold/warm: the host's speed drifts within minutes, and a
     # ratio of two blocks measured one after the other would carry that drift.
@@ -331,44 +432,35 @@ def main() -> int:
             "concurrent8_no_slots_run_mean_s",
         )
     }
+    failed = 0
     for _ in range(runs):
         series["serial8_s"] += timed(serial8, 1)
         for suffix, env in (("", None), ("_no_slots", no_slots)):
-            last, mean = concurrent8(env)
+            last, mean, failures = concurrent8(env)
             series[f"concurrent8{suffix}_s"].append(last)
             series[f"concurrent8{suffix}_run_mean_s"].append(mean)
+            failed += failures
     for key, values in series.items():
         figures[key] = stats(values)
+    return failed
 
-    cores = os.cpu_count() or 1
-    ratio = lambda a, b: round(figures[a]["median"] / figures[b]["median"], 3)  # noqa: E731
-    results["cold_vs_floor"] = ratio("cold_run_s", "floor_s")
-    results["warm_vs_cold"] = ratio("warm_run_s", "cold_run_s")
-    results["pool_vs_sdk_warm"] = ratio("pool_run_s", "sdk_warm_run_s")
-    results["start_slots_speedup"] = ratio("concurrent8_no_slots_s", "concurrent8_s")
-    results["concurrent_throughput_ratio"] = round(
-        figures["serial8_s"]["median"] / figures["concurrent8_s"]["median"] / min(8, cores), 3
-    )
-    results.update(figures)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
-    width = max(len(k) for k in figures)
-    print(f"{'figure':<{width}}  {'median':>9} {'min':>9} {'max':>9}  runs")
-    for key in sorted(figures):
-        f = figures[key]
-        print(f"{key:<{width}}  {f['median']:>9.4f} {f['min']:>9.4f} {f['max']:>9.4f}  {f['runs']}")
-    for key in (
-        "cold_vs_floor",
-        "warm_vs_cold",
-        "pool_vs_sdk_warm",
-        "concurrent_throughput_ratio",
-        "start_slots_speedup",
-        "concurrent8_failures",
-    ):
-        print(f"{key}: {results.get(key)}")
-    print(f"backend: {results['backend']}  host: {results['host']}  → {args.output}")
-    return 0
+def workload_figures(figures: dict[str, dict[str, float]], runs: int) -> None:
+    """bench/workloads.py: the 64 MB tree seeded, copied in and committed, with their host
+    baselines."""
+    import workloads  # bench/workloads.py, next to this script
+
+    from pyro import Pyro
+
+    pyro = Pyro()
+    with workloads.workload_tree() as tree:
+        figures["seed64_s"] = stats(
+            [workloads.seed_and_first_exec(pyro, tree) for _ in range(runs)]
+        )
+        guest, host = workloads.copy_in(pyro, tree, runs)
+        figures["copyin64_s"], figures["host_cp64_s"] = stats(guest), stats(host)
+        guest, host = workloads.git_commit(pyro, tree, runs)
+        figures["git_commit_guest_s"], figures["git_commit_host_s"] = stats(guest), stats(host)
 
 
 if __name__ == "__main__":
