@@ -12,12 +12,10 @@ so validation errors can name the line and column a user wrote.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pyro.errors import SpecIssue
 from pyro.spec.documents import (
@@ -28,6 +26,27 @@ from pyro.spec.documents import (
     YamlProblem,
     escape_pointer,
 )
+
+# PyYAML's Reader compiles the class of every printable character (NON_PRINTABLE, negated)
+# when yaml is imported, and Python's regular expression compiler spends more on that one
+# class than on the rest of PyYAML's import (docs/performance.md). The same set written as
+# its complement compiles in a fraction of the time, and ``re`` caches compiled patterns
+# by their text: put the complement under the original's text, and yaml's import finds it
+# compiled. Only a cache entry: where ``re`` keeps no such cache, yaml compiles its own.
+YAML_NON_PRINTABLE = "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+NON_PRINTABLE = "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]"
+
+
+def _precompile_yaml_reader() -> None:
+    cache = getattr(re, "_cache", None)
+    if "yaml" not in sys.modules and isinstance(cache, dict):
+        cache.setdefault((str, YAML_NON_PRINTABLE, 0), re.compile(NON_PRINTABLE))
+
+
+_precompile_yaml_reader()
+
+import yaml  # noqa: E402  (after _precompile_yaml_reader)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # noqa: E402
 
 __all__ = [
     "MAX_DEPTH",
