@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-WIDTH = 760
+WIDTH = 820
 LABEL_W = 250
 BAR_AREA = 380
 ROW_H = 24
