@@ -228,9 +228,11 @@ class VMRegistry:
         boot_timeout: float = BOOT_TIMEOUT_S,
         snapshot: Snapshot | None = None,
         shared_ram: bool = False,
+        data_disk: Path | None = None,
     ) -> tuple[VMRecord, AgentClient]:
         """Boot the VM (or restore it from ``snapshot``) and wait for its agent's hello.
         ``shared_ram``: a cold boot that will be saved (:attr:`VMConfig.shared_ram`).
+        ``data_disk``: an image attached for this boot (:mod:`pyro.machines.datadisk`).
 
         Raises:
             StateError: the VM is already running.
@@ -256,7 +258,10 @@ class VMRegistry:
                 network=NetworkConfig.from_dict(record.network),
                 ephemeral=not record.detached,
                 shared_ram=shared_ram,
+                data_disk=data_disk,
             )
+            if data_disk is not None and snapshot is not None:
+                raise StateError(f"VM {vm_id}: a data disk is attached on a cold boot only")
             if snapshot is None:
                 handle = backend.spawn(config)
             else:

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
 from pyro.guest.protocol import shown_name
+from pyro.machines import datadisk
 from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
 
 if TYPE_CHECKING:
@@ -188,6 +189,11 @@ def upload_tree(client: AgentClient, plan: TreePlan, dest: str, source: str) -> 
         sent = sum(pool.map(put, plan.files))
     for rel, target in plan.links:
         run_checked(client, ["ln", "-sfn", "--", target, posixpath.join(dest, rel)])
+    return tree_result(plan, dest, source, sent)
+
+
+def tree_result(plan: TreePlan, dest: str, source: str, sent: int) -> SyncResult:
+    """What copying ``plan`` to ``dest`` sent, ``sent`` bytes of file content."""
     return SyncResult(
         source=source,
         dest=dest,
@@ -197,6 +203,17 @@ def upload_tree(client: AgentClient, plan: TreePlan, dest: str, source: str) -> 
         bytes=sent,
         skipped=plan.skipped,
     )
+
+
+def tree_entries(plan: TreePlan) -> list[datadisk.Entry]:
+    """``plan`` as data-disk entries (:mod:`pyro.machines.datadisk`): the folders, files,
+    modes and symlinks :func:`upload_tree` creates."""
+    entries = [datadisk.Entry(rel, "d") for rel in plan.dirs]
+    entries += [
+        datadisk.Entry(rel, "f", plan.root / rel, mode, size) for rel, size, mode in plan.files
+    ]
+    entries += [datadisk.Entry(rel, "l", target=target) for rel, target in plan.links]
+    return entries
 
 
 def run_checked(client: AgentClient, argv: list[str]) -> None:

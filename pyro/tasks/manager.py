@@ -62,6 +62,9 @@ class TaskMeta(BaseModel):
     command_count: int = 0
     last_command: CommandSummary | None = None
     seed: SyncResult | None = None
+    seed_disk: bool = False
+    """The seed is a data disk (:mod:`pyro.machines.datadisk`), mounted under the workspace
+    at every boot."""
     secret_names: list[str] = []
     snapshots: list[SnapshotInfo] = []
 
@@ -233,10 +236,35 @@ class TaskManager:
         if not boot:
             raise StateError(f"task {task_id} is not running")
         try:
-            _, client = self.registry.start(task_id)
+            client = self._boot(task_id)
         except StateError:  # another process started it meanwhile
             return self.registry.connect(task_id)
         self.touch(task_id)
+        return client
+
+    def _boot(self, task_id: str) -> AgentClient:
+        """Start the task's VM with its seed's data disk, if it has one, mounted again.
+
+        Raises:
+            StateError: running already, or its data disk is gone.  BootError, GuestError.
+        """
+        from pyro.machines import datadisk
+
+        _, meta = self.get(task_id)
+        image = self.dir(task_id) / datadisk.IMAGE if meta.seed_disk else None
+        if image is not None and not image.is_file():
+            raise StateError(
+                f"task {task_id} lost the data disk its workspace is seeded from ({image})",
+                f"delete the task ('pyro task delete {task_id}') and create it again",
+            )
+        _, client = self.registry.start(task_id, data_disk=image)
+        if image is not None:
+            try:
+                datadisk.remount(client, meta.workspace)
+            except BaseException:
+                client.close()
+                self.registry.stop(task_id, reason="its seed disk could not be mounted")
+                raise
         return client
 
     def _session_lock(self, task_id: str) -> FileLock:
@@ -281,8 +309,7 @@ class TaskManager:
         Raises:
             NotFoundError: no such task.  StateError: it is running.  BootError.
         """
-        self.get(task_id)
-        _, client = self.registry.start(task_id)
+        client = self._boot(task_id)
         client.close()
         self.touch(task_id)
         return self.status(task_id)

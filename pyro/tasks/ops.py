@@ -11,9 +11,19 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from pyro.errors import NotFoundError, PyroError, StateError, UsageError
+from pyro.machines import datadisk
 from pyro.machines.exec import ExecOutput, argv_of, run_command
 from pyro.machines.registry import VMRecord, VMState
-from pyro.tasks.files import WORKSPACE, guest_path, run_checked, scan_tree, upload_tree
+from pyro.tasks.files import (
+    WORKSPACE,
+    TreePlan,
+    guest_path,
+    run_checked,
+    scan_tree,
+    tree_entries,
+    tree_result,
+    upload_tree,
+)
 from pyro.tasks.journal import cap_text
 from pyro.tasks.manager import TaskInfo, TaskManager, TaskMeta
 from pyro.tasks.secrets import Redactor, SecretStore, StreamRedactor, check_secret
@@ -98,13 +108,26 @@ def create(
             secret_names=sorted(secrets),
         )
         manager.save_meta(task_id, meta)
-        _, client = manager.registry.start(task_id)
-        with client:
-            if plan is not None:
-                meta.seed = upload_tree(client, plan, WORKSPACE, str(options.seed_path))
-            else:
-                run_checked(client, ["mkdir", "-p", "--", WORKSPACE])
-            run_checked(client, ["sync"])
+        build = _seed_image(manager, task_id, plan, shape.backend)
+        try:
+            _, client = manager.registry.start(
+                task_id, data_disk=None if build is None else build.image
+            )
+            with client:
+                if plan is not None and build is not None:
+                    build.wait()
+                    datadisk.mount(client, build, WORKSPACE)
+                    meta.seed = tree_result(plan, WORKSPACE, str(options.seed_path), build.bytes)
+                    meta.seed_disk = True
+                elif plan is not None:
+                    meta.seed = upload_tree(client, plan, WORKSPACE, str(options.seed_path))
+                else:
+                    run_checked(client, ["mkdir", "-p", "--", WORKSPACE])
+                run_checked(client, ["sync"])
+        except BaseException:
+            if build is not None:
+                build.abandon()
+            raise
         manager.save_meta(task_id, meta)
         if shape.backend.startswith("qemu"):
             snapshot_create(manager, task_id, BASELINE)
@@ -112,6 +135,16 @@ def create(
         manager.delete(task_id)
         raise
     return manager.status(task_id)
+
+
+def _seed_image(
+    manager: TaskManager, task_id: str, plan: TreePlan | None, backend: str
+) -> datadisk.ImageBuild | None:
+    """Start building the seed's data disk when it goes by disk (it builds while the guest
+    boots); None when it goes through the agent."""
+    if plan is None or not datadisk.wanted(backend, len(plan.files), plan.total_bytes):
+        return None
+    return datadisk.ImageBuild(tree_entries(plan), manager.dir(task_id))
 
 
 def _check_range(what: str, value: int | None, low: int, high: int | None) -> None:

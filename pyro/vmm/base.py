@@ -48,6 +48,10 @@ class VMConfig:
     shared_ram: bool = False
     """Guest RAM in a memfd QEMU maps shared, so that a save can copy it out of the
     migration stream (QEMU only; the cold boot that saves a snapshot)."""
+    data_disk: Path | None = None
+    """A raw image attached as a second virtio disk (serial ``pyro-data``): bulk data the
+    guest mounts (:mod:`pyro.machines.datadisk`; QEMU only). The guest may write it; the
+    host never reads it back."""
 
 
 @dataclass

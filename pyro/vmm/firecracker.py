@@ -121,6 +121,11 @@ class FirecrackerBackend:
             VMMError: when the binary is missing, the process dies or the API refuses.
             NetworkError: when the TAP device or its nftables rules cannot be made.
         """
+        if config.data_disk is not None:
+            raise VMMError(
+                "the firecracker backend does not attach data disks",
+                hint="copy the files through the agent (pyro.machines.datadisk.wanted decides)",
+            )
         binary = self._binary or find_firecracker()
         if binary is None:
             raise VMMError(

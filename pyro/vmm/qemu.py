@@ -50,6 +50,8 @@ QMP_SOCK = "qmp.sock"
 VMM_LOG = "vmm.log"
 PIDFILE = "vmm.pid"
 AGENT_PORT_NAME = "org.pyro.agent"
+#: How the guest tells the data disk (:attr:`VMConfig.data_disk`) from its root disk.
+DATA_DISK_SERIAL = "pyro-data"
 #: ``quiet``: every console line is an emulated UART write, a noticeable share of a TCG boot
 #: (docs/performance.md).
 BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet")
@@ -109,6 +111,12 @@ def build_argv(
         "-pidfile", PIDFILE,
         *net.argv,
     ]  # fmt: skip
+    if config.data_disk is not None:
+        # After the root disk, so the root stays /dev/vda; the guest finds this one by serial.
+        argv += [
+            "-drive", f"id=data,if=none,file={_escaped(config.data_disk)},format=raw,cache={cache}",
+            "-device", f"virtio-blk-device,drive=data,serial={DATA_DISK_SERIAL}",
+        ]  # fmt: skip
     size = f"size={config.memory_mib}M"
     if ram_file is not None:
         memory = f"memory-backend-file,id=ram0,{size},mem-path={ram_file.absolute()},share=off"
@@ -314,6 +322,11 @@ class QemuBackend:
 
     def serial_log(self, handle: VMHandle) -> Path:
         return handle.workdir / SERIAL_LOG
+
+
+def _escaped(path: Path) -> str:
+    """``path`` as one value of a QEMU option list (a comma is written twice)."""
+    return str(path.absolute()).replace(",", ",,")
 
 
 def _connect_retrying(handle: VMHandle, name: str, *, timeout: float) -> socket.socket:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pyro.vmm.base import VMConfig
 from pyro.vmm.firecracker import api_requests, instance_id
 from pyro.vmm.qemu import SANDBOX, build_argv
@@ -111,3 +113,25 @@ def test_firecracker_requests_in_order() -> None:
 def test_firecracker_instance_id_is_sanitised() -> None:
     assert instance_id("vm_1.x") == "pyro-vm-1-x"
     assert len(instance_id("a" * 100)) == 64
+
+
+def test_qemu_attaches_a_data_disk_after_the_root_disk() -> None:
+    argv = build_argv(
+        _config(data_disk=Path("/state/vms/vm,1/workspace.img")),
+        accel="tcg",
+        binary="qemu-system-x86_64",
+    )
+    drives = _option(argv, "-drive")
+    assert drives[0].startswith("id=root,")  # the root disk stays /dev/vda
+    assert drives[1] == "id=data,if=none,file=/state/vms/vm,,1/workspace.img,format=raw,cache=unsafe"
+    assert _option(argv, "-device")[-1] == "virtio-blk-device,drive=data,serial=pyro-data"
+    assert "id=data" not in " ".join(build_argv(_config(), accel="tcg", binary="q"))
+
+
+def test_firecracker_refuses_a_data_disk(tmp_path: Path) -> None:
+    from pyro.errors import VMMError
+    from pyro.vmm.firecracker import FirecrackerBackend
+
+    config = _config(workdir=tmp_path, data_disk=tmp_path / "workspace.img")
+    with pytest.raises(VMMError, match="does not attach data disks"):
+        FirecrackerBackend(binary=tmp_path / "firecracker").spawn(config)

@@ -1,0 +1,111 @@
+"""The data disk's decision and image, built for real with mke2fs (no guest: the guest side
+is tests/e2e/test_task_datadisk.py). Reading the image back here is the test's business
+only: pyro never reads one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pyro.errors import UsageError
+from pyro.machines import datadisk
+from pyro.machines.datadisk import Entry, ImageBuild
+
+needs_e2fsprogs = pytest.mark.skipif(
+    datadisk._tool("mke2fs") is None or datadisk._tool("debugfs") is None,
+    reason="e2fsprogs (mke2fs, debugfs) is not installed",
+)
+
+
+def test_threshold_default_override_and_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYRO_DATA_DISK_MIN_BYTES", raising=False)
+    assert datadisk.threshold() == datadisk.DEFAULT_THRESHOLD
+    monkeypatch.setenv("PYRO_DATA_DISK_MIN_BYTES", "0")
+    assert datadisk.threshold() == 0
+    monkeypatch.setenv("PYRO_DATA_DISK_MIN_BYTES", "8MB")
+    with pytest.raises(UsageError) as caught:
+        datadisk.threshold()
+    assert "PYRO_DATA_DISK_MIN_BYTES" in caught.value.summary and caught.value.hint
+
+
+def test_the_decision_weighs_bytes_and_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYRO_DATA_DISK_MIN_BYTES", str(1 << 20))
+    monkeypatch.setattr(datadisk, "_tool", lambda name: f"/usr/sbin/{name}")
+    weight = datadisk.FILE_WEIGHT
+    assert not datadisk.wanted("qemu-tcg", 0, (1 << 20) - 1)
+    assert datadisk.wanted("qemu-tcg", 0, 1 << 20)
+    assert datadisk.wanted("qemu-kvm", (1 << 20) // weight, 0)  # many small files
+    assert not datadisk.wanted("qemu-tcg", (1 << 20) // weight - 1, weight - 1)
+    assert not datadisk.wanted("firecracker", 10_000, 1 << 30)
+    monkeypatch.setattr(datadisk, "_tool", lambda name: None)  # no e2fsprogs: the agent
+    assert not datadisk.wanted("qemu-tcg", 10_000, 1 << 30)
+
+
+def _tree(tmp_path: Path) -> list[Entry]:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a" * 5000)
+    (src / "tool").write_bytes(b"#!/bin/sh\n")
+    return [
+        Entry("sub", "d"),
+        Entry("sub/a.txt", "f", src / "a.txt", 0o640, 5000),
+        Entry("sub/tool", "f", src / "tool", 0o4755, 10),
+        Entry("link", "l", target="sub/a.txt"),
+    ]
+
+
+def _debugfs(image: Path, request: str) -> str:
+    tool = datadisk._tool("debugfs")
+    assert tool is not None
+    return subprocess.run(
+        [tool, "-R", request, str(image)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@needs_e2fsprogs
+def test_the_image_holds_exactly_the_entries(tmp_path: Path) -> None:
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    build = ImageBuild(_tree(tmp_path), folder)
+    build.wait()
+    assert build.bytes == 5010
+    assert [e.name for e in build.setid] == ["sub/tool"]
+    assert os.stat(build.image).st_mode & 0o777 == 0o600
+    assert not (folder / "workspace.staging").exists()  # the staging copy is gone
+    top = _debugfs(build.image, "ls -l /")
+    assert "lost+found" not in top and " sub" in top and " link" in top
+    sub = _debugfs(build.image, "ls -l /sub")
+    assert "100640" in sub and "104755" in sub
+    assert "Fast link dest: \"sub/a.txt\"" in _debugfs(build.image, "stat /link")
+    assert "Type: directory    Mode:  0755" in _debugfs(build.image, "stat /sub")
+    if os.geteuid() == 0:
+        assert not build.user_owned
+        assert "User:     0   Group:     0" in _debugfs(build.image, "stat /sub/a.txt")
+
+
+@needs_e2fsprogs
+def test_a_lost_and_found_of_the_tree_is_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    build = ImageBuild([Entry("lost+found", "d")], folder)
+    build.wait()
+    assert "lost+found" in _debugfs(build.image, "ls -l /")
+
+
+@needs_e2fsprogs
+def test_a_file_gone_before_the_copy_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    build_entries = _tree(tmp_path)
+    os.unlink(tmp_path / "src" / "a.txt")  # after the walk saw it, before the copy
+    build = ImageBuild(build_entries, folder)
+    with pytest.raises(UsageError) as caught:
+        build.wait()
+    assert "cannot copy" in caught.value.summary and "a.txt" in caught.value.summary
+    build.abandon()
+    assert not build.image.exists()
+    assert not (folder / "workspace.staging").exists()
