@@ -160,7 +160,10 @@ class FakeRegistry(VMRegistry):
         self.guests: dict[str, FakeGuest] = {}
         self.starts = 0
 
-    def start(self, vm_id: str, *, boot_timeout: float = 60.0) -> tuple[VMRecord, Any]:
+    def start(
+        self, vm_id: str, *, boot_timeout: float = 60.0, data_disk: Any = None
+    ) -> tuple[VMRecord, Any]:
+        assert data_disk is None, "the fake guest has no disks (real guests test data disks)"
         with self.locked(vm_id):
             record = self.get(vm_id)
             if record.state is VMState.RUNNING:
