@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers.guest import vmm_processes
 
 pytestmark = pytest.mark.guest
@@ -132,7 +131,8 @@ def test_refusals_hold_by_disk(guest_install: Any, pyro_state: Path, tmp_path: P
         "task", "create", ENV, "--seed-path", str(seed),
         env={**BY_DISK, "PYRO_TASK_SEED_MAX_MB": "1"},
     )  # fmt: skip
-    assert proc.returncode != 0 and "more than 1 MiB" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode != 0 and "more than 1 MiB" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert json.loads(ok("task", "list", "--json"))["tasks"] == []
     assert not vmm_processes(str(pyro_state))
 

@@ -5,7 +5,6 @@ only: pyro never reads one."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def test_the_image_holds_exactly_the_entries(tmp_path: Path) -> None:
     assert "lost+found" not in top and " sub" in top and " link" in top
     sub = _debugfs(build.image, "ls -l /sub")
     assert "100640" in sub and "104755" in sub
-    assert "Fast link dest: \"sub/a.txt\"" in _debugfs(build.image, "stat /link")
+    assert 'Fast link dest: "sub/a.txt"' in _debugfs(build.image, "stat /link")
     assert "Type: directory    Mode:  0755" in _debugfs(build.image, "stat /sub")
     if os.geteuid() == 0:
         assert not build.user_owned

@@ -123,7 +123,8 @@ def test_qemu_attaches_a_data_disk_after_the_root_disk() -> None:
     )
     drives = _option(argv, "-drive")
     assert drives[0].startswith("id=root,")  # the root disk stays /dev/vda
-    assert drives[1] == "id=data,if=none,file=/state/vms/vm,,1/workspace.img,format=raw,cache=unsafe"
+    image = "file=/state/vms/vm,,1/workspace.img"  # a comma is doubled in QEMU's options
+    assert drives[1] == f"id=data,if=none,{image},format=raw,cache=unsafe"
     assert _option(argv, "-device")[-1] == "virtio-blk-device,drive=data,serial=pyro-data"
     assert "id=data" not in " ".join(build_argv(_config(), accel="tcg", binary="q"))
 
