@@ -86,7 +86,8 @@ def doctor_report() -> dict[str, Any]:
     check(
         "mkfs.ext4",
         "PASS" if tools["mkfs.ext4"] else "WARN",
-        tools["mkfs.ext4"] or "missing: building root filesystems needs e2fsprogs",
+        tools["mkfs.ext4"]
+        or "missing: building root filesystems and large task seeds as disks need e2fsprogs",
     )
     check(
         "/dev/net/tun",

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from pyro import paths
 from pyro.errors import NotFoundError, PyroError, StateError
+from pyro.machines import datadisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.tasks.files import WORKSPACE, SyncResult
 from pyro.tasks.journal import Journal, JournalEntry
@@ -163,11 +164,10 @@ class TaskManager:
 
     def info(self, record: VMRecord, meta: TaskMeta) -> TaskInfo:
         public = record.public()
-        disk = self.dir(record.id) / "overlay.qcow2"
-        try:
-            disk_bytes = disk.stat().st_blocks * 512
-        except OSError:
-            disk_bytes = 0
+        disk_bytes = 0
+        for disk in ("overlay.qcow2", datadisk.IMAGE):
+            with contextlib.suppress(OSError):
+                disk_bytes += (self.dir(record.id) / disk).stat().st_blocks * 512
         redact = self.redactor(record.id)
         last = meta.last_command
         if last is not None:
@@ -248,8 +248,6 @@ class TaskManager:
         Raises:
             StateError: running already, or its data disk is gone.  BootError, GuestError.
         """
-        from pyro.machines import datadisk
-
         _, meta = self.get(task_id)
         image = self.dir(task_id) / datadisk.IMAGE if meta.seed_disk else None
         if image is not None and not image.is_file():

@@ -117,6 +117,7 @@ def test_a_seed_by_disk_is_the_seed_through_the_agent(
     sizes = [p.stat().st_size for p in seed.rglob("*") if p.is_file() and not p.is_symlink()]
     assert status["seed"]["bytes"] == sum(sizes)
     assert status["seed"]["skipped"] == ["fifo"]
+    assert status["disk_bytes"] >= 3 << 20  # the image counts as the task's disk
 
 
 def test_refusals_hold_by_disk(guest_install: Any, pyro_state: Path, tmp_path: Path) -> None:
