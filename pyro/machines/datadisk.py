@@ -149,11 +149,14 @@ class ImageBuild:
         # Sparse: generous room costs nothing but metadata.
         self._kib = (blocks * 4 * 5 // 4) + inodes * 4 + 16 * 1024
         self._inodes = inodes
-        fd = os.open(self.image, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.ftruncate(fd, self._kib * 1024)
-        finally:
-            os.close(fd)
+            fd = os.open(self.image, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, self._kib * 1024)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _no_room(folder, exc) from exc
         self._thread = threading.Thread(target=self._run, name="pyro-data-disk", daemon=True)
         self._thread.start()
 
@@ -172,6 +175,8 @@ class ImageBuild:
         try:
             self._stage()
             self._mkfs()
+        except OSError as exc:  # the staging folder itself (a file's own error is named)
+            self._error = _no_room(self.image.parent, exc)
         except BaseException as exc:  # handed to wait()
             self._error = exc
         finally:
@@ -225,6 +230,14 @@ class ImageBuild:
                 "check free space under the pyro state folder, or set "
                 "PYRO_DATA_DISK_MIN_BYTES to a large number to copy through the agent",
             )
+
+
+def _no_room(folder: Path, exc: OSError) -> UsageError:
+    return UsageError(
+        f"cannot build the data disk in {folder}: {exc.strerror or exc}",
+        "free disk space under the pyro state folder, or set PYRO_DATA_DISK_MIN_BYTES to a "
+        "large number to copy the seed through the agent",
+    )
 
 
 def _copy(source: Path, dest: Path) -> None:

@@ -108,3 +108,11 @@ def test_a_file_gone_before_the_copy_is_a_clear_error(tmp_path: Path) -> None:
     build.abandon()
     assert not build.image.exists()
     assert not (folder / "workspace.staging").exists()
+
+
+def test_no_room_for_the_image_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(UsageError) as caught:
+        ImageBuild(_tree(tmp_path), missing)
+    assert "cannot build the data disk" in caught.value.summary
+    assert "PYRO_DATA_DISK_MIN_BYTES" in (caught.value.hint or "")
