@@ -423,6 +423,9 @@ class VMRegistry:
             if running and not self._alive(record) and self._mark_dead_if_still(record.id):
                 reaped.append(record.id)
         self._reap_networks()
+        from pyro.machines.datadisk import reap_staging
+
+        reap_staging()
         return reaped
 
     def is_running(self, vm_id: str) -> bool:

@@ -5,6 +5,7 @@ only: pyro never reads one."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -116,3 +117,36 @@ def test_no_room_for_the_image_is_a_clear_error(tmp_path: Path) -> None:
         ImageBuild(_tree(tmp_path), missing)
     assert "cannot build the data disk" in caught.value.summary
     assert "PYRO_DATA_DISK_MIN_BYTES" in (caught.value.hint or "")
+
+
+@needs_e2fsprogs
+def test_the_staging_copy_goes_when_the_image_is_built(tmp_path: Path) -> None:
+    before = set(Path("/dev/shm").glob("pyro-stage-*")) if Path("/dev/shm").is_dir() else set()
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    ImageBuild(_tree(tmp_path), folder).wait()
+    after = set(Path("/dev/shm").glob("pyro-stage-*")) if Path("/dev/shm").is_dir() else set()
+    assert after <= before
+    assert sorted(p.name for p in folder.iterdir()) == ["workspace.img"]
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_a_staging_copy_of_a_dead_owner_is_reaped() -> None:
+    from pyro.process.identity import own_identity
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pid, ticks = own_identity()
+    mine = Path(f"/dev/shm/pyro-stage-{pid}-{ticks:.0f}-test")
+    gone = Path(f"/dev/shm/pyro-stage-{dead.pid}-1-test")
+    odd = Path("/dev/shm/pyro-stage-not-a-pid")
+    for path in (mine, gone, odd):
+        path.mkdir()
+        (path / "f").write_bytes(b"x")
+    try:
+        reaped = datadisk.reap_staging()
+        assert gone.name in reaped and not gone.exists()
+        assert mine.exists() and odd.exists()
+    finally:
+        for path in (mine, gone, odd):
+            shutil.rmtree(path, ignore_errors=True)
