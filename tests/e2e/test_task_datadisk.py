@@ -176,7 +176,9 @@ def test_a_killed_create_leaves_nothing_after_delete(
     assert list(pyro_state.glob("vms/*/workspace.img")), "the image was never made"
     child.send_signal(signal.SIGKILL)
     child.wait()
-    for task in json.loads(ok("task", "list", "--json"))["tasks"]:
+    tasks = json.loads(ok("task", "list", "--json"))["tasks"]  # reaps a staging copy left
+    assert not list(Path("/dev/shm").glob(f"pyro-stage-{child.pid}-*"))
+    for task in tasks:
         ok("task", "delete", task["id"])
     deadline = time.monotonic() + 10
     while vmm_processes(str(pyro_state)) and time.monotonic() < deadline:
