@@ -170,14 +170,17 @@ def test_a_killed_create_leaves_nothing_after_delete(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    staging = f"pyro-stage-{child.pid}-*"  # killed while it stages, when /dev/shm has room
     deadline = time.monotonic() + 60
-    while not list(pyro_state.glob("vms/*/workspace.img")) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while time.monotonic() < deadline and not list(Path("/dev/shm").glob(staging)):
+        if child.poll() is not None:
+            break
+        time.sleep(0.005)
     assert list(pyro_state.glob("vms/*/workspace.img")), "the image was never made"
     child.send_signal(signal.SIGKILL)
     child.wait()
     tasks = json.loads(ok("task", "list", "--json"))["tasks"]  # reaps a staging copy left
-    assert not list(Path("/dev/shm").glob(f"pyro-stage-{child.pid}-*"))
+    assert not list(Path("/dev/shm").glob(staging))
     for task in tasks:
         ok("task", "delete", task["id"])
     deadline = time.monotonic() + 10
