@@ -235,18 +235,19 @@ class TaskManager:
                     raise
         if not boot:
             raise StateError(f"task {task_id} is not running")
+        image = self._data_disk(task_id)
         try:
-            client = self._boot(task_id)
+            client = self._boot(task_id, image)
         except StateError:  # another process started it meanwhile
             return self.registry.connect(task_id)
         self.touch(task_id)
         return client
 
-    def _boot(self, task_id: str) -> AgentClient:
-        """Start the task's VM with its seed's data disk, if it has one, mounted again.
+    def _data_disk(self, task_id: str) -> Path | None:
+        """The seed's data disk of the task, None if it has none.
 
         Raises:
-            StateError: running already, or its data disk is gone.  BootError, GuestError.
+            NotFoundError: no such task.  StateError: its data disk is gone.
         """
         _, meta = self.get(task_id)
         image = self.dir(task_id) / datadisk.IMAGE if meta.seed_disk else None
@@ -255,10 +256,18 @@ class TaskManager:
                 f"task {task_id} lost the data disk its workspace is seeded from ({image})",
                 f"delete the task ('pyro task delete {task_id}') and create it again",
             )
+        return image
+
+    def _boot(self, task_id: str, image: Path | None) -> AgentClient:
+        """Start the task's VM, its seed's data disk ``image`` (if any) mounted again.
+
+        Raises:
+            StateError: running already.  BootError, GuestError.
+        """
         _, client = self.registry.start(task_id, data_disk=image)
         if image is not None:
             try:
-                datadisk.remount(client, meta.workspace)
+                datadisk.remount(client, self.get(task_id)[1].workspace)
             except BaseException:
                 client.close()
                 self.registry.stop(task_id, reason="its seed disk could not be mounted")
@@ -307,7 +316,7 @@ class TaskManager:
         Raises:
             NotFoundError: no such task.  StateError: it is running.  BootError.
         """
-        client = self._boot(task_id)
+        client = self._boot(task_id, self._data_disk(task_id))
         client.close()
         self.touch(task_id)
         return self.status(task_id)

@@ -154,6 +154,13 @@ def test_the_disk_is_mounted_again_after_stop_and_reset(
     ok("task", "reset", task_id)  # the baseline: the seed as it came
     assert ok("task", "exec", task_id, "--", "cat", "src/hello.txt") == "seeded\n"
     assert ok("task", "exec", task_id, "--", "ls", "-A").split() == ["src"]
+    ok("task", "stop", task_id)
+    image = pyro_state / "vms" / task_id / "workspace.img"
+    image.rename(image.with_name("moved.img"))
+    lost = pyro("task", "exec", task_id, "--", "true")
+    assert lost.returncode != 0 and "lost the data disk" in lost.stderr
+    assert "Traceback" not in lost.stderr
+    image.with_name("moved.img").rename(image)
     ok("task", "delete", task_id)
     assert not (pyro_state / "vms" / task_id).exists()
 
