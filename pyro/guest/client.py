@@ -347,6 +347,49 @@ class AgentClient:
         frames = self._simple(FrameType.LIST, guest_path, what, MAX_LIST_ENTRIES)
         return sorted((to_stat(f) for f in frames[:-1]), key=lambda s: s.name)
 
+    def mount(
+        self,
+        source: str,
+        target: str,
+        fstype: str,
+        *,
+        data: str = "",
+        read_only: bool = False,
+        dirs: tuple[str, ...] = (),
+    ) -> None:
+        """Mount in the guest: make ``dirs`` and ``target`` (``mkdir -p``, 0755), then
+        mount ``source`` (a device, ``serial:NAME`` for the virtio disk of that serial, or
+        ``overlay``) on ``target``. ``noatime`` always.
+
+        Raises:
+            GuestPathError: a path is not absolute.
+            GuestRequestError: the guest could not (``.errno``; ENOSYS from an older agent).
+            GuestError: the connection breaks.
+        """
+        _check_guest_path(target)
+        for folder in dirs:
+            _check_guest_path(folder)
+        fields: list[tuple[Tag, TlvValue]] = [
+            (Tag.PATH, target),
+            (Tag.SOURCE, source),
+            (Tag.FSTYPE, fstype),
+            (Tag.READ_ONLY, int(read_only)),
+        ]
+        if data:
+            fields.append((Tag.DATA, data))
+        fields += [(Tag.DIR, folder) for folder in dirs]
+        what = f"mount on {target}"
+        req = self._mux.open()
+        try:
+            self._mux.send(FrameType.MOUNT, req.request_id, encode_tlv(fields))
+            frame = self._mux.next(req, self._deadline(), what)
+            if frame.type == FrameType.ERROR:
+                raise guest_error(frame, f"cannot {what}")
+            if frame.type != FrameType.OK:
+                raise unexpected(frame, what)
+        finally:
+            self._mux.finish(req)
+
     def _simple(self, ftype: FrameType, path: str, what: str, max_entries: int) -> list[Frame]:
         req = self._mux.open()
         frames: list[Frame] = []

@@ -40,6 +40,7 @@ class FrameType(IntEnum):
     STAT = 0x0A
     LIST = 0x0B
     SHUTDOWN = 0x0C
+    MOUNT = 0x0D
     HELLO_OK = 0x81
     STDOUT = 0x82
     STDERR = 0x83
@@ -100,6 +101,11 @@ class Tag(IntEnum):
     UID = 38
     GID = 39
     LINK = 40
+    SOURCE = 41
+    FSTYPE = 42
+    DATA = 43
+    READ_ONLY = 44
+    DIR = 45
 
 
 class ProtocolError(GuestError):

@@ -54,31 +54,22 @@ _NO_DISK = 90
 #: Where the guest keeps the layers (upper and work on its root disk, so they persist).
 _LOWER = "/run/pyro/seed"
 _LAYERS = "/var/lib/pyro/overlay"
-# One sh and as few programs as possible (each costs a noticeable time under TCG): both
-# mounts are one ``mount -a`` of a private fstab.
-_MOUNT = f"""set -e
+_SERIAL = "pyro-data"
+# Only when pyro does not run as root: give the image's files to root, once. The mounts
+# themselves are agent requests (no program to start: each costs a noticeable time under TCG).
+_CHOWN = f"""set -e
 dev=
 for b in /sys/block/vd*; do
   serial=
   read -r serial < "$b/serial" || true
-  [ "$serial" = pyro-data ] && dev=/dev/${{b##*/}}
+  [ "$serial" = {_SERIAL} ] && dev=/dev/${{b##*/}}
 done
 [ -n "$dev" ] || {{ echo 'pyro: the data disk is not in the guest' >&2; exit {_NO_DISK}; }}
-[ -d {_LAYERS}/work ] && [ -d {_LOWER} ] && [ -d "$1" ] ||
-  mkdir -p {_LOWER} {_LAYERS}/upper {_LAYERS}/work "$1"
-if [ "$2" = chown ]; then
-  mount -t ext4 -o rw,noatime "$dev" {_LOWER}
-  chown -R -h 0:0 {_LOWER}
-  dest=$1; shift 2
-  while [ $# -ge 2 ]; do chmod "$1" -- "{_LOWER}/$2"; shift 2; done
-  set -- "$dest"
-  umount {_LOWER}
-fi
-printf '%s {_LOWER} ext4 ro,noatime 0 0\\n' "$dev" > /run/pyro/fstab
-printf 'overlay %s overlay %s 0 0\\n' "$1" \\
-  lowerdir={_LOWER},upperdir={_LAYERS}/upper,workdir={_LAYERS}/work,redirect_dir=on \\
-  >> /run/pyro/fstab
-mount -a -T /run/pyro/fstab
+mkdir -p {_LOWER}
+mount -t ext4 -o rw,noatime "$dev" {_LOWER}
+chown -R -h 0:0 {_LOWER}
+while [ $# -ge 2 ]; do chmod "$1" -- "{_LOWER}/$2"; shift 2; done
+umount {_LOWER}
 """
 
 
@@ -285,46 +276,54 @@ def _copy(source: Path, dest: Path) -> None:
 
 
 def mount(client: AgentClient, build: ImageBuild, dest: str) -> None:
-    """Mount the attached image, first boot, as the lower layer of an overlay on ``dest``
-    (a path without white space).
+    """Mount the attached image, first boot, as the lower layer of an overlay on ``dest``.
 
     When pyro does not run as root the image holds the user's owners: the guest gives
     the files to root first and sets again the setuid/setgid bits that change clears.
 
     Raises:
-        GuestError: the guest could not mount it (its last line is in the message).
+        GuestError: the guest could not mount it (the reason is in the message).
     """
-    if not build.user_owned:
-        _mount(client, dest, ["as-is"])
-        return
-    args = ["chown"]
-    for entry in build.setid:
-        args += [format(entry.mode, "o"), entry.name]
-    _mount(client, dest, args)
+    if build.user_owned:
+        args: list[str] = []
+        for entry in build.setid:
+            args += [format(entry.mode, "o"), entry.name]
+        result = client.exec(
+            ["/bin/sh", "-c", _CHOWN, "sh", *args],
+            timeout_s=300.0,
+            stdout_cap=4096,
+            stderr_cap=4096,
+        )
+        if result.exit_code != 0:
+            detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise GuestError(
+                f"giving the data disk's files to root failed in the guest "
+                f"(exit {result.exit_code}): {detail[-1] if detail else 'no message'}",
+                "check 'pyro task logs' and the guest's free space",
+            )
+    remount(client, dest)
 
 
 def remount(client: AgentClient, dest: str) -> None:
-    """Mount the image of an earlier boot again (a task started again).
+    """Mount the attached image (read-only) and the overlay on ``dest`` over it.
 
     Raises:
-        GuestError: the guest could not mount it.
+        GuestError: the guest could not mount it (the reason is in the message).
     """
-    _mount(client, dest, ["as-is"])
+    from pyro.guest.results import GuestRequestError
 
-
-def _mount(client: AgentClient, dest: str, args: list[str]) -> None:
-    if not dest.startswith("/") or any(c.isspace() for c in dest):
-        raise GuestError(f"cannot mount the data disk on {dest!r}: not an absolute plain path")
-    result = client.exec(
-        ["/bin/sh", "-c", _MOUNT, "sh", dest, *args],
-        timeout_s=300.0,
-        stdout_cap=4096,
-        stderr_cap=4096,
-    )
-    if result.exit_code != 0:
-        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise GuestError(
-            f"mounting the data disk on {dest} failed in the guest "
-            f"(exit {result.exit_code}): {detail[-1] if detail else 'no message'}",
-            "the guest kernel needs ext4 and overlayfs; check 'pyro task logs'",
+    layers = f"lowerdir={_LOWER},upperdir={_LAYERS}/upper,workdir={_LAYERS}/work"
+    try:
+        client.mount(f"serial:{_SERIAL}", _LOWER, "ext4", read_only=True)
+        client.mount(
+            "overlay",
+            dest,
+            "overlay",
+            data=f"{layers},redirect_dir=on",
+            dirs=(f"{_LAYERS}/upper", f"{_LAYERS}/work"),
         )
+    except GuestRequestError as exc:
+        raise GuestError(
+            f"mounting the data disk on {dest} failed in the guest: {exc.summary}",
+            "the guest kernel needs ext4 and overlayfs; check 'pyro task logs'",
+        ) from exc

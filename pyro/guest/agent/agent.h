@@ -35,6 +35,7 @@ enum frame_type {
 	T_STAT = 0x0a,
 	T_LIST = 0x0b,
 	T_SHUTDOWN = 0x0c,
+	T_MOUNT = 0x0d,
 
 	T_HELLO_OK = 0x81,
 	T_STDOUT = 0x82,
@@ -80,6 +81,11 @@ enum tag {
 	G_UID = 38,
 	G_GID = 39,
 	G_LINK = 40,
+	G_SOURCE = 41,
+	G_FSTYPE = 42,
+	G_DATA = 43,
+	G_READ_ONLY = 44,
+	G_DIR = 45,
 };
 
 #define HELLO_MAGIC "pyro-agent-hello"
@@ -160,6 +166,9 @@ int file_cancel(uint32_t id);
 void files_drop_all(void);
 void stat_path(uint32_t id, const uint8_t *payload, uint32_t len);
 void list_dir(uint32_t id, const uint8_t *payload, uint32_t len);
+
+/* mount.c */
+void mount_request(uint32_t id, const uint8_t *payload, uint32_t len);
 int file_busy(uint32_t id);
 
 #endif

@@ -229,6 +229,9 @@ static void dispatch(int type, uint32_t id, const uint8_t *p, uint32_t len)
 	case T_LIST:
 		list_dir(id, p, len);
 		return;
+	case T_MOUNT:
+		mount_request(id, p, len);
+		return;
 	case T_SHUTDOWN:
 		sync();
 		send_ok_empty(id);

@@ -373,3 +373,17 @@ def test_path_search_skips_non_executables(agent: AgentServer, tmp_path: Path) -
     (second / "hello").chmod(0o755)  # first/hello is not executable: skipped like execvp does
     path = f"{first}:{second}:/usr/bin:/bin"
     assert agent.connect().exec(["hello"], env={"PATH": path}).stdout == b"from b\n"
+
+
+def test_mount_is_refused_in_test_mode(agent: AgentServer, tmp_path: Path) -> None:
+    """Test mode never touches the host's mounts: no folder made, nothing mounted.
+    (Real mounts: tests/e2e/test_task_datadisk.py.)"""
+    from pyro.guest.results import GuestRequestError
+
+    client = agent.connect()
+    target = tmp_path / "mnt"
+    with pytest.raises(GuestRequestError) as caught:
+        client.mount("tmpfs", str(target), "tmpfs", dirs=(str(tmp_path / "made"),))
+    assert caught.value.errno == errno.EOPNOTSUPP and "test mode" in caught.value.summary
+    assert not target.exists() and not (tmp_path / "made").exists()
+    assert client.exec(["true"]).exit_code == 0  # the session goes on
