@@ -46,9 +46,9 @@ _STAGING = "workspace.staging"
 _SHM = Path("/dev/shm")
 _SHM_PREFIX = "pyro-stage-"
 #: A copy goes by disk when ``bytes + files * FILE_WEIGHT`` reaches this many bytes.
-DEFAULT_THRESHOLD = 8 * 1024 * 1024
+DEFAULT_THRESHOLD = 3 * 1024 * 1024
 #: What one file costs through the agent, in bytes of the agent's stream.
-FILE_WEIGHT = 16 * 1024
+FILE_WEIGHT = 64 * 1024
 _DIR_MODE = 0o755
 _NO_DISK = 90
 #: Where the guest keeps the layers (upper and work on its root disk, so they persist).

@@ -150,3 +150,14 @@ def test_a_staging_copy_of_a_dead_owner_is_reaped() -> None:
     finally:
         for path in (mine, gone, odd):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_default_follows_the_measured_crossover(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/performance.md, 'The threshold': where the disk started to win."""
+    monkeypatch.delenv("PYRO_DATA_DISK_MIN_BYTES", raising=False)
+    monkeypatch.setattr(datadisk, "_tool", lambda name: f"/usr/sbin/{name}")
+    assert not datadisk.wanted("qemu-tcg", 1, 1 << 20)  # 1 MiB in one file: the agent
+    assert datadisk.wanted("qemu-tcg", 1, 4 << 20)  # 4 MiB: the disk
+    assert not datadisk.wanted("qemu-tcg", 40, 40 * 4096)  # 40 small files: the agent
+    assert datadisk.wanted("qemu-tcg", 50, 50 * 4096)  # 50: the disk
+    assert datadisk.wanted("qemu-tcg", 2001, 70 << 20)  # the bench's seed64 tree
