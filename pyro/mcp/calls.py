@@ -3,7 +3,8 @@
 The SDK is synchronous and a call can take minutes (a pull, a boot, a long command), so every
 call runs in a worker thread and the server's event loop stays free for other calls. A
 cancelled call (the client sent ``notifications/cancelled``, or the session ended) deletes
-every VM that call created: the worker reports each VM id through :class:`Cancellation` as
+every VM that call created: the worker reports each VM id through
+:class:`pyro.sdk.cancel.Cancellation` (the one AsyncPyro uses too) as
 soon as the VM exists, and cancelling deletes those VMs, which also ends a command running
 in them. A VM reported after the cancel is deleted on the spot.
 
@@ -13,19 +14,18 @@ not fit the tool's input schema all come back as the CLI's ``error:``/``hint:`` 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
 from mcp.types import CallToolResult, TextContent
 
-from pyro.errors import PyroError, SpecError, StateError, UsageError
+from pyro.errors import PyroError, SpecError, UsageError
 from pyro.mcp.progress import LogLevel, Reporter
 from pyro.report.failure import describe
+from pyro.sdk.cancel import Cancellation
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -35,67 +35,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-#: Event phases after which a cancelled call stops at its next event (never during cleanup).
-_STOPPABLE_PHASES = frozenset({"install", "create", "start", "execute", "build", "pull"})
-
-
-class CallCancelledError(StateError):
-    """Raised inside a worker when its tool call was cancelled, to stop the run early."""
-
-
-class Cancellation:
-    """The VMs one tool call created, so that cancelling the call can undo them.
-
-    ``undo`` is what cancelling does to each: usually ``delete_vm``; ``delete_task`` for a
-    task being created; ``stop_task`` for a command in an existing task.
-    """
-
-    def __init__(self, undo: Callable[[str], object]) -> None:
-        self._undo = undo
-        self._lock = threading.Lock()
-        self._vm_ids: list[str] = []
-        self.cancelled = False
-
-    def track(self, vm_id: str) -> None:
-        """Remember ``vm_id`` as this call's; if the call is already cancelled, undo it now.
-
-        Raises:
-            CallCancelledError: the call was cancelled, so the worker must not go on
-                (e.g. boot a task again that cancelling just stopped).
-        """
-        with self._lock:
-            if vm_id not in self._vm_ids:
-                self._vm_ids.append(vm_id)
-            cancelled = self.cancelled
-        if cancelled:
-            self._delete(vm_id)
-            raise CallCancelledError("the tool call was cancelled", "nothing to do; it is gone")
-
-    def on_event(self, group: str, phase: str, fields: Mapping[str, str]) -> None:
-        """An SDK ``on_event`` sink: tracks VM ids and stops a cancelled run at its next phase.
-
-        Raises:
-            CallCancelledError: the call was cancelled (the executor then cleans up).
-        """
-        vm_id = fields.get("vm_id")
-        if vm_id and phase != "cleanup":
-            self.track(vm_id)
-        if self.cancelled and phase in _STOPPABLE_PHASES:
-            raise CallCancelledError("the tool call was cancelled", "nothing to do; it is gone")
-
-    def cancel(self) -> None:
-        """Mark the call cancelled and delete every VM it created so far (blocking)."""
-        with self._lock:
-            self.cancelled = True
-            vm_ids = list(self._vm_ids)
-        for vm_id in vm_ids:
-            self._delete(vm_id)
-
-    def _delete(self, vm_id: str) -> None:
-        # Already gone, or the worker is deleting it right now: either way it goes.
-        with contextlib.suppress(PyroError):
-            self._undo(vm_id)
 
 
 class ToolGroup:

@@ -8,10 +8,11 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from pyro.environments.service import EnvironmentStatus
-from pyro.mcp.calls import Cancellation, ToolGroup, in_thread
+from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import EnvList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.tool import READ_ONLY, RUNS, tool
+from pyro.sdk.cancel import Cancellation
 
 
 class EnvTools(ToolGroup):

@@ -15,12 +15,13 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from pyro.execute.result import RunResult
-from pyro.mcp.calls import Cancellation, ToolGroup, in_thread
+from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import SpecSummary
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.schema import RUN_SCHEMA_URI
 from pyro.mcp.tool import READ_ONLY, READ_REGISTRY, RUNS, tool
 from pyro.plan.model import Plan
+from pyro.sdk.cancel import Cancellation
 from pyro.spec.model import RunSpec
 
 T = TypeVar("T")

@@ -7,11 +7,12 @@ from typing import Annotated, TypeVar
 
 from pydantic import Field
 
-from pyro.mcp.calls import Cancellation, ToolGroup, in_thread
+from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import Deleted, TaskList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.mcp.tools_vm import ID_PATTERN
+from pyro.sdk.cancel import Cancellation
 from pyro.sdk.task import TaskLogs
 from pyro.tasks.manager import TaskInfo
 from pyro.tasks.ops import TaskExecOutput

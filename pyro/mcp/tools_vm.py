@@ -10,11 +10,12 @@ from pydantic import Field
 
 from pyro.errors import UsageError
 from pyro.execute.result import RunResult
-from pyro.mcp.calls import Cancellation, ToolGroup, in_thread
+from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import Deleted, VMList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.schema import RUN_SCHEMA_URI
 from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
+from pyro.sdk.cancel import Cancellation
 from pyro.sdk.vm import ExecOutput, VMInfo, VMLogs
 
 Command = Annotated[

@@ -12,8 +12,9 @@ import pytest
 from mcp import Client
 
 from pyro.errors import NotFoundError
-from pyro.mcp.calls import CallCancelledError, Cancellation, in_thread
+from pyro.mcp.calls import in_thread
 from pyro.mcp.server import build_server
+from pyro.sdk.cancel import CallCancelledError, Cancellation
 from tests.unit.mcp.mcp_fakes import GUARD_S, FakePyro
 
 pytestmark = pytest.mark.anyio
