@@ -235,6 +235,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
 
         Raises:
             SpecError: the spec is invalid.
+            UsageError: ``vars`` or ``run_name`` given with a Plan (it is already resolved).
             PlanError: the plan is not applyable.
             StalePlanError: a pinned digest (environment content, build inputs, guest agent,
                 copy-in source) no longer matches; nothing is done.
@@ -247,6 +248,14 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         root = self._root
         if isinstance(spec_or_plan, Plan):
             plan = spec_or_plan
+            given = [name for name, value in (("vars", vars), ("run_name", run_name)) if value]
+            if given:
+                raise UsageError(
+                    f"{' and '.join(given)} cannot change a Plan: its variables and its Run "
+                    "document were resolved when it was planned",
+                    "plan the spec again with them ('pyro plan FILE --var K=V --run NAME "
+                    "--json'), or apply the spec itself",
+                )
             if root is not None:
                 confine_plan(plan, root)
         else:

@@ -55,3 +55,26 @@ def test_a_document_of_kind_plan_must_be_a_valid_plan(tmp_path: Path) -> None:
     path.write_text('{"kind": "Plan", "digest": "x"}')
     with pytest.raises(PlanError, match="not a valid Plan document"):
         _read_plan_or_path(str(path))
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--var", "x=1"], "vars"), (["--run", "other"], "run_name")],
+    ids=["var", "run"],
+)
+def test_flags_a_saved_plan_cannot_honour_are_refused_not_ignored(
+    tmp_path: Path, saved_plan: str, flags: list[str], named: str
+) -> None:
+    """--var/--run change what a spec plans to; a saved plan was resolved already, so
+    silently applying it as it stands would run something the user did not ask for."""
+    from click.testing import CliRunner
+
+    from pyro.cli.main import cli
+
+    path = tmp_path / "plan.json"
+    path.write_text(saved_plan)
+    result = CliRunner().invoke(cli, ["apply", str(path), *flags])
+    assert result.exit_code == 125, result.output
+    assert f"{named} cannot change a Plan" in result.output
+    assert "pyro plan FILE --var" in result.output
+    assert "Traceback" not in result.output
