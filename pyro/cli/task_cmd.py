@@ -228,6 +228,10 @@ def logs(task_id: str, tail: int | None, as_json: bool) -> None:
         click.echo("no commands yet")
     for e in out.entries:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.started_at))
+        if e.kind == "update":
+            changes = "; ".join(e.stdout.splitlines())
+            echo(f"#{e.seq} {stamp} {shlex.join(e.argv)}: {changes}")
+            continue
         result = f"exit {e.exit_code}" if e.error is None else f"error: {e.error}"
         echo(f"#{e.seq} {stamp} [{e.cwd}] {shlex.join(e.argv)} -> {result} ({e.duration_ms} ms)")
         for stream, text in (("stdout", e.stdout), ("stderr", e.stderr)):
@@ -250,6 +254,27 @@ def list_(name: str | None, labels: tuple[str, ...], as_json: bool) -> None:
         click.echo("no tasks")
     for info in tasks:
         _show(info, False)
+
+
+@task.command()
+@click.argument("task_id", shell_complete=task_ids)
+@click.option("--name", default=None, help="New name.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Set a label.")
+@click.option("--unlabel", "unlabel", multiple=True, metavar="K", help="Remove a label.")
+@json_option
+@handle_errors
+def update(
+    task_id: str,
+    name: str | None,
+    labels: tuple[str, ...],
+    unlabel: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Rename TASK_ID or change its labels (journaled)."""
+    info = _pyro().update_task(
+        task_id, name=name, labels=_pairs(labels, "--label"), unlabel=list(unlabel)
+    )
+    _show(info, as_json, verbose=not as_json)
 
 
 @task.command()

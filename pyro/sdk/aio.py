@@ -221,6 +221,7 @@ class AsyncPyro:
     status_task = _Async(Pyro.status_task)
     logs_task = _Async(Pyro.logs_task)
     list_tasks = _Async(Pyro.list_tasks)
+    update_task = _Async(Pyro.update_task)
     read_task_file = _Async(Pyro.read_task_file)
     copy_task_file = _Async(Pyro.copy_task_file)
     write_task_file = _Async(Pyro.write_task_file)

@@ -198,6 +198,25 @@ class TaskMethods:
         """Every task, oldest first, optionally only those with ``name`` and all ``labels``."""
         return self.tasks.list_tasks(name=name, labels=labels)
 
+    def update_task(
+        self,
+        task_id: str,
+        *,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        unlabel: Sequence[str] = (),
+    ) -> TaskInfo:
+        """Rename the task and set or remove labels (same rules as ``create_task``); the
+        change is journaled (an entry of kind ``update``).
+
+        Raises:
+            NotFoundError: no such task.
+            UsageError: nothing to change, a bad name or label, a key both set and removed.
+        """
+        from pyro.tasks.update import update
+
+        return update(self.tasks, task_id, name=name, labels=labels, unlabel=unlabel)
+
     def delete_task(self, task_id: str) -> bool:
         """Remove the task's VM, disk, snapshots, journal and secrets. False if absent.
 

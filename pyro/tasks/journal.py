@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +25,9 @@ class JournalEntry(BaseModel):
     """One exec of a task, as the journal keeps it (all text redacted)."""
 
     seq: int
+    kind: Literal["exec", "update"] = "exec"
+    """``update``: a rename or relabel (:mod:`pyro.tasks.update`); ``argv`` holds its
+    options and ``stdout`` what changed."""
     argv: list[str]
     cwd: str
     env: dict[str, str] = {}

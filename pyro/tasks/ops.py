@@ -72,14 +72,19 @@ def create(
     """Record, boot and seed a task; on any failure nothing of it is left.
 
     Raises:
-        UsageError: a bad secret or seed folder.  LimitError: seed too large, host limits.
+        UsageError: a bad secret, seed folder, name or label.
+        LimitError: seed too large, host limits.
         EnvironmentNotFoundError, BackendUnavailableError, BootError, GuestError.
     """
     from pyro.machines.create import check_resources, resolve
     from pyro.machines.create import create as create_vm
+    from pyro.tasks.update import check_labels, check_name
 
     for name, value in secrets.items():
         check_secret(name, value)
+    if options.name is not None:
+        check_name(options.name)
+    check_labels(options.labels)
     check_resources(vcpus=options.vcpus, memory_mib=options.memory_mib)
     _check_range("ttl_seconds", options.ttl_seconds, 1, None)
     _check_range("idle_timeout_seconds", options.idle_timeout_seconds, 1, None)
