@@ -1,7 +1,9 @@
 """The ``pyro mcp serve --profile`` names. Pure data: importing it loads no ``mcp``.
 
 The smaller profiles exist because a model picks tools better from a short list: ``vm-run``
-is enough for "run this command somewhere safe", ``task-core`` adds state across calls.
+is enough for "run this command somewhere safe", ``task-core`` adds state across calls,
+``workspace`` is the whole task surface (files, sync, export, snapshots, update) for an
+agent that lives in a task. Each has a ``tools/list`` byte budget (:data:`BUDGETS`).
 Which tools a profile offers, in which order, each tool declares where it is defined
 (:func:`pyro.mcp.tool.tool`).
 """
@@ -12,10 +14,22 @@ from __future__ import annotations
 #: tools' declarations).
 PROFILES: dict[str, str] = {
     "vm-run": "only vm_run",
-    "task-core": "vm_run, env_list, task_*, plan, apply",
+    "task-core": "vm_run, env_list, task_create, task_exec, task_status, task_logs, "
+    "task_delete, task_list, plan, apply",
+    "workspace": "env_list, task_*",
     "full": "everything",
 }
 DEFAULT_PROFILE = "full"
+#: profile -> the most bytes its ``tools/list`` may take on the wire (compact JSON; a test
+#: measures it through a real stdio client). Every conversation pays for the list.
+#: ``full`` grew from 30 000 when the task surface of issue 20 arrived, with room for the
+#: shell and service tools.
+BUDGETS: dict[str, int] = {
+    "vm-run": 6_000,
+    "task-core": 18_000,
+    "workspace": 24_000,
+    "full": 44_000,
+}
 
 
 def profile_choices() -> str:

@@ -22,6 +22,7 @@ from pyro.mcp.tools_env import EnvTools
 from pyro.mcp.tools_spec import SpecTools
 from pyro.mcp.tools_task import TaskTools
 from pyro.mcp.tools_vm import VMTools
+from pyro.mcp.tools_workspace import WorkspaceTools
 from pyro.sdk import Pyro
 
 INSTRUCTIONS = """\
@@ -44,7 +45,7 @@ under .pyro-artifacts/ there, named by artifacts_dir in the result.
 """
 
 #: The classes whose :func:`~pyro.mcp.tool.tool` methods are the tools.
-TOOL_CLASSES = (VMTools, SpecTools, TaskTools, EnvTools)
+TOOL_CLASSES = (VMTools, SpecTools, TaskTools, EnvTools, WorkspaceTools)
 
 
 def declared_tools() -> dict[str, tuple[type, Declaration]]:
@@ -121,7 +122,7 @@ def make_tool(name: str, function: Callable[..., Any], declared: Declaration) ->
 
 
 def build_server(profile: str = DEFAULT_PROFILE, *, sdk: Pyro | None = None) -> MCPServer:
-    """The MCP server with the tools of ``profile`` (``vm-run``, ``task-core`` or ``full``),
+    """The MCP server with the tools of ``profile`` (:data:`pyro.mcp.profiles.PROFILES`),
     pyro's resources, and ``logging/setLevel``.
 
     Raises:

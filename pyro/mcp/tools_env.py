@@ -18,7 +18,9 @@ from pyro.sdk.cancel import Cancellation
 class EnvTools(ToolGroup):
     """Environments: what can be run, and fetching one ahead of time."""
 
-    @tool(READ_ONLY, title="List environments", profiles={"task-core": 2, "full": 16})
+    @tool(
+        READ_ONLY, title="List environments", profiles={"task-core": 2, "workspace": 1, "full": 16}
+    )
     async def env_list(self) -> EnvList:
         """The environments VMs can run (e.g. debian:12), from the catalog and the local
         cache, each with its state: installed ones start fastest; others are pulled or

@@ -38,7 +38,9 @@ class TaskTools(ToolGroup):
     ) -> T:
         return await in_thread(work, undo=undo or self.sdk.delete_task, owned=owned)
 
-    @tool(RUNS, title="Create a task workspace", profiles={"task-core": 3, "full": 10})
+    @tool(
+        RUNS, title="Create a task workspace", profiles={"task-core": 3, "workspace": 2, "full": 10}
+    )
     async def task_create(
         self,
         environment: Annotated[
@@ -81,7 +83,9 @@ class TaskTools(ToolGroup):
 
         return await self._call(work, owned=lambda info: [info.id])
 
-    @tool(RUNS, title="Run a command in a task", profiles={"task-core": 4, "full": 11})
+    @tool(
+        RUNS, title="Run a command in a task", profiles={"task-core": 4, "workspace": 3, "full": 11}
+    )
     async def task_exec(
         self,
         task_id: TaskId,
@@ -110,12 +114,16 @@ class TaskTools(ToolGroup):
 
         return await self._call(work, undo=self.sdk.stop_task)
 
-    @tool(READ_ONLY, title="Task status", profiles={"task-core": 5, "full": 12})
+    @tool(READ_ONLY, title="Task status", profiles={"task-core": 5, "workspace": 4, "full": 12})
     async def task_status(self, task_id: TaskId) -> TaskInfo:
         """State, resources, uptime, number of commands and the last command of a task."""
         return await self._call(lambda token: self.sdk.status_task(task_id))
 
-    @tool(READ_ONLY, title="Task command journal", profiles={"task-core": 6, "full": 13})
+    @tool(
+        READ_ONLY,
+        title="Task command journal",
+        profiles={"task-core": 6, "workspace": 5, "full": 13},
+    )
     async def task_logs(
         self,
         task_id: TaskId,
@@ -125,7 +133,10 @@ class TaskTools(ToolGroup):
         return await self._call(lambda token: self.sdk.logs_task(task_id, tail=tail))
 
     @tool(
-        DESTRUCTIVE, title="Delete a task", profiles={"task-core": 7, "full": 14}, idempotent=True
+        DESTRUCTIVE,
+        title="Delete a task",
+        profiles={"task-core": 7, "workspace": 6, "full": 14},
+        idempotent=True,
     )
     async def task_delete(self, task_id: TaskId) -> Deleted:
         """Delete a task: its VM, disk, snapshots and journal. Deleting a missing task
@@ -134,7 +145,7 @@ class TaskTools(ToolGroup):
         deleted = await self._call(lambda token: self.sdk.delete_task(task_id))
         return Deleted(id=task_id, deleted=deleted)
 
-    @tool(READ_ONLY, title="List tasks", profiles={"task-core": 8, "full": 15})
+    @tool(READ_ONLY, title="List tasks", profiles={"task-core": 8, "workspace": 7, "full": 15})
     async def task_list(self) -> TaskList:
         """Every task that exists, oldest first (to find tasks to reuse or delete)."""
         return TaskList(tasks=await self._call(lambda token: self.sdk.list_tasks()))
