@@ -39,6 +39,8 @@ _BYTES_EVERY_S = 0.25
 #: (the session ended while a cancelled call's worker still cleans up) never will, and a
 #: worker blocked for good would keep the process from exiting.
 _SEND_WAIT_S = 5.0
+#: The most of an output line a progress message carries (the log message has it all).
+_LINE_MAX = 200
 
 
 class LogLevel:
@@ -121,26 +123,36 @@ class Reporter:
             )
             level: LoggingLevel = "debug" if event.phase == "build" else "info"
             self.log("warning" if event.phase == "warning" else level, text)
+        self._progress(*self._advance(), text)
+
+    def output(self, stream: str, text: str) -> None:
+        """A command's output while it runs (:mod:`pyro.mcp.stream` bounds it): the text as
+        an ``info`` log message from logger ``pyro.stdout``/``pyro.stderr``, and its last
+        line as progress (for a call with a progressToken)."""
+        self.log("info", text, logger=f"pyro.{stream}")
+        lines = text.rstrip("\n").rsplit("\n", 1)
+        last = lines[-1][:_LINE_MAX]
+        self._progress(*self._advance(), f"{stream}: {last}")
+
+    def _advance(self) -> tuple[float, float | None]:
+        """The next progress value, and the total: see :meth:`pull`."""
         with self._lock:
             self._told += 1
             if self._step is None:
-                value: float = sum(self._bytes.values()) + self._told
-                total = None
-            else:
-                number, total = self._step
-                value = number + self._told / (self._told + 1)
-        self._progress(value, total, text)
+                return sum(self._bytes.values()) + self._told, None
+            number, total = self._step
+            return number + self._told / (self._told + 1), total
 
-    def log(self, level: LoggingLevel, text: str) -> None:
+    def log(self, level: LoggingLevel, text: str, *, logger: str = "pyro") -> None:
         """A ``notifications/message`` at ``level``, if the client wants that level."""
         if self._ctx is not None and self._level.allows(level):
-            self._send(self._log, level, text)
+            self._send(self._log, level, text, logger)
 
     def _progress(self, value: float, total: float | None, text: str) -> None:
         if self._ctx is not None:
             self._send(self._ctx.report_progress, value, total, text)
 
-    async def _log(self, level: LoggingLevel, text: str) -> None:
+    async def _log(self, level: LoggingLevel, text: str, logger: str) -> None:
         assert self._ctx is not None
         session = self._ctx.request_context.session
         # Deprecated by the 2026-07-28 revision (which gates it per request itself), still
@@ -148,7 +160,7 @@ class Reporter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             await session.send_log_message(
-                level, text, logger="pyro", related_request_id=self._ctx.request_id
+                level, text, logger=logger, related_request_id=self._ctx.request_id
             )
 
     def _send(self, send: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Annotated, TypeVar
 
+from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import Deleted, TaskList
 from pyro.mcp.roots import ClientRoots, mcp_root
+from pyro.mcp.stream import streaming
 from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.mcp.tools_vm import ID_PATTERN
 from pyro.sdk.cancel import Cancellation
@@ -99,18 +101,27 @@ class TaskTools(ToolGroup):
         env: Annotated[
             dict[str, str] | None, Field(description="Environment variables for the command.")
         ] = None,
+        ctx: Context | None = None,
     ) -> TaskExecOutput:
         """Run one command in a task; files and installed packages stay for the next
         task_exec. A failing command is a result, not an error. Boots a stopped task
-        first.
+        first. Output streams as log messages (logger pyro.stdout/pyro.stderr).
         """
+        report = self.reporter(ctx)
 
         def work(token: Cancellation) -> TaskExecOutput:
             # Cancelling stops the task (ending the command); its disk and journal stay.
             token.track(task_id)
-            return self.sdk.exec_task(
-                task_id, command, timeout_seconds=timeout_seconds, cwd=cwd, env=env
-            )
+            with streaming(report) as out:
+                return self.sdk.exec_task(
+                    task_id,
+                    command,
+                    timeout_seconds=timeout_seconds,
+                    cwd=cwd,
+                    env=env,
+                    on_stdout=out.stdout,
+                    on_stderr=out.stderr,
+                )
 
         return await self._call(work, undo=self.sdk.stop_task)
 

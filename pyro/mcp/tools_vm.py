@@ -14,6 +14,7 @@ from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import Deleted, VMList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.schema import RUN_SCHEMA_URI
+from pyro.mcp.stream import streaming
 from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.sdk.cancel import Cancellation
 from pyro.sdk.vm import ExecOutput, VMInfo, VMLogs
@@ -103,7 +104,8 @@ class VMTools(ToolGroup):
         Use task_* tools only when later calls must see files or state left by earlier
         ones. A command that fails still returns a result (ok=false, exit_code, stderr);
         exit code 124 means it timed out. exit_code, stdout and stderr are the command's
-        (with a spec: the failed exec step's, else the last one's).
+        (with a spec: the failed exec step's, else the last one's); while it runs, its
+        output arrives as log messages (logger pyro.stdout/pyro.stderr).
         """
         report = self.reporter(ctx)
         flat = {
@@ -124,15 +126,20 @@ class VMTools(ToolGroup):
                     "(put resources, timeout and network inside the spec)",
                 )
             document = spec
-            return await self._call(
-                lambda token: self.sdk.confined(mcp_root(roots)).apply(
-                    document,
-                    vars=vars or {},
-                    on_event=report.events(token.on_event),
-                    on_step=report.step,
-                    on_pull=report.pull,
-                )
-            )
+
+            def apply(token: Cancellation) -> RunResult:
+                with streaming(report) as out:
+                    return self.sdk.confined(mcp_root(roots)).apply(
+                        document,
+                        vars=vars or {},
+                        on_event=report.events(token.on_event),
+                        on_stdout=lambda _step, data: out.stdout(data),
+                        on_stderr=lambda _step, data: out.stderr(data),
+                        on_step=report.step,
+                        on_pull=report.pull,
+                    )
+
+            return await self._call(apply)
         if environment is None or command is None:
             missing = " and ".join(n for n in ("environment", "command") if flat[n] is None)
             raise UsageError(
@@ -144,18 +151,21 @@ class VMTools(ToolGroup):
             raise UsageError("'vars' only applies to a 'spec'", "drop 'vars', or pass a 'spec'")
 
         def work(token: Cancellation) -> RunResult:
-            return self.sdk.confined(mcp_root(roots)).run_in_vm(
-                environment,
-                command,
-                vcpus=vcpus,
-                memory_mib=memory_mib,
-                timeout_seconds=timeout_seconds or DEFAULT_TIMEOUT_S,
-                network=network or "off",
-                env=env,
-                on_event=report.events(token.on_event),
-                on_step=report.step,
-                on_pull=report.pull,
-            )
+            with streaming(report) as out:
+                return self.sdk.confined(mcp_root(roots)).run_in_vm(
+                    environment,
+                    command,
+                    vcpus=vcpus,
+                    memory_mib=memory_mib,
+                    timeout_seconds=timeout_seconds or DEFAULT_TIMEOUT_S,
+                    network=network or "off",
+                    env=env,
+                    on_event=report.events(token.on_event),
+                    on_stdout=lambda _step, data: out.stdout(data),
+                    on_stderr=lambda _step, data: out.stderr(data),
+                    on_step=report.step,
+                    on_pull=report.pull,
+                )
 
         return await self._call(work)
 
