@@ -26,6 +26,8 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 READ_REGISTRY = ToolAnnotations(read_only_hint=True)
 #: Deletes or stops something local.
 DESTRUCTIVE = ToolAnnotations(open_world_hint=False)
+#: Adds or changes local state only, never deletes (a rename, a snapshot).
+CHANGES_LOCAL = ToolAnnotations(destructive_hint=False, open_world_hint=False)
 #: Starts guests (whose commands may reach the network) or pulls from a registry.
 RUNS = ToolAnnotations(destructive_hint=False)
 

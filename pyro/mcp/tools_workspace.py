@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from pyro.errors import LimitError, UsageError
 from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.roots import ClientRoots, mcp_root
-from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
+from pyro.mcp.tool import CHANGES_LOCAL, DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.mcp.tools_task import TaskId
 from pyro.sdk.cancel import Cancellation
 from pyro.tasks.files import FileEntry, SyncResult
@@ -92,7 +92,7 @@ class WorkspaceTools(ToolGroup):
         # Nothing these tools start outlives a cancel except a boot: that task is stopped.
         return await in_thread(work, undo=undo or (lambda _id: None))
 
-    @tool(RUNS, title="Rename or relabel a task", profiles={"workspace": 8, "full": 21})
+    @tool(CHANGES_LOCAL, title="Rename or relabel a task", profiles={"workspace": 8, "full": 21})
     async def task_update(
         self,
         task_id: TaskId,
@@ -221,7 +221,7 @@ class WorkspaceTools(ToolGroup):
             lambda token: self.sdk.confined(mcp_root(roots)).export_task_path(task_id, path, output)
         )
 
-    @tool(RUNS, title="Snapshot a task's disk", profiles={"workspace": 16, "full": 29})
+    @tool(CHANGES_LOCAL, title="Snapshot a task's disk", profiles={"workspace": 16, "full": 29})
     async def task_snapshot_create(self, task_id: TaskId, name: SnapshotName) -> SnapshotInfo:
         """Snapshot the task's disk (the VM keeps running); task_reset goes back to it."""
         return await self._call(lambda token: self.sdk.create_task_snapshot(task_id, name))

@@ -258,5 +258,11 @@ def test_mcp_client_config_doc_names_every_profile_and_config() -> None:
 
     for profile in PROFILES:
         assert f"`{profile}`" in text
-    for name in ("claude_desktop_mcp_config.json", "cursor_mcp_config.json"):
+    for name in (
+        "claude_desktop_mcp_config.json",
+        "cursor_mcp_config.json",
+        "claude_code_mcp.json",
+        "codex_config.toml",
+        "opencode.json",
+    ):
         assert name in text
