@@ -38,10 +38,12 @@ that vm_exec deletes its VM after the command. env_list shows the environments
 Resources: the spec's JSON Schema (pyro://schemas/run), the environments
 (pyro://environments) and a VM's console log (pyro://vms/{vm_id}/console).
 Errors come back as tool errors with a hint, and for specs the JSON pointer of the problem.
-Host paths (a spec's files[].source, an environment given as a path, seed_path) must be
-inside the server's root folder (your declared roots, else PYRO_MCP_ROOT or the server's
-working directory); relative ones start there. Artifacts are copied into a new folder
-under .pyro-artifacts/ there, named by artifacts_dir in the result.
+Host paths (a spec's files[].source, an environment given as a path, seed_path,
+task_sync_push's source, task_export's output) must be inside the server's root folder
+(your declared roots, else PYRO_MCP_ROOT or the server's working directory); relative ones
+start there. Artifacts and exports are copied into a new folder under .pyro-artifacts/
+there, named by artifacts_dir (dest for an export) in the result. While vm_run or
+task_exec runs, its output arrives as log messages (logger pyro.stdout, pyro.stderr).
 """
 
 #: The classes whose :func:`~pyro.mcp.tool.tool` methods are the tools.
