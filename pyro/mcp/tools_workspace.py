@@ -166,7 +166,9 @@ class WorkspaceTools(ToolGroup):
         path: GuestPath,
         content: Annotated[str, Field(description=f"The data (at most {WRITE_MAX} bytes).")],
         encoding: Annotated[Encoding, Field(description="How content is encoded.")] = "utf-8",
-        mode: Annotated[int, Field(description="File mode, e.g. 493 (0755).", ge=0)] = 0o644,
+        mode: Annotated[
+            int, Field(description="File mode, e.g. 493 (0755).", ge=0, le=0o7777)
+        ] = 0o644,
     ) -> TaskFileWritten:
         """Write a guest file atomically; parent folders are made."""
         if encoding == "base64":

@@ -67,6 +67,10 @@ async def test_write_checks_its_content_before_the_guest(host: Path) -> None:
         "task_file_write", {"task_id": NO_TASK, "path": "a", "content": big, "encoding": "base64"}
     )
     assert error_type(large) == "LimitError" and "task_sync_push" in seen(large)
+    mode = await call(
+        "task_file_write", {"task_id": NO_TASK, "path": "a", "content": "hi", "mode": 0o10000}
+    )
+    assert error_type(mode) == "UsageError" and "'mode'" in seen(mode)
     fits = await call("task_file_write", {"task_id": NO_TASK, "path": "a", "content": "hi"})
     assert error_type(fits) == "NotFoundError"
 
