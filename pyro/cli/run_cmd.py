@@ -24,6 +24,7 @@ from pyro.cli.flags import BACKENDS, MEMORY_MIB, RUN_FLAGS, TIMEOUT_SECONDS, VCP
 from pyro.cli.guest_command import GuestCommand
 from pyro.cli.output import marker, quiet, verbose
 from pyro.cli.progress import Live
+from pyro.cli.stdin_flag import command_stdin, stdin_option
 from pyro.cli.terminal import byte_writer, echo, is_tty
 from pyro.cli.vars import parse_vars
 from pyro.errors import PlanError, PyroError, SpecError, UsageError
@@ -184,6 +185,7 @@ def _env_flags(cold: bool, no_build: bool = False) -> Iterator[None]:
     is_flag=True,
     help="Boot the kernel even if a saved ready guest could be restored (sets PYRO_WARM=0).",
 )
+@stdin_option
 @no_build_option
 @json_option
 @handle_errors
@@ -197,18 +199,21 @@ def run(
     backend: BackendName | None,
     env_items: tuple[str, ...],
     cold: bool,
+    stdin_flag: bool | None,
     no_build: bool,
     as_json: bool,
 ) -> None:
     """Run CMD in a fresh microVM of ENVIRONMENT, then delete the VM.
 
     Everything after `--` is the guest command. A single argument containing spaces or
-    shell syntax runs with `sh -c`; otherwise the arguments are the argv.
+    shell syntax runs with `sh -c`; otherwise the arguments are the argv. pyro's stdin is
+    the command's when it is a file or a pipe (see --stdin).
 
     \b
     Examples:
       pyro run debian:12 -- git --version
       pyro run debian:12 -- 'echo $HOME && ls /'
+      pyro run debian:12 -- sha256sum < big.iso
     """
     from pyro.sdk import Pyro
 
@@ -230,6 +235,7 @@ def run(
             on_event=reporter.event,
             on_stdout=reporter.stdout,
             on_stderr=reporter.stderr,
+            stdin=command_stdin(stdin_flag),
         )
     _finish(result, reporter, None)
 

@@ -16,6 +16,7 @@ from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.flags import BACKENDS, MEMORY_MIB, POSITIVE_SECONDS, TIMEOUT_SECONDS, VCPUS
 from pyro.cli.guest_command import GuestCommand
 from pyro.cli.output import marker
+from pyro.cli.stdin_flag import stdin_option
 from pyro.cli.terminal import byte_writer, echo
 from pyro.errors import UsageError
 
@@ -54,6 +55,11 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
         f"memory_mib={info.memory_mib} commands={info.command_count}"
         + (f"  name={info.name}" if info.name else "")
         + (f"  uptime={info.uptime_s:.1f}s" if info.uptime_s is not None else "")
+        + (
+            f"  network={_network(info.network)}"
+            if info.network["policy"] != "off" or info.network["publish"]
+            else ""
+        )
         + (f"  ({info.reason})" if info.reason else "")
     )
     echo(line)
@@ -71,6 +77,7 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
         ("last activity", _ago(info.last_activity_at)),
         ("secrets", ", ".join(info.secret_names) or "-"),
         ("snapshots", ", ".join(info.snapshots) or "-"),
+        ("network", _network(info.network)),
         (
             "last command",
             f"#{last.seq} {shlex.join(last.argv)} -> exit {last.exit_code} "
@@ -81,6 +88,13 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
     ]
     for key, value in rows:
         echo(f"  {key + ':':<15}{value}")
+
+
+def _network(network: dict[str, Any]) -> str:
+    from pyro.net.policy import NetworkConfig
+    from pyro.tasks.network import describe
+
+    return describe(NetworkConfig.from_dict(network))
 
 
 @click.group()
@@ -108,6 +122,23 @@ def task(ctx: click.Context) -> None:
 @click.option("--secret", "secrets", multiple=True, metavar="NAME=VALUE")
 @click.option("--secret-file", "secret_files", multiple=True, metavar="NAME=PATH")
 @click.option("--backend", type=BACKENDS, envvar="PYRO_BACKEND", default=None)
+@click.option(
+    "--network",
+    type=click.Choice(["off", "egress", "allowlist"]),
+    default="off",
+    show_default=True,
+    help="Network policy, as a Run spec's network.policy; kept for every boot of the task.",
+)
+@click.option(
+    "--allow", "allow", multiple=True, metavar="HOST[:PORT]", help="Destination (allowlist)."
+)
+@click.option(
+    "--publish",
+    "publish",
+    multiple=True,
+    metavar="HOST:GUEST",
+    help="Publish a guest port on 127.0.0.1:HOST of the host.",
+)
 @click.option("--id-only", is_flag=True, help="Print only the task id.")
 @json_option
 @handle_errors
@@ -123,6 +154,9 @@ def create(
     secrets: tuple[str, ...],
     secret_files: tuple[str, ...],
     backend: str | None,
+    network: str,
+    allow: tuple[str, ...],
+    publish: tuple[str, ...],
     id_only: bool,
     as_json: bool,
 ) -> None:
@@ -145,6 +179,9 @@ def create(
         idle_timeout_seconds=idle_timeout_seconds,
         secrets=values,
         backend=None if backend == "auto" else backend,
+        network=network,
+        allow=allow,
+        publish=publish,
     )
     if id_only and not as_json:
         click.echo(info.id)
@@ -167,6 +204,7 @@ def create(
 @click.option("--cwd", default=None, help="Guest folder (default /workspace).")
 @click.option("--env", "env_items", multiple=True, metavar="K=V")
 @click.option("--secret-env", "secret_env", multiple=True, metavar="NAME")
+@stdin_option
 @json_option
 @handle_errors
 def exec_(
@@ -176,10 +214,15 @@ def exec_(
     cwd: str | None,
     env_items: tuple[str, ...],
     secret_env: tuple[str, ...],
+    stdin_flag: bool | None,
     as_json: bool,
 ) -> None:
-    """Run a command in TASK_ID (the task stays; exit code = the command's)."""
+    """Run a command in TASK_ID (the task stays; exit code = the command's).
+
+    pyro's stdin is the command's when it is a file or a pipe (see --stdin).
+    """
     from pyro.cli.run_cmd import SHELL_CHARS
+    from pyro.cli.stdin_flag import command_stdin
 
     argv: str | list[str] = list(command)
     if len(command) == 1 and SHELL_CHARS.search(command[0]):
@@ -193,6 +236,7 @@ def exec_(
         secret_env=list(secret_env),
         on_stdout=None if as_json else byte_writer(sys.stdout),
         on_stderr=None if as_json else byte_writer(sys.stderr),
+        stdin=command_stdin(stdin_flag),
     )
     if as_json:
         echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})

@@ -11,6 +11,7 @@ from pyro.cli.errors import echo_json, handle_errors, json_option
 from pyro.cli.flags import BACKENDS, MEMORY_MIB, POSITIVE_SECONDS, TIMEOUT_SECONDS, VCPUS
 from pyro.cli.guest_command import GuestCommand
 from pyro.cli.output import marker
+from pyro.cli.stdin_flag import stdin_option
 from pyro.cli.terminal import echo, write_text
 
 
@@ -89,21 +90,31 @@ def start(vm_id: str, as_json: bool) -> None:
 @click.argument("command", nargs=-1, required=True)
 @click.option("--timeout-seconds", type=TIMEOUT_SECONDS, default=600, show_default=True)
 @click.option("--cwd", default=None)
+@stdin_option
 @json_option
 @handle_errors
 def exec_(
-    vm_id: str, command: tuple[str, ...], timeout_seconds: int, cwd: str | None, as_json: bool
+    vm_id: str,
+    command: tuple[str, ...],
+    timeout_seconds: int,
+    cwd: str | None,
+    stdin_flag: bool | None,
+    as_json: bool,
 ) -> None:
     """Run one command in VM_ID, then DELETE the VM (also when the command fails).
 
-    For repeated commands in one VM, use `pyro task`.
+    For repeated commands in one VM, use `pyro task`. pyro's stdin is the command's when
+    it is a file or a pipe (see --stdin).
     """
     from pyro.cli.run_cmd import SHELL_CHARS
+    from pyro.cli.stdin_flag import command_stdin
 
     argv: str | list[str] = list(command)
     if len(command) == 1 and SHELL_CHARS.search(command[0]):
         argv = command[0]
-    out = _pyro().exec_vm(vm_id, argv, timeout_seconds=timeout_seconds, cwd=cwd)
+    out = _pyro().exec_vm(
+        vm_id, argv, timeout_seconds=timeout_seconds, cwd=cwd, stdin=command_stdin(stdin_flag)
+    )
     if as_json:
         echo_json({"ok": out.exit_code == 0, **out.model_dump(mode="json")})
     else:

@@ -26,7 +26,7 @@ from pyro.execute.prepare import build_folder, spec_dir
 from pyro.execute.result import RunResult, StepResult, reported_step
 from pyro.host import startslots
 from pyro.machines.copyout import CopyBudget, CopyLimits
-from pyro.machines.exec import OUTPUT_CAP, TIMEOUT_EXIT_CODE, run_command
+from pyro.machines.exec import OUTPUT_CAP, TIMEOUT_EXIT_CODE, Stdin, run_command
 from pyro.machines.registry import BOOT_TIMEOUT_S, VMRecord, VMRegistry
 from pyro.plan.model import (
     BootStep,
@@ -78,6 +78,9 @@ class ApplyOptions:
     """Ready guests to take instead of restoring one (a long-lived host's; see pool.py)."""
     stdout_cap: int = STDOUT_CAP
     stderr_cap: int = STDERR_CAP
+    stdin: Stdin | None = None
+    """The stdin of the plan's first command (``run_in_vm``'s one command); the others,
+    and every command of a spec, read ``/dev/null``."""
 
 
 @dataclass
@@ -91,6 +94,7 @@ class _Run:
     client: AgentClient | None = None
     results: list[StepResult] = field(default_factory=list)
     failed_step: str | None = None
+    stdin_taken: bool = False
     exit_code: int | None = 0
     timed_out: bool = False
     error: PyroError | None = None
@@ -519,7 +523,9 @@ def _exec(run: _Run, step: ExecStep) -> StepResult:
         stderr_cap=run.options.stderr_cap,
         on_stdout=(lambda data: on_out(step.id, data)) if on_out else None,
         on_stderr=(lambda data: on_err(step.id, data)) if on_err else None,
+        stdin=None if run.stdin_taken else run.options.stdin,
     )
+    run.stdin_taken = True  # one command reads it
     code = out.exit_code
     if out.timed_out:
         status = "timed-out"

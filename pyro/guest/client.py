@@ -40,6 +40,7 @@ from pyro.guest.results import (
     to_stat,
     unexpected,
 )
+from pyro.guest.stdin import StdinFeeder, StdinSource, acknowledges
 
 __all__ = ["AgentClient", "AgentInfo", "ExecResult", "GuestRequestError", "GuestStat"]
 
@@ -147,7 +148,7 @@ class AgentClient:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        stdin: bytes | None = None,
+        stdin: StdinSource | None = None,
         timeout_s: float | None = None,
         stdout_cap: int = 1 << 20,
         stderr_cap: int = 1 << 20,
@@ -158,12 +159,15 @@ class AgentClient:
         """Run argv in the guest (its own session; a timeout kills the whole process group).
 
         Output beyond the caps is dropped and flagged truncated; callbacks see each chunk kept.
+        ``stdin`` (bytes, or a binary file read in chunks) is streamed while the command
+        runs (:mod:`pyro.guest.stdin`); without it the command's stdin is ``/dev/null``.
         ``sync``: the guest flushes its file systems before it reports the end, so what the
         command wrote survives a later hard stop of the VM.
 
         Raises:
             GuestError: if the agent refuses the request or the connection breaks.
             RunTimeoutError: if the agent does not report the end well after timeout_s.
+            StdinReadError: ``stdin`` could not be read (the command was cancelled).
         """
         if not argv:
             raise GuestError("cannot run an empty command", "give at least the program name")
@@ -186,14 +190,18 @@ class AgentClient:
         caps = {FrameType.STDOUT: stdout_cap, FrameType.STDERR: stderr_cap}
         req = self._mux.open(caps)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s + EXEC_GRACE_S
+        feeder = None
+        if stdin is not None:
+            windowed = acknowledges(self.info.agent_version)
+            feeder = StdinFeeder(self._mux, req.request_id, stdin, windowed=windowed)
         try:
             self._mux.send(FrameType.EXEC, req.request_id, payload)
-            if stdin is not None:
-                for start in range(0, len(stdin), CHUNK_LEN):
-                    chunk = stdin[start : start + CHUNK_LEN]
-                    self._mux.send(FrameType.STDIN, req.request_id, chunk)
-                self._mux.send(FrameType.STDIN, req.request_id, b"")
-            return self._collect(req, deadline, on_stdout, on_stderr)
+            if feeder is not None:
+                feeder.start()
+            result = self._collect(req, deadline, on_stdout, on_stderr, feeder)
+            if feeder is not None and feeder.error is not None:
+                raise feeder.error
+            return result
         except BaseException:
             # Interrupted or timed out on our side: stop the command rather than orphan it.
             if self._mux.broken is None:
@@ -201,6 +209,8 @@ class AgentClient:
                     self._mux.send(FrameType.CANCEL, req.request_id)
             raise
         finally:
+            if feeder is not None:
+                feeder.stop()
             self._mux.finish(req)
 
     def _collect(
@@ -209,6 +219,7 @@ class AgentClient:
         deadline: float | None,
         on_stdout: Callable[[bytes], None] | None,
         on_stderr: Callable[[bytes], None] | None,
+        feeder: StdinFeeder | None = None,
     ) -> ExecResult:
         out: list[bytes] = []
         err: list[bytes] = []
@@ -236,6 +247,8 @@ class AgentClient:
                     or FrameType.STDERR in req.trimmed,
                     duration_s=(f.int(Tag.DURATION_US, 0) or 0) / 1e6,
                 )
+            elif frame.type == FrameType.OK and feeder is not None:
+                feeder.ack(frame)  # the command took stdin (pyro.guest.stdin)
             elif frame.type == FrameType.ERROR:
                 raise guest_error(frame, "cannot run the command")
             else:

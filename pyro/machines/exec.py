@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from pydantic import BaseModel
 
@@ -28,6 +28,27 @@ TIMEOUT_EXIT_CODE = 124
 OUTPUT_CAP = 1 << 20
 
 ChunkSink = Callable[[bytes], None]
+#: A command's stdin as callers give it: text (sent as UTF-8), bytes, or a binary file
+#: (read in chunks while the command runs, never whole; :mod:`pyro.guest.stdin`).
+Stdin = str | bytes | bytearray | memoryview | BinaryIO
+
+
+def stdin_source(stdin: Stdin | None) -> bytes | bytearray | memoryview | BinaryIO | None:
+    """``stdin`` as the agent client takes it (text encoded as UTF-8).
+
+    Raises:
+        UsageError: ``stdin`` is neither text, bytes nor a readable binary file.
+    """
+    if stdin is None or isinstance(stdin, (bytes, bytearray, memoryview)):
+        return stdin
+    if isinstance(stdin, str):
+        return stdin.encode("utf-8")
+    if not callable(getattr(stdin, "read", None)):
+        raise UsageError(
+            f"stdin is a {type(stdin).__name__}; it must be str, bytes or a binary file",
+            "pass bytes, a str, or a file opened with 'rb'",
+        )
+    return stdin
 
 
 class ExecOutput(BaseModel):
@@ -91,22 +112,27 @@ def run_command(
     on_stdout: ChunkSink | None = None,
     on_stderr: ChunkSink | None = None,
     sync: bool = False,
+    stdin: Stdin | None = None,
 ) -> ExecOutput:
     """Run ``command`` through ``client`` (the agent of VM ``vm_id``) and say how it ended.
 
     ``on_stdout``/``on_stderr`` see each chunk kept, while it arrives. ``sync``: the command's
     writes are on the guest's disk when this returns (for disks that outlive the VM).
+    ``stdin``: streamed to the command while it runs; None: the command reads ``/dev/null``.
 
     Raises:
-        UsageError: the command is empty.
+        UsageError: the command is empty, or ``stdin`` is of no usable kind.
+        StdinReadError: ``stdin`` could not be read (the command was cancelled).
         GuestError, RunTimeoutError: the agent refused the command, the connection broke,
             or the agent never reported the command's end.
         OSError: the socket failed under the agent client (callers name the VM or task).
     """
     argv = argv_of(command)
+    source = stdin_source(stdin)
     begun = time.monotonic()
     result = client.exec(
         argv,
+        stdin=source,
         env=dict(env or {}),
         cwd=cwd,
         timeout_s=timeout_s,
@@ -137,6 +163,7 @@ def exec_once(
     timeout_seconds: int,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    stdin: Stdin | None = None,
 ) -> ExecOutput:
     """Run one command in the VM, then delete the VM — always, also when the command
     fails or times out. Starts the VM first if it is not running.
@@ -154,7 +181,13 @@ def exec_once(
         with client:
             try:
                 output = run_command(
-                    client, vm_id, command, timeout_s=float(timeout_seconds), env=env, cwd=cwd
+                    client,
+                    vm_id,
+                    command,
+                    timeout_s=float(timeout_seconds),
+                    env=env,
+                    cwd=cwd,
+                    stdin=stdin,
                 )
             except OSError as exc:
                 raise StateError(f"lost the connection to VM {vm_id}: {exc}") from exc

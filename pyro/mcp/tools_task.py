@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
@@ -11,12 +11,15 @@ from pydantic import Field
 from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import Deleted, TaskList
 from pyro.mcp.roots import ClientRoots, mcp_root
+from pyro.mcp.stdin import StdinArg, stdin_bytes
 from pyro.mcp.stream import streaming
 from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.mcp.tools_vm import ID_PATTERN
 from pyro.sdk.cancel import Cancellation
 from pyro.sdk.task import TaskLogs
+from pyro.spec.model import PublishedPort
 from pyro.tasks.manager import TaskInfo
+from pyro.tasks.network import MAX_ALLOW, MAX_PUBLISH
 from pyro.tasks.ops import TaskExecOutput
 
 T = TypeVar("T")
@@ -64,6 +67,28 @@ class TaskTools(ToolGroup):
         idle_timeout_seconds: Annotated[
             int | None, Field(description="Stop the task after this long without commands.")
         ] = None,
+        network: Annotated[
+            Literal["off", "egress", "allowlist"],
+            Field(
+                description="'off' (default): no network. 'egress': outbound access. "
+                "'allowlist': only the 'allow' destinations. Kept for every boot."
+            ),
+        ] = "off",
+        allow: Annotated[
+            list[Annotated[str, Field(max_length=260)]] | None,
+            Field(
+                description="HOST[:PORT] destinations for 'allowlist'.",
+                max_length=MAX_ALLOW,
+            ),
+        ] = None,
+        publish: Annotated[
+            list[PublishedPort] | None,
+            Field(
+                description="Guest ports published on 127.0.0.1 of the host: "
+                "[{host: 8080, guest: 80}].",
+                max_length=MAX_PUBLISH,
+            ),
+        ] = None,
         roots: ClientRoots = None,
     ) -> TaskInfo:
         """Create and boot a persistent task VM for work that needs state across several
@@ -81,6 +106,9 @@ class TaskTools(ToolGroup):
                 memory_mib=memory_mib,
                 ttl_seconds=ttl_seconds,
                 idle_timeout_seconds=idle_timeout_seconds,
+                network=network,
+                allow=allow or (),
+                publish=[(p.host, p.guest) for p in publish or ()],
             )
 
         return await self._call(work, owned=lambda info: [info.id])
@@ -101,6 +129,7 @@ class TaskTools(ToolGroup):
         env: Annotated[
             dict[str, str] | None, Field(description="Environment variables for the command.")
         ] = None,
+        stdin: StdinArg = None,
         ctx: Context | None = None,
     ) -> TaskExecOutput:
         """Run one command in a task; files and installed packages stay for the next
@@ -108,6 +137,7 @@ class TaskTools(ToolGroup):
         first. Output streams as log messages (logger pyro.stdout/pyro.stderr).
         """
         report = self.reporter(ctx)
+        data = stdin_bytes(stdin)
 
         def work(token: Cancellation) -> TaskExecOutput:
             # Cancelling stops the task (ending the command); its disk and journal stay.
@@ -121,6 +151,7 @@ class TaskTools(ToolGroup):
                     env=env,
                     on_stdout=out.stdout,
                     on_stderr=out.stderr,
+                    stdin=data,
                 )
 
         return await self._call(work, undo=self.sdk.stop_task)

@@ -14,6 +14,7 @@ from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.results import Deleted, VMList
 from pyro.mcp.roots import ClientRoots, mcp_root
 from pyro.mcp.schema import RUN_SCHEMA_URI
+from pyro.mcp.stdin import StdinArg, stdin_bytes
 from pyro.mcp.stream import streaming
 from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.sdk.cancel import Cancellation
@@ -88,6 +89,7 @@ class VMTools(ToolGroup):
         env: Env = None,
         spec: SpecArg = None,
         vars: Vars = None,
+        stdin: StdinArg = None,
         roots: ClientRoots = None,
         ctx: Context | None = None,
     ) -> RunResult:
@@ -116,6 +118,7 @@ class VMTools(ToolGroup):
             "timeout_seconds": timeout_seconds,
             "network": network,
             "env": env,
+            "stdin": stdin,
         }
         given = sorted(name for name, value in flat.items() if value is not None)
         if spec is not None:
@@ -149,6 +152,7 @@ class VMTools(ToolGroup):
             )
         if vars is not None:
             raise UsageError("'vars' only applies to a 'spec'", "drop 'vars', or pass a 'spec'")
+        data = stdin_bytes(stdin)
 
         def work(token: Cancellation) -> RunResult:
             with streaming(report) as out:
@@ -165,6 +169,7 @@ class VMTools(ToolGroup):
                     on_stderr=lambda _step, data: out.stderr(data),
                     on_step=report.step,
                     on_pull=report.pull,
+                    stdin=data,
                 )
 
         return await self._call(work)
@@ -208,16 +213,19 @@ class VMTools(ToolGroup):
         ] = DEFAULT_TIMEOUT_S,
         env: Env = None,
         cwd: Annotated[str | None, Field(description="Working directory in the guest.")] = None,
+        stdin: StdinArg = None,
     ) -> ExecOutput:
         """Run ONE command in a VM (starting it if needed) and then DELETE the VM, also when
         the command fails. To keep state across several commands use task_create +
         task_exec instead.
         """
 
+        data = stdin_bytes(stdin)
+
         def work(token: Cancellation) -> ExecOutput:
             token.track(vm_id)  # the VM goes either way; cancelling just ends it sooner
             return self.sdk.exec_vm(
-                vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd
+                vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd, stdin=data
             )
 
         return await self._call(work)

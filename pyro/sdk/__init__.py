@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pyro.execute.apply import EventSink, OutputSink, StepSink
     from pyro.execute.pool import WarmPool
     from pyro.execute.result import RunResult, StepResult
-    from pyro.machines.exec import ExecOutput
+    from pyro.machines.exec import ExecOutput, Stdin
     from pyro.machines.info import VMInfo, VMLogs
     from pyro.plan.model import Plan
     from pyro.tasks.files import FileEntry, SyncResult
@@ -242,9 +242,31 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             OutsideRootError: confined, and a host path is outside the root (nothing boots).
             CommandFailedError: ``check``, and the run failed (it carries the RunResult).
         """
+        return self._apply(
+            spec_or_plan,
+            vars=vars,
+            run_name=run_name,
+            sinks=(on_event, on_stdout, on_stderr, on_step, on_pull),
+            check=check,
+        )
+
+    def _apply(
+        self,
+        spec_or_plan: SpecSource | Plan,
+        *,
+        vars: Mapping[str, object] | None,
+        run_name: str | None,
+        sinks: tuple[
+            EventSink | None, OutputSink | None, OutputSink | None, StepSink | None, Progress | None
+        ],
+        check: bool,
+        stdin: Stdin | None = None,
+    ) -> RunResult:
+        """:meth:`apply`, with the stdin of the plan's first command (``run_in_vm``'s)."""
         from pyro.execute.apply import ApplyOptions, apply
         from pyro.plan.model import CopyOutStep, Plan
 
+        on_event, on_stdout, on_stderr, on_step, on_pull = sinks
         root = self._root
         if isinstance(spec_or_plan, Plan):
             plan = spec_or_plan
@@ -269,6 +291,7 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             artifacts_dir=artifacts_dir,
             registry=self.registry,
             pool=self._pool(),
+            stdin=stdin,
         )
         if on_event is not None:
             options.on_event = on_event
@@ -303,12 +326,14 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
         on_step: StepSink | None = None,
         on_pull: Progress | None = None,
         check: bool = False,
+        stdin: Stdin | None = None,
     ) -> RunResult:
         """Run one command in a fresh VM, then delete the VM (always).
 
         ``command`` is a shell string (run with ``sh -c``) or an argv list. The result's
         ``exit_code``, ``stdout`` and ``stderr`` are the command's; a failing command is a
-        result (``ok`` false), unless ``check``.
+        result (``ok`` false), unless ``check``. ``stdin`` (str, bytes or a binary file, read
+        in chunks while the command runs) is the command's input; default ``/dev/null``.
 
         Raises:
             SpecError: an argument is out of range (e.g. vcpus 0).
@@ -326,12 +351,11 @@ class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
             env=env,
             backend=backend,
         )
-        return self.apply(
+        return self._apply(
             spec,
-            on_event=on_event,
-            on_stdout=on_stdout,
-            on_stderr=on_stderr,
-            on_step=on_step,
-            on_pull=on_pull,
+            vars=None,
+            run_name=None,
+            sinks=(on_event, on_stdout, on_stderr, on_step, on_pull),
             check=check,
+            stdin=stdin,
         )

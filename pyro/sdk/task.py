@@ -14,9 +14,11 @@ from pyro.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` never needs it
     from pyro.host.confine import Root
+    from pyro.machines.exec import Stdin
     from pyro.tasks.files import FileEntry, SyncResult
     from pyro.tasks.journal import JournalEntry, TaskLogs
     from pyro.tasks.manager import TaskInfo, TaskManager
+    from pyro.tasks.network import PublishItem
     from pyro.tasks.ops import TaskExecOutput
     from pyro.tasks.snapshots import SnapshotInfo
     from pyro.tasks.transfer import TaskFileWritten
@@ -103,14 +105,22 @@ class TaskMethods:
         idle_timeout_seconds: int | None = None,
         secrets: Mapping[str, str] | None = None,
         backend: str | None = None,
+        network: str = "off",
+        allow: Sequence[str] = (),
+        publish: Sequence[PublishItem] = (),
     ) -> TaskInfo:
         """Create and boot a task; ``/workspace`` is seeded from the host folder ``seed_path``.
 
-        A ``baseline`` snapshot is taken once seeded (QEMU backend).
+        A ``baseline`` snapshot is taken once seeded (QEMU backend). ``network`` is the
+        policy a Run spec's ``network.policy`` takes (``off``, ``egress``, ``allowlist`` with
+        its ``allow`` entries ``HOST[:PORT]``); ``publish`` lists guest ports published on
+        127.0.0.1 of the host, as ``(host_port, guest_port)``, ``{"host": H, "guest": G}``
+        or ``"H:G"``. The task keeps its policy: every later boot applies it again.
 
         Raises:
-            UsageError: bad secret, or ``seed_path`` is not a folder or holds a symlink
-                leaving it.
+            UsageError: bad secret, bad network policy, allow entry or published port, or
+                ``seed_path`` is not a folder or holds a symlink leaving it.
+            NetworkError: a published host port is taken (or privileged and not root).
             OutsideRootError: confined, and ``seed_path`` (or an ``environment`` path) is
                 outside the root.
             LimitError: the seed is too large, or the host cannot hold the VM.
@@ -127,6 +137,9 @@ class TaskMethods:
             ttl_seconds=ttl_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
             backend=backend,
+            network=network,
+            allow=list(allow),
+            publish=list(publish),
         )
         if self._root is not None:
             environment = self._root.environment(environment)
@@ -144,12 +157,15 @@ class TaskMethods:
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
         check: bool = False,
+        stdin: Stdin | None = None,
     ) -> TaskExecOutput:
         """Run one command in the task (a shell string runs with ``sh -c``); the task stays.
 
         The default cwd is ``/workspace``; a stopped task is booted first. Secrets named in
         ``secret_env`` become env vars; their values are redacted from what is returned
         and journaled. ``on_stdout``/``on_stderr`` get the (redacted) output as it arrives.
+        ``stdin`` (str, bytes or a binary file, read in chunks while the command runs) is
+        the command's input (not journaled); default ``/dev/null``.
 
         Raises:
             NotFoundError: no such task.  UsageError: unknown secret name.
@@ -169,6 +185,7 @@ class TaskMethods:
             secret_env=secret_env,
             on_stdout=on_stdout,
             on_stderr=on_stderr,
+            stdin=stdin,
         )
         if check:
             output.check_returncode()

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyro.machines.exec import ExecOutput, argv_of
+from pyro.machines.exec import ExecOutput, Stdin, argv_of
 from pyro.machines.info import VMInfo, VMLogs
 
 if TYPE_CHECKING:
@@ -84,9 +84,11 @@ class VMMethods:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         check: bool = False,
+        stdin: Stdin | None = None,
     ) -> ExecOutput:
         """Run one command in the VM, then delete the VM — always, also when the command
-        fails or times out. Starts the VM first if it was only created.
+        fails or times out. Starts the VM first if it was only created. ``stdin`` (str,
+        bytes or a binary file, read in chunks) is the command's input; default ``/dev/null``.
 
         Raises:
             NotFoundError: no such VM.
@@ -96,7 +98,13 @@ class VMMethods:
         from pyro.machines.exec import exec_once
 
         output = exec_once(
-            self.registry, vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd
+            self.registry,
+            vm_id,
+            command,
+            timeout_seconds=timeout_seconds,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
         )
         if check:
             output.check_returncode()

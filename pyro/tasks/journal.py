@@ -32,6 +32,8 @@ class JournalEntry(BaseModel):
     cwd: str
     env: dict[str, str] = {}
     secret_env: list[str] = []
+    stdin: bool = False
+    """The command was given stdin (its bytes are not kept)."""
     exit_code: int | None
     timed_out: bool = False
     signal: int | None = None

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
@@ -30,6 +30,7 @@ from pyro import paths
 from pyro.errors import NotFoundError, PyroError, StateError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
+from pyro.net.policy import NetworkConfig
 from pyro.tasks.files import WORKSPACE, SyncResult
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
@@ -96,6 +97,9 @@ class TaskInfo(BaseModel):
     secret_names: list[str]
     snapshots: list[str]
     seed: SyncResult | None = None
+    network: dict[str, Any] = {"policy": "off", "allow": [], "publish": []}
+    """The policy it boots with: ``{policy, allow, publish: [{host, guest}]}`` (host ports
+    on 127.0.0.1), as a Run spec states it."""
 
 
 class TaskManager:
@@ -196,6 +200,7 @@ class TaskManager:
             secret_names=meta.secret_names,
             snapshots=[s.name for s in meta.snapshots],
             seed=meta.seed,
+            network=NetworkConfig.from_dict(record.network).to_dict(),
         )
 
     def redactor(self, task_id: str) -> Redactor:

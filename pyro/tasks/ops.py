@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 
 from pyro.errors import NotFoundError, PyroError, StateError, UsageError
 from pyro.machines import datadisk
-from pyro.machines.exec import ExecOutput, argv_of, run_command
+from pyro.machines.exec import ExecOutput, Stdin, argv_of, run_command
 from pyro.machines.registry import VMRecord, VMState
 from pyro.tasks.files import (
     WORKSPACE,
@@ -26,6 +27,7 @@ from pyro.tasks.files import (
 )
 from pyro.tasks.journal import cap_text
 from pyro.tasks.manager import TaskInfo, TaskManager, TaskMeta
+from pyro.tasks.network import PublishItem, network_config
 from pyro.tasks.secrets import Redactor, SecretStore, StreamRedactor, check_secret
 from pyro.tasks.snapshots import (
     BASELINE,
@@ -61,6 +63,10 @@ class TaskCreateOptions(BaseModel):
     ttl_seconds: int | None = None
     idle_timeout_seconds: int | None = None
     backend: str | None = None
+    network: str = "off"
+    allow: list[str] = []
+    publish: list[PublishItem] = []
+    """Published ports, (host, guest) pairs or ``"HOST:GUEST"`` (:mod:`pyro.tasks.network`)."""
 
 
 def create(
@@ -72,12 +78,14 @@ def create(
     """Record, boot and seed a task; on any failure nothing of it is left.
 
     Raises:
-        UsageError: a bad secret, seed folder, name or label.
-        LimitError: seed too large, host limits.
+        UsageError: a bad secret, seed folder, name, label or network policy.
+        LimitError: seed too large, host limits.  NetworkError: a published host port is
+            taken (or below 1024 for a user who is not root).
         EnvironmentNotFoundError, BackendUnavailableError, BootError, GuestError.
     """
     from pyro.machines.create import check_resources, resolve
     from pyro.machines.create import create as create_vm
+    from pyro.net.ports import check_ports_free
     from pyro.tasks.update import check_labels, check_name
 
     for name, value in secrets.items():
@@ -85,6 +93,8 @@ def create(
     if options.name is not None:
         check_name(options.name)
     check_labels(options.labels)
+    network = network_config(options.network, options.allow, options.publish)
+    check_ports_free(host for host, _ in network.publish)  # again as the VMM starts
     check_resources(vcpus=options.vcpus, memory_mib=options.memory_mib)
     _check_range("ttl_seconds", options.ttl_seconds, 1, None)
     _check_range("idle_timeout_seconds", options.idle_timeout_seconds, 1, None)
@@ -98,7 +108,7 @@ def create(
     )
     record = create_vm(
         manager.registry,
-        shape,
+        dataclasses.replace(shape, network=network),
         kind="task",
         name=options.name,
         labels=options.labels,
@@ -171,10 +181,13 @@ def exec_command(
     secret_env: Sequence[str] = (),
     on_stdout: Callable[[bytes], None] | None = None,
     on_stderr: Callable[[bytes], None] | None = None,
+    stdin: Stdin | None = None,
 ) -> TaskExecOutput:
     """Run one command in the task's VM (booting it if stopped); never cleans up.
 
     ``on_stdout``/``on_stderr`` receive the output while it arrives, already redacted.
+    ``stdin`` is streamed to the command (:func:`pyro.machines.exec.run_command`); the
+    journal records only that there was one.
 
     Raises:
         NotFoundError: no such task.  UsageError: unknown secret name, empty command.
@@ -195,11 +208,12 @@ def exec_command(
         "env": {k: redact(v) for k, v in (env or {}).items()},
         "secret_env": list(secret_env),
         "started_at": started,
+        "stdin": stdin is not None,
     }
     streams = [redact.stream(sink) if sink else None for sink in (on_stdout, on_stderr)]
     begun = time.monotonic()
     try:
-        out = _run(manager, task_id, argv, full_env, workdir, timeout_seconds, streams)
+        out = _run(manager, task_id, argv, full_env, workdir, timeout_seconds, streams, stdin)
     except BaseException as exc:
         # Journal every command that ran or may have run, also when it was interrupted.
         if isinstance(exc, PyroError):
@@ -253,6 +267,7 @@ def _run(
     cwd: str,
     timeout_seconds: int,
     streams: list[StreamRedactor | None],
+    stdin: Stdin | None,
 ) -> ExecOutput:
     try:
         with manager.session(task_id) as client:
@@ -268,6 +283,7 @@ def _run(
                 # A task's disk outlives its VM: a later hard stop (a cancelled or cut-off
                 # command holds the agent) must not lose what finished commands wrote.
                 sync=True,
+                stdin=stdin,
             )
     except OSError as exc:
         raise StateError(

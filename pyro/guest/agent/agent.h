@@ -12,7 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define AGENT_VERSION "0.1.0"
+/* 0.2.0: STDIN is acknowledged (OK with SIZE on the EXEC), see exec.c ack_stdin. */
+#define AGENT_VERSION "0.2.0"
 #define PROTO_VERSION 1
 
 /* Frame header: 'P' 'Y' version type | id u32 LE | length u32 LE. */

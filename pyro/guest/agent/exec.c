@@ -23,6 +23,7 @@ struct exec {
 	int fd[3]; /* stdin (write end), stdout, stderr (read ends); -1 when closed */
 	struct buf in;
 	int stdin_eof;
+	uint64_t in_done, in_acked; /* stdin bytes the command took; reported to the host */
 	int64_t start_ms, deadline_ms, exited_ms;
 	int exited, status, timed_out;
 	int sync; /* flush the guest's file systems before reporting EXIT */
@@ -362,13 +363,31 @@ static ssize_t pump_output(struct exec *x, int s)
 	return n;
 }
 
+/* Stdin flow control: OK with SIZE = the bytes the command has taken so far, so the host
+ * keeps at most a window of unread stdin here; ERRNO=EPIPE: it closed its input, send no
+ * more. Without it the agent would buffer whatever the host sends. */
+static void ack_stdin(struct exec *x, int err)
+{
+	size_t f = frame_begin(&g_out, T_OK, x->id);
+	tlv_int(&g_out, G_SIZE, (int64_t)x->in_done);
+	if (err)
+		tlv_int(&g_out, G_ERRNO, err);
+	frame_end(&g_out, f);
+	x->in_acked = x->in_done;
+}
+
 static void pump_stdin(struct exec *x)
 {
 	ssize_t n = write(x->fd[0], x->in.p + x->in.off, buf_pending(&x->in));
-	if (n > 0)
+	if (n > 0) {
 		buf_consume(&x->in, (size_t)n);
-	else if (n < 0 && errno != EAGAIN && errno != EINTR)
+		x->in_done += (uint64_t)n;
+		if (x->in_done - x->in_acked >= CHUNK_LEN || buf_pending(&x->in) == 0)
+			ack_stdin(x, 0);
+	} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
 		x->stdin_eof = 1, buf_clear(&x->in); /* EPIPE: the command stopped reading */
+		ack_stdin(x, EPIPE);
+	}
 	if (x->stdin_eof && buf_pending(&x->in) == 0)
 		close_fd(&x->fd[0]);
 }
