@@ -19,10 +19,7 @@ LARGEST_MAX_BYTES = 256 << 20
 
 StdinArg = Annotated[
     str | None,
-    Field(
-        description="Text given to the command on its standard input (default: none, the "
-        f"command reads an empty input). At most 1 MiB unless the server sets {MAX_BYTES_ENV}."
-    ),
+    Field(description="Text for stdin."),  # its cap: the error names the setting
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, TypeVar
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
@@ -17,9 +17,7 @@ from pyro.mcp.tool import DESTRUCTIVE, READ_ONLY, RUNS, tool
 from pyro.mcp.tools_vm import ID_PATTERN
 from pyro.sdk.cancel import Cancellation
 from pyro.sdk.task import TaskLogs
-from pyro.spec.model import PublishedPort
 from pyro.tasks.manager import TaskInfo
-from pyro.tasks.network import MAX_ALLOW, MAX_PUBLISH
 from pyro.tasks.ops import TaskExecOutput
 
 T = TypeVar("T")
@@ -67,28 +65,9 @@ class TaskTools(ToolGroup):
         idle_timeout_seconds: Annotated[
             int | None, Field(description="Stop the task after this long without commands.")
         ] = None,
-        network: Annotated[
-            Literal["off", "egress", "allowlist"],
-            Field(
-                description="'off' (default): no network. 'egress': outbound access. "
-                "'allowlist': only the 'allow' destinations. Kept for every boot."
-            ),
-        ] = "off",
-        allow: Annotated[
-            list[Annotated[str, Field(max_length=260)]] | None,
-            Field(
-                description="HOST[:PORT] destinations for 'allowlist'.",
-                max_length=MAX_ALLOW,
-            ),
-        ] = None,
-        publish: Annotated[
-            list[PublishedPort] | None,
-            Field(
-                description="Guest ports published on 127.0.0.1 of the host: "
-                "[{host: 8080, guest: 80}].",
-                max_length=MAX_PUBLISH,
-            ),
-        ] = None,
+        network: Annotated[str | None, Field(description="off, egress or allowlist.")] = None,
+        allow: Annotated[list[str] | None, Field(description="HOST[:PORT]")] = None,
+        publish: Annotated[list[str] | None, Field(description="HOST:GUEST")] = None,
         roots: ClientRoots = None,
     ) -> TaskInfo:
         """Create and boot a persistent task VM for work that needs state across several
@@ -106,9 +85,9 @@ class TaskTools(ToolGroup):
                 memory_mib=memory_mib,
                 ttl_seconds=ttl_seconds,
                 idle_timeout_seconds=idle_timeout_seconds,
-                network=network,
+                network=network or "off",
                 allow=allow or (),
-                publish=[(p.host, p.guest) for p in publish or ()],
+                publish=publish or (),
             )
 
         return await self._call(work, owned=lambda info: [info.id])

@@ -213,19 +213,16 @@ class VMTools(ToolGroup):
         ] = DEFAULT_TIMEOUT_S,
         env: Env = None,
         cwd: Annotated[str | None, Field(description="Working directory in the guest.")] = None,
-        stdin: StdinArg = None,
     ) -> ExecOutput:
         """Run ONE command in a VM (starting it if needed) and then DELETE the VM, also when
         the command fails. To keep state across several commands use task_create +
         task_exec instead.
         """
 
-        data = stdin_bytes(stdin)
-
         def work(token: Cancellation) -> ExecOutput:
             token.track(vm_id)  # the VM goes either way; cancelling just ends it sooner
             return self.sdk.exec_vm(
-                vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd, stdin=data
+                vm_id, command, timeout_seconds=timeout_seconds, env=env, cwd=cwd
             )
 
         return await self._call(work)
