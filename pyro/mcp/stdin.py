@@ -32,7 +32,7 @@ def max_bytes() -> int:
     raw = os.environ.get(MAX_BYTES_ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_BYTES
-    if not raw.isdigit() or int(raw) > LARGEST_MAX_BYTES:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > LARGEST_MAX_BYTES:
         raise UsageError(
             f"{MAX_BYTES_ENV} is {raw!r}; it must be a number of bytes from 0 to "
             f"{LARGEST_MAX_BYTES}",

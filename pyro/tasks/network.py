@@ -8,6 +8,7 @@ who is not root, fails the boot with a message naming the port (:mod:`pyro.net.p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from pyro.net.policy import NetworkConfig
 MAX_PUBLISH = 32
 MAX_ALLOW = 64
 POLICIES = ("off", "egress", "allowlist")
+_PUBLISH = re.compile(r"([0-9]{1,9}):([0-9]{1,9})", re.ASCII)
 
 #: A published port as callers give it: (host, guest), {"host": H, "guest": G} or "H:G".
 PublishItem = tuple[int, int] | Mapping[str, Any] | str
@@ -33,13 +35,13 @@ def parse_publish(item: PublishItem) -> dict[str, Any]:
         UsageError: a string that is not ``HOST:GUEST``, or an item of another shape.
     """
     if isinstance(item, str):
-        host, sep, guest = item.partition(":")
-        if not sep or not host.isdigit() or not guest.isdigit():
+        match = _PUBLISH.fullmatch(item)
+        if match is None:
             raise UsageError(
                 f"published port {item!r} is not HOST:GUEST",
                 "write the host port on 127.0.0.1, a colon and the guest port, e.g. 8080:80",
             )
-        return {"host": int(host), "guest": int(guest)}
+        return {"host": int(match[1]), "guest": int(match[2])}
     if isinstance(item, Mapping):
         return dict(item)
     if isinstance(item, (tuple, list)) and len(item) == 2:
