@@ -79,7 +79,7 @@ WORDS: dict[str, str] = {
     "TaskInfo.secret_names": "Secret names (never values).",
     "TaskInfo.snapshots": "Snapshot names.",
     "TaskInfo.seed": "What seeded the workspace.",
-    "TaskInfo.network": "Network.",
+    "TaskInfo.network": "Policy, allow, publish.",
     "TaskList.tasks": "Each task as task_status gives it.",
     "TaskLogs.entries": "Each command: seq, kind (exec/update), argv, exit_code, stdout, stderr.",
     # The workspace tools (files, sync, export, snapshots).

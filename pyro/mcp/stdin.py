@@ -19,7 +19,7 @@ LARGEST_MAX_BYTES = 256 << 20
 
 StdinArg = Annotated[
     str | None,
-    Field(description="Text for stdin."),  # its cap: the error names the setting
+    Field(description=f"Text for the command's stdin (at most {MAX_BYTES_ENV}, 1 MiB)."),
 ]
 
 

@@ -65,9 +65,17 @@ class TaskTools(ToolGroup):
         idle_timeout_seconds: Annotated[
             int | None, Field(description="Stop the task after this long without commands.")
         ] = None,
-        network: Annotated[str | None, Field(description="off, egress or allowlist.")] = None,
-        allow: Annotated[list[str] | None, Field(description="HOST[:PORT]")] = None,
-        publish: Annotated[list[str] | None, Field(description="HOST:GUEST")] = None,
+        network: Annotated[
+            str | None,
+            Field(description="off (default), egress or allowlist; kept for every boot."),
+        ] = None,
+        allow: Annotated[
+            list[str] | None, Field(description="HOST[:PORT] destinations for allowlist.")
+        ] = None,
+        publish: Annotated[
+            list[str] | None,
+            Field(description="'HOSTPORT:GUESTPORT': a guest port on the host's 127.0.0.1."),
+        ] = None,
         roots: ClientRoots = None,
     ) -> TaskInfo:
         """Create and boot a persistent task VM for work that needs state across several
