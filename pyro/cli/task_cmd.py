@@ -277,7 +277,12 @@ def logs(task_id: str, tail: int | None, as_json: bool) -> None:
             echo(f"#{e.seq} {stamp} {shlex.join(e.argv)}: {changes}")
             continue
         result = f"exit {e.exit_code}" if e.error is None else f"error: {e.error}"
-        echo(f"#{e.seq} {stamp} [{e.cwd}] {shlex.join(e.argv)} -> {result} ({e.duration_ms} ms)")
+        # Start order; a command that ran while others did names them.
+        ran_with = f" [ran with {', '.join(f'#{n}' for n in e.overlaps)}]" if e.overlaps else ""
+        echo(
+            f"#{e.seq} {stamp} [{e.cwd}] {shlex.join(e.argv)} -> {result} "
+            f"({e.duration_ms} ms){ran_with}"
+        )
         for stream, text in (("stdout", e.stdout), ("stderr", e.stderr)):
             for line in text.splitlines():
                 echo(f"    {stream}| {line}")

@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -322,6 +323,35 @@ class VMRegistry:
             )
         sock = backend.connect_agent(handle, timeout=timeout)
         return AgentClient.connect(sock, hello_timeout=timeout)
+
+    def agent_socket(self, vm_id: str, *, timeout: float = 10.0) -> tuple[socket.socket, int]:
+        """A raw agent connection to a running VM (no HELLO said yet) and a pidfd of its
+        VMM, for a process that shares the connection (:mod:`pyro.tasks.session`).
+
+        Raises:
+            StateError: the VM is not running (or its VMM died).
+        """
+        record = self.get(vm_id)
+        backend = self._backend(record)
+        handle = self._handle(record)
+        try:
+            pidfd = os.pidfd_open(handle.pid)
+        except OSError:
+            pidfd = -1
+        # Checked after the pidfd is open: the PID cannot be reused while it is held.
+        if pidfd < 0 or not backend.is_alive(handle):
+            if pidfd >= 0:
+                os.close(pidfd)
+            self._mark_dead(record)
+            raise StateError(
+                f"VM {vm_id} is not running: its VMM process exited",
+                f"see 'pyro {record.kind} logs {vm_id}'; start it again or delete it",
+            )
+        try:
+            return backend.connect_agent(handle, timeout=timeout), pidfd
+        except BaseException:
+            os.close(pidfd)
+            raise
 
     def stop(
         self, vm_id: str, *, timeout: float = 10.0, reason: str = "stopped by user"

@@ -3,6 +3,10 @@
 The journal lives outside the guest, so it survives whatever the command does to the guest
 (``rm -rf /``, a reset to a snapshot) and reads without booting anything. Entries hold
 redacted text only (see :mod:`pyro.tasks.secrets`); output is capped per entry.
+
+An exec gets its number (``seq``) when it starts and is appended when it ends, so with
+several execs at once the file is in end order; readers get start order (``seq``), with
+each entry's ``overlaps``: the commands that ran while it ran.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ JOURNAL_FILE = "journal.jsonl"
 #: Output kept per stream and entry; the full (1 MiB capped) output goes to the caller.
 JOURNAL_OUTPUT_CAP = 64 * 1024
 _BLOCK = 64 * 1024
+#: How far an entry can be from its place in the file: the agent runs at most 64 commands at
+#: once, so an entry is appended at most that many lines after an entry that started later.
+_OUT_OF_ORDER = 64
 
 
 class JournalEntry(BaseModel):
@@ -45,6 +52,9 @@ class JournalEntry(BaseModel):
     stderr: str = ""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    overlaps: list[int] = []
+    """The ``seq`` of every other command that ran while this one did (worked out when the
+    journal is read, among the entries read; not stored)."""
 
 
 class TaskLogs(BaseModel):
@@ -74,7 +84,7 @@ class Journal:
         Raises:
             StateError: the journal cannot be written.
         """
-        line = (entry.model_dump_json() + "\n").encode("utf-8")
+        line = (entry.model_dump_json(exclude={"overlaps"}) + "\n").encode("utf-8")
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:
@@ -85,19 +95,22 @@ class Journal:
             raise StateError(f"cannot write the task journal {self.path}: {exc}") from exc
 
     def entries(self, tail: int | None = None) -> list[JournalEntry]:
-        """The entries, oldest first; only the last ``tail`` when given.
+        """The entries in start order (``seq``), each with its ``overlaps``; only the last
+        ``tail`` when given.
 
         Lines that do not parse (a torn write after a host crash) are skipped.
         """
         if tail is not None and tail <= 0:
             return []
-        lines = self._tail_lines(tail) if tail is not None else self._all_lines()
+        lines = self._tail_lines(tail + _OUT_OF_ORDER) if tail is not None else self._all_lines()
         out: list[JournalEntry] = []
         for line in lines:
             try:
                 out.append(JournalEntry.model_validate_json(line))
             except ValidationError:
                 continue
+        out.sort(key=lambda e: e.seq)
+        mark_overlaps(out)
         return out[-tail:] if tail is not None else out
 
     def _all_lines(self) -> list[bytes]:
@@ -126,5 +139,20 @@ class Journal:
         return lines[-(count + 1) :]  # +1: a torn last line is skipped by the caller
 
     def last(self) -> JournalEntry | None:
+        """The entry that started last."""
         entries = self.entries(tail=1)
         return entries[-1] if entries else None
+
+
+def mark_overlaps(entries: list[JournalEntry]) -> None:
+    """Set each entry's ``overlaps``: the others whose run intersects its own."""
+    running: list[JournalEntry] = []
+    for entry in sorted(entries, key=lambda e: (e.started_at, e.seq)):
+        entry.overlaps = []
+        running = [other for other in running if other.finished_at > entry.started_at]
+        for other in running:
+            other.overlaps.append(entry.seq)
+            entry.overlaps.append(other.seq)
+        running.append(entry)
+    for entry in entries:
+        entry.overlaps.sort()

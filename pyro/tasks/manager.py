@@ -1,4 +1,4 @@
-"""Task workspaces: one persistent VM that many commands run in, one after another.
+"""Task workspaces: one persistent VM that many commands run in, one after another or at once.
 
 A task is a VM record of ``kind="task"`` in the
 :class:`pyro.machines.registry.VMRegistry` (so reaping,
@@ -12,12 +12,15 @@ in the VM's directory ``$PYRO_STATE_DIR/vms/<id>/``:
 
 Deleting the VM directory deletes the task whole. Execs update ``task.json`` and the
 journal under a per-task file lock, so concurrent pyro processes never interleave them.
+Commands reach the agent through the task's session keeper (:mod:`pyro.tasks.session`), so
+several run at once, from any number of processes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,6 +34,7 @@ from pyro.errors import NotFoundError, PyroError, StateError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
+from pyro.tasks import session
 from pyro.tasks.files import WORKSPACE, SyncResult
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
@@ -41,8 +45,11 @@ if TYPE_CHECKING:
 
 META_FILE = "task.json"
 STOP_TIMEOUT_S = 10.0
-#: How long a command waits for the one before it on the same task.
+#: How long a caller waits for another one starting the task (a boot under TCG is slow).
 SESSION_WAIT_S = 3600.0
+#: The hello through a keeper: the first one waits for the agent, later ones are answered
+#: by the keeper.
+KEEPER_HELLO_S = 30.0
 
 
 class CommandSummary(BaseModel):
@@ -293,27 +300,55 @@ class TaskManager:
 
     @contextlib.contextmanager
     def session(self, task_id: str, *, wait: float = SESSION_WAIT_S) -> Iterator[AgentClient]:
-        """The task's agent connection, one user at a time (booting a stopped task).
-
-        QEMU's agent socket serves one connection at a time: a second one would hang in its
-        hello. Callers queue on a per-task lock instead, so concurrent execs run in turn.
+        """A connection to the task's agent through its session keeper (booting a stopped
+        task, starting the keeper when none runs); any number of them at once, from any
+        number of processes (:mod:`pyro.tasks.session`). Closing it cancels what it left
+        running in the guest.
 
         Raises:
-            StateError: another command kept the task busy for more than ``wait`` seconds.
+            StateError: another caller held the task's session lock (a boot) for more than
+                ``wait`` seconds.
+        """
+        from pyro.guest.client import AgentClient
+
+        sock = self._keeper_socket(task_id, wait=wait, boot=True)
+        client = AgentClient.connect(sock, hello_timeout=KEEPER_HELLO_S)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def _keeper_socket(self, task_id: str, *, wait: float, boot: bool) -> socket.socket:
+        """A connection to the task's keeper, started (and the VM booted, if ``boot``) when
+        none runs; under the session lock, which is held for nothing else.
+
+        Raises:
+            StateError: the lock stayed taken for ``wait`` s; not running and not ``boot``.
         """
         lock = self._session_lock(task_id)
         try:
             lock.acquire(timeout=wait)
         except Timeout as exc:
             raise StateError(
-                f"task {task_id} is busy with another command for more than {wait:.0f} s",
-                f"wait for it to finish, or stop it with 'pyro task stop {task_id}'",
+                f"task {task_id} is busy starting for more than {wait:.0f} s",
+                f"try again, or stop it with 'pyro task stop {task_id}'",
             ) from exc
         try:
-            with self.client(task_id) as client:
-                yield client
+            sock = session.connect_keeper(self.dir(task_id))
+            if sock is not None:
+                return sock
+            record, _ = self.get(task_id)
+            if record.state is not VMState.RUNNING or not self.registry.is_running(task_id):
+                # Booted with a connection of its own (mounting the seed disk), closed
+                # before the keeper takes the agent over.
+                self.client(task_id, boot=boot).close()
+            return session.start_keeper(self.registry, task_id, Path(lock.lock_file))
         finally:
             self._drop_session_lock(task_id, lock)
+
+    def busy(self, task_id: str) -> bool:
+        """Whether a session keeper runs for the task (a caller is, or just was, connected)."""
+        return session.keeper_pid(self.dir(task_id), task_id) is not None
 
     def start(self, task_id: str) -> TaskInfo:
         """Boot a stopped task from its own disk.
@@ -338,34 +373,31 @@ class TaskManager:
         return self.status(task_id)
 
     def _stop(self, task_id: str, *, reason: str, wait: float, force: bool) -> bool:
-        """Stop the task; when a command holds its session past ``wait``, stop anyway only
+        """Stop the task; when callers keep its session busy past ``wait``, stop anyway only
         if ``force``. Returns whether it was stopped."""
         record, _ = self.get(task_id)
         if record.state is not VMState.RUNNING:
             self.registry.stop(task_id, reason=record.reason or reason)
+            session.end_keeper(self.dir(task_id), task_id)
             return True
-        lock: FileLock | None = self._session_lock(task_id)
-        try:
-            assert lock is not None
-            lock.acquire(timeout=wait)
-        except Timeout:
-            if not force:
-                return False
-            lock = None
+        deadline = time.monotonic() + wait
+        while self.busy(task_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.busy(task_id) and not force:
+            return False
         try:
             # The agent syncs the guest's page cache to its disk before powering off;
-            # QMP quit alone would lose writes the guest has not flushed yet. Without the
-            # session (a command holds the one agent connection) only QMP quit is left.
-            if lock is not None:
-                with (
-                    contextlib.suppress(PyroError, OSError),
-                    self.client(task_id, boot=False) as client,
-                ):
-                    client.shutdown(timeout_s=STOP_TIMEOUT_S)
+            # QMP quit alone would lose writes the guest has not flushed yet. Commands still
+            # running then are cut off by the power-off (their callers journal it).
+            with contextlib.suppress(PyroError, OSError):
+                sock = self._keeper_socket(task_id, wait=STOP_TIMEOUT_S, boot=False)
+                from pyro.guest.client import AgentClient
+
+                client = AgentClient.connect(sock, hello_timeout=KEEPER_HELLO_S)
+                client.shutdown(timeout_s=STOP_TIMEOUT_S)
             self.registry.stop(task_id, reason=reason)
         finally:
-            if lock is not None:
-                self._drop_session_lock(task_id, lock)
+            session.end_keeper(self.dir(task_id), task_id)
         return True
 
     def delete(self, task_id: str) -> bool:
@@ -382,6 +414,7 @@ class TaskManager:
             return False
         except StateError:
             pass
+        session.end_keeper(self.dir(task_id), task_id)
         return self.registry.delete(task_id)  # removes the task's lock files too
 
     def status(self, task_id: str) -> TaskInfo:
@@ -408,14 +441,24 @@ class TaskManager:
 
     # -- journal --------------------------------------------------------------------------
 
+    def begin_exec(self, task_id: str) -> int:
+        """Number the exec that starts now (execs are numbered in start order)."""
+        with self.locked(task_id):
+            _, meta = self.get(task_id)
+            seq = meta.command_count + 1
+            self.save_meta(task_id, meta.model_copy(update={"command_count": seq}))
+            return seq
+
     def record_exec(self, task_id: str, entry_fields: dict[str, object]) -> JournalEntry:
-        """Number and append one journal entry, and update the task's counters.
+        """Append one journal entry (numbered now unless ``entry_fields`` has the ``seq``
+        from :meth:`begin_exec`), and update the task's counters.
 
         ``entry_fields`` must already be redacted.
         """
         with self.locked(task_id):
             _, meta = self.get(task_id)
-            entry = JournalEntry.model_validate({**entry_fields, "seq": meta.command_count + 1})
+            seq = entry_fields.get("seq") or meta.command_count + 1
+            entry = JournalEntry.model_validate({**entry_fields, "seq": seq})
             Journal(self.dir(task_id)).append(entry)
             summary = CommandSummary(
                 seq=entry.seq,
@@ -426,7 +469,7 @@ class TaskManager:
             )
             meta = meta.model_copy(
                 update={
-                    "command_count": entry.seq,
+                    "command_count": max(meta.command_count, entry.seq),
                     "last_command": summary,
                     "last_activity_at": time.time(),
                 }

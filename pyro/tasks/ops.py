@@ -201,8 +201,10 @@ def exec_command(
     full_env = dict(env or {})
     full_env.update(store.env_for(secret_env))
     workdir = guest_path(cwd, meta.workspace) if cwd else meta.workspace
+    seq = manager.begin_exec(task_id)
     started = time.time()
     fields: dict[str, object] = {
+        "seq": seq,
         "argv": redact.all(argv),
         "cwd": redact(workdir),
         "env": {k: redact(v) for k, v in (env or {}).items()},
