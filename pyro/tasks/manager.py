@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -34,10 +33,10 @@ from pyro.errors import NotFoundError, PyroError, StateError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
-from pyro.tasks import session
 from pyro.tasks.files import WORKSPACE, SyncResult
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
+from pyro.tasks.session import KeeperSessions
 from pyro.tasks.snapshots import SnapshotInfo
 
 if TYPE_CHECKING:
@@ -47,9 +46,6 @@ META_FILE = "task.json"
 STOP_TIMEOUT_S = 10.0
 #: How long a caller waits for another one starting the task (a boot under TCG is slow).
 SESSION_WAIT_S = 3600.0
-#: The hello through a keeper: the first one waits for the agent, later ones are answered
-#: by the keeper.
-KEEPER_HELLO_S = 30.0
 
 
 class CommandSummary(BaseModel):
@@ -112,8 +108,9 @@ class TaskInfo(BaseModel):
 class TaskManager:
     """Task operations on top of a VM registry."""
 
-    def __init__(self, registry: VMRegistry) -> None:
+    def __init__(self, registry: VMRegistry, sessions: KeeperSessions | None = None) -> None:
         self.registry = registry
+        self.sessions = sessions or KeeperSessions(registry)
 
     # -- records --------------------------------------------------------------------------
 
@@ -309,18 +306,15 @@ class TaskManager:
             StateError: another caller held the task's session lock (a boot) for more than
                 ``wait`` seconds.
         """
-        from pyro.guest.client import AgentClient
-
-        sock = self._keeper_socket(task_id, wait=wait, boot=True)
-        client = AgentClient.connect(sock, hello_timeout=KEEPER_HELLO_S)
+        client = self._session_client(task_id, wait=wait, boot=True)
         try:
             yield client
         finally:
             client.close()
 
-    def _keeper_socket(self, task_id: str, *, wait: float, boot: bool) -> socket.socket:
-        """A connection to the task's keeper, started (and the VM booted, if ``boot``) when
-        none runs; under the session lock, which is held for nothing else.
+    def _session_client(self, task_id: str, *, wait: float, boot: bool) -> AgentClient:
+        """A connection through the task's keeper, started (and the VM booted, if ``boot``)
+        when none runs; under the session lock, which is held for nothing else.
 
         Raises:
             StateError: the lock stayed taken for ``wait`` s; not running and not ``boot``.
@@ -334,21 +328,17 @@ class TaskManager:
                 f"try again, or stop it with 'pyro task stop {task_id}'",
             ) from exc
         try:
-            sock = session.connect_keeper(self.dir(task_id))
-            if sock is not None:
-                return sock
+            client = self.sessions.connect(task_id)
+            if client is not None:
+                return client
             record, _ = self.get(task_id)
             if record.state is not VMState.RUNNING or not self.registry.is_running(task_id):
                 # Booted with a connection of its own (mounting the seed disk), closed
                 # before the keeper takes the agent over.
                 self.client(task_id, boot=boot).close()
-            return session.start_keeper(self.registry, task_id, Path(lock.lock_file))
+            return self.sessions.start(task_id, Path(lock.lock_file))
         finally:
             self._drop_session_lock(task_id, lock)
-
-    def busy(self, task_id: str) -> bool:
-        """Whether a session keeper runs for the task (a caller is, or just was, connected)."""
-        return session.keeper_pid(self.dir(task_id), task_id) is not None
 
     def start(self, task_id: str) -> TaskInfo:
         """Boot a stopped task from its own disk.
@@ -378,26 +368,24 @@ class TaskManager:
         record, _ = self.get(task_id)
         if record.state is not VMState.RUNNING:
             self.registry.stop(task_id, reason=record.reason or reason)
-            session.end_keeper(self.dir(task_id), task_id)
+            self.sessions.end(task_id)
             return True
         deadline = time.monotonic() + wait
-        while self.busy(task_id) and time.monotonic() < deadline:
+        while self.sessions.busy(task_id) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if self.busy(task_id) and not force:
+        if self.sessions.busy(task_id) and not force:
             return False
         try:
             # The agent syncs the guest's page cache to its disk before powering off;
             # QMP quit alone would lose writes the guest has not flushed yet. Commands still
             # running then are cut off by the power-off (their callers journal it).
             with contextlib.suppress(PyroError, OSError):
-                sock = self._keeper_socket(task_id, wait=STOP_TIMEOUT_S, boot=False)
-                from pyro.guest.client import AgentClient
-
-                client = AgentClient.connect(sock, hello_timeout=KEEPER_HELLO_S)
-                client.shutdown(timeout_s=STOP_TIMEOUT_S)
+                self._session_client(task_id, wait=STOP_TIMEOUT_S, boot=False).shutdown(
+                    timeout_s=STOP_TIMEOUT_S
+                )
             self.registry.stop(task_id, reason=reason)
         finally:
-            session.end_keeper(self.dir(task_id), task_id)
+            self.sessions.end(task_id)
         return True
 
     def delete(self, task_id: str) -> bool:
@@ -414,7 +402,7 @@ class TaskManager:
             return False
         except StateError:
             pass
-        session.end_keeper(self.dir(task_id), task_id)
+        self.sessions.end(task_id)
         return self.registry.delete(task_id)  # removes the task's lock files too
 
     def status(self, task_id: str) -> TaskInfo:

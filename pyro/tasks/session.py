@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyro import paths
 from pyro.errors import StateError
@@ -31,12 +32,49 @@ from pyro.guest import keeper as keeper_program
 from pyro.machines.registry import VMRegistry
 from pyro.vmm.launch import short_dir
 
+if TYPE_CHECKING:
+    from pyro.guest.client import AgentClient
+
 SOCK = "session.sock"
 PIDFILE = "session.pid"
 KEEPER_SCRIPT = Path(keeper_program.__file__)
 LOG = "vmm.log"
 CONNECT_TIMEOUT_S = 10.0
 END_WAIT_S = 5.0
+#: The hello through a keeper: the first one waits for the agent, later ones are answered
+#: by the keeper.
+HELLO_TIMEOUT_S = 30.0
+
+
+class KeeperSessions:
+    """How :class:`pyro.tasks.manager.TaskManager` reaches a task's agent: through the
+    task's keeper. The manager holds the session lock around :meth:`connect` + :meth:`start`.
+    """
+
+    def __init__(self, registry: VMRegistry) -> None:
+        self.registry = registry
+
+    def connect(self, task_id: str) -> AgentClient | None:
+        """A connection through the task's live keeper, None when none runs."""
+        sock = connect_keeper(self.registry.dir(task_id))
+        return None if sock is None else _hello(sock)
+
+    def start(self, task_id: str, lock_file: Path) -> AgentClient:
+        """Start the keeper of the running task and connect through it (see start_keeper)."""
+        return _hello(start_keeper(self.registry, task_id, lock_file))
+
+    def busy(self, task_id: str) -> bool:
+        """Whether a keeper runs for the task (a caller is, or just was, connected)."""
+        return keeper_pid(self.registry.dir(task_id), task_id) is not None
+
+    def end(self, task_id: str) -> None:
+        end_keeper(self.registry.dir(task_id), task_id)
+
+
+def _hello(sock: socket.socket) -> AgentClient:
+    from pyro.guest.client import AgentClient
+
+    return AgentClient.connect(sock, hello_timeout=HELLO_TIMEOUT_S)
 
 
 def connect_keeper(task_dir: Path) -> socket.socket | None:

@@ -10,7 +10,7 @@ import pytest
 
 from pyro.tasks.manager import TaskManager, TaskMeta
 from pyro.tasks.secrets import SecretStore
-from tests.unit.tasks.fakes import FakeRegistry
+from tests.unit.tasks.fakes import FakeRegistry, FakeSessions
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def registry(tmp_path: Path) -> FakeRegistry:
 
 @pytest.fixture
 def manager(registry: FakeRegistry) -> TaskManager:
-    return TaskManager(registry)
+    return TaskManager(registry, FakeSessions(registry))  # type: ignore[arg-type]
 
 
 MakeTask = Callable[..., str]

@@ -209,3 +209,41 @@ class FakeRegistry(VMRegistry):
         }
         defaults.update(fields)
         return self.create(**defaults)
+
+
+class FakeSessions:
+    """The keeper seen from the manager (pyro.tasks.session.KeeperSessions), with fake
+    guests: a "keeper" runs from start() until end(); busy while a connection is open."""
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        self.registry = registry
+        self.running: set[str] = set()
+        self.open: dict[str, int] = {}
+        self.started = 0
+
+    def _client(self, task_id: str) -> Any:
+        agent = self.registry.connect(task_id)
+        self.open[task_id] = self.open.get(task_id, 0) + 1
+        close = agent.close
+
+        def closed() -> None:
+            self.open[task_id] -= 1
+            close()
+
+        agent.close = closed
+        return agent
+
+    def connect(self, task_id: str) -> Any:
+        return self._client(task_id) if task_id in self.running else None
+
+    def start(self, task_id: str, lock_file: Path) -> Any:
+        assert lock_file.exists()  # the manager holds the session lock
+        self.running.add(task_id)
+        self.started += 1
+        return self._client(task_id)
+
+    def busy(self, task_id: str) -> bool:
+        return self.open.get(task_id, 0) > 0
+
+    def end(self, task_id: str) -> None:
+        self.running.discard(task_id)

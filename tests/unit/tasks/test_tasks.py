@@ -190,7 +190,7 @@ def test_offline_snapshots_with_a_real_qcow2(
     assert manager.status(task_id).snapshots == []
 
 
-def test_a_busy_task_makes_the_next_command_wait_then_fail_clearly(
+def test_a_task_being_started_makes_the_next_caller_wait_then_fail_clearly(
     manager: TaskManager, make_task: MakeTask, registry: FakeRegistry
 ) -> None:
     from filelock import FileLock
@@ -199,9 +199,9 @@ def test_a_busy_task_makes_the_next_command_wait_then_fail_clearly(
 
     task_id = make_task()
     holder = FileLock(str(registry.locks / f"task-{task_id}.session.lock"))
-    with holder:
+    with holder:  # held only while a caller finds or starts the keeper (and boots)
         with (
-            pytest.raises(StateError, match="busy with another command") as info,
+            pytest.raises(StateError, match="busy starting") as info,
             manager.session(task_id, wait=0.2),
         ):
             pass
@@ -210,18 +210,52 @@ def test_a_busy_task_makes_the_next_command_wait_then_fail_clearly(
         assert client.exec(["echo", "free"]).stdout == b"free\n"
 
 
-def test_a_task_running_a_long_command_is_not_idle(
-    manager: TaskManager, make_task: MakeTask, registry: FakeRegistry
+def test_sessions_are_shared_one_keeper_per_task_and_never_queued(
+    manager: TaskManager, make_task: MakeTask
 ) -> None:
-    from filelock import FileLock
+    task_id = make_task()
+    sessions = manager.sessions
+    with manager.session(task_id, wait=0.2) as one, manager.session(task_id, wait=0.2) as two:
+        assert one.exec(["echo", "1"]).stdout == b"1\n"
+        assert two.exec(["echo", "2"]).stdout == b"2\n"
+    assert sessions.started == 1  # type: ignore[attr-defined]
+    manager.stop(task_id)
+    assert task_id not in sessions.running  # type: ignore[attr-defined]
 
+
+def test_a_task_running_a_long_command_is_not_idle(
+    manager: TaskManager, make_task: MakeTask
+) -> None:
     task_id = make_task(idle=60)
     _, meta = manager.get(task_id)
     manager.save_meta(task_id, meta.model_copy(update={"last_activity_at": time.time() - 61}))
-    with FileLock(str(registry.locks / f"task-{task_id}.session.lock")):
-        assert manager.reap_idle() == []  # a command holds the session
+    with manager.session(task_id):
+        assert manager.reap_idle() == []  # a command holds a session
     assert manager.status(task_id).state == "running"
     assert manager.reap_idle() == [task_id]
+
+
+def test_the_journal_numbers_execs_at_start_and_lists_them_in_start_order(
+    manager: TaskManager, make_task: MakeTask
+) -> None:
+    # Two execs at once: the first to start ends last, so the file is in end order.
+    task_id = make_task()
+    first = manager.begin_exec(task_id)
+    second = manager.begin_exec(task_id)
+    base = {"argv": ["x"], "cwd": "/w", "exit_code": 0}
+    manager.record_exec(
+        task_id, {**base, "seq": second, "started_at": 11, "finished_at": 12, "duration_ms": 1}
+    )
+    manager.record_exec(
+        task_id, {**base, "seq": first, "started_at": 10, "finished_at": 13, "duration_ms": 3}
+    )
+    manager.record_exec(task_id, {**base, "started_at": 14, "finished_at": 15, "duration_ms": 1})
+    entries = manager.logs(task_id)
+    assert [(e.seq, e.overlaps) for e in entries] == [(1, [2]), (2, [1]), (3, [])]
+    assert [e.seq for e in manager.logs(task_id, tail=2)] == [2, 3]
+    assert manager.status(task_id).command_count == 3
+    raw = (manager.dir(task_id) / "journal.jsonl").read_text()
+    assert "overlaps" not in raw  # worked out on reading, never stored
 
 
 def test_out_of_range_arguments_are_usage_errors(manager: TaskManager, make_task: MakeTask) -> None:
