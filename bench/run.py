@@ -18,6 +18,10 @@ Ratios compare figures from the same run, so they hold across machines of differ
   interleaved with ``help_s``, ``validate_s`` and ``plan_s``
 * ``cached_pull_s`` pulling an installed environment through the SDK (no blob request)
 * ``task_exec_rtt_s`` ``exec_task(id, "true")`` through the SDK on a running task
+* ``task_exec_concurrent4_s`` four ``exec_task(id, "sleep 1")`` at once (SDK threads) on one
+  running task, until the last returned; ``task_exec_serial4_s`` the same four one after
+  another; ``task_exec_concurrency_speedup`` = serial4 / concurrent4 (4 when they overlap
+  fully, 1 when they queue)
 * ``sdk_warm_run_s`` / ``pool_run_s`` ``Pyro().run_in_vm("debian:12", ["true"])`` in a
   long-lived process: restoring a guest per run / taking it from ``Pyro(warm_pool=1)``
   (the pool refilled between runs); ``pool_vs_sdk_warm`` = pool_run_s / sdk_warm_run_s
@@ -217,6 +221,12 @@ def main() -> int:
         rtt_samples, idle_samples = task_rtt_and_idle_cpu(runs)
         figures["task_exec_rtt_s"] = stats(rtt_samples)
         figures["idle_vm_cpu_pct"] = stats(idle_samples)
+        serial4, concurrent4 = task_concurrent_execs(runs)
+        figures["task_exec_serial4_s"] = stats(serial4)
+        figures["task_exec_concurrent4_s"] = stats(concurrent4)
+        figures["task_exec_concurrency_speedup"] = stats(
+            [s / c for s, c in zip(serial4, concurrent4, strict=True)]
+        )
     if "sdk" in only:
         figures["sdk_warm_run_s"] = stats(in_process_runs(0, runs))
         figures["pool_run_s"] = stats(in_process_runs(1, runs))
@@ -355,6 +365,37 @@ def task_rtt_and_idle_cpu(runs: int) -> tuple[list[float], list[float]]:
             time.sleep(1.0)
             idle.append(100 * (cpu_ns(pid) - before) / (time.monotonic_ns() - begun))
         return rtt, idle
+    finally:
+        pyro.delete_task(task.id)
+
+
+def task_concurrent_execs(runs: int) -> tuple[list[float], list[float]]:
+    """Four ``sleep 1`` execs on one task one after another / at once, alternating."""
+    import threading
+
+    from pyro import Pyro
+
+    pyro = Pyro()
+    task = pyro.create_task(ENV)
+
+    def four_at_once() -> None:
+        threads = [
+            threading.Thread(target=pyro.exec_task, args=(task.id, ["sleep", "1"]))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    try:
+        pyro.exec_task(task.id, "true")
+        serial: list[float] = []
+        concurrent: list[float] = []
+        for _ in range(runs):
+            serial += timed(lambda: [pyro.exec_task(task.id, ["sleep", "1"]) for _ in range(4)], 1)
+            concurrent += timed(four_at_once, 1)
+        return serial, concurrent
     finally:
         pyro.delete_task(task.id)
 

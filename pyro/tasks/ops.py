@@ -323,8 +323,9 @@ def snapshot_create(manager: TaskManager, task_id: str, name: str) -> SnapshotIn
     begun = time.monotonic()
     online = record.state is VMState.RUNNING
     if online:
-        # Holding the session keeps other commands out between the guest's sync and the
-        # snapshot; QEMU drains the disk itself while it writes the snapshot.
+        # What finished before the sync is in the snapshot; QEMU drains the disk itself
+        # while it writes it. Commands running meanwhile (other sessions) may be caught
+        # half-way, as a hard power-off would catch them.
         with manager.session(task_id) as client:
             run_checked(client, ["sync"])
             record, _ = manager.get(task_id)
