@@ -319,6 +319,7 @@ class TaskManager:
         Raises:
             StateError: the lock stayed taken for ``wait`` s; not running and not ``boot``.
         """
+        self.get(task_id)  # NotFoundError before anything else
         lock = self._session_lock(task_id)
         try:
             lock.acquire(timeout=wait)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyro import paths
-from pyro.errors import StateError
+from pyro.errors import StateError, VMMError
 from pyro.guest import keeper as keeper_program
 from pyro.machines.registry import VMRegistry
 from pyro.vmm.launch import short_dir
@@ -85,7 +85,7 @@ def connect_keeper(task_dir: Path) -> socket.socket | None:
     try:
         with short_dir(task_dir) as short:
             sock.connect(f"{short}/{SOCK}")
-    except (FileNotFoundError, ConnectionRefusedError):
+    except (FileNotFoundError, ConnectionRefusedError, VMMError):  # VMMError: no folder
         sock.close()
         return None
     except BaseException:
@@ -108,11 +108,9 @@ def start_keeper(registry: VMRegistry, task_id: str, lock_file: Path) -> socket.
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(SOCK, dir_fd=dir_fd)
-        old = os.umask(0o177)  # the socket is 0600 from the start
-        try:
-            listener.bind(f"/proc/self/fd/{dir_fd}/{SOCK}")
-        finally:
-            os.umask(old)
+        # In the owner-only task folder; 0600 as well (not by umask: it is process-wide).
+        listener.bind(f"/proc/self/fd/{dir_fd}/{SOCK}")
+        os.chmod(SOCK, 0o600, dir_fd=dir_fd)
         listener.listen(64)
         fds = (agent.fileno(), listener.fileno(), pidfd, dir_fd)
         log = os.open(task_dir / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)

@@ -1,4 +1,4 @@
-"""Files in and out of a task: each operation holds the task's session (booting a stopped
+"""Files in and out of a task: each operation opens a session of the task (booting a stopped
 task), checks the guest path, and does its work with :mod:`pyro.tasks.files`.
 
 Relative guest paths are taken from ``/workspace``. Host paths arrive already checked by
