@@ -18,7 +18,9 @@ pytestmark = pytest.mark.guest
 ENV = "debian:12"
 
 
-def test_concurrent_commands_on_one_task_both_run_and_are_journaled(guest_install: Any, pyro_state: Path) -> None:
+def test_concurrent_commands_on_one_task_both_run_and_are_journaled(
+    guest_install: Any, pyro_state: Path
+) -> None:
     pyro = Pyro(state_dir=pyro_state)
     task = pyro.create_task(ENV)
     try:
