@@ -64,8 +64,8 @@ class KeeperSessions:
         return _hello(start_keeper(self.registry, task_id, lock_file))
 
     def busy(self, task_id: str) -> bool:
-        """Whether a keeper runs for the task (a caller is, or just was, connected)."""
-        return keeper_pid(self.registry.dir(task_id), task_id) is not None
+        """Whether a caller is connected to the task's keeper (a command may run)."""
+        return keeper_clients(self.registry.dir(task_id), task_id) > 0
 
     def end(self, task_id: str) -> None:
         end_keeper(self.registry.dir(task_id), task_id)
@@ -161,6 +161,23 @@ def keeper_pid(task_dir: Path, task_id: str) -> int | None:
     if str(KEEPER_SCRIPT).encode() in args and f"pyro-{task_id}".encode() in args:
         return int(text)
     return None
+
+
+def keeper_clients(task_dir: Path, task_id: str) -> int:
+    """How many callers the task's keeper serves now (0 when none runs): its sockets
+    but the agent connection and the listening one."""
+    pid = keeper_pid(task_dir, task_id)
+    if pid is None:
+        return 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    sockets = 0
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return max(0, sockets - 2)
 
 
 def end_keeper(task_dir: Path, task_id: str) -> None:

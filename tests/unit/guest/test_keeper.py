@@ -379,3 +379,21 @@ def test_a_client_closing_kills_only_its_own_command(shared: Path, tmp_path: Pat
     assert out.stdout == b"alive\n"
     assert not mark.exists()  # the closed client's command was cancelled
     other.close()
+
+
+def test_callers_are_counted_while_connected(shared: Path) -> None:
+    from pyro.tasks.session import keeper_clients
+
+    def count_becomes(n: int) -> bool:
+        end = time.monotonic() + 10
+        while keeper_clients(shared.parent, "test") != n and time.monotonic() < end:
+            time.sleep(0.02)
+        return keeper_clients(shared.parent, "test") == n
+
+    assert count_becomes(0)
+    a, b = connect(shared), connect(shared)
+    assert count_becomes(2)
+    a.close()
+    assert count_becomes(1)
+    b.close()
+    assert count_becomes(0)  # the keeper lives on (no lock to end on), idle: not busy
