@@ -224,3 +224,31 @@ def test_mcp_two_task_exec_calls_in_flight_on_one_session(
     entries = seen["logs"].structured_content["entries"]
     assert [(e["seq"], e["overlaps"]) for e in entries] == [(1, [2]), (2, [1])]
     assert seen["delete"].structured_content["deleted"] is True
+
+
+def test_stop_cuts_off_a_running_exec_after_its_wait_and_journals_it(
+    guest_install: Any, pyro_state: Path
+) -> None:
+    task_id = cli("task", "create", ENV, "--id-only").stdout.strip()
+    try:
+        running = spawn("task", "exec", task_id, "--", "sh", "-c", "touch began; sleep 120")
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            probe = subprocess.run(
+                [*PYRO, "task", "exec", task_id, "--", "test", "-e", "began"], capture_output=True
+            )
+            if probe.returncode == 0:
+                break
+        keeper = keeper_pid(pyro_state, task_id)
+        stopped = json.loads(cli("task", "stop", task_id, "--json").stdout)["task"]
+        assert stopped["state"] == "stopped"
+        _, err = running.communicate(timeout=120)
+        assert running.returncode != 0 and "Traceback" not in err
+        assert gone(keeper)
+        dir_ = pyro_state / "vms" / task_id
+        assert not (dir_ / SOCK).exists() and not (dir_ / PIDFILE).exists()
+        entries = json.loads(cli("task", "logs", task_id, "--json").stdout)["entries"]
+        cut = [e for e in entries if e["argv"][-1] == "touch began; sleep 120"]
+        assert len(cut) == 1 and cut[0]["exit_code"] is None and cut[0]["error"]
+    finally:
+        cli("task", "delete", task_id)
