@@ -66,7 +66,8 @@ async def in_thread(
     token = Cancellation(undo)
 
     def run() -> T:
-        result = work(token)
+        with token.scope():  # cancelling closes the task sessions the call opened
+            result = work(token)
         for vm_id in owned(result) if owned is not None else ():
             token.track(vm_id)
         return result

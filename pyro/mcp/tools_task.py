@@ -127,8 +127,8 @@ class TaskTools(ToolGroup):
         data = stdin_bytes(stdin)
 
         def work(token: Cancellation) -> TaskExecOutput:
-            # Cancelling stops the task (ending the command); its disk and journal stay.
-            token.track(task_id)
+            # Cancelling closes the call's session: its command is cancelled in the guest;
+            # the task and other calls' commands go on.
             with streaming(report) as out:
                 return self.sdk.exec_task(
                     task_id,
@@ -141,7 +141,7 @@ class TaskTools(ToolGroup):
                     stdin=data,
                 )
 
-        return await self._call(work, undo=self.sdk.stop_task)
+        return await self._call(work)
 
     @tool(READ_ONLY, title="Task status", profiles={"task-core": 5, "workspace": 4, "full": 12})
     async def task_status(self, task_id: TaskId) -> TaskInfo:

@@ -5,7 +5,8 @@ call runs the synchronous method in a worker thread and the event loop stays fre
 asyncio adds is cancellation: a cancelled call undoes what it started before the
 ``CancelledError`` reaches the caller. A run's VMs are reported by its events as soon as
 they exist and are deleted (which ends the command), a VM or task the call made is deleted,
-a command in a task stops the task; then the call waits for its worker to end, so nothing
+a command in a task is cancelled by closing the call's task sessions (the task and other
+callers' commands go on); then the call waits for its worker to end, so nothing
 it started is left running. Environment pulls, builds and pushes start no VM: their worker
 is left to finish in the background (an install is atomic) and the call ends at once.
 """
@@ -71,7 +72,8 @@ class _Async(Generic[P, T]):
         @functools.wraps(self.method)
         async def call(*args: P.args, **kwargs: P.kwargs) -> T:
             sync = obj.sync
-            token = Cancellation(getattr(sync, self.undo)) if self.undo else None
+            # Every call gets one: cancelling it closes the task sessions it opened.
+            token = Cancellation(getattr(sync, self.undo) if self.undo else None)
             return await _in_worker(lambda: self._work(sync, token, args, kwargs), token, self)
 
         if self._signature is None:  # the sync method's without ``self``
@@ -92,7 +94,8 @@ class _Async(Generic[P, T]):
             kwargs = {**kwargs, "on_event": _both(token.on_event, kwargs.get("on_event"))}
         if token is not None and self.track is not None:
             token.track(kwargs[self.track] if self.track in kwargs else args[0])
-        result: T = getattr(sync, self.name)(*args, **kwargs)  # a subclass's, if overridden
+        with token.scope() if token is not None else contextlib.nullcontext():
+            result: T = getattr(sync, self.name)(*args, **kwargs)  # a subclass's, if overridden
         if token is not None and self.owned:
             token.track(result.id)  # type: ignore[attr-defined]
         return result
@@ -213,7 +216,7 @@ class AsyncPyro:
 
     # -- tasks -------------------------------------------------------------------------------
     create_task = _Async(Pyro.create_task, undo="delete_task", owned=True)
-    exec_task = _Async(Pyro.exec_task, undo="stop_task", track="task_id")
+    exec_task = _Async(Pyro.exec_task)  # cancelling closes its session: its command ends
     start_task = _Async(Pyro.start_task, undo="stop_task", owned=True)
     reset_task = _Async(Pyro.reset_task, undo="stop_task", owned=True)
     stop_task = _Async(Pyro.stop_task)

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from pyro.errors import PyroError, StateError
+
+if TYPE_CHECKING:
+    from pyro.tasks.session import OpenSessions
 
 #: Event phases after which a cancelled run stops at its next event (never during cleanup).
 STOPPABLE_PHASES = frozenset({"install", "create", "start", "execute", "build", "pull"})
@@ -28,13 +32,26 @@ class CallCancelledError(StateError):
 class Cancellation:
     """The VMs (or tasks) one call uses, and what cancelling the call does to each:
     ``undo`` is ``delete_vm`` for a VM the call made, ``delete_task`` for a task being
-    created, ``stop_task`` for a command in an existing task."""
+    created, ``stop_task`` for a task being started. The task sessions the call opens
+    while :meth:`scope` runs are closed first, which cancels their commands only (an
+    ``exec_task`` needs nothing else: the task and other callers' commands go on)."""
 
-    def __init__(self, undo: Callable[[str], object]) -> None:
+    def __init__(self, undo: Callable[[str], object] | None = None) -> None:
         self._undo = undo
         self._lock = threading.Lock()
         self._ids: list[str] = []
+        from pyro.tasks.session import OpenSessions
+
+        self.sessions: OpenSessions = OpenSessions()
         self.cancelled = False
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Run the call's work inside this (in its worker thread)."""
+        from pyro.tasks.session import collecting
+
+        with collecting(self.sessions):
+            yield
 
     def track(self, vm_id: str) -> None:
         """Remember ``vm_id`` as this call's; if the call is already cancelled, undo it now.
@@ -67,10 +84,12 @@ class Cancellation:
         with self._lock:
             self.cancelled = True
             ids = list(self._ids)
+        self.sessions.close()
         for vm_id in ids:
             self._undo_one(vm_id)
 
     def _undo_one(self, vm_id: str) -> None:
         # Already gone, or the worker is removing it right now: either way it goes.
-        with contextlib.suppress(PyroError):
-            self._undo(vm_id)
+        if self._undo is not None:
+            with contextlib.suppress(PyroError):
+                self._undo(vm_id)

@@ -29,10 +29,11 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 
 from pyro import paths
-from pyro.errors import NotFoundError, PyroError, StateError
+from pyro.errors import GuestError, NotFoundError, PyroError, StateError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
+from pyro.tasks import session
 from pyro.tasks.files import WORKSPACE, SyncResult
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
@@ -300,16 +301,29 @@ class TaskManager:
         """A connection to the task's agent through its session keeper (booting a stopped
         task, starting the keeper when none runs); any number of them at once, from any
         number of processes (:mod:`pyro.tasks.session`). Closing it cancels what it left
-        running in the guest.
+        running in the guest; so does cancelling the call that opened it, when the call
+        runs under :func:`pyro.tasks.session.collecting`.
 
         Raises:
             StateError: another caller held the task's session lock (a boot) for more than
                 ``wait`` seconds.
         """
+        scope = session.current()
         client = self._session_client(task_id, wait=wait, boot=True)
+        if scope is not None:
+            scope.add(client)
         try:
             yield client
+        except GuestError as exc:
+            if scope is not None and scope.closed:
+                raise StateError(
+                    f"the call was cancelled; its command in task {task_id} was cancelled too",
+                    f"the task keeps running: 'pyro task logs {task_id}' shows what ran",
+                ) from exc
+            raise
         finally:
+            if scope is not None:
+                scope.discard(client)
             client.close()
 
     def _session_client(self, task_id: str, *, wait: float, boot: bool) -> AgentClient:

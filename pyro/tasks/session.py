@@ -16,6 +16,7 @@ a caller either reaches a live keeper or starts the next one, never one that is 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import select
 import signal
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +71,57 @@ class KeeperSessions:
 
     def end(self, task_id: str) -> None:
         end_keeper(self.registry.dir(task_id), task_id)
+
+
+class OpenSessions:
+    """The task sessions one call has open (while :func:`collecting`), so that another
+    thread can cancel the call: closing them makes the keeper cancel their commands, while
+    the task and everyone else's commands go on. A session opened after :meth:`close` is
+    closed at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: list[AgentClient] = []
+        self.closed = False
+
+    def add(self, client: AgentClient) -> None:
+        """Raises: StateError: the call was cancelled already (``client`` is closed)."""
+        with self._lock:
+            if not self.closed:
+                self._clients.append(client)
+                return
+        client.close()
+        raise StateError("the call was cancelled before its command started")
+
+    def discard(self, client: AgentClient) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._clients.remove(client)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+
+_CURRENT: contextvars.ContextVar[OpenSessions | None] = contextvars.ContextVar(
+    "pyro_task_sessions", default=None
+)
+
+
+@contextlib.contextmanager
+def collecting(sessions: OpenSessions) -> Iterator[None]:
+    """Sessions opened in this context (thread) while the block runs join ``sessions``."""
+    token = _CURRENT.set(sessions)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def current() -> OpenSessions | None:
+    return _CURRENT.get()
 
 
 def _hello(sock: socket.socket) -> AgentClient:

@@ -127,3 +127,32 @@ def test_events_track_vms_and_stop_a_cancelled_run_but_never_its_cleanup() -> No
     token.on_event("run", "cleanup", {"vm_id": "v1"})  # cleanup goes on
     with pytest.raises(CallCancelledError):
         token.on_event("run", "execute", {"vm_id": "v1"})
+
+
+def test_cancelling_closes_the_task_sessions_the_call_opened_and_only_those() -> None:
+    from pyro.errors import StateError
+    from pyro.tasks.session import current
+
+    class Session:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    token, other = Cancellation(), Cancellation()
+    mine, theirs, done = Session(), Session(), Session()
+    with token.scope():
+        scope = current()
+        assert scope is token.sessions
+        scope.add(mine)  # type: ignore[arg-type]
+        scope.add(done)  # type: ignore[arg-type]
+        scope.discard(done)  # type: ignore[arg-type]  # a session the call closed itself
+    with other.scope():
+        other.sessions.add(theirs)  # type: ignore[arg-type]
+    assert current() is None
+    token.cancel()
+    assert (mine.closed, done.closed, theirs.closed) == (True, False, False)
+    late = Session()
+    with pytest.raises(StateError, match="cancelled"):
+        token.sessions.add(late)  # type: ignore[arg-type]
+    assert late.closed
