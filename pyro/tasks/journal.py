@@ -145,10 +145,13 @@ class Journal:
 
 
 def mark_overlaps(entries: list[JournalEntry]) -> None:
-    """Set each entry's ``overlaps``: the others whose run intersects its own."""
+    """Set each exec's ``overlaps``: the other execs whose run intersects its own (an
+    update takes no time and runs nothing)."""
     running: list[JournalEntry] = []
     for entry in sorted(entries, key=lambda e: (e.started_at, e.seq)):
         entry.overlaps = []
+        if entry.kind != "exec":
+            continue
         running = [other for other in running if other.finished_at > entry.started_at]
         for other in running:
             other.overlaps.append(entry.seq)

@@ -256,6 +256,17 @@ def test_the_journal_numbers_execs_at_start_and_lists_them_in_start_order(
     assert manager.status(task_id).command_count == 3
     raw = (manager.dir(task_id) / "journal.jsonl").read_text()
     assert "overlaps" not in raw  # worked out on reading, never stored
+    # An update (rename, relabel) made while an exec ran runs nothing: no overlap.
+    from pyro.tasks.journal import Journal, JournalEntry
+
+    update = JournalEntry(
+        seq=4, kind="update", argv=["update"], cwd="", exit_code=0,
+        started_at=10.5, finished_at=10.5, duration_ms=0,
+    )  # fmt: skip
+    Journal(manager.dir(task_id)).append(update)
+    assert [(e.seq, e.overlaps) for e in manager.logs(task_id)] == [
+        (1, [2]), (2, [1]), (3, []), (4, [])
+    ]  # fmt: skip
 
 
 def test_out_of_range_arguments_are_usage_errors(manager: TaskManager, make_task: MakeTask) -> None:
