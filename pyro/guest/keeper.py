@@ -58,8 +58,11 @@ MAX_PAYLOAD = 1 << 20
 HELLO = 0x01
 CANCEL = 0x05
 HELLO_OK = 0x81
+EXEC = 0x02
 #: Reply types that end a request (docs/agent-protocol.md): its id is free again after one.
 ENDS = frozenset({0x84, 0x85, 0x86})
+#: An EXEC ends only with EXIT or ERROR: its OK frames acknowledge stdin.
+EXEC_ENDS = frozenset({0x84, 0x86})
 TAG_UPTIME_MS = 9
 _TLV = struct.Struct("<HI")
 _INT = struct.Struct("<q")
@@ -150,6 +153,7 @@ class Keeper:
         self.max_pending = max_pending
         self.clients: dict[int, Client] = {}
         self.routes: dict[int, tuple[Client, int]] = {}  # the keeper's id -> client, its id
+        self.execs: set[int] = set()  # the keeper's ids of open EXECs
         self.next_id = 0
         self.agent_in = bytearray()
         self.agent_out = bytearray()
@@ -299,6 +303,8 @@ class Keeper:
             kid = self._new_id()
             client.ids[cid] = kid
             self.routes[kid] = (client, cid)
+            if ftype == EXEC:
+                self.execs.add(kid)
         self.agent_out += frame(ftype, kid, payload)
         return True
 
@@ -317,6 +323,7 @@ class Keeper:
     def _cancel_all(self, client: Client) -> None:
         for kid in client.ids.values():
             self.routes.pop(kid, None)
+            self.execs.discard(kid)
             self.agent_out += frame(CANCEL, kid)
         client.ids.clear()
 
@@ -379,8 +386,9 @@ class Keeper:
             return
         client, cid = route
         client.outbuf += frame(ftype, cid, payload)
-        if ftype in ENDS:
+        if ftype in (EXEC_ENDS if kid in self.execs else ENDS):
             del self.routes[kid]
+            self.execs.discard(kid)
             client.ids.pop(cid, None)
 
     @staticmethod

@@ -133,6 +133,38 @@ def test_ids_are_remapped_per_client_and_one_hello_reaches_the_agent(harness: Ha
     assert payload == b"again" and rid not in (seen[b"from a"], seen[b"from b"])
 
 
+def test_an_execs_stdin_acknowledgements_do_not_end_it(harness: Harness) -> None:
+    """OK frames on an EXEC acknowledge stdin (agent 0.2.0); only EXIT or ERROR end it.
+    Ending it at the first OK dropped the EXIT and hung every exec with stdin."""
+    a, _ = harness.greeted_pair()
+    a.sendall(k.frame(EXEC, 3, b"cat"))
+    _, rid, _ = read(harness.agent)
+    a.sendall(k.frame(0x03, 3, b"input"))  # STDIN goes to the same request
+    assert read(harness.agent) == (0x03, rid, b"input")
+    harness.agent.sendall(k.frame(0x85, rid, b"ack 1"))
+    harness.agent.sendall(k.frame(0x85, rid, b"ack 2"))
+    harness.agent.sendall(k.frame(STDOUT, rid, b"input"))
+    harness.agent.sendall(k.frame(EXIT, rid, b""))
+    assert [read(a) for _ in range(4)] == [
+        (0x85, 3, b"ack 1"),
+        (0x85, 3, b"ack 2"),
+        (STDOUT, 3, b"input"),
+        (EXIT, 3, b""),
+    ]
+    # Any other request still ends at its OK.
+    a.sendall(k.frame(0x0A, 4, b"stat"))
+    _, stat_id, _ = read(harness.agent)
+    harness.agent.sendall(k.frame(0x85, stat_id, b"done"))
+    assert read(a) == (0x85, 4, b"done")
+    harness.agent.sendall(k.frame(0x85, stat_id, b"late"))  # dropped: the request ended
+    harness.agent.sendall(k.frame(EXIT, rid, b"late"))
+    a.sendall(k.frame(EXEC, 5, b"next"))
+    read(harness.agent)
+    a.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        read(a)
+
+
 def test_a_later_hello_is_answered_with_the_uptime_moved_on(harness: Harness) -> None:
     a = harness.client()
     read(harness.agent)
