@@ -73,7 +73,13 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
         ("disk", f"{info.disk_bytes / (1 << 20):.1f} MiB"),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(info.labels.items())) or "-"),
         ("ttl", f"{info.ttl_seconds}s" if info.ttl_seconds else "-"),
-        ("idle timeout", f"{info.idle_timeout_seconds}s" if info.idle_timeout_seconds else "-"),
+        (
+            "idle timeout",
+            f"{info.idle_timeout_seconds}s ({info.idle_action})"
+            if info.idle_timeout_seconds
+            else "-",
+        ),
+        ("memory file", f"{info.memory_file_bytes / (1 << 20):.1f} MiB"),
         ("last activity", _ago(info.last_activity_at)),
         ("secrets", ", ".join(info.secret_names) or "-"),
         ("snapshots", ", ".join(info.snapshots) or "-"),
@@ -119,6 +125,13 @@ def task(ctx: click.Context) -> None:
 @click.option(
     "--idle-timeout-seconds", type=POSITIVE_SECONDS, help="Stop it after this long without exec."
 )
+@click.option(
+    "--idle-action",
+    type=click.Choice(["stop", "pause"]),
+    default="stop",
+    show_default=True,
+    help="What the idle timeout does: stop, or pause with the memory kept.",
+)
 @click.option("--secret", "secrets", multiple=True, metavar="NAME=VALUE")
 @click.option("--secret-file", "secret_files", multiple=True, metavar="NAME=PATH")
 @click.option("--backend", type=BACKENDS, envvar="PYRO_BACKEND", default=None)
@@ -151,6 +164,7 @@ def create(
     memory_mib: int | None,
     ttl_seconds: int | None,
     idle_timeout_seconds: int | None,
+    idle_action: str,
     secrets: tuple[str, ...],
     secret_files: tuple[str, ...],
     backend: str | None,
@@ -177,6 +191,7 @@ def create(
         memory_mib=memory_mib,
         ttl_seconds=ttl_seconds,
         idle_timeout_seconds=idle_timeout_seconds,
+        idle_action=idle_action,
         secrets=values,
         backend=None if backend == "auto" else backend,
         network=network,
@@ -368,9 +383,11 @@ def reset(task_id: str, snapshot: str, as_json: bool) -> None:
 
 
 def _register_subgroups() -> None:
-    from pyro.cli import task_files_cmd
+    from pyro.cli import task_files_cmd, task_state_cmd
 
     for command in (
+        task_state_cmd.pause,
+        task_state_cmd.resume,
         task_files_cmd.export,
         task_files_cmd.file,
         task_files_cmd.sync,

@@ -230,10 +230,14 @@ class VMRegistry:
         snapshot: Snapshot | None = None,
         shared_ram: bool = False,
         data_disk: Path | None = None,
+        resume: tuple[Path, str] | None = None,
+        hostname: str | None = None,
     ) -> tuple[VMRecord, AgentClient]:
         """Boot the VM (or restore it from ``snapshot``) and wait for its agent's hello.
         ``shared_ram``: a cold boot that will be saved (:attr:`VMConfig.shared_ram`).
         ``data_disk``: an image attached for this boot (:mod:`pyro.machines.datadisk`).
+        ``resume``: (device state file, memory file name) of a VM :meth:`pause` saved:
+        it runs on from there over its own disk. ``hostname``: set by the hello.
 
         Raises:
             StateError: the VM is already running.
@@ -260,10 +264,15 @@ class VMRegistry:
                 ephemeral=not record.detached,
                 shared_ram=shared_ram,
                 data_disk=data_disk,
+                memory_file=resume[1] if resume is not None else None,
             )
             if data_disk is not None and snapshot is not None:
                 raise StateError(f"VM {vm_id}: a data disk is attached on a cold boot only")
-            if snapshot is None:
+            if resume is not None:
+                if not hasattr(backend, "resume"):
+                    raise StateError(f"VM {vm_id}: backend {record.backend} cannot resume")
+                handle = backend.resume(config, resume[0])
+            elif snapshot is None:
                 handle = backend.spawn(config)
             else:
                 handle = snapshot.restore(backend, config)
@@ -283,7 +292,7 @@ class VMRegistry:
 
                 sock = backend.connect_agent(handle, timeout=boot_timeout)
                 remaining = max(0.5, deadline - time.monotonic())
-                client = AgentClient.connect(sock, hello_timeout=remaining)
+                client = AgentClient.connect(sock, hello_timeout=remaining, hostname=hostname)
             except PyroError as exc:
                 backend.kill(handle)
                 tail = self.serial_tail(record.id)
@@ -368,6 +377,28 @@ class VMRegistry:
                     backend.kill(handle)
             record = record.model_copy(
                 update={"handle": None, "state": VMState.STOPPED, "reason": reason}
+            )
+            self.save(record)
+            return record
+
+    def pause(self, vm_id: str, state: Path, memory_file: str, *, timeout: float) -> VMRecord:
+        """Save the running VM's device state to ``state`` and its RAM to the VM folder's
+        ``memory_file``, then end its VMM; the record says stopped (the caller knows it is
+        paused). :meth:`start` with ``resume`` brings it back.
+
+        Raises:
+            StateError: not running, or the backend cannot pause.  VMMError: the save failed
+                (the VM runs on).
+        """
+        with self.locked(vm_id):
+            record = self.get(vm_id)
+            backend = self._backend(record)
+            handle = self._handle(record)
+            if not hasattr(backend, "pause"):
+                raise StateError(f"VM {vm_id}: backend {record.backend} cannot pause")
+            backend.pause(handle, state, memory_file, timeout=timeout)
+            record = record.model_copy(
+                update={"handle": None, "state": VMState.STOPPED, "reason": "paused"}
             )
             self.save(record)
             return record

@@ -21,6 +21,7 @@ from pyro.mcp.tool import Declaration, declaration
 from pyro.mcp.tools_env import EnvTools
 from pyro.mcp.tools_spec import SpecTools
 from pyro.mcp.tools_task import TaskTools
+from pyro.mcp.tools_task_state import TaskStateTools
 from pyro.mcp.tools_vm import VMTools
 from pyro.mcp.tools_workspace import WorkspaceTools
 from pyro.sdk import Pyro
@@ -47,7 +48,7 @@ task_exec runs, its output arrives as log messages (logger pyro.stdout, pyro.std
 """
 
 #: The classes whose :func:`~pyro.mcp.tool.tool` methods are the tools.
-TOOL_CLASSES = (VMTools, SpecTools, TaskTools, EnvTools, WorkspaceTools)
+TOOL_CLASSES = (VMTools, SpecTools, TaskTools, TaskStateTools, EnvTools, WorkspaceTools)
 
 
 def declared_tools() -> dict[str, tuple[type, Declaration]]:

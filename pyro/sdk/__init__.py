@@ -22,6 +22,7 @@ from pyro.host.confine import Root
 from pyro.lazy import lazy_attributes
 from pyro.sdk.env import EnvironmentMethods, PrunedEntry
 from pyro.sdk.task import TaskMethods
+from pyro.sdk.task_state import TaskStateMethods
 from pyro.sdk.vm import VMMethods
 from pyro.spec.command import BackendName, CommandNetwork, run_spec_for_command
 from pyro.spec.model import EnvironmentSpec, RunSpec
@@ -91,7 +92,7 @@ _HOMES = {
 __getattr__ = lazy_attributes(__name__, _HOMES)
 
 
-class Pyro(VMMethods, TaskMethods, EnvironmentMethods):
+class Pyro(VMMethods, TaskMethods, TaskStateMethods, EnvironmentMethods):
     """pyro's Python API. Cheap to create; holds no VM itself — unless ``warm_pool`` is set.
 
     ``warm_pool=N`` (1 to 8) keeps up to N restored guests ready for the next ``run_in_vm`` /

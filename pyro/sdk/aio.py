@@ -234,6 +234,8 @@ class AsyncPyro:
     create_task_snapshot = _Async(Pyro.create_task_snapshot)
     list_task_snapshots = _Async(Pyro.list_task_snapshots)
     delete_task_snapshot = _Async(Pyro.delete_task_snapshot)
+    pause_task = _Async(Pyro.pause_task)
+    resume_task = _Async(Pyro.resume_task, undo="stop_task", owned=True)
 
     # -- environments ------------------------------------------------------------------------
     list_environments = _Async(Pyro.list_environments)

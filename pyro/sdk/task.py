@@ -108,6 +108,7 @@ class TaskMethods:
         network: str = "off",
         allow: Sequence[str] = (),
         publish: Sequence[PublishItem] = (),
+        idle_action: str = "stop",
     ) -> TaskInfo:
         """Create and boot a task; ``/workspace`` is seeded from the host folder ``seed_path``.
 
@@ -116,6 +117,8 @@ class TaskMethods:
         its ``allow`` entries ``HOST[:PORT]``); ``publish`` lists guest ports published on
         127.0.0.1 of the host, as ``(host_port, guest_port)``, ``{"host": H, "guest": G}``
         or ``"H:G"``. The task keeps its policy: every later boot applies it again.
+        ``idle_action`` ``"pause"`` makes the idle timeout pause the task (memory kept)
+        instead of stopping it.
 
         Raises:
             UsageError: bad secret, bad network policy, allow entry or published port, or
@@ -136,6 +139,7 @@ class TaskMethods:
             memory_mib=memory_mib,
             ttl_seconds=ttl_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
+            idle_action=idle_action,
             backend=backend,
             network=network,
             allow=list(allow),

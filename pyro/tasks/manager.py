@@ -9,6 +9,7 @@ in the VM's directory ``$PYRO_STATE_DIR/vms/<id>/``:
 ``journal.jsonl``  the command journal (:mod:`pyro.tasks.journal`)
 ``secrets.json``   secret values, mode 0600 (:mod:`pyro.tasks.secrets`)
 ``overlay.qcow2``  the task's own disk; stop/start boots from it again, snapshots live in it
+``memory.ram``, ``paused.state``  its memory and devices while paused (:mod:`pyro.tasks.pause`)
 
 Deleting the VM directory deletes the task whole. Execs update ``task.json`` and the
 journal under a per-task file lock, so concurrent pyro processes never interleave them.
@@ -23,10 +24,10 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from pyro import paths
 from pyro.errors import GuestError, NotFoundError, PyroError, StateError
@@ -34,6 +35,7 @@ from pyro.machines import datadisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
 from pyro.tasks import session
+from pyro.tasks import pause as pausing
 from pyro.tasks.files import WORKSPACE, SyncResult
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
@@ -73,6 +75,13 @@ class TaskMeta(BaseModel):
     at every boot."""
     secret_names: list[str] = []
     snapshots: list[SnapshotInfo] = []
+    idle_action: Literal["stop", "pause"] = "stop"
+    """What the idle timeout does: a cold stop, or a pause with the memory."""
+    paused: pausing.PauseInfo | None = None
+    """Set while the task is paused (its VMM is gone; ``memory.ram`` holds its RAM)."""
+    hostname: str | None = None
+    """Set by every boot's hello (a fork's own identity); None: the image's."""
+    forked_from: str | None = None
 
 
 class TaskInfo(BaseModel):
@@ -104,6 +113,10 @@ class TaskInfo(BaseModel):
     network: dict[str, Any] = {"policy": "off", "allow": [], "publish": []}
     """The policy it boots with: ``{policy, allow, publish: [{host, guest}]}`` (host ports
     on 127.0.0.1), as a Run spec states it."""
+    idle_action: str = Field("stop", description="What the idle timeout does: stop or pause.")
+    paused_at: float | None = Field(None, description="Paused at, Unix time (while paused).")
+    memory_file_bytes: int = Field(0, description="Host disk its saved memory takes, bytes.")
+    forked_from: str | None = Field(None, description="The task it was forked from.")
 
 
 class TaskManager:
@@ -189,7 +202,7 @@ class TaskManager:
             backend=record.backend,
             vcpus=record.vcpus,
             memory_mib=record.memory_mib,
-            state=record.state.value,
+            state="paused" if meta.paused is not None else record.state.value,
             reason=redact(record.reason),
             pid=public["pid"],
             created_at=record.created_at,
@@ -206,6 +219,10 @@ class TaskManager:
             snapshots=[s.name for s in meta.snapshots],
             seed=meta.seed,
             network=NetworkConfig.from_dict(record.network).to_dict(),
+            idle_action=meta.idle_action,
+            paused_at=meta.paused.paused_at if meta.paused is not None else None,
+            memory_file_bytes=pausing.memory_bytes(self.dir(record.id)),
+            forked_from=meta.forked_from,
         )
 
     def redactor(self, task_id: str) -> Redactor:
@@ -228,8 +245,9 @@ class TaskManager:
     # -- lifecycle ------------------------------------------------------------------------
 
     def client(self, task_id: str, *, boot: bool = True) -> AgentClient:
-        """An agent connection to the task's VM, booting it from its disk when stopped
-        (unless ``boot`` is false). Callers should prefer :meth:`session`.
+        """An agent connection to the task's VM, booting it from its disk when stopped or
+        resuming it when paused (unless ``boot`` is false). Callers should prefer
+        :meth:`session`.
 
         Raises:
             NotFoundError: no such task.  BootError: it did not come up.
@@ -269,12 +287,27 @@ class TaskManager:
         return image
 
     def _boot(self, task_id: str, image: Path | None) -> AgentClient:
-        """Start the task's VM, its seed's data disk ``image`` (if any) mounted again.
+        """Start the task's VM: resumed when paused, else a cold boot from its disk with its
+        seed's data disk ``image`` (if any) mounted again.
 
         Raises:
             StateError: running already.  BootError, GuestError.
         """
-        _, client = self.registry.start(task_id, data_disk=image)
+        record, meta = self.get(task_id)
+        if meta.paused is not None:
+            client = pausing.resume(self.registry, task_id, data_disk=image, hostname=meta.hostname)
+            with self.locked(task_id):
+                _, meta = self.get(task_id)
+                self.save_meta(task_id, meta.model_copy(update={"paused": None}))
+            return client
+        if self.get(task_id)[0].state is not VMState.RUNNING:
+            pausing.discard(self.dir(task_id))  # a memory file left by a resumed run
+        _, client = self.registry.start(
+            task_id,
+            data_disk=image,
+            shared_ram=record.backend.startswith("qemu"),  # so that it can be paused
+            hostname=meta.hostname,
+        )
         if image is not None:
             try:
                 datadisk.remount(client, self.get(task_id)[1].workspace)
@@ -380,8 +413,16 @@ class TaskManager:
     def _stop(self, task_id: str, *, reason: str, wait: float, force: bool) -> bool:
         """Stop the task; when callers keep its session busy past ``wait``, stop anyway only
         if ``force``. Returns whether it was stopped."""
-        record, _ = self.get(task_id)
+        record, meta = self.get(task_id)
         if record.state is not VMState.RUNNING:
+            if meta.paused is not None:  # stopping a paused task discards its memory
+                with self.registry.locked(task_id):
+                    pausing.discard(self.dir(task_id))
+                with self.locked(task_id):
+                    _, meta = self.get(task_id)
+                    self.save_meta(task_id, meta.model_copy(update={"paused": None}))
+                self.registry.stop(task_id, reason=reason)
+                return True
             self.registry.stop(task_id, reason=record.reason or reason)
             self.sessions.end(task_id)
             return True
@@ -399,9 +440,62 @@ class TaskManager:
                     timeout_s=STOP_TIMEOUT_S
                 )
             self.registry.stop(task_id, reason=reason)
+            pausing.discard(self.dir(task_id))  # a resumed guest's memory file
         finally:
             self.sessions.end(task_id)
         return True
+
+    def pause(self, task_id: str, *, wait: float = SESSION_WAIT_S) -> TaskInfo:
+        """Save the running task's memory, devices and disk and end its VMM (frees its RAM
+        and CPU); the next exec, ``start`` or ``resume`` brings it back as it was. A paused
+        task stays paused.
+
+        Raises:
+            NotFoundError: no such task.  StateError: it is stopped, or a command kept it
+                busy past ``wait``.  BackendUnavailableError: not QEMU.  VMMError.
+        """
+        self._pause(task_id, wait=wait)
+        return self.status(task_id)
+
+    def _pause(self, task_id: str, *, wait: float) -> bool:
+        """Pause it; False when a command held its session past ``wait``."""
+        from pyro.tasks.snapshots import require_qemu
+
+        record, meta = self.get(task_id)
+        require_qemu(record.backend)
+        if meta.paused is not None:
+            return True
+        if record.state is not VMState.RUNNING:
+            raise StateError(
+                f"task {task_id} is stopped: there is no memory to pause",
+                f"start it first ('pyro task start {task_id}')",
+            )
+        lock = self._session_lock(task_id)
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            if wait > 0:
+                raise StateError(
+                    f"task {task_id} is busy with another command for more than {wait:.0f} s",
+                    "wait for it to finish, then pause it",
+                ) from None
+            return False
+        try:
+            info = pausing.save(self.registry, task_id)
+            with self.locked(task_id):
+                _, meta = self.get(task_id)
+                self.save_meta(task_id, meta.model_copy(update={"paused": info}))
+        finally:
+            self._drop_session_lock(task_id, lock)
+        return True
+
+    def resume(self, task_id: str) -> TaskInfo:
+        """Bring a paused task back (a stopped one boots from its disk, like ``start``).
+
+        Raises:
+            NotFoundError: no such task.  StateError: it is running.  BootError.
+        """
+        return self.start(task_id)
 
     def delete(self, task_id: str) -> bool:
         """Remove the VM, its disk, journal, secrets and snapshots. False if it did not exist.
@@ -426,7 +520,8 @@ class TaskManager:
         return self.info(record, meta)
 
     def reap_idle(self) -> list[str]:
-        """Stop running tasks that had no exec for their idle timeout. Returns their ids."""
+        """Stop (or pause, per their idle action) running tasks that had no exec for their
+        idle timeout. Returns their ids."""
         stopped = []
         now = time.time()
         for record in self.registry.list(kind="task"):
@@ -437,6 +532,10 @@ class TaskManager:
                 idle = meta.idle_timeout_seconds
                 if idle is not None and now - meta.last_activity_at > idle:
                     # A command still running holds the session: the task is not idle.
+                    if meta.idle_action == "pause":
+                        if self._pause(record.id, wait=0):
+                            stopped.append(record.id)
+                        continue
                     reason = f"idle for more than {idle} s (idle timeout)"
                     if self._stop(record.id, reason=reason, wait=0, force=False):
                         stopped.append(record.id)

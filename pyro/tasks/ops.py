@@ -62,6 +62,7 @@ class TaskCreateOptions(BaseModel):
     memory_mib: int | None = None
     ttl_seconds: int | None = None
     idle_timeout_seconds: int | None = None
+    idle_action: str = "stop"
     backend: str | None = None
     network: str = "off"
     allow: list[str] = []
@@ -98,6 +99,10 @@ def create(
     check_resources(vcpus=options.vcpus, memory_mib=options.memory_mib)
     _check_range("ttl_seconds", options.ttl_seconds, 1, None)
     _check_range("idle_timeout_seconds", options.idle_timeout_seconds, 1, None)
+    if options.idle_action not in ("stop", "pause"):
+        raise UsageError(
+            f"idle action {options.idle_action!r} is not known", "use 'stop' or 'pause'"
+        )
     # Scan the seed first: a bad folder is refused before anything boots.
     plan = scan_tree(Path(options.seed_path)) if options.seed_path else None
     shape = resolve(
@@ -119,6 +124,7 @@ def create(
         SecretStore(manager.dir(task_id)).save(secrets)
         meta = TaskMeta(
             idle_timeout_seconds=options.idle_timeout_seconds,
+            idle_action="pause" if options.idle_action == "pause" else "stop",
             last_activity_at=time.time(),
             secret_names=sorted(secrets),
         )
@@ -126,7 +132,9 @@ def create(
         build = _seed_image(manager, task_id, plan, shape.backend)
         try:
             _, client = manager.registry.start(
-                task_id, data_disk=None if build is None else build.image
+                task_id,
+                data_disk=None if build is None else build.image,
+                shared_ram=shape.backend.startswith("qemu"),  # so that it can be paused
             )
             with client:
                 if plan is not None and build is not None:

@@ -52,6 +52,9 @@ class VMConfig:
     """A raw image attached as a second virtio disk (serial ``pyro-data``): bulk data the
     guest mounts (:mod:`pyro.machines.datadisk`; QEMU only). The guest may write it; the
     host never reads it back."""
+    memory_file: str | None = None
+    """Guest RAM is this file of ``workdir``, mapped shared: a paused task's memory that the
+    resumed guest goes on using, so the next pause copies nothing (QEMU only)."""
 
 
 @dataclass

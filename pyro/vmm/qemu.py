@@ -118,7 +118,10 @@ def build_argv(
             "-device", f"virtio-blk-device,drive=data,serial={DATA_DISK_SERIAL}",
         ]  # fmt: skip
     size = f"size={config.memory_mib}M"
-    if ram_file is not None:
+    if config.memory_file is not None:
+        mem_path = _escaped(config.workdir / config.memory_file)
+        memory = f"memory-backend-file,id=ram0,{size},mem-path={mem_path},share=on"
+    elif ram_file is not None:
         memory = f"memory-backend-file,id=ram0,{size},mem-path={ram_file.absolute()},share=off"
     elif config.shared_ram:
         memory = f"memory-backend-memfd,id=ram0,{size},share=on"
@@ -278,6 +281,62 @@ class QemuBackend:
         try:
             if before_load is not None:
                 before_load()
+            feed_state(handle, state, qmp_sock=QMP_SOCK, timeout=timeout)
+        except BaseException:
+            self.kill(handle)
+            raise
+        return handle
+
+    def pause(self, handle: VMHandle, state: Path, memory_file: str, *, timeout: float) -> None:
+        """Stop the guest, write its device state to ``state`` and its RAM to the workdir's
+        ``memory_file`` (nothing to copy when it already runs from that file), then end
+        QEMU. The disk (flushed by the migration) stays in place. See
+        :mod:`pyro.vmm.qemu_snapshot`.
+
+        Raises:
+            VMMError: when QEMU refuses, the migration fails or times out (QEMU then runs on).
+        """
+        from pyro.vmm.qemu_snapshot import save_state
+
+        memory = handle.workdir / memory_file
+        save_state(
+            handle,
+            state,
+            memory,
+            None,
+            overlay_name=OVERLAY,
+            qmp_sock=QMP_SOCK,
+            timeout=timeout,
+            keep_running=False,
+        )
+        paths.private_file(memory)
+        self.kill(handle)
+
+    def resume(
+        self,
+        config: VMConfig,
+        state: Path,
+        *,
+        timeout: float = 30.0,
+    ) -> VMHandle:
+        """Start QEMU over the VM's own disk with its RAM mapped shared from
+        ``config.memory_file``, and load the device state ``state`` saved by :meth:`pause`;
+        the guest runs on from the pause.
+
+        Raises:
+            VMMError: when QEMU exits or refuses the state.
+        """
+        from pyro.vmm.qemu_snapshot import feed_state
+
+        if config.memory_file is None:
+            raise VMMError(f"VM {config.vm_id}: resuming needs its memory file")
+        workdir = paths.private_dir(config.workdir)
+        remove_files(workdir, (AGENT_SOCK, QMP_SOCK, PIDFILE))
+        argv = build_argv(config, accel=self.accel, binary=self.binary)
+        argv += ["-incoming", "defer"]
+        handle = self._launch(config, argv)
+        handle.extra["ram_file"] = config.memory_file
+        try:
             feed_state(handle, state, qmp_sock=QMP_SOCK, timeout=timeout)
         except BaseException:
             self.kill(handle)

@@ -132,14 +132,17 @@ def save_state(
     handle: VMHandle,
     state: Path,
     ram: Path,
-    disk: Path,
+    disk: Path | None,
     *,
     overlay_name: str,
     qmp_sock: str,
     timeout: float,
+    keep_running: bool = True,
 ) -> None:
     """Stop the guest, migrate its device state into ``state``, copy its RAM to ``ram``
-    and its disk to ``disk``, resume. The VM must run with ``VMConfig.shared_ram``.
+    and its disk to ``disk`` (unless None), resume (unless ``keep_running`` is false: a
+    pause, whose caller ends the VMM). The VM must run with ``VMConfig.shared_ram`` or
+    ``VMConfig.ram_file``; a RAM file that already is ``ram`` is not copied.
 
     Raises:
         VMMError: when QEMU refuses, the migration fails or does not finish in ``timeout``,
@@ -151,7 +154,8 @@ def save_state(
         stack.callback(os.close, ram_fd)
         qmp = stack.enter_context(_session(handle, qmp_sock))
         qmp.command("stop")
-        stack.callback(qmp.command, "cont")  # the first run goes on with its command either way
+        if keep_running:  # the first run goes on with its command either way
+            stack.callback(qmp.command, "cont")
         qmp.command("migrate-set-capabilities", capabilities=IGNORE_SHARED)
         fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -163,18 +167,34 @@ def save_state(
         # Migration completion flushed and released the disk; copy RAM and disk before the
         # guest writes again. The disk copy keeps its backing file reference (the rootfs).
         try:
-            copy_sparse(ram_fd, ram, os.fstat(ram_fd).st_size)
-            shutil.copyfile(handle.workdir / overlay_name, disk)
+            if not _same_file(ram_fd, ram):
+                copy_sparse(ram_fd, ram, os.fstat(ram_fd).st_size)
+            if disk is not None:
+                shutil.copyfile(handle.workdir / overlay_name, disk)
         except OSError as exc:
             raise VMMError(f"cannot copy the RAM or disk of VM {handle.vm_id}: {exc}") from exc
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), path.stat())
+    except OSError:
+        return False
+
+
 def _guest_ram(handle: VMHandle) -> int:
-    """A read-only fd of the memfd holding the guest RAM of ``handle``'s QEMU.
+    """A read-only fd of the guest RAM of ``handle``'s QEMU: its RAM file (a resumed task,
+    ``handle.extra["ram_file"]``) or else the memfd holding it.
 
     Raises:
-        VMMError: when QEMU has no such memfd (it was not started with ``shared_ram``).
+        VMMError: when QEMU has neither (it was started without ``shared_ram``).
     """
+    ram_file = handle.extra.get("ram_file")
+    if ram_file:
+        try:
+            return os.open(handle.workdir / ram_file, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise VMMError(f"cannot open the RAM file of VM {handle.vm_id}: {exc}") from exc
     fds = Path(f"/proc/{handle.pid}/fd")
     try:
         entries = list(fds.iterdir())

@@ -1,0 +1,26 @@
+"""The task state tools: pause/resume with memory, fork (docs/tasks.md, "The state model")."""
+
+from __future__ import annotations
+
+from pyro.mcp.calls import ToolGroup, in_thread
+from pyro.mcp.tool import RUNS, tool
+from pyro.mcp.tools_task import TaskId
+from pyro.tasks.manager import TaskInfo
+
+
+def _keep(task_id: str) -> None:
+    """Cancelling a pause undoes nothing: the task is paused or runs on."""
+
+
+class TaskStateTools(ToolGroup):
+    """Pause, resume and fork tasks."""
+
+    @tool(RUNS, title="Pause a task", profiles={"workspace": 20, "full": 33})
+    async def task_pause(self, task_id: TaskId) -> TaskInfo:
+        """Pause a task with its memory (processes kept; frees its RAM and CPU)."""
+        return await in_thread(lambda token: self.sdk.pause_task(task_id), undo=_keep)
+
+    @tool(RUNS, title="Resume a task", profiles={"workspace": 21, "full": 34})
+    async def task_resume(self, task_id: TaskId) -> TaskInfo:
+        """Resume a paused task as it was. task_exec also resumes it."""
+        return await in_thread(lambda token: self.sdk.resume_task(task_id), undo=self.sdk.stop_task)
