@@ -388,6 +388,7 @@ def _register_subgroups() -> None:
     for command in (
         task_state_cmd.pause,
         task_state_cmd.resume,
+        task_state_cmd.fork,
         task_files_cmd.export,
         task_files_cmd.file,
         task_files_cmd.sync,

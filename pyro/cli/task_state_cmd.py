@@ -49,3 +49,21 @@ def pause(task_id: str, as_json: bool) -> None:
 def resume(task_id: str, as_json: bool) -> None:
     """Bring a paused TASK_ID back as it was (a stopped one boots from its disk)."""
     _line(_pyro().resume_task(task_id), as_json)
+
+
+@click.command()
+@click.argument("task_id", shell_complete=task_ids)
+@click.option("--from", "snapshot", default=None, metavar="SNAPSHOT", help="Fork a disk snapshot.")
+@click.option("--name", default=None)
+@click.option("--id-only", is_flag=True, help="Print only the new task's id.")
+@json_option
+@handle_errors
+def fork(
+    task_id: str, snapshot: str | None, name: str | None, id_only: bool, as_json: bool
+) -> None:
+    """A new task from TASK_ID (its memory too when it runs or is paused); prints its id."""
+    info = _pyro().fork_task(task_id, snapshot=snapshot, name=name)
+    if id_only and not as_json:
+        click.echo(info.id)
+        return
+    _line(info, as_json)

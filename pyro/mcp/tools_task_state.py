@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
 from pyro.mcp.calls import ToolGroup, in_thread
 from pyro.mcp.tool import RUNS, tool
 from pyro.mcp.tools_task import TaskId
+from pyro.sdk.cancel import Cancellation
 from pyro.tasks.manager import TaskInfo
 
 
@@ -24,3 +29,21 @@ class TaskStateTools(ToolGroup):
     async def task_resume(self, task_id: TaskId) -> TaskInfo:
         """Resume a paused task as it was. task_exec also resumes it."""
         return await in_thread(lambda token: self.sdk.resume_task(task_id), undo=self.sdk.stop_task)
+
+    @tool(RUNS, title="Fork a task", profiles={"workspace": 22, "full": 35})
+    async def task_fork(
+        self,
+        task_id: TaskId,
+        snapshot: Annotated[
+            str | None, Field(description="Fork this disk snapshot (a cold boot) instead.")
+        ] = None,
+        name: Annotated[str | None, Field(description="The new task's name.")] = None,
+    ) -> TaskInfo:
+        """A new task from a task's disk and memory (processes included), or from one of
+        its snapshots; the source runs on. Delete forks with task_delete.
+        """
+
+        def work(token: Cancellation) -> TaskInfo:
+            return self.sdk.fork_task(task_id, snapshot=snapshot, name=name)
+
+        return await in_thread(work, undo=self.sdk.delete_task, owned=lambda info: [info.id])

@@ -236,6 +236,7 @@ class AsyncPyro:
     delete_task_snapshot = _Async(Pyro.delete_task_snapshot)
     pause_task = _Async(Pyro.pause_task)
     resume_task = _Async(Pyro.resume_task, undo="stop_task", owned=True)
+    fork_task = _Async(Pyro.fork_task, undo="delete_task", owned=True)
 
     # -- environments ------------------------------------------------------------------------
     list_environments = _Async(Pyro.list_environments)

@@ -39,3 +39,19 @@ class TaskStateMethods:
             StateError: it is running.  BootError: it did not come back (still paused).
         """
         return self.tasks.resume(task_id)
+
+    def fork_task(
+        self, task_id: str, *, snapshot: str | None = None, name: str | None = None
+    ) -> TaskInfo:
+        """A new running task from ``task_id``: from its current disk and memory when it
+        runs or is paused (its processes go on in the fork, no cold boot), else from its
+        disk; or from its disk snapshot ``snapshot`` (a cold boot). The fork has its own
+        hostname and machine-id, secrets and labels of the source; the source runs on.
+
+        Raises:
+            NotFoundError: no such task or snapshot.  LimitError: no room for another VM.
+            BackendUnavailableError: not QEMU.  StateError, BootError, VMMError.
+        """
+        from pyro.tasks.fork import fork
+
+        return fork(self.tasks, task_id, snapshot=snapshot, name=name)

@@ -29,6 +29,12 @@ BACKGROUND = (
     " >/dev/null 2>&1 & setsid nohup sleep 1000 >/dev/null 2>&1 & echo $!"
 )
 
+#: Prints the /proc entry of every ``sleep 1000``.
+SLEEPERS = (
+    "for f in /proc/[0-9]*/cmdline; do "
+    "[ \"$(tr '\\0' ' ' < $f 2>/dev/null)\" = 'sleep 1000 ' ] && echo $f; done; true"
+)
+
 
 @pytest.fixture
 def sdk(guest_install: Any, pyro_state: Path) -> Iterator[Pyro]:
@@ -121,3 +127,100 @@ def test_bad_pause_requests_are_clear_errors(guest_install: Any, pyro_state: Pat
     assert "Traceback" not in proc.stderr
     proc = pyro("task", "create", ENV, "--idle-action", "sleep")
     assert proc.returncode != 0 and "sleep" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _identity(sdk: Pyro, task_id: str) -> tuple[str, str, str]:
+    out = sdk.exec_task(task_id, "hostname; cat /etc/machine-id; od -An -tx1 -N16 /dev/urandom")
+    lines = out.stdout.split("\n")
+    return lines[0], lines[1], " ".join(lines[2:]).strip()
+
+
+def _backing_chain(disk: Path) -> list[str]:
+    import subprocess
+
+    proc = subprocess.run(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(disk)],
+        capture_output=True,
+        check=True,
+    )
+    return [image["filename"] for image in json.loads(proc.stdout)]
+
+
+def test_a_fork_of_a_running_task_keeps_its_processes_and_gets_its_own_identity(
+    guest_install: Any, pyro_state: Path
+) -> None:
+    sdk = Pyro(state_dir=pyro_state)
+    source = sdk.create_task(ENV)
+    forks: list[str] = []
+    try:
+        pid = sdk.exec_task(source.id, BACKGROUND).stdout.split()[0]
+        sdk.exec_task(source.id, "echo from-source > /workspace/a")
+        fork_id = ok("task", "fork", source.id, "--name", "alt", "--id-only").stdout.strip()
+        forks.append(fork_id)
+        fork = sdk.status_task(fork_id)
+        assert fork.state == "running" and fork.name == "alt" and fork.forked_from == source.id
+        # The processes went on in the fork, and still run in the source.
+        for task_id in (fork_id, source.id):
+            assert _cmdline(sdk, task_id, pid) == "sleep 1000"
+            first = _count(sdk, task_id)
+            time.sleep(0.8)
+            assert _count(sdk, task_id) > first
+        assert sdk.read_task_file(fork_id, "/workspace/a") == b"from-source\n"
+        # They part ways from here: each has its own disk and identity.
+        sdk.exec_task(fork_id, "echo from-fork > /workspace/a")
+        assert sdk.read_task_file(source.id, "/workspace/a") == b"from-source\n"
+        host_s, id_s, rng_s = _identity(sdk, source.id)
+        host_f, id_f, rng_f = _identity(sdk, fork_id)
+        assert host_f == f"pyro-{fork_id}" and host_f != host_s
+        assert len(id_f) == 32 and id_f != id_s
+        assert rng_f != rng_s
+
+        # A paused source forks too, and stays paused.
+        sdk.pause_task(source.id)
+        second = sdk.fork_task(source.id)
+        forks.append(second.id)
+        assert sdk.status_task(source.id).state == "paused"
+        assert _cmdline(sdk, second.id, pid) == "sleep 1000"
+
+        # Deleting the source breaks no fork: their disks never name its folder.
+        sdk.delete_task(source.id)
+        for task_id in forks:
+            chain = _backing_chain(pyro_state / "vms" / task_id / "overlay.qcow2")
+            assert not any(source.id in name for name in chain), chain
+            sdk.stop_task(task_id)
+            assert sdk.exec_task(task_id, "cat /workspace/a").exit_code == 0
+        assert sdk.exec_task(fork_id, "hostname").stdout.strip() == f"pyro-{fork_id}"
+    finally:
+        for task_id in [source.id, *forks]:
+            sdk.delete_task(task_id)
+
+
+def test_several_forks_of_one_snapshot_at_once(guest_install: Any, pyro_state: Path) -> None:
+    import concurrent.futures
+
+    sdk = Pyro(state_dir=pyro_state)
+    source = sdk.create_task(ENV)
+    forks: list[str] = []
+    try:
+        sdk.exec_task(source.id, "echo snap > /workspace/v; sleep 1000 >/dev/null 2>&1 &")
+        sdk.create_task_snapshot(source.id, "s1")
+        sdk.exec_task(source.id, "echo later > /workspace/v")
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(sdk.fork_task, source.id, snapshot="s1") for _ in range(3)]
+            forks = [f.result().id for f in futures]
+        assert len(set(forks)) == 3
+        for task_id in forks:
+            assert sdk.read_task_file(task_id, "/workspace/v") == b"snap\n"
+            assert sdk.status_task(task_id).snapshots == ["baseline"]
+            # A snapshot holds no memory: the fork booted cold.
+            out = sdk.exec_task(task_id, SLEEPERS)
+            assert out.stdout.strip() == ""
+        assert sdk.exec_task(source.id, SLEEPERS).stdout.strip() != ""
+        assert sdk.read_task_file(source.id, "/workspace/v") == b"later\n"
+        assert len({_identity(sdk, t)[1] for t in forks}) == 3
+        proc = pyro("task", "fork", source.id, "--from", "nosuch")
+        assert proc.returncode != 0 and "no snapshot named 'nosuch'" in proc.stderr
+        assert "s1" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        for task_id in [source.id, *forks]:
+            sdk.delete_task(task_id)
