@@ -224,3 +224,46 @@ def test_several_forks_of_one_snapshot_at_once(guest_install: Any, pyro_state: P
     finally:
         for task_id in [source.id, *forks]:
             sdk.delete_task(task_id)
+
+
+def test_pause_resume_and_fork_over_mcp_stdio(guest_install: Any, pyro_state: Path) -> None:
+    import anyio
+    from mcp import Client
+
+    from tests.e2e.test_mcp_surface_stdio import serve
+
+    async def session() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with Client(serve("full"), mode="legacy") as client:
+
+            async def call(tool: str, **arguments: Any) -> Any:
+                result = await client.call_tool(tool, arguments)
+                assert not result.is_error, (tool, result.content)
+                return result.structured_content
+
+            task_id = (await call("task_create", environment=ENV))["id"]
+            try:
+                out["pid"] = (await call("task_exec", task_id=task_id, command=BACKGROUND))[
+                    "stdout"
+                ].split()[0]
+                out["paused"] = await call("task_pause", task_id=task_id)
+                out["resumed"] = await call("task_resume", task_id=task_id)
+                out["fork"] = await call("task_fork", task_id=task_id, name="mcp-fork")
+                cmdline = f"tr '\\0' ' ' < /proc/{out['pid']}/cmdline"
+                fork_id = out["fork"]["id"]
+                out["in_fork"] = (await call("task_exec", task_id=fork_id, command=cmdline))[
+                    "stdout"
+                ]
+                bad = await client.call_tool("task_fork", {"task_id": task_id, "snapshot": "x"})
+                out["bad"] = bad.content[0].text if bad.is_error else None
+                await call("task_delete", task_id=fork_id)
+            finally:
+                await call("task_delete", task_id=task_id)
+        return out
+
+    out = anyio.run(session)
+    assert out["paused"]["state"] == "paused" and out["paused"]["memory_file_bytes"] > 0
+    assert out["resumed"]["state"] == "running"
+    assert out["fork"]["state"] == "running" and out["fork"]["name"] == "mcp-fork"
+    assert out["in_fork"].strip() == "sleep 1000"
+    assert out["bad"] is not None and "no snapshot named 'x'" in out["bad"]
