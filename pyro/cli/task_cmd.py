@@ -389,6 +389,8 @@ def _register_subgroups() -> None:
         task_state_cmd.pause,
         task_state_cmd.resume,
         task_state_cmd.fork,
+        task_state_cmd.diff,
+        task_state_cmd.patch,
         task_files_cmd.export,
         task_files_cmd.file,
         task_files_cmd.sync,

@@ -1,7 +1,9 @@
-"""``pyro task pause|resume|fork``: task state as a thing of its own (docs/tasks.md)."""
+"""``pyro task pause|resume|fork|diff|patch``: task state as a thing of its own (docs/tasks.md)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -67,3 +69,54 @@ def fork(
         click.echo(info.id)
         return
     _line(info, as_json)
+
+
+@click.command()
+@click.argument("task_id", shell_complete=task_ids)
+@click.argument("path", required=False)
+@click.option("--since", default="baseline", show_default=True, metavar="SNAPSHOT")
+@click.option("--stat", "stat_only", is_flag=True, help="A line per changed file, no diff.")
+@json_option
+@handle_errors
+def diff(task_id: str, path: str | None, since: str, stat_only: bool, as_json: bool) -> None:
+    """What changed in TASK_ID's /workspace (or PATH) since a snapshot (read from its disk)."""
+    result = _pyro().diff_task(task_id, path, since=since)
+    if as_json:
+        echo_json({"ok": True, "diff": result.model_dump(mode="json")})
+        return
+    if not stat_only:
+        click.echo(result.diff, nl=False)
+        return
+    for change in result.changes:
+        counts = f"+{change.insertions} -{change.deletions}" if not change.binary else "binary"
+        echo(f"{change.status:<8} {change.path} | {counts}")
+    echo(
+        f"{len(result.changes)} changed, {result.insertions} insertions(+), "
+        f"{result.deletions} deletions(-)"
+    )
+
+
+@click.command()
+@click.argument("task_id", shell_complete=task_ids)
+@click.argument("patch_file", metavar="FILE|-")
+@json_option
+@handle_errors
+def patch(task_id: str, patch_file: str, as_json: bool) -> None:
+    """Apply a unified diff to TASK_ID's files, all or nothing (exit 1: nothing applied)."""
+    from pyro.errors import UsageError
+
+    try:
+        data = sys.stdin.buffer.read() if patch_file == "-" else Path(patch_file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the patch {patch_file}: {exc.strerror}") from exc
+    result = _pyro().patch_task(task_id, data)
+    if as_json:
+        echo_json({"ok": result.applied, "patch": result.model_dump(mode="json")})
+    elif result.applied:
+        echo(f"patched {len(result.files)} file(s): {' '.join(result.files)}")
+    else:
+        for hunk in result.failed:
+            click.echo(f"error: {hunk.path}: hunk #{hunk.hunk} failed: {hunk.reason}", err=True)
+        click.echo("hint: nothing was changed; make the patch against the task's files", err=True)
+    if not result.applied:
+        sys.exit(1)

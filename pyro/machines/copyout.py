@@ -59,14 +59,25 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from pyro.errors import GuestPathError, LimitError, PyroError, UsageError
 from pyro.spec.gitmeta import has_git_part, is_git_name, looks_like_git_dir
 
 if TYPE_CHECKING:
-    from pyro.guest.client import AgentClient
     from pyro.guest.results import GuestStat
+
+
+class GuestFiles(Protocol):
+    """Where copied-out files come from: the guest agent (:class:`AgentClient`), or a
+    stopped task's disk (:class:`pyro.tasks.disk.DiskReader`). Both are untrusted."""
+
+    def stat(self, guest_path: str) -> GuestStat: ...
+
+    def list_dir(self, guest_path: str) -> list[GuestStat]: ...
+
+    def get_file(self, guest_path: str, dst: BinaryIO, *, max_bytes: int | None = None) -> int: ...
+
 
 DEFAULT_MAX_BYTES = 4 << 30
 DEFAULT_MAX_ENTRIES = 100_000
@@ -245,7 +256,7 @@ def link_stays_inside(target: str, depth: int) -> bool:
 # -- the copies ----------------------------------------------------------------------------
 
 
-def copy_tree(client: AgentClient, source: str, dest: Path, rules: CopyRules) -> CopyReport:
+def copy_tree(client: GuestFiles, source: str, dest: Path, rules: CopyRules) -> CopyReport:
     """Copy the guest folder ``source`` to the host folder ``dest`` (created, or merged into).
 
     ``dest`` itself is the caller's (user- or spec-chosen) path and is opened following
@@ -272,7 +283,7 @@ def copy_tree(client: AgentClient, source: str, dest: Path, rules: CopyRules) ->
 
 
 def copy_file(
-    client: AgentClient, source: str, info: GuestStat, folder: Path, name: str, rules: CopyRules
+    client: GuestFiles, source: str, info: GuestStat, folder: Path, name: str, rules: CopyRules
 ) -> CopyReport:
     """Copy the guest file ``source`` (``info`` is its stat) to ``folder/name`` on the host.
 
@@ -343,7 +354,7 @@ class _Scan:
         return posixpath.join(self.source, *self.rel(index))
 
 
-def _scan(client: AgentClient, source: str, rules: CopyRules) -> _Scan:
+def _scan(client: GuestFiles, source: str, rules: CopyRules) -> _Scan:
     """Every folder under ``source`` with its checked entries, parents before children.
 
     Everything the caps and names allow is checked here, before a byte is written.
@@ -430,7 +441,7 @@ def _short(path: str) -> str:
 
 
 def _write_folders(
-    client: AgentClient,
+    client: GuestFiles,
     scan: _Scan,
     root_fd: int,
     dest: Path,
@@ -535,7 +546,7 @@ def _temp_name() -> str:
 
 
 def _write_file(
-    client: AgentClient,
+    client: GuestFiles,
     guest: str,
     mode: int,
     dir_fd: int,

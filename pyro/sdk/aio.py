@@ -237,6 +237,8 @@ class AsyncPyro:
     pause_task = _Async(Pyro.pause_task)
     resume_task = _Async(Pyro.resume_task, undo="stop_task", owned=True)
     fork_task = _Async(Pyro.fork_task, undo="delete_task", owned=True)
+    diff_task = _Async(Pyro.diff_task)
+    patch_task = _Async(Pyro.patch_task)
 
     # -- environments ------------------------------------------------------------------------
     list_environments = _Async(Pyro.list_environments)

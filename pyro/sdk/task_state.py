@@ -1,15 +1,17 @@
-"""Task state as a thing of its own: pause/resume with memory, fork (a :class:`pyro.Pyro` mixin)."""
+"""Task state as a thing of its own: pause/resume, fork, diff/patch (a :class:`pyro.Pyro` mixin)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pyro.tasks.diff import TaskDiff
     from pyro.tasks.manager import TaskInfo, TaskManager
+    from pyro.tasks.patch import PatchResult
 
 
 class TaskStateMethods:
-    """Pause, resume and fork methods of :class:`pyro.Pyro`.
+    """Pause, resume, fork, diff and patch methods of :class:`pyro.Pyro`.
 
     Every method raises :class:`pyro.errors.PyroError` subclasses only; an unknown
     ``task_id`` raises :class:`~pyro.errors.NotFoundError`.
@@ -55,3 +57,31 @@ class TaskStateMethods:
         from pyro.tasks.fork import fork
 
         return fork(self.tasks, task_id, snapshot=snapshot, name=name)
+
+    def diff_task(
+        self, task_id: str, path: str | None = None, *, since: str = "baseline"
+    ) -> TaskDiff:
+        """What changed below ``path`` (default ``/workspace``) since the snapshot ``since``
+        (default the task's baseline): a unified diff of text files and a line per other
+        change, read from the disk on the host (never from what the guest says).
+
+        Raises:
+            NotFoundError: no such task or snapshot.  LimitError: too many entries.
+            UsageError: a workspace seeded by data disk.  GuestPathError: a hostile disk.
+        """
+        from pyro.tasks.diff import diff
+
+        return diff(self.tasks, task_id, path, since=since)
+
+    def patch_task(self, task_id: str, patch: bytes | str) -> PatchResult:
+        """Apply a unified diff to the task's files (paths from ``/workspace``), all or
+        nothing: when a hunk fails, ``applied`` is false, ``failed`` lists every failing hunk
+        and no file was touched.
+
+        Raises:
+            UsageError: not a unified diff, or a target that is not a UTF-8 text file.
+            NotFoundError: no such task.  GuestError: the guest failed to write.
+        """
+        from pyro.tasks.patch import apply
+
+        return apply(self.tasks, task_id, patch.encode() if isinstance(patch, str) else patch)

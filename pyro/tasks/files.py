@@ -25,7 +25,14 @@ from pydantic import BaseModel
 from pyro.errors import GuestError, GuestPathError, LimitError, UsageError
 from pyro.guest.protocol import shown_name
 from pyro.machines import datadisk
-from pyro.machines.copyout import CopyBudget, CopyLimits, CopyRules, copy_file, copy_tree
+from pyro.machines.copyout import (
+    CopyBudget,
+    CopyLimits,
+    CopyRules,
+    GuestFiles,
+    copy_file,
+    copy_tree,
+)
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -232,7 +239,7 @@ def run_checked(client: AgentClient, argv: list[str]) -> None:
         )
 
 
-def list_entries(client: AgentClient, path: str) -> list[FileEntry]:
+def list_entries(client: GuestFiles, path: str) -> list[FileEntry]:
     """The entries of a guest directory; a file lists as itself.
 
     Raises:
@@ -257,7 +264,7 @@ def list_entries(client: AgentClient, path: str) -> list[FileEntry]:
 
 
 def export_path(
-    client: AgentClient,
+    client: GuestFiles,
     path: str,
     output: Path,
     *,

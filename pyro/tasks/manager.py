@@ -36,7 +36,7 @@ from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
 from pyro.tasks import session
 from pyro.tasks import pause as pausing
-from pyro.tasks.files import WORKSPACE, SyncResult
+from pyro.tasks.files import WORKSPACE, SyncResult, run_checked
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
 from pyro.tasks.session import KeeperSessions
@@ -481,6 +481,10 @@ class TaskManager:
                 ) from None
             return False
         try:
+            # Synced first, so that what the guest wrote is on the disk that offline reads
+            # (file read/list, export, diff) of the paused task see.
+            with contextlib.suppress(PyroError, OSError), self.client(task_id, boot=False) as c:
+                run_checked(c, ["sync"])
             info = pausing.save(self.registry, task_id)
             with self.locked(task_id):
                 _, meta = self.get(task_id)

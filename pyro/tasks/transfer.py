@@ -1,5 +1,7 @@
 """Files in and out of a task: each operation opens a session of the task (booting a stopped
-task), checks the guest path, and does its work with :mod:`pyro.tasks.files`.
+task), checks the guest path, and does its work with :mod:`pyro.tasks.files`. Reads (read,
+list, export) of a stopped or paused task do not boot it: they read its disk
+(:mod:`pyro.tasks.disk`).
 
 Relative guest paths are taken from ``/workspace``. Host paths arrive already checked by
 the caller (the SDK confines them when asked to).
@@ -7,8 +9,9 @@ the caller (the SDK confines them when asked to).
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -25,7 +28,34 @@ from pyro.tasks.files import (
 )
 
 if TYPE_CHECKING:
+    from pyro.tasks.disk import DiskReader
     from pyro.tasks.manager import TaskManager
+
+
+@contextlib.contextmanager
+def offline(manager: TaskManager, task_id: str) -> Iterator[DiskReader | None]:
+    """A reader of the task's disk when it is stopped or paused, else None (the caller
+    uses the agent). None also for a task whose workspace is a seed data disk (an overlay
+    mount the disk alone does not show) and for backends without a qcow2 disk.
+
+    Raises:
+        NotFoundError: no such task.  VMMError: the disk cannot be read.
+    """
+    from pyro.machines.registry import VMState
+    from pyro.tasks import disk
+    from pyro.tasks.snapshots import OVERLAY
+
+    record, meta = manager.get(task_id)
+    if record.state is VMState.RUNNING or meta.seed_disk or not record.backend.startswith("qemu"):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        with manager.registry.locked(task_id):  # no boot writes the disk while it is copied
+            if manager.get(task_id)[0].state is VMState.RUNNING:
+                reader = None
+            else:
+                reader = stack.enter_context(disk.opened(manager.dir(task_id) / OVERLAY))
+        yield reader
 
 
 class TaskFileWritten(BaseModel):
@@ -44,6 +74,9 @@ def read_file(
         LimitError: larger than ``max_bytes``.
     """
     target = guest_path(path)
+    with offline(manager, task_id) as reader:
+        if reader is not None:
+            return reader.get_file(target, dst, max_bytes=max_bytes)
     with manager.session(task_id) as client:
         return client.get_file(target, dst, max_bytes=max_bytes)
 
@@ -72,6 +105,9 @@ def list_files(manager: TaskManager, task_id: str, path: str) -> list[FileEntry]
         NotFoundError: no such task.  GuestPathError: no such path.
     """
     target = guest_path(path)
+    with offline(manager, task_id) as reader:
+        if reader is not None:
+            return list_entries(reader, target)
     with manager.session(task_id) as client:
         return list_entries(client, target)
 
@@ -111,6 +147,10 @@ def export(
         LimitError: the export would pass a copy-out cap.
     """
     target = guest_path(path)
+    with offline(manager, task_id) as reader:
+        if reader is not None:
+            dest = output() if callable(output) else output
+            return export_path(reader, target, dest, include_git=include_git)
     with manager.session(task_id) as client:
         dest = output() if callable(output) else output
         return export_path(client, target, dest, include_git=include_git)

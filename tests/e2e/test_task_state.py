@@ -267,3 +267,110 @@ def test_pause_resume_and_fork_over_mcp_stdio(guest_install: Any, pyro_state: Pa
     assert out["fork"]["state"] == "running" and out["fork"]["name"] == "mcp-fork"
     assert out["in_fork"].strip() == "sleep 1000"
     assert out["bad"] is not None and "no snapshot named 'x'" in out["bad"]
+
+
+def test_file_reads_of_a_stopped_or_paused_task_do_not_boot_it(
+    guest_install: Any, pyro_state: Path, tmp_path: Path
+) -> None:
+    sdk = Pyro(state_dir=pyro_state)
+    task = sdk.create_task(ENV)
+    try:
+        sdk.exec_task(task.id, "mkdir -p d && echo one > d/f && ln -s /etc/shadow d/out")
+        sdk.exec_task(task.id, "setsid nohup sh -c 'echo late > /workspace/late' &")
+        time.sleep(0.5)
+        sdk.pause_task(task.id)  # syncs first: the background write is on the disk
+        assert sdk.read_task_file(task.id, "d/f") == b"one\n"
+        assert sdk.read_task_file(task.id, "late") == b"late\n"
+        assert sdk.status_task(task.id).state == "paused"
+        sdk.stop_task(task.id)
+        names = {e.name: e.kind for e in sdk.list_task_files(task.id, "d")}
+        assert names == {"f": "file", "out": "symlink"}
+        out = ok("task", "file", "read", task.id, "d/f").stdout
+        assert out == "one\n"
+        result = sdk.export_task_path(task.id, "/workspace", tmp_path / "exp")
+        assert (tmp_path / "exp" / "d" / "f").read_text() == "one\n"
+        assert not (tmp_path / "exp" / "d" / "out").exists() and result.skipped
+        proc = pyro("task", "file", "read", task.id, "d/out")
+        assert proc.returncode != 0 and "symlink" in proc.stderr and "Traceback" not in proc.stderr
+        status = sdk.status_task(task.id)
+        assert status.state == "stopped" and status.pid is None  # never booted
+        assert status.command_count == 2
+    finally:
+        sdk.delete_task(task.id)
+
+
+def test_diff_since_the_baseline_and_a_snapshot_then_patch_all_or_nothing(
+    guest_install: Any, pyro_state: Path, tmp_path: Path
+) -> None:
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "app.py").write_text("print('one')\nprint('two')\n")
+    (seed / "old.txt").write_text("bye\n")
+    sdk = Pyro(state_dir=pyro_state)
+    task = sdk.create_task(ENV, seed_path=seed)
+    try:
+        sdk.exec_task(
+            task.id,
+            "sed -i s/two/TWO/ app.py && rm old.txt && echo hi > new.txt"
+            " && printf '\\0\\1' > blob && chmod 755 app.py && ln -s app.py link",
+        )
+        result = sdk.diff_task(task.id)
+        by_path = {c.path: c.status for c in result.changes}
+        assert by_path == {
+            "app.py": "modified",
+            "old.txt": "removed",
+            "new.txt": "added",
+            "blob": "added",
+            "link": "added",
+        }
+        assert "-print('two')\n+print('TWO')\n" in result.diff
+        assert "--- a/old.txt\n+++ /dev/null\n" in result.diff
+        assert "added binary file blob\n" in result.diff
+        assert "mode 644 -> 755 app.py\n" in result.diff
+        assert "added symlink link -> app.py\n" in result.diff
+        assert (result.insertions, result.deletions) == (2, 2)
+
+        sdk.create_task_snapshot(task.id, "mid")
+        sdk.exec_task(task.id, "echo more >> new.txt")
+        stat = ok("task", "diff", task.id, "--since", "mid", "--stat").stdout
+        assert stat.splitlines() == [
+            "modified new.txt | +1 -0",
+            "1 changed, 1 insertions(+), 0 deletions(-)",
+        ]
+        assert ok("task", "diff", task.id, "new.txt", "--since", "mid").stdout.endswith(
+            " hi\n+more\n"
+        )
+        assert sdk.status_task(task.id).snapshots == ["baseline", "mid"]  # the temp one is gone
+
+        # A patch made from a diff goes back into another task: the fork of the baseline.
+        text_only = "".join(
+            sdk.diff_task(task.id, "new.txt").diff + sdk.diff_task(task.id, "app.py").diff
+        ).split("mode ")[0]
+        fork = sdk.fork_task(task.id, snapshot="baseline")
+        try:
+            (tmp_path / "p.diff").write_text(text_only)
+            out = ok("task", "patch", fork.id, str(tmp_path / "p.diff")).stdout
+            assert "patched 2 file(s)" in out
+            assert sdk.read_task_file(fork.id, "new.txt") == b"hi\nmore\n"
+            assert sdk.read_task_file(fork.id, "app.py") == b"print('one')\nprint('TWO')\n"
+            # Applied again, every hunk fails and nothing changes.
+            proc = pyro("task", "patch", fork.id, "-", stdin=text_only.encode())
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr
+            assert "new.txt: hunk #1 failed: the file exists already" in proc.stderr
+            assert "app.py: hunk #1 failed" in proc.stderr
+            # One good file and one failing hunk: the good file is not touched either.
+            mixed = (
+                "--- a/new.txt\n+++ b/new.txt\n@@ -1,2 +1,2 @@\n-hi\n+HI\n more\n"
+                "--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-nothing like this\n+x\n"
+            )
+            res = sdk.patch_task(fork.id, mixed)
+            assert not res.applied and [(h.path, h.hunk) for h in res.failed] == [("app.py", 1)]
+            assert sdk.read_task_file(fork.id, "new.txt") == b"hi\nmore\n"
+            listing = sdk.exec_task(fork.id, "ls -a /workspace").stdout
+            assert ".pyro-patch" not in listing
+            bad = pyro("task", "patch", fork.id, "-", stdin=b"not a diff\n")
+            assert bad.returncode != 0 and "no hunks" in bad.stderr
+        finally:
+            sdk.delete_task(fork.id)
+    finally:
+        sdk.delete_task(task.id)

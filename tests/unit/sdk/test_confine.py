@@ -173,6 +173,14 @@ class _OneTask:
     def session(self, task_id: str) -> Iterator[object]:
         yield self.agent
 
+    def get(self, task_id: str) -> tuple[object, object]:
+        """A running task (so its files are read through the agent, not from its disk)."""
+        from types import SimpleNamespace
+
+        from pyro.machines.registry import VMState
+
+        return SimpleNamespace(state=VMState.RUNNING), SimpleNamespace(seed_disk=False)
+
 
 def test_a_confined_export_lands_in_a_fresh_folder_never_over_the_roots_files(
     root: Path, monkeypatch: pytest.MonkeyPatch

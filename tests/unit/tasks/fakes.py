@@ -161,7 +161,13 @@ class FakeRegistry(VMRegistry):
         self.starts = 0
 
     def start(
-        self, vm_id: str, *, boot_timeout: float = 60.0, data_disk: Any = None
+        self,
+        vm_id: str,
+        *,
+        boot_timeout: float = 60.0,
+        data_disk: Any = None,
+        shared_ram: bool = False,
+        hostname: str | None = None,
     ) -> tuple[VMRecord, Any]:
         assert data_disk is None, "the fake guest has no disks (real guests test data disks)"
         with self.locked(vm_id):
