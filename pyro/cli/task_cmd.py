@@ -46,6 +46,30 @@ def _ago(ts: float | None) -> str:
     return f"{max(0.0, time.time() - ts):.0f}s ago"
 
 
+def _usage(usage: Any) -> str:
+    """``task status``'s usage row: host cost, then the guest's view."""
+    if usage is None:
+        return "-"
+
+    def mib(value: int | None) -> str:
+        return "?" if value is None else f"{value / (1 << 20):.0f}"
+
+    parts = []
+    if usage.vmm_cpu_seconds is not None:
+        parts.append(f"host cpu {usage.vmm_cpu_seconds:.1f}s ram {mib(usage.vmm_memory_bytes)} MiB")
+    if usage.guest_cpu_busy_percent is not None:
+        parts.append(f"guest cpu {usage.guest_cpu_busy_percent:.0f}%")
+    if usage.guest_memory_total_bytes is not None:
+        used, total = usage.guest_memory_used_bytes, usage.guest_memory_total_bytes
+        parts.append(f"mem {mib(used)}/{mib(total)} MiB")
+    if usage.guest_disk_total_bytes is not None:
+        used, total = usage.guest_disk_used_bytes, usage.guest_disk_total_bytes
+        parts.append(f"disk {mib(used)}/{mib(total)} MiB")
+    if usage.note:
+        parts.append(f"({usage.note})")
+    return ", ".join(parts) or "-"
+
+
 def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
     if as_json:
         echo_json({"ok": True, "task": info.model_dump(mode="json")})
@@ -80,6 +104,7 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
             else "-",
         ),
         ("memory file", f"{info.memory_file_bytes / (1 << 20):.1f} MiB"),
+        ("usage", _usage(info.usage)),
         ("last activity", _ago(info.last_activity_at)),
         ("secrets", ", ".join(info.secret_names) or "-"),
         ("snapshots", ", ".join(info.snapshots) or "-"),

@@ -196,12 +196,14 @@ class TaskMethods:
         return output
 
     def status_task(self, task_id: str) -> TaskInfo:
-        """State, resources, uptime, command count and last command of a task.
+        """State, resources, uptime, command count and last command of a task; for a
+        running task also what it costs (``usage``: host CPU and RAM of its VM, the guest's
+        CPU, memory and disk use).
 
         Raises:
             NotFoundError: no such task.
         """
-        return self.tasks.status(task_id)
+        return self.tasks.status(task_id, usage=True)
 
     def logs_task(self, task_id: str, *, tail: int | None = None) -> TaskLogs:
         """The command journal (the last ``tail`` entries, or all).

@@ -36,6 +36,7 @@ from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
 from pyro.tasks import session
 from pyro.tasks import pause as pausing
+from pyro.tasks import usage as usages
 from pyro.tasks.files import WORKSPACE, SyncResult, run_checked
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
@@ -117,6 +118,9 @@ class TaskInfo(BaseModel):
     paused_at: float | None = Field(None, description="Paused at, Unix time (while paused).")
     memory_file_bytes: int = Field(0, description="Host disk its saved memory takes, bytes.")
     forked_from: str | None = Field(None, description="The task it was forked from.")
+    usage: usages.TaskUsage | None = Field(
+        None, description="What it costs now (task_status of a running task only)."
+    )
 
 
 class TaskManager:
@@ -518,10 +522,35 @@ class TaskManager:
         self.sessions.end(task_id)
         return self.registry.delete(task_id)  # removes the task's lock files too
 
-    def status(self, task_id: str) -> TaskInfo:
-        """Raises: NotFoundError: no such task."""
+    def status(self, task_id: str, *, usage: bool = False) -> TaskInfo:
+        """The task; with ``usage``, what a running one costs (:mod:`pyro.tasks.usage`).
+
+        Raises:
+            NotFoundError: no such task.
+        """
         record, meta = self.get(task_id)
-        return self.info(record, meta)
+        info = self.info(record, meta)
+        if usage and record.state is VMState.RUNNING:
+            info.usage = self._usage(task_id, info.pid, meta.workspace)
+        return info
+
+    def _usage(self, task_id: str, pid: int | None, workspace: str) -> usages.TaskUsage:
+        """Host figures always; guest figures unless a command holds the task's session."""
+        usage = usages.host_usage(pid)
+        lock = self._session_lock(task_id)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            usage.note = "the task is busy with a command: guest figures left out"
+            return usage
+        try:
+            with self.client(task_id, boot=False) as client:
+                usages.guest_usage(client, workspace, usage)
+        except PyroError as exc:
+            usage.note = f"the guest did not answer: {exc.summary}"
+        finally:
+            self._drop_session_lock(task_id, lock)
+        return usage
 
     def reap_idle(self) -> list[str]:
         """Stop (or pause, per their idle action) running tasks that had no exec for their

@@ -256,6 +256,12 @@ def test_pause_resume_and_fork_over_mcp_stdio(guest_install: Any, pyro_state: Pa
                 ]
                 bad = await client.call_tool("task_fork", {"task_id": task_id, "snapshot": "x"})
                 out["bad"] = bad.content[0].text if bad.is_error else None
+                await call("task_exec", task_id=fork_id, command="echo a > /workspace/f")
+                out["diff"] = await call("task_diff", task_id=fork_id)
+                patch = "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n"
+                out["patch"] = await call("task_patch", task_id=fork_id, patch=patch)
+                out["again"] = await call("task_patch", task_id=fork_id, patch=patch)
+                out["status"] = await call("task_status", task_id=fork_id)
                 await call("task_delete", task_id=fork_id)
             finally:
                 await call("task_delete", task_id=task_id)
@@ -267,6 +273,13 @@ def test_pause_resume_and_fork_over_mcp_stdio(guest_install: Any, pyro_state: Pa
     assert out["fork"]["state"] == "running" and out["fork"]["name"] == "mcp-fork"
     assert out["in_fork"].strip() == "sleep 1000"
     assert out["bad"] is not None and "no snapshot named 'x'" in out["bad"]
+    assert [c["path"] for c in out["diff"]["changes"]] == ["f"]
+    assert "+++ b/f\n@@ -0,0 +1 @@\n+a\n" in out["diff"]["diff"]
+    assert out["patch"]["applied"] is True and out["patch"]["files"] == ["/workspace/f"]
+    assert out["again"]["applied"] is False and out["again"]["failed"][0]["hunk"] == 1
+    usage = out["status"]["usage"]
+    assert usage["vmm_memory_bytes"] > 0 and usage["guest_memory_total_bytes"] > 0
+    assert 0 < usage["guest_disk_used_bytes"] < usage["guest_disk_total_bytes"]
 
 
 def test_file_reads_of_a_stopped_or_paused_task_do_not_boot_it(
@@ -294,6 +307,7 @@ def test_file_reads_of_a_stopped_or_paused_task_do_not_boot_it(
         assert proc.returncode != 0 and "symlink" in proc.stderr and "Traceback" not in proc.stderr
         status = sdk.status_task(task.id)
         assert status.state == "stopped" and status.pid is None  # never booted
+        assert status.usage is None  # a stopped task costs only its disk
         assert status.command_count == 2
     finally:
         sdk.delete_task(task.id)
