@@ -42,6 +42,9 @@ Ratios compare figures from the same run, so they hold across machines of differ
   ``seed64_vs_floor`` = seed64_s / floor_s, ``copyin64_vs_host`` = copyin64_s / host_cp64_s,
   ``git_commit_guest_vs_host`` = git_commit_guest_s / git_commit_host_s (the TCG factor)
 * ``plan_vs_import_floor`` = plan_s / import_floor_s
+* ``task_create_s``, ``task_pause_s``, ``task_resume_s``, ``task_fork_s``, ``fork8_s``: task
+  state (bench/state.py); ``resume_vs_create``, ``fork_vs_create``, ``fork8_vs_create`` are
+  each over task_create_s
 
 Besides results.json, a full run writes the chart beside it (results.svg, bench/chart.py) and
 appends the results as one line to bench/history.jsonl. ``--only GROUP,...`` runs a subset
@@ -174,7 +177,7 @@ def floor_once(install: Any, initrd: Path) -> tuple[float, float]:
     return elapsed, rss
 
 
-GROUPS = ("cli", "start", "task", "sdk", "network", "concurrency", "workloads")
+GROUPS = ("cli", "start", "task", "sdk", "network", "concurrency", "workloads", "state")
 HISTORY = ROOT / "bench" / "history.jsonl"
 
 
@@ -239,6 +242,11 @@ def main() -> int:
         results["concurrent8_failures"] = concurrency_figures(figures, runs)
     if "workloads" in only:
         workload_figures(figures, max(3, runs // 2 + 1))
+    if "state" in only:
+        from state import state_figures  # bench/state.py, next to this script
+
+        for key, samples in state_figures(max(3, runs // 2 + 1)).items():
+            figures[key] = stats(samples)
 
     cores = os.cpu_count() or 1
     for name, (a, b) in RATIOS.items():
@@ -276,6 +284,9 @@ RATIOS = {
     "seed64_vs_floor": ("seed64_s", "floor_s"),
     "copyin64_vs_host": ("copyin64_s", "host_cp64_s"),
     "git_commit_guest_vs_host": ("git_commit_guest_s", "git_commit_host_s"),
+    "resume_vs_create": ("task_resume_s", "task_create_s"),
+    "fork_vs_create": ("task_fork_s", "task_create_s"),
+    "fork8_vs_create": ("fork8_s", "task_create_s"),
 }
 
 

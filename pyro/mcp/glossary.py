@@ -68,7 +68,7 @@ WORDS: dict[str, str] = {
     "TaskInfo.id": "Task id.",
     "TaskInfo.name": "Name given at creation.",
     "TaskInfo.environment": "Environment name.",
-    "TaskInfo.state": "created, running or stopped.",
+    "TaskInfo.state": "created, running, stopped or paused.",
     "TaskInfo.reason": "Why, in words.",
     "TaskInfo.idle_timeout_seconds": "Stopped after this long idle.",
     "TaskInfo.last_activity_at": "Last command, Unix time.",

@@ -16,6 +16,9 @@ The disk is saved with the RAM: the guest's page cache and the ext4 journal posi
 RAM only make sense with the disk exactly as it was at the save, so a restored VM gets a
 fresh overlay *backed by the saved disk* (itself backed by the environment's rootfs), not
 a fresh overlay over the rootfs alone.
+
+A task's pause (:mod:`pyro.tasks.pause`) is the same save without the disk copy and without
+resuming; its resumed guest maps the saved RAM file shared (:attr:`VMConfig.memory_file`).
 """
 
 from __future__ import annotations
