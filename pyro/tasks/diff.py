@@ -62,12 +62,12 @@ class TaskDiff(BaseModel):
     """``task diff``'s result."""
 
     task_id: str
-    since: str = Field(description="The snapshot compared with.")
-    path: str = Field(description="The guest folder or file diffed.")
-    changes: list[FileChange] = Field(description="Each changed path.")
-    diff: str = Field(description="Unified diff of text files, then a line per other change.")
-    insertions: int = Field(description="Lines added in all.")
-    deletions: int = Field(description="Lines removed in all.")
+    since: str = Field(description="Snapshot compared with.")
+    path: str = Field(description="Guest path diffed.")
+    changes: list[FileChange] = Field(description="path, status, kind, modes, line counts.")
+    diff: str = Field(description="Unified diff, then a line per other change.")
+    insertions: int = Field(description="Lines added.")
+    deletions: int = Field(description="Lines removed.")
 
 
 def diff(

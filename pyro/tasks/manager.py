@@ -114,13 +114,11 @@ class TaskInfo(BaseModel):
     network: dict[str, Any] = {"policy": "off", "allow": [], "publish": []}
     """The policy it boots with: ``{policy, allow, publish: [{host, guest}]}`` (host ports
     on 127.0.0.1), as a Run spec states it."""
-    idle_action: str = Field("stop", description="What the idle timeout does: stop or pause.")
-    paused_at: float | None = Field(None, description="Paused at, Unix time (while paused).")
-    memory_file_bytes: int = Field(0, description="Host disk its saved memory takes, bytes.")
-    forked_from: str | None = Field(None, description="The task it was forked from.")
-    usage: usages.TaskUsage | None = Field(
-        None, description="What it costs now (task_status of a running task only)."
-    )
+    idle_action: str = Field("stop", description="Idle timeout: stop or pause.")
+    paused_at: float | None = Field(None, description="Paused, Unix time.")
+    memory_file_bytes: int = Field(0, description="Saved memory on disk, bytes.")
+    forked_from: str | None = Field(None, description="Source task of a fork.")
+    usage: usages.TaskUsage | None = Field(None, description="CPU, memory, disk use now.")
 
 
 class TaskManager:

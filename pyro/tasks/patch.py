@@ -44,9 +44,9 @@ class PatchResult(BaseModel):
     """What ``task patch`` did (``applied`` false: nothing was touched)."""
 
     task_id: str
-    applied: bool = Field(description="False: a hunk failed and nothing was changed.")
-    files: list[str] = Field(description="Guest paths created, changed or removed.")
-    failed: list[FailedHunk] = Field(description="Every hunk that failed.")
+    applied: bool = Field(description="False: a hunk failed, nothing changed.")
+    files: list[str] = Field(description="Paths changed.")
+    failed: list[FailedHunk] = Field(description="Failed hunks: path, hunk, reason.")
 
 
 def apply(manager: TaskManager, task_id: str, patch: bytes) -> PatchResult:

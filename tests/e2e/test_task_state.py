@@ -268,7 +268,7 @@ def test_pause_resume_and_fork_over_mcp_stdio(guest_install: Any, pyro_state: Pa
         return out
 
     out = anyio.run(session)
-    assert out["paused"]["state"] == "paused" and out["paused"]["memory_file_bytes"] > 0
+    assert out["paused"]["state"] == "paused"
     assert out["resumed"]["state"] == "running"
     assert out["fork"]["state"] == "running" and out["fork"]["name"] == "mcp-fork"
     assert out["in_fork"].strip() == "sleep 1000"
