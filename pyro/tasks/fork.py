@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import Timeout
 
-from pyro.errors import NotFoundError, StateError, VMMError
+from pyro.errors import NotFoundError, StateError, UsageError, VMMError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMState
 from pyro.tasks import pause as pausing
@@ -64,6 +64,16 @@ def fork(
         raise NotFoundError(
             f"task {source_id} has no snapshot named {snapshot!r}", f"its snapshots: {names}"
         )
+    network = dict(record.network or {})
+    if network.get("publish"):
+        # Host ports are the source's: a fork cannot publish them too.
+        if snapshot is None:
+            raise UsageError(
+                f"task {source_id} publishes host ports, which its running fork cannot share",
+                f"fork one of its snapshots instead ('pyro task fork {source_id} --from "
+                "baseline'): that fork boots without published ports",
+            )
+        network["publish"] = []
     new = manager.registry.create(
         environment=record.environment,
         environment_digest=record.environment_digest,
@@ -77,7 +87,7 @@ def fork(
         name=name,
         labels=dict(record.labels),
         ttl_seconds=record.ttl_seconds,
-        network=record.network,
+        network=network or None,
     )
     target = manager.dir(new.id)
     try:
