@@ -21,8 +21,6 @@ import time
 import uuid
 from pathlib import Path
 
-from filelock import Timeout
-
 from pyro.errors import NotFoundError, StateError, UsageError, VMMError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMState
@@ -127,58 +125,60 @@ def _copy_state(
     """Copy the source's disk (with its snapshots) and, unless it is stopped, its memory
     and device state into ``target``. Returns the snapshots and the fork's pause record
     (None: it boots cold)."""
+    # The session keeps the source's commands out while its state is saved (a command
+    # mid-way would be cut in two: half in the source, half in the fork).
+    with manager.exclusive(source_id, wait=FORK_WAIT_S) as alone:
+        if not alone:
+            raise StateError(
+                f"task {source_id} is busy with a command for more than {FORK_WAIT_S:.0f} s",
+                "wait for it to finish, or fork one of its snapshots (--from)",
+            )
+        return _save_alone(manager, source_id, target)
+
+
+def _save_alone(
+    manager: TaskManager, source_id: str, target: Path
+) -> tuple[list[SnapshotInfo], pausing.PauseInfo | None]:
+    """:func:`_copy_state` with the source's agent to itself."""
     from pyro.vmm import get_backend
     from pyro.vmm.base import VMHandle
 
     source = manager.dir(source_id)
-    # The session keeps the source's commands out while its state is saved (a command
-    # mid-way would be cut in two: half in the source, half in the fork).
-    lock = manager._session_lock(source_id)
-    try:
-        lock.acquire(timeout=FORK_WAIT_S)
-    except Timeout as exc:
-        raise StateError(
-            f"task {source_id} is busy with a command for more than {FORK_WAIT_S:.0f} s",
-            "wait for it to finish, or fork one of its snapshots (--from)",
-        ) from exc
-    try:
-        with manager.registry.locked(source_id):
-            record, meta = manager.get(source_id)
-            begun = time.monotonic()
-            if record.state is VMState.RUNNING and record.handle is not None:
-                backend = get_backend(record.backend)
-                if not hasattr(backend, "save_state"):
-                    raise StateError(f"backend {record.backend} cannot save a running task")
-                try:
-                    backend.save_state(
-                        VMHandle.from_dict(record.handle),
-                        target / pausing.STATE,
-                        target / pausing.MEMORY,
-                        target / OVERLAY,
-                        timeout=pausing.SAVE_TIMEOUT_S,
-                    )
-                except VMMError as exc:
-                    if "no shared guest RAM" not in exc.summary:
-                        raise
-                    raise StateError(
-                        f"task {source_id} was booted without the memory layout a fork needs",
-                        "stop and start it once, or fork one of its snapshots (--from)",
-                    ) from exc
-            elif meta.paused is not None:
-                _copy(source / pausing.STATE, target / pausing.STATE)
-                _copy_memory(source / pausing.MEMORY, target / pausing.MEMORY)
-                _copy(source / OVERLAY, target / OVERLAY)
-            else:
-                _copy(source / OVERLAY, target / OVERLAY)
-                return list(meta.snapshots), None
-            info = pausing.PauseInfo(
-                paused_at=time.time(),
-                duration_ms=int((time.monotonic() - begun) * 1000),
-                memory_bytes=pausing.memory_bytes(target),
-            )
-            return list(meta.snapshots), info
-    finally:
-        manager._drop_session_lock(source_id, lock)
+    with manager.registry.locked(source_id):
+        record, meta = manager.get(source_id)
+        begun = time.monotonic()
+        if record.state is VMState.RUNNING and record.handle is not None:
+            backend = get_backend(record.backend)
+            if not hasattr(backend, "save_state"):
+                raise StateError(f"backend {record.backend} cannot save a running task")
+            try:
+                backend.save_state(
+                    VMHandle.from_dict(record.handle),
+                    target / pausing.STATE,
+                    target / pausing.MEMORY,
+                    target / OVERLAY,
+                    timeout=pausing.SAVE_TIMEOUT_S,
+                )
+            except VMMError as exc:
+                if "no shared guest RAM" not in exc.summary:
+                    raise
+                raise StateError(
+                    f"task {source_id} was booted without the memory layout a fork needs",
+                    "stop and start it once, or fork one of its snapshots (--from)",
+                ) from exc
+        elif meta.paused is not None:
+            _copy(source / pausing.STATE, target / pausing.STATE)
+            _copy_memory(source / pausing.MEMORY, target / pausing.MEMORY)
+            _copy(source / OVERLAY, target / OVERLAY)
+        else:
+            _copy(source / OVERLAY, target / OVERLAY)
+            return list(meta.snapshots), None
+        info = pausing.PauseInfo(
+            paused_at=time.time(),
+            duration_ms=int((time.monotonic() - begun) * 1000),
+            memory_bytes=pausing.memory_bytes(target),
+        )
+        return list(meta.snapshots), info
 
 
 def _disk_from_snapshot(

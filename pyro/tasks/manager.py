@@ -34,8 +34,8 @@ from pyro.errors import GuestError, NotFoundError, PyroError, StateError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
-from pyro.tasks import session
 from pyro.tasks import pause as pausing
+from pyro.tasks import session
 from pyro.tasks import usage as usages
 from pyro.tasks.files import WORKSPACE, SyncResult, run_checked
 from pyro.tasks.journal import Journal, JournalEntry
@@ -447,6 +447,31 @@ class TaskManager:
             self.sessions.end(task_id)
         return True
 
+    @contextlib.contextmanager
+    def exclusive(self, task_id: str, *, wait: float) -> Iterator[bool]:
+        """The task's agent to one caller alone, for what must not cut a command in two
+        (pause, fork, a usage probe): takes the session lock (no new caller can connect),
+        waits up to ``wait`` for connected callers to finish, then ends the idle keeper so
+        the agent's one connection is free for :meth:`client`. Yields False (holding
+        nothing) when callers stayed past ``wait``."""
+        lock = self._session_lock(task_id)
+        deadline = time.monotonic() + wait
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            yield False
+            return
+        try:
+            while self.sessions.busy(task_id) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.sessions.busy(task_id):
+                yield False
+                return
+            self.sessions.end(task_id)
+            yield True
+        finally:
+            self._drop_session_lock(task_id, lock)
+
     def pause(self, task_id: str, *, wait: float = SESSION_WAIT_S) -> TaskInfo:
         """Save the running task's memory, devices and disk and end its VMM (frees its RAM
         and CPU); the next exec, ``start`` or ``resume`` brings it back as it was. A paused
@@ -472,17 +497,14 @@ class TaskManager:
                 f"task {task_id} is stopped: there is no memory to pause",
                 f"start it first ('pyro task start {task_id}')",
             )
-        lock = self._session_lock(task_id)
-        try:
-            lock.acquire(timeout=wait)
-        except Timeout:
-            if wait > 0:
-                raise StateError(
-                    f"task {task_id} is busy with another command for more than {wait:.0f} s",
-                    "wait for it to finish, then pause it",
-                ) from None
-            return False
-        try:
+        with self.exclusive(task_id, wait=wait) as alone:
+            if not alone:
+                if wait > 0:
+                    raise StateError(
+                        f"task {task_id} is busy with a command for more than {wait:.0f} s",
+                        "wait for it to finish, then pause it",
+                    )
+                return False
             # Synced first, so that what the guest wrote is on the disk that offline reads
             # (file read/list, export, diff) of the paused task see.
             with contextlib.suppress(PyroError, OSError), self.client(task_id, boot=False) as c:
@@ -491,8 +513,6 @@ class TaskManager:
             with self.locked(task_id):
                 _, meta = self.get(task_id)
                 self.save_meta(task_id, meta.model_copy(update={"paused": info}))
-        finally:
-            self._drop_session_lock(task_id, lock)
         return True
 
     def resume(self, task_id: str) -> TaskInfo:
@@ -535,19 +555,15 @@ class TaskManager:
     def _usage(self, task_id: str, pid: int | None, workspace: str) -> usages.TaskUsage:
         """Host figures always; guest figures unless a command holds the task's session."""
         usage = usages.host_usage(pid)
-        lock = self._session_lock(task_id)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            usage.note = "the task is busy with a command: guest figures left out"
-            return usage
-        try:
-            with self.client(task_id, boot=False) as client:
-                usages.guest_usage(client, workspace, usage)
-        except PyroError as exc:
-            usage.note = f"the guest did not answer: {exc.summary}"
-        finally:
-            self._drop_session_lock(task_id, lock)
+        with self.exclusive(task_id, wait=0) as alone:
+            if not alone:
+                usage.note = "the task is busy with a command: guest figures left out"
+                return usage
+            try:
+                with self.client(task_id, boot=False) as client:
+                    usages.guest_usage(client, workspace, usage)
+            except PyroError as exc:
+                usage.note = f"the guest did not answer: {exc.summary}"
         return usage
 
     def reap_idle(self) -> list[str]:
