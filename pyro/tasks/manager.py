@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 META_FILE = "task.json"
 STOP_TIMEOUT_S = 10.0
+#: How long a usage probe waits for callers (a session just closed is seen a moment later).
+USAGE_WAIT_S = 1.0
 #: How long a caller waits for another one starting the task (a boot under TCG is slow).
 SESSION_WAIT_S = 3600.0
 
@@ -555,7 +557,7 @@ class TaskManager:
     def _usage(self, task_id: str, pid: int | None, workspace: str) -> usages.TaskUsage:
         """Host figures always; guest figures unless a command holds the task's session."""
         usage = usages.host_usage(pid)
-        with self.exclusive(task_id, wait=0) as alone:
+        with self.exclusive(task_id, wait=USAGE_WAIT_S) as alone:
             if not alone:
                 usage.note = "the task is busy with a command: guest figures left out"
                 return usage
