@@ -161,8 +161,11 @@ def pull_environment(
     *,
     insecure: bool = False,
     progress: ByteProgress | None = None,
+    manifest: tuple[str, bytes] | None = None,
 ) -> PulledArtifact:
     """Fetch the environment at ``ref`` into ``work``; every blob is digest-checked.
+
+    ``manifest`` is (digest, bytes) of the manifest when the caller fetched it already.
 
     Raises:
         RegistryError: unreachable, refused, not a pyro environment, or any content that
@@ -170,7 +173,7 @@ def pull_environment(
     """
     limit = max_pull_bytes()  # a bad setting fails before any request
     client = RegistryClient(ref, insecure=insecure)
-    digest, data = client.get_manifest()
+    digest, data = manifest if manifest is not None else client.get_manifest()
     document = parse_manifest(data, ref, limit=limit)
     config_desc = document["config"]
     client.fetch_blob(config_desc["digest"], config_desc["size"], work / "config.json", small=True)

@@ -202,14 +202,21 @@ class EnvironmentService:
         self, key: str, ref: OciRef, insecure: bool, progress: Progress | None
     ) -> Install:
         from pyro.environments.artifact import pull_environment
+        from pyro.oci.client import RegistryClient
+        from pyro.oci.image import manifest_kind
         from pyro.oci.reference import pinned
 
         def bytes_moved(what: str, done: int, total: int) -> None:
             _emit(progress, ProgressEvent("download", key, what, done, total))
 
+        manifest = RegistryClient(ref, insecure=insecure).get_manifest()
+        if manifest_kind(manifest[1], ref) == "image":
+            return self._convert(key, pinned(ref, manifest[0]), insecure, progress)
         with self.cache.scratch() as work:
             try:
-                pulled = pull_environment(ref, work, insecure=insecure, progress=bytes_moved)
+                pulled = pull_environment(
+                    ref, work, insecure=insecure, progress=bytes_moved, manifest=manifest
+                )
             except OSError as exc:  # writing the download: a full disk, a read-only cache
                 raise CacheError(
                     f"cannot store {ref} in the cache at {self.cache.root}: {exc.strerror or exc}",
@@ -232,6 +239,48 @@ class EnvironmentService:
             return install
         _emit(progress, ProgressEvent("warning", key, warning))
         return dataclasses.replace(install, warnings=(warning,))
+
+    def _convert(self, key: str, ref: OciRef, insecure: bool, progress: Progress | None) -> Install:
+        """Install the container image ``ref`` (pinned to its digest) as ``key``.
+
+        Keyed by the image's digest: an image converted before, under any reference, is
+        linked rather than converted again. Conversion happens in a work dir; only a whole
+        environment is ever installed.
+        """
+        from pyro.environments.image.convert import convert_image
+
+        assert ref.digest is not None
+        for name in self.cache.names():
+            other = self.cache.lookup(name)
+            if other is not None and _image_digest(other) == ref.digest:
+                _emit(progress, ProgressEvent("build", key, f"image {ref.digest[:19]} cached"))
+                return self.cache.install_from(key, other)
+
+        def bytes_moved(what: str, done: int, total: int) -> None:
+            _emit(progress, ProgressEvent("download", key, what, done, total))
+
+        def say(line: str) -> None:
+            _emit(progress, ProgressEvent("build", key, line))
+
+        say(f"converting container image {ref}")
+        with self.cache.scratch() as work:
+            converted = convert_image(
+                ref,
+                work / "out",
+                work,
+                cache_root=self.cache.root,
+                insecure=insecure,
+                progress=bytes_moved,
+                log=say,
+            )
+            meta: dict[str, Any] = dict(converted.metadata)
+            meta.update(
+                name=key,
+                version="0.0.0",
+                source=str(ref),
+                defaults={"vcpus": 1, "memoryMiB": 512, "image": converted.defaults.to_dict()},
+            )
+            return self.cache.install(key, work / "out", meta)
 
     def build(
         self,
@@ -383,6 +432,14 @@ class EnvironmentService:
         if known is None and must_exist and self.cache.status(ref.name).state == "not-installed":
             catalog.lookup(ref.name)  # raises EnvironmentNotFoundError, suggesting close names
         return _Target(ref.name, known, None, known is not None and _source_insecure(known))
+
+
+def _image_digest(install: Install) -> str | None:
+    """The container image digest an install was converted from; None for other installs."""
+    created = install.manifest.get("createdFrom")
+    image = created.get("image") if isinstance(created, dict) else None
+    digest = image.get("digest") if isinstance(image, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def _source_insecure(entry: CatalogEntry) -> bool:

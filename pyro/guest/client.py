@@ -155,8 +155,13 @@ class AgentClient:
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
         sync: bool = False,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> ExecResult:
         """Run argv in the guest (its own session; a timeout kills the whole process group).
+
+        ``uid``/``gid``: run as that user and group (default: the environment's, see
+        docs/agent-protocol.md; root unless it was made from an image with a ``User``).
 
         Output beyond the caps is dropped and flagged truncated; callbacks see each chunk kept.
         ``stdin`` (bytes, or a binary file read in chunks) is streamed while the command
@@ -184,6 +189,10 @@ class AgentClient:
         ]
         if sync:
             items.append((Tag.SYNC, True))
+        if uid is not None:
+            items.append((Tag.UID, uid))
+        if gid is not None:
+            items.append((Tag.GID, gid))
         payload = encode_tlv(items)
         if len(payload) > CHUNK_LEN * 3:
             raise LimitError(f"command line and environment are too large ({len(payload)} bytes)")

@@ -53,6 +53,16 @@ from pyro.oci.auth import (
 from pyro.spec.ref import OciRef
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+ACCEPTED_MANIFESTS = ", ".join(
+    (
+        MANIFEST_MEDIA_TYPE,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+"""What a manifest GET accepts: pyro artifacts, container images and multi-arch indexes
+(a registry must never convert a Docker v2 manifest to schema 1 for us: other digest)."""
 TIMEOUT = (10.0, 60.0)  # connect, read (between bytes)
 ATTEMPTS = 3
 MAX_REDIRECTS = 5
@@ -417,7 +427,7 @@ class RegistryClient:
                 "GET",
                 f"/manifests/{reference}",
                 stream=True,
-                headers={"Accept": MANIFEST_MEDIA_TYPE},
+                headers={"Accept": ACCEPTED_MANIFESTS},
             ) as response:
                 self._check(response, f"manifest {reference}")
                 body = read_body(
@@ -440,8 +450,8 @@ class RegistryClient:
             )
         return digest, data
 
-    def put_manifest(self, data: bytes, tag: str) -> str:
-        """Upload exact manifest bytes under ``tag``; returns their digest.
+    def put_manifest(self, data: bytes, tag: str, media_type: str = MANIFEST_MEDIA_TYPE) -> str:
+        """Upload exact manifest bytes (of ``media_type``) under ``tag``; returns their digest.
 
         Raises:
             RegistryError: refused or unreachable.
@@ -452,7 +462,7 @@ class RegistryClient:
                 "PUT",
                 f"/manifests/{tag}",
                 data=data,
-                headers={"Content-Type": MANIFEST_MEDIA_TYPE},
+                headers={"Content-Type": media_type},
             )
 
         self._call(put, f"manifest {tag}")

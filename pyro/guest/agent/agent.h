@@ -145,6 +145,9 @@ char *cmdline_value(const char *key);
 
 /* exec.c */
 void exec_start(uint32_t id, const uint8_t *payload, uint32_t len);
+/* Read an image environment's exec defaults (uid, gid, cwd, env lines); absent: none. */
+#define IMAGE_DEFAULTS "/etc/pyro-image.conf"
+void exec_load_defaults(const char *path);
 void exec_stdin(uint32_t id, const uint8_t *data, uint32_t len);
 int exec_signal(uint32_t id, int sig);
 void exec_reap(void);

@@ -2,6 +2,7 @@
 #include "agent.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -53,16 +54,41 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-/* Base environment overlaid with the request's KEY=VALUE entries (request wins). */
-static char **build_env(char **extra, int n_extra)
+/* Defaults of an environment made from a container image, read once at boot from
+ * IMAGE_DEFAULTS (docs/agent-protocol.md): its Env under the request's ENV, its WorkingDir
+ * when the request has no CWD, its user when the request has no UID/GID. */
+#define MAX_DEFAULT_ENV 1024
+static char *dflt_env[MAX_DEFAULT_ENV];
+static int dflt_envc;
+static char *dflt_cwd;
+static int64_t dflt_uid = -1, dflt_gid = -1;
+
+void exec_load_defaults(const char *path)
 {
-	static const char *base[] = {
-	    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	    "HOME=/root", "USER=root", "LOGNAME=root", "LANG=C.UTF-8", "TERM=dumb", NULL};
-	char **env = calloc(8 + n_extra, sizeof *env);
-	int n = 0;
-	for (int i = 0; base[i]; i++)
-		env[n++] = (char *)base[i];
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return;
+	static char line[65536];
+	while (fgets(line, sizeof line, f)) {
+		size_t n = strlen(line);
+		if (n && line[n - 1] == '\n')
+			line[--n] = 0;
+		if (!strncmp(line, "uid ", 4))
+			dflt_uid = strtoll(line + 4, NULL, 10);
+		else if (!strncmp(line, "gid ", 4))
+			dflt_gid = strtoll(line + 4, NULL, 10);
+		else if (!strncmp(line, "cwd /", 5) && !dflt_cwd)
+			dflt_cwd = strdup(line + 4);
+		else if (!strncmp(line, "env ", 4) && strchr(line + 4, '=') &&
+			 dflt_envc < MAX_DEFAULT_ENV)
+			dflt_env[dflt_envc++] = strdup(line + 4);
+	}
+	fclose(f);
+}
+
+/* Put KEY=VALUE entries into env (n entries so far), each replacing one with the same KEY. */
+static int overlay(char **env, int n, char **extra, int n_extra)
+{
 	for (int i = 0; i < n_extra; i++) {
 		char *eq = strchr(extra[i], '=');
 		size_t klen = eq ? (size_t)(eq - extra[i]) + 1 : strlen(extra[i]);
@@ -74,6 +100,27 @@ static char **build_env(char **extra, int n_extra)
 		if (j == n)
 			n++;
 	}
+	return n;
+}
+
+/* Base environment, overlaid with the image's Env, then the request's entries (request
+ * wins). A command run as another user than root gets HOME=/ and no USER/LOGNAME unless
+ * the image or the request says otherwise. */
+static char **build_env(char **extra, int n_extra, int64_t uid)
+{
+	static const char *root_base[] = {
+	    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	    "HOME=/root", "USER=root", "LOGNAME=root", "LANG=C.UTF-8", "TERM=dumb", NULL};
+	static const char *user_base[] = {
+	    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/",
+	    "LANG=C.UTF-8", "TERM=dumb", NULL};
+	const char **base = uid > 0 ? user_base : root_base;
+	char **env = calloc(8 + dflt_envc + n_extra, sizeof *env);
+	int n = 0;
+	for (int i = 0; base[i]; i++)
+		env[n++] = (char *)base[i];
+	n = overlay(env, n, dflt_env, dflt_envc);
+	n = overlay(env, n, extra, n_extra);
 	env[n] = NULL;
 	return env;
 }
@@ -112,7 +159,8 @@ static void exec_search(char **argv, char **env)
 	errno = seen_eacces ? EACCES : ENOENT;
 }
 
-static void child(char **argv, char **env, const char *cwd, int in, int out, int err)
+static void child(char **argv, char **env, const char *cwd, int64_t uid, int64_t gid, int in,
+		  int out, int err)
 {
 	sigset_t none;
 	sigemptyset(&none);
@@ -123,6 +171,14 @@ static void child(char **argv, char **env, const char *cwd, int in, int out, int
 	dup2(in, 0);
 	dup2(out, 1);
 	dup2(err, 2);
+	if (uid > 0 || gid > 0) {
+		gid_t g = (gid_t)(gid > 0 ? gid : 0);
+		if (setgroups(1, &g) != 0 || setgid(g) != 0 || setuid((uid_t)(uid > 0 ? uid : 0)) != 0) {
+			dprintf(2, "pyro-agent: cannot run as %lld:%lld: %s\n", (long long)uid,
+				(long long)gid, strerror(errno));
+			_exit(126);
+		}
+	}
 	if (cwd && chdir(cwd) != 0) {
 		dprintf(2, "pyro-agent: cannot change directory to %s: %s\n", cwd, strerror(errno));
 		_exit(126);
@@ -137,7 +193,7 @@ void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 {
 	char *argv[4096 + 1], *envs[4096], *cwd = NULL;
 	int argc = 0, envc = 0, has_stdin = 0, want_sync = 0, bad = 0, too_many = 0;
-	int64_t timeout_ms = 0;
+	int64_t timeout_ms = 0, uid = dflt_uid, gid = dflt_gid;
 	uint64_t caps[2] = {1u << 20, 1u << 20};
 	struct tlv_it it = {payload, payload + len};
 	int tag, r;
@@ -164,7 +220,13 @@ void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 			caps[1] = (uint64_t)tlv_as_int(val, vlen);
 		else if (tag == G_SYNC)
 			want_sync = tlv_as_int(val, vlen) != 0;
+		else if (tag == G_UID)
+			uid = tlv_as_int(val, vlen);
+		else if (tag == G_GID)
+			gid = tlv_as_int(val, vlen);
 	}
+	if (!cwd && dflt_cwd)
+		bad |= !(cwd = strdup(dflt_cwd));
 	argv[argc] = NULL;
 	struct exec *x = NULL;
 	for (int i = 0; i < MAX_EXECS && !x; i++)
@@ -195,10 +257,10 @@ void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)
 			goto out;
 		}
 	}
-	char **env = build_env(envs, envc);
+	char **env = build_env(envs, envc, uid);
 	pid_t pid = fork();
 	if (pid == 0)
-		child(argv, env, cwd, pin[0], pout[1], perr[1]);
+		child(argv, env, cwd, uid, gid, pin[0], pout[1], perr[1]);
 	free(env);
 	if (pid < 0) {
 		send_error(id, errno, "cannot fork: %s", strerror(errno));

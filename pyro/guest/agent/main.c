@@ -445,6 +445,7 @@ int main(int argc, char **argv)
 
 	if (g_init_mode) {
 		boot_setup();
+		exec_load_defaults(IMAGE_DEFAULTS);
 		setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
 		setenv("HOME", "/root", 1);
 		chdir("/");

@@ -1,0 +1,1 @@
+"""Container images as environments: layers applied unprivileged, ext4 built without root."""
