@@ -1,0 +1,249 @@
+"""Container images as environments (issue #22), for real.
+
+Images are built here from files (several layers, a whiteout, an opaque directory, a hard
+link, a symlink, a setuid file, a file owned by uid 1234, a device node, an xattr), pushed
+to Debian's docker-registry on 127.0.0.1 with OCI and with Docker v2 media types, and run
+with ``pyro run oci://…`` on a real guest. The base layer is a shell and a few coreutils
+copied from this Debian 12 host with their libraries; the kernel is the installed
+debian:12's, linked into a private cache.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.oci_images import Layer, Member, host_tools_layer, layer, push_image, push_index
+from helpers.registry import Registry
+
+from pyro.environments.cache.store import Cache, Install
+from pyro.environments.service import EnvironmentService
+from pyro.errors import RegistryError
+
+pytestmark = [pytest.mark.registry]
+
+CONFIG = {
+    "Env": ["GREETING=hello from the image", "PATH=/usr/local/bin:/usr/bin:/bin"],
+    "WorkingDir": "/opt/work",
+    "User": "app",
+    "Cmd": ["tool", "--version"],
+}
+PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234::/home/app:/bin/sh\n"
+GROUP = b"root:x:0:\napp:x:1234:\n"
+TOOL = b'#!/bin/sh\necho "tool 1.0 ($GREETING)"\n'
+CHECK = (
+    "tool --version; echo uid=$(id -u) gid=$(id -g) cwd=$(pwd); "
+    "stat -c '%n %u %g %a %h %F' /opt/suid /opt/hl /opt/owned /opt/sl /opt/devnull "
+    "/opt/old/new /opt/keep/b; readlink /opt/sl; cat /opt/hl; echo; "
+    "for p in /opt/old/gone /opt/keep/a /opt/doomed; do test -e $p && echo present $p; done; "
+    "echo end"
+)
+
+
+def tool_layers() -> list[Layer]:
+    lower = layer(
+        [
+            Member("etc", kind="dir", mode=0o755),
+            Member("etc/passwd", PASSWD),
+            Member("etc/group", GROUP),
+            Member("usr/local/bin/tool", TOOL, mode=0o755),
+            Member("opt", kind="dir", mode=0o755),
+            Member("opt/old", kind="dir", mode=0o755),
+            Member("opt/old/gone", b"hidden by the opaque dir"),
+            Member("opt/keep", kind="dir", mode=0o755),
+            Member("opt/keep/a", b"whited out"),
+            Member("opt/keep/b", b"kept"),
+            Member("opt/doomed", b"whited out"),
+        ]
+    )
+    upper = layer(
+        [
+            Member("opt/old", kind="dir", mode=0o755),
+            Member("opt/old/.wh..wh..opq"),
+            Member("opt/old/new", b"new"),
+            Member("opt/keep/.wh.a"),
+            Member("opt/.wh.doomed"),
+            Member("opt/suid", b"setuid", mode=0o4755),
+            Member("opt/owned", b"owned", mode=0o640, uid=1234, gid=1234),
+            Member("opt/hl", kind="hardlink", link="opt/suid"),
+            Member("opt/sl", kind="symlink", link="/etc/passwd", mode=0o777),
+            Member("opt/devnull", kind="char", rdev=(1, 3), mode=0o666),
+        ]
+    )
+    return [host_tools_layer(), lower, upper]
+
+
+@pytest.fixture
+def cache(tmp_path: Path, guest_install: Install) -> Cache:
+    """A private cache holding the installed debian:12 (hard links): its kernel boots images."""
+    cache = Cache(tmp_path / "cache")
+    cache.install_from("debian:12", guest_install)
+    return cache
+
+
+def pyro(cache: Cache, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYRO_CACHE_DIR": str(cache.root)}
+    env.pop("PYRO_ENV_REGISTRY", None)
+    code = "import sys; from pyro.cli.main import main; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def blobs(registry: Registry) -> list[str]:
+    """Blob requests the registry served (a tag's manifest is asked for on every plan, as
+    for any oci:// reference; blobs only when something is converted or pulled)."""
+    return [r.path for r in registry.requests() if "/blobs/" in r.path and r.method == "GET"]
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_run_an_oci_image_then_a_cache_hit(
+    registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
+) -> None:
+    ref = registry.ref("library/tool", "1")
+    push_image(ref, tool_layers(), CONFIG, tmp_path / "push")
+
+    first = pyro(cache, "run", ref, "--", "tool", "--version")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "tool 1.0 (hello from the image)\n"
+
+    before = blobs(registry)
+    done = pyro(cache, "run", ref, "--", CHECK)
+    assert done.returncode == 0, done.stderr
+    assert blobs(registry) == before  # the second use is a cache hit: nothing fetched
+    lines = done.stdout.splitlines()
+    assert lines[0] == "tool 1.0 (hello from the image)"
+    assert lines[1] == "uid=1234 gid=1234 cwd=/opt/work"  # User, WorkingDir
+    assert lines[2:9] == [
+        "/opt/suid 0 0 4755 2 regular file",
+        "/opt/hl 0 0 4755 2 regular file",
+        "/opt/owned 1234 1234 640 1 regular file",
+        "/opt/sl 0 0 777 1 symbolic link",
+        "/opt/devnull 0 0 666 1 character special file",
+        "/opt/old/new 0 0 644 1 regular file",
+        "/opt/keep/b 0 0 644 1 regular file",
+    ]
+    assert lines[9:] == ["/etc/passwd", "setuid", "end"]  # whited-out paths are absent
+
+    install = cache.lookup(ref)
+    assert install is not None
+    defaults = install.manifest["defaults"]["image"]
+    assert (defaults["uid"], defaults["gid"], defaults["cmd"]) == (1234, 1234, ["tool", "--version"])
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_docker_v2_media_types(
+    registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
+) -> None:
+    ref = registry.ref("library/tool-docker", "1")
+    push_image(ref, tool_layers(), CONFIG, tmp_path / "push", docker=True)
+    done = pyro(cache, "run", ref, "--", "tool", "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "tool 1.0 (hello from the image)\n"
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_a_multi_arch_index_picks_amd64(
+    registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
+) -> None:
+    base = host_tools_layer()
+    pushed = []
+    for arch in ("arm64", "amd64"):
+        marker = layer([Member("marker", arch.encode())])
+        ref = registry.ref("library/multi", arch)
+        digest, size = push_image(ref, [base, marker], {}, tmp_path / arch, arch=arch)
+        pushed.append((digest, size, arch))
+    index_ref = registry.ref("library/multi", "1")
+    push_index(index_ref, pushed)
+    done = pyro(cache, "run", index_ref, "--", "cat", "/marker")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "amd64"
+    install = cache.lookup(index_ref)
+    assert install is not None
+    assert install.manifest["createdFrom"]["image"]["manifestDigest"] == pushed[1][0]
+
+
+@pytest.mark.hostile
+def test_a_corrupt_layer_is_an_error_and_leaves_nothing(
+    fresh_registry: Registry, cache: Cache, tmp_path: Path
+) -> None:
+    layers = tool_layers()
+    ref = fresh_registry.ref("library/corrupt", "1")
+    push_image(ref, layers, CONFIG, tmp_path / "push")
+    blob = fresh_registry.blob_path(layers[2].digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match="does not match its digest"):
+        EnvironmentService(cache).pull(ref)
+    assert cache.status(ref).state == "not-installed"
+    assert list((cache.root / "tmp").iterdir()) == []
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    "members",
+    [
+        [Member("../../escape", b"out")],
+        [Member("s", kind="symlink", link="/tmp"), Member("s/escape", b"out")],
+        [Member("h", kind="hardlink", link="../../../etc/passwd")],
+    ],
+    ids=["dotdot", "symlink-parent", "hardlink-out"],
+)
+def test_a_hostile_layer_is_refused(
+    registry: Registry, cache: Cache, tmp_path: Path, members: list[Member]
+) -> None:
+    ref = registry.ref("library/hostile", os.urandom(4).hex())
+    push_image(ref, [layer([Member("ok", b"fine")]), layer(members)], {}, tmp_path / "push")
+    with pytest.raises(RegistryError, match="refused"):
+        EnvironmentService(cache).pull(ref)
+    assert cache.status(ref).state == "not-installed"
+    assert list((cache.root / "tmp").iterdir()) == []
+    assert not Path("/tmp/escape").exists()
+
+
+def test_a_layer_that_differs_from_its_diff_id_is_refused(
+    registry: Registry, cache: Cache, tmp_path: Path
+) -> None:
+    good = layer([Member("f", b"promised")])
+    other = layer([Member("f", b"something else")])
+    ref = registry.ref("library/lying", "1")
+    from helpers.oci_images import image_config
+
+    config = image_config([good], {})
+    push_image(ref, [other], {}, tmp_path / "push", config_bytes=config)
+    with pytest.raises(RegistryError, match="its image config declares"):
+        EnvironmentService(cache).pull(ref)
+    assert cache.status(ref).state == "not-installed"
+
+
+def test_the_same_image_by_another_reference_is_not_converted_again(
+    registry: Registry, cache: Cache, tmp_path: Path
+) -> None:
+    ref = registry.ref("library/twice", "1")
+    digest, _ = push_image(ref, [layer([Member("f", b"x")])], {}, tmp_path / "push")
+    first = EnvironmentService(cache).pull(ref)
+    fetched = blobs(registry)
+    pinned = f"{registry.ref('library/twice', '1')}@{digest}"
+    second = EnvironmentService(cache).pull(pinned)
+    assert blobs(registry) == fetched  # no layer fetched again
+    assert second.content_digest == first.content_digest
+    assert second.rootfs.stat().st_ino == first.rootfs.stat().st_ino
+
+
+def test_an_arm64_only_image_is_refused(registry: Registry, cache: Cache, tmp_path: Path) -> None:
+    ref = registry.ref("library/armonly", "1")
+    push_image(ref, [layer([Member("f", b"x")])], {}, tmp_path / "push", arch="arm64")
+    with pytest.raises(RegistryError, match="linux/arm64 image"):
+        EnvironmentService(cache).pull(ref)
