@@ -387,3 +387,21 @@ def test_mount_is_refused_in_test_mode(agent: AgentServer, tmp_path: Path) -> No
     assert caught.value.errno == errno.EOPNOTSUPP and "test mode" in caught.value.summary
     assert not target.exists() and not (tmp_path / "made").exists()
     assert client.exec(["true"]).exit_code == 0  # the session goes on
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_exec_as_another_user(agent: AgentServer) -> None:
+    """EXEC's UID/GID run the command as that user (what an image's User becomes)."""
+    result = agent.connect().exec(
+        ["sh", "-c", 'id -u; id -g; id -G; echo "$HOME"'], uid=65534, gid=65533, cwd="/"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.decode().splitlines() == ["65534", "65533", "65533", "/"]
+
+
+def test_exec_as_a_user_it_cannot_become_is_reported(agent: AgentServer) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root can become any user")
+    result = agent.connect().exec(["true"], uid=1, gid=1)
+    assert result.exit_code == 126
+    assert b"cannot run as 1:1" in result.stderr
