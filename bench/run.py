@@ -45,6 +45,9 @@ Ratios compare figures from the same run, so they hold across machines of differ
 * ``task_create_s``, ``task_pause_s``, ``task_resume_s``, ``task_fork_s``, ``fork8_s``: task
   state (bench/state.py); ``resume_vs_create``, ``fork_vs_create``, ``fork8_vs_create`` are
   each over task_create_s
+* ``image_convert_cold_s`` / ``image_convert_cached_s``: a ~100 MB container image pulled
+  from a local registry and made an environment, into an empty cache / again, installed
+  (bench/images.py)
 
 Besides results.json, a full run writes the chart beside it (results.svg, bench/chart.py) and
 appends the results as one line to bench/history.jsonl. ``--only GROUP,...`` runs a subset
@@ -177,7 +180,7 @@ def floor_once(install: Any, initrd: Path) -> tuple[float, float]:
     return elapsed, rss
 
 
-GROUPS = ("cli", "start", "task", "sdk", "network", "concurrency", "workloads", "state")
+GROUPS = ("cli", "start", "task", "sdk", "network", "concurrency", "workloads", "state", "images")
 HISTORY = ROOT / "bench" / "history.jsonl"
 
 
@@ -247,6 +250,14 @@ def main() -> int:
 
         for key, samples in state_figures(max(3, runs // 2 + 1)).items():
             figures[key] = stats(samples)
+    if "images" in only:
+        import images  # bench/images.py, next to this script
+
+        cold, cached = images.convert_times(3)
+        figures["image_convert_cold_s"], figures["image_convert_cached_s"] = (
+            stats(cold),
+            stats(cached),
+        )
 
     cores = os.cpu_count() or 1
     for name, (a, b) in RATIOS.items():
