@@ -5,7 +5,7 @@ order, regular files only) in three gzip layers, pushed once to a Debian ``docke
 on 127.0.0.1. Figures:
 
 * ``image_convert_cold_s``   ``EnvironmentService.pull(oci://…)`` into an empty cache (only
-                             the installed debian:12 linked in, for its kernel): the manifest,
+                             the installed debian:12's kernel copied in): the manifest,
                              the layers downloaded, applied and written as ext4, installed
 * ``image_convert_cached_s`` the same pull again: the installed environment is found
 
@@ -57,23 +57,23 @@ def layer_tars(files: list[Path]) -> list[bytes]:
     """The files split into :data:`LAYERS` tars of about equal bytes, each member as the
     host has it."""
     share = -(-sum(path.stat().st_size for path in files) // LAYERS)
-    tars: list[bytes] = []
-    out, archive, size = io.BytesIO(), None, 0
+    groups: list[list[Path]] = [[]]
+    size = 0
     for path in files:
-        if archive is None:
-            out, size = io.BytesIO(), 0
-            archive = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT)
-        try:
-            archive.add(path, arcname=str(path).lstrip("/"), recursive=False)
-        except OSError:
-            continue  # unreadable on this host: left out
-        size += path.stat().st_size
         if size >= share:
-            archive.close()
-            tars.append(out.getvalue())
-            archive = None
-    if archive is not None:
-        archive.close()
+            groups.append([])
+            size = 0
+        groups[-1].append(path)
+        size += path.stat().st_size
+    tars = []
+    for group in groups:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for path in group:
+                try:
+                    archive.add(path, arcname=str(path).lstrip("/"), recursive=False)
+                except OSError:
+                    continue  # unreadable on this host: left out
         tars.append(out.getvalue())
     return tars
 
@@ -81,21 +81,25 @@ def layer_tars(files: list[Path]) -> list[bytes]:
 @contextmanager
 def pushed_image() -> Iterator[tuple[str, int]]:
     """(oci:// reference, image bytes) of the bench image in a registry of its own."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from helpers.oci_images import layer, push_image
     from helpers.registry import running_registry
 
     files = host_files(IMAGE_BYTES)
     layers = [layer(data) for data in layer_tars(files)]
-    with tempfile.TemporaryDirectory(prefix="pyro-bench-image-") as work:
-        with running_registry(Path(work) / "registry") as registry:
-            ref = registry.ref("bench/image", "1")
-            push_image(ref, layers, {"Env": ["PATH=/usr/bin:/bin"]}, Path(work) / "push")
-            yield ref, sum(path.stat().st_size for path in files)
+    with (
+        tempfile.TemporaryDirectory(prefix="pyro-bench-image-") as work,
+        running_registry(Path(work) / "registry") as registry,
+    ):
+        ref = registry.ref("bench/image", "1")
+        push_image(ref, layers, {"Env": ["PATH=/usr/bin:/bin"]}, Path(work) / "push")
+        yield ref, sum(path.stat().st_size for path in files)
 
 
 def convert_times(runs: int) -> tuple[list[float], list[float]]:
     """(cold, cached) seconds of ``runs`` conversions of the bench image."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.oci_images import kernel_cache
+
     from pyro.environments.cache.store import Cache
     from pyro.environments.service import EnvironmentService
 
@@ -107,9 +111,7 @@ def convert_times(runs: int) -> tuple[list[float], list[float]]:
     with pushed_image() as (ref, _):
         for _ in range(runs):
             with tempfile.TemporaryDirectory(prefix="pyro-bench-cache-") as root:
-                cache = Cache(Path(root))
-                cache.install_from("debian:12", kernel_env)
-                service = EnvironmentService(cache)
+                service = EnvironmentService(kernel_cache(Path(root), kernel_env))
                 begun = time.perf_counter()
                 service.pull(ref)
                 cold.append(time.perf_counter() - begun)

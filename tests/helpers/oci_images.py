@@ -14,12 +14,14 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyro.environments.cache.store import Cache, Install
 from pyro.oci.client import RegistryClient
 from pyro.oci.reference import parse_oci_ref
 
@@ -206,3 +208,16 @@ def push_index(ref: str, manifests: list[tuple[str, int, str]]) -> str:
         ],
     }
     return client.put_manifest(json.dumps(document).encode(), client.ref.tag or "latest", OCI_INDEX)
+
+
+def kernel_cache(root: Path, install: Install) -> Cache:
+    """A cache at ``root`` whose ``debian:12`` holds a copy of ``install``'s kernel (and a
+    placeholder rootfs): what a conversion needs, without linking the shared cache's files
+    (a link would change their ctime and make that cache hash its 1 GiB rootfs again)."""
+    staged = root / "staged-kernel"
+    staged.mkdir(parents=True)
+    shutil.copyfile(install.kernel, staged / "vmlinux")
+    (staged / "rootfs.ext4").write_bytes(b"placeholder: image environments use the kernel only")
+    cache = Cache(root / "cache")
+    cache.install("debian:12", staged, {"name": "debian:12", "version": install.version})
+    return cache
