@@ -94,6 +94,13 @@ def spec_digest(spec: EnvironmentSpec, spec_dir: Path) -> str:
     Raises:
         SpecError: the kernel fragment the spec names cannot be read.
     """
+    if spec.spec.kernel is None:  # built from a container image: the spec is all there is
+        image_envelope = {
+            "builder": BUILDER_VERSION,
+            "spec": spec.model_dump(mode="json", by_alias=True),
+        }
+        text = json.dumps(image_envelope, sort_keys=True, separators=(",", ":"))
+        return sha256_bytes(text.encode())
     fragment_path = spec_dir / spec.spec.kernel.fragment
     try:
         fragment = fragment_path.read_bytes()

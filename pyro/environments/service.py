@@ -240,17 +240,25 @@ class EnvironmentService:
         _emit(progress, ProgressEvent("warning", key, warning))
         return dataclasses.replace(install, warnings=(warning,))
 
-    def _convert(self, key: str, ref: OciRef, insecure: bool, progress: Progress | None) -> Install:
+    def _convert(
+        self,
+        key: str,
+        ref: OciRef,
+        insecure: bool,
+        progress: Progress | None,
+        entry: CatalogEntry | None = None,
+    ) -> Install:
         """Install the container image ``ref`` (pinned to its digest) as ``key``.
 
         Keyed by the image's digest: an image converted before, under any reference, is
-        linked rather than converted again. Conversion happens in a work dir; only a whole
-        environment is ever installed.
+        linked rather than converted again (unless ``entry``, the Environment spec being
+        built, whose name and digest the install must carry). Conversion happens in a work
+        dir; only a whole environment is ever installed.
         """
         from pyro.environments.image.convert import convert_image
 
         assert ref.digest is not None
-        for name in self.cache.names():
+        for name in self.cache.names() if entry is None else ():
             other = self.cache.lookup(name)
             if other is not None and _image_digest(other) == ref.digest:
                 _emit(progress, ProgressEvent("build", key, f"image {ref.digest[:19]} cached"))
@@ -274,13 +282,35 @@ class EnvironmentService:
                 log=say,
             )
             meta: dict[str, Any] = dict(converted.metadata)
-            meta.update(
-                name=key,
-                version="0.0.0",
-                source=str(ref),
-                defaults={"vcpus": 1, "memoryMiB": 512, "image": converted.defaults.to_dict()},
-            )
+            image_defaults = converted.defaults.to_dict()
+            if entry is None:
+                meta.update(name=key, version="0.0.0", source=str(ref))
+                meta.update(defaults={"vcpus": 1, "memoryMiB": 512, "image": image_defaults})
+            else:
+                body = entry.spec.spec
+                meta.update(name=entry.name, version=body.version, specDigest=entry.spec_digest)
+                resources = {"vcpus": body.defaults.vcpus, "memoryMiB": body.defaults.memory_mib}
+                meta.update(defaults={**resources, "image": image_defaults})
             return self.cache.install(key, work / "out", meta)
+
+    def _build_from_image(self, entry: CatalogEntry, progress: Progress | None) -> Install:
+        """An Environment spec with ``from: {image: REF}``: the image, converted, installed
+        under the spec's name."""
+        from pyro.oci.client import RegistryClient
+        from pyro.oci.image import manifest_kind
+        from pyro.oci.reference import parse_oci_ref, pinned
+
+        image = entry.spec.spec.from_
+        assert image is not None
+        ref = parse_oci_ref(image.ref)
+        digest, data = RegistryClient(ref, insecure=image.insecure).get_manifest()
+        if manifest_kind(data, ref) != "image":
+            raise UsageError(
+                f"{entry.name}: from.image {image.image!r} is a pyro environment artifact, "
+                "not a container image",
+                "name it in spec.source instead (or run it as oci://…)",
+            )
+        return self._convert(entry.name, pinned(ref, digest), image.insecure, progress, entry)
 
     def build(
         self,
@@ -332,6 +362,9 @@ class EnvironmentService:
         log: Callable[[str], None] | None = None,
     ) -> Install:
         from pyro.environments.build.builder import build_environment
+
+        if entry.spec.spec.from_ is not None:
+            return self._build_from_image(entry, progress)
 
         def say(line: str) -> None:
             if log is not None:

@@ -217,8 +217,9 @@ def confine_plan(plan: Plan, root: Root) -> None:
             )
     for step in plan.steps:
         if isinstance(step, BuildStep) and step.folder is not None:
-            document = step.document
-            root.fragment(document.spec.kernel.fragment, build_folder(plan, step), step.ref)
+            kernel = step.document.spec.kernel
+            if kernel is not None:  # an image-based spec reads no host file
+                root.fragment(kernel.fragment, build_folder(plan, step), step.ref)
         if isinstance(step, CopyOutStep) and root.base is None:
             raise OutsideRootError(
                 "artifacts are refused: no host folder is open to this caller", root.hint()

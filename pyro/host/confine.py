@@ -159,8 +159,9 @@ class Root:
             from pyro.spec.model import EnvironmentSpec
 
             loaded = load_spec(path)
-            if isinstance(loaded.spec, EnvironmentSpec):
-                self.fragment(loaded.spec.spec.kernel.fragment, path.parent, ref)
+            kernel = loaded.spec.spec.kernel if isinstance(loaded.spec, EnvironmentSpec) else None
+            if kernel is not None:  # an image-based spec reads no host file
+                self.fragment(kernel.fragment, path.parent, ref)
         return str(path)
 
     def fragment(self, fragment: str, spec_dir: Path, spec_name: str) -> Path:

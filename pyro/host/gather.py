@@ -67,7 +67,7 @@ def gather_inventory(
     folder = base_dir if base_dir is not None else Path.cwd()
     catalog = {entry.ref: entry for entry in environment_catalog.catalog_entries()}
     for name, document in sorted((local_environments or {}).items()):
-        if root is not None:
+        if root is not None and document.spec.kernel is not None:
             root.fragment(document.spec.kernel.fragment, folder, name)
         catalog[name] = _entry_from_spec(name, document, folder, ".")
     for ref in refs:

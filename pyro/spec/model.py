@@ -18,6 +18,7 @@ from pyro.spec.ref import (
     ENVIRONMENT_SCHEMA_PATTERN,
     OCI_SCHEMA_PATTERN,
     EnvironmentRef,
+    OciRef,
     parse_environment_ref,
 )
 
@@ -424,18 +425,79 @@ class SourceSpec(Model):
 
 
 SEMVER_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$"
+IMAGE_SCHEMA_PATTERN = "^(?:oci://)?" + OCI_SCHEMA_PATTERN.removeprefix("^oci://")
+
+
+class ImageSpec(Model):
+    image: str = Field(
+        description="Container image the root filesystem is made from: "
+        "REGISTRY/REPOSITORY[:TAG][@sha256:HEX] ('oci://' optional).",
+        examples=["127.0.0.1:5000/library/python:3.12-slim"],
+        json_schema_extra={"pattern": IMAGE_SCHEMA_PATTERN},
+    )
+    insecure: bool = Field(
+        default=False, strict=True, description="Allow plain http for a non-loopback registry."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        ref = parse_environment_ref("oci://" + value.removeprefix("oci://"))
+        if not isinstance(ref, OciRef):  # pragma: no cover - the prefix makes it one
+            raise ValueError("is not a registry reference")
+        return value
+
+    @property
+    def ref(self) -> str:
+        """The image as an ``oci://`` reference."""
+        return "oci://" + self.image.removeprefix("oci://")
 
 
 class EnvironmentSpecBody(Model):
+    # "from, or kernel and rootfs" for JSON Schema; _one_recipe below enforces it.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["from"],
+                    "not": {"anyOf": [{"required": ["kernel"]}, {"required": ["rootfs"]}]},
+                },
+                {"required": ["kernel", "rootfs"], "not": {"required": ["from"]}},
+            ]
+        }
+    )
+
     version: str = Field(
         pattern=SEMVER_PATTERN, description="Semantic version, e.g. 1.0.0.", examples=["1.0.0"]
     )
-    kernel: KernelSpec = Field(description="How the guest kernel is built.")
-    rootfs: RootfsSpec = Field(description="How the root filesystem is built.")
+    kernel: KernelSpec | None = Field(
+        default=None, description="How the guest kernel is built (not with 'from')."
+    )
+    rootfs: RootfsSpec | None = Field(
+        default=None, description="How the root filesystem is built (not with 'from')."
+    )
+    from_: ImageSpec | None = Field(
+        default=None,
+        alias="from",
+        description="Build from a container image instead of kernel and rootfs: the image "
+        "becomes the root filesystem, the catalog's kernel boots it.",
+    )
     defaults: Defaults = Field(default=Defaults(), description="Resources Runs get by default.")
     source: SourceSpec | None = Field(
         default=None, description="OCI repository that 'env pull' uses instead of building."
     )
+
+    @model_validator(mode="after")
+    def _one_recipe(self) -> EnvironmentSpecBody:
+        if self.from_ is not None and (self.kernel is not None or self.rootfs is not None):
+            raise ValueError("give either 'from' (a container image) or 'kernel' and 'rootfs'")
+        if self.from_ is None and (self.kernel is None or self.rootfs is None):
+            missing = [k for k in ("kernel", "rootfs") if getattr(self, k) is None]
+            raise ValueError(
+                f"missing {' and '.join(repr(k) for k in missing)}: an Environment is built "
+                "from 'kernel' and 'rootfs', or 'from' a container image"
+            )
+        return self
 
 
 class EnvironmentSpec(Model):

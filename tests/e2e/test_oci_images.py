@@ -254,3 +254,44 @@ def test_an_arm64_only_image_is_refused(registry: Registry, cache: Cache, tmp_pa
     push_image(ref, [layer([Member("f", b"x")])], {}, tmp_path / "push", arch="arm64")
     with pytest.raises(RegistryError, match="linux/arm64 image"):
         EnvironmentService(cache).pull(ref)
+
+
+SPEC = """\
+apiVersion: pyro/v1
+kind: Environment
+metadata:
+  name: "tool-env:1"
+spec:
+  version: 1.2.3
+  from: {{image: "{image}"}}
+  defaults: {{vcpus: 1, memoryMiB: 384}}
+"""
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_an_environment_spec_from_an_image(
+    registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
+) -> None:
+    ref = registry.ref("library/tool-spec", "1")
+    push_image(ref, tool_layers(), CONFIG, tmp_path / "push")
+    spec = tmp_path / "tool-env.yaml"
+    spec.write_text(SPEC.format(image=ref.removeprefix("oci://")))
+
+    built = pyro(cache, "env", "build", str(spec), "--json")
+    assert built.returncode == 0, built.stderr
+    install = cache.lookup("tool-env:1")
+    assert install is not None
+    assert (install.version, install.default_memory_mib) == ("1.2.3", 384)
+    assert install.manifest["defaults"]["image"]["workingDir"] == "/opt/work"
+    assert install.manifest["createdFrom"]["image"]["reference"].startswith(ref + "@sha256:")
+
+    fetched = blobs(registry)
+    again = pyro(cache, "env", "build", str(spec))
+    assert again.returncode == 0, again.stderr
+    assert blobs(registry) == fetched  # same spec, same digest: kept
+    assert cache.lookup("tool-env:1") == install
+
+    done = pyro(cache, "run", "tool-env:1", "--", "tool", "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "tool 1.0 (hello from the image)\n"

@@ -80,6 +80,11 @@ def build_environment(
     """
     started = time.monotonic()
     body = entry.spec.spec
+    if body.kernel is None or body.rootfs is None:
+        raise BuildError(
+            f"{entry.name} is made from a container image, not built from kernel and rootfs",
+            "build it with 'pyro env build' (EnvironmentService.build)",
+        )
     say(log, f"building {entry.name} {body.version} ({entry.spec_digest[:19]})")
     kernel = build_kernel_info(body.kernel, entry.spec_dir, cache_root=cache_root, log=log)
     try:

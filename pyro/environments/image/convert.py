@@ -195,6 +195,8 @@ def find_kernel(cache_root: Path) -> Path:
     from pyro.environments.catalog import lookup
 
     entry = lookup(KERNEL_FROM)
+    if entry.spec.spec.kernel is None:  # pragma: no cover - the catalog's is built from source
+        raise BuildError(f"the catalog's {KERNEL_FROM} has no kernel recipe")
     try:
         return build_kernel(entry.spec.spec.kernel, entry.spec_dir, cache_root=cache_root)
     except PyroError as exc:
