@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import posixpath
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from pyro.spec import limits
 from pyro.spec.gitmeta import has_git_part
@@ -486,6 +494,16 @@ class EnvironmentSpecBody(Model):
     source: SourceSpec | None = Field(
         default=None, description="OCI repository that 'env pull' uses instead of building."
     )
+
+    @model_serializer(mode="wrap")
+    def _no_unset_from(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An unset 'from' is left out: the spec digests (and plans, and cached catalog
+        # summaries) of specs written before it existed stay what they were.
+        data: dict[str, Any] = handler(self)
+        if self.from_ is None:
+            data.pop("from", None)
+            data.pop("from_", None)
+        return data
 
     @model_validator(mode="after")
     def _one_recipe(self) -> EnvironmentSpecBody:

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from pyro.environments.image.ext4 import write_ext4
-from pyro.environments.image.layers import Entry, LayerError, Readable, Tree, apply_layer
+from pyro.environments.image.layers import Entry, Readable, Tree, apply_layer, layer_error
 from pyro.errors import BuildError, PyroError, RegistryError
 from pyro.spec.ref import OciRef
 
@@ -121,12 +121,12 @@ def convert_image(
             try:
                 diff_id = apply_layer(tree, reader, index, what, budget)
             except (zstandard.ZstdError, zlib.error, gzip.BadGzipFile, EOFError) as exc:
-                raise LayerError(f"{what} does not decompress: {exc}") from exc
+                raise layer_error(f"{what} does not decompress: {exc}") from exc
             except OSError as exc:
                 raise BuildError(f"cannot unpack {what}: {exc.strerror or exc}") from exc
         blob.unlink()
         if diff_id != diff_ids[index]:
-            raise LayerError(
+            raise layer_error(
                 f"{what} unpacks to {diff_id[:19]}…, not the {diff_ids[index][:19]}… its "
                 "image config declares; rejected",
                 "the image is corrupt or was tampered with; push it again",

@@ -64,8 +64,9 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-class LayerError(RegistryError):
+def layer_error(summary: str, hint: str | None = None) -> RegistryError:
     """A layer that is corrupt or hostile; the message names the layer and the member."""
+    return RegistryError(summary, hint)
 
 
 @dataclass
@@ -137,7 +138,7 @@ class Tree:
         if entry.kind == "dir":
             self.children.setdefault(path, set())
         if len(self.entries) > MAX_ENTRIES:
-            raise LayerError(
+            raise layer_error(
                 f"the image has more than {MAX_ENTRIES} files",
                 "pyro refuses images this large; build a smaller one",
             )
@@ -151,19 +152,19 @@ def clean_name(name: str, what: str) -> str:
     """A tar member name as a relative path without ``.`` parts ("" for the root).
 
     Raises:
-        LayerError: it has a ``..`` component, a NUL or newline, or is too long.
+        RegistryError: it has a ``..`` component, a NUL or newline, or is too long.
     """
     if "\x00" in name or "\n" in name or "\r" in name:
-        raise LayerError(f"{what}: the name {name[:80]!r} holds a NUL or line break; refused")
+        raise layer_error(f"{what}: the name {name[:80]!r} holds a NUL or line break; refused")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise LayerError(
+        raise layer_error(
             f"{what}: {name[:200]!r} climbs out of the root with '..'; refused",
             "the layer is corrupt or hostile; do not use this image",
         )
     path = "/".join(parts)
     if len(path) > MAX_PATH or any(len(part.encode()) > MAX_NAME for part in parts):
-        raise LayerError(f"{what}: the name {name[:80]!r}… is too long for ext4; refused")
+        raise layer_error(f"{what}: the name {name[:80]!r}… is too long for ext4; refused")
     return path
 
 
@@ -179,7 +180,7 @@ class _Counting:
         data = self.inner.read(_CHUNK if size < 0 else min(size, _CHUNK))
         self.count += len(data)
         if self.count > self.budget:
-            raise LayerError(
+            raise layer_error(
                 f"{self.what} unpacks to more than the pull limit of {self.budget >> 20} MiB; "
                 "stopped",
                 "if the image really is that large, raise PYRO_PULL_MAX_MB",
@@ -191,7 +192,7 @@ class _Counting:
 def apply_layer(tree: Tree, blob: Readable, index: int, what: str, budget: int) -> str:
     """Apply one uncompressed tar layer read from ``blob``; its ``sha256:`` digest (diff id).
 
-    ``budget`` bounds the tar's bytes. Raises LayerError on a hostile or broken member.
+    ``budget`` bounds the tar's bytes. Raises RegistryError on a hostile or broken member.
     """
     reader = _Counting(blob, budget, what)
     opaque: list[str] = []
@@ -202,8 +203,8 @@ def apply_layer(tree: Tree, blob: Readable, index: int, what: str, budget: int) 
             # Read the end-of-archive padding so the digest covers the whole blob.
             while reader.read(_CHUNK):
                 pass
-    except tarfile.TarError as exc:
-        raise LayerError(f"{what} is not a valid tar archive: {exc}") from exc
+    except (tarfile.TarError, ValueError, UnicodeError, OverflowError) as exc:
+        raise layer_error(f"{what} is not a valid tar archive: {exc}") from exc
     for directory in opaque:
         if tree.entries.get(directory, Entry("file", 0, 0, 0, 0)).kind == "dir":
             _hide_lower(tree, directory, index)
@@ -257,7 +258,7 @@ def _apply_member(
         target = clean_name(member.linkname, label)
         linked = tree.entries.get(target)
         if linked is None or linked.kind != "file" or target == path:
-            raise LayerError(
+            raise layer_error(
                 f"{label}: a hard link to {member.linkname[:200]!r}, which is not a regular "
                 "file of the image; refused",
                 "the layer is corrupt or hostile; do not use this image",
@@ -268,7 +269,7 @@ def _apply_member(
         entry = Entry(**{**linked.__dict__, "layer": index, "inode": owner})
     elif member.issym():
         if len(member.linkname.encode()) > MAX_PATH or "\x00" in member.linkname:
-            raise LayerError(f"{label}: its symlink target is too long or holds a NUL; refused")
+            raise layer_error(f"{label}: its symlink target is too long or holds a NUL; refused")
         entry.kind, entry.link = "symlink", member.linkname
         tree.remove(path)
         os.symlink(member.linkname, host)
@@ -280,7 +281,7 @@ def _apply_member(
         entry.rdev = (member.devmajor, member.devminor)
         tree.remove(path)  # recorded only: the ext4 writer makes the node in the image
     else:
-        raise LayerError(f"{label}: tar member type {member.type!r} is not supported; refused")
+        raise layer_error(f"{label}: tar member type {member.type!r} is not supported; refused")
     tree.add(path, entry)
 
 
@@ -314,18 +315,18 @@ def _parents(tree: Tree, parent: str, label: str, index: int) -> None:
             tree.host_path(so_far).mkdir(0o755)
             tree.add(so_far, Entry("dir", 0o755, 0, 0, 0, layer=index))
         elif entry.kind == "symlink":
-            raise LayerError(
+            raise layer_error(
                 f"{label}: lies under {so_far!r}, a symlink (to {entry.link[:200]!r}); refused",
                 "the layer is corrupt or hostile; do not use this image",
             )
         elif entry.kind != "dir":
-            raise LayerError(f"{label}: lies under {so_far!r}, which is not a directory; refused")
+            raise layer_error(f"{label}: lies under {so_far!r}, which is not a directory; refused")
 
 
 def _write(archive: tarfile.TarFile, member: tarfile.TarInfo, host: Path, label: str) -> None:
     source = archive.extractfile(member)
     if source is None:
-        raise LayerError(f"{label}: its contents cannot be read")
+        raise layer_error(f"{label}: its contents cannot be read")
     fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as out:
         while data := source.read(_CHUNK):
@@ -338,7 +339,7 @@ def _xattrs(tree: Tree, member: tarfile.TarInfo) -> dict[str, bytes]:
         if not key.startswith(_XATTR_PAX):
             continue
         name = key[len(_XATTR_PAX) :]
-        if name.startswith(XATTR_PREFIXES):
+        if name.startswith(XATTR_PREFIXES) and name.isprintable() and len(name) <= MAX_NAME:
             found[name] = value.encode("utf-8", "surrogateescape")
     if sum(len(k) + len(v) for k, v in found.items()) > MAX_XATTR_BYTES:
         tree.dropped_xattrs += 1

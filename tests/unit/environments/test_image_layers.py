@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from helpers.oci_images import Member, tar_bytes
 
-from pyro.environments.image.layers import LayerError, Tree, apply_layer
+from pyro.environments.image.layers import Tree, apply_layer
+from pyro.errors import RegistryError
 
 BUDGET = 64 << 20
 
@@ -131,7 +132,7 @@ def test_a_later_layer_replaces_and_breaks_hard_links(tree: Tree) -> None:
 )
 def test_hostile_members_are_refused(tmp_path: Path, members: list[Member]) -> None:
     tree = Tree(tmp_path / "root" / "staging")
-    with pytest.raises(LayerError) as caught:
+    with pytest.raises(RegistryError) as caught:
         apply(tree, 0, members)
     assert "refused" in caught.value.summary
     # Nothing was written outside the staging folder.
@@ -156,13 +157,13 @@ def test_symlinks_escaping_the_root_are_kept_as_links_never_followed(tree: Tree)
 
 @pytest.mark.hostile
 def test_the_unpacked_size_is_bounded(tree: Tree) -> None:
-    with pytest.raises(LayerError, match="more than the pull limit"):
+    with pytest.raises(RegistryError, match="more than the pull limit"):
         apply(tree, 0, [Member("big", bytes(4 << 20))], budget=1 << 20)
 
 
 def test_a_broken_tar_is_a_clear_error(tree: Tree) -> None:
     data = tar_bytes([Member("f", b"x" * 5000)])[:1500]
-    with pytest.raises(LayerError, match="not a valid tar archive"):
+    with pytest.raises(RegistryError, match="not a valid tar archive"):
         apply_layer(tree, io.BytesIO(data), 0, "layer 0", BUDGET)
 
 
@@ -175,5 +176,33 @@ def test_the_diff_id_is_the_tar_sha256(tree: Tree) -> None:
 
 
 def test_names_with_line_breaks_are_refused(tree: Tree) -> None:
-    with pytest.raises(LayerError, match="line break"):
+    with pytest.raises(RegistryError, match="line break"):
         apply(tree, 0, [Member("bad\nname", b"x")])
+
+
+@pytest.mark.hostile
+def test_mangled_tars_fail_only_with_registry_errors(tmp_path: Path) -> None:
+    """Random byte flips in a real layer: applied, or refused with a RegistryError; never a
+    traceback of another kind."""
+    import random
+
+    good = tar_bytes(
+        [
+            Member("d", kind="dir"),
+            Member("d/f", b"x" * 700, uid=5, xattrs={"user.a": "b"}),
+            Member("d/h", kind="hardlink", link="d/f"),
+            Member("d/s", kind="symlink", link="f"),
+            Member("d/.wh..wh..opq"),
+            Member("c", kind="char", rdev=(1, 3)),
+        ]
+    )
+    rng = random.Random(22)
+    for attempt in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        tree = Tree(tmp_path / f"t{attempt}")
+        try:
+            apply_layer(tree, io.BytesIO(bytes(data)), 0, "layer 0", BUDGET)
+        except RegistryError:
+            pass
