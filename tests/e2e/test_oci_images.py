@@ -295,3 +295,20 @@ def test_an_environment_spec_from_an_image(
     done = pyro(cache, "run", "tool-env:1", "--", "tool", "--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "tool 1.0 (hello from the image)\n"
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_a_scratch_image_with_one_static_binary_boots(
+    registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
+) -> None:
+    """No shell, no libc, no /etc, /dev or /proc: the agent needs nothing from the image."""
+    from pyro.guest.build import build_agent_binary
+
+    (tmp_path / "agent").mkdir()
+    static = build_agent_binary(tmp_path / "agent").read_bytes()  # a static binary at hand
+    ref = registry.ref("library/scratch", "1")
+    push_image(ref, [layer([Member("hello", static, mode=0o755)])], {}, tmp_path / "push")
+    done = pyro(cache, "run", ref, "--", "/hello", "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("pyro-agent ") and "protocol" in done.stdout
