@@ -293,6 +293,8 @@ def mount(client: AgentClient, build: ImageBuild, dest: str) -> None:
             timeout_s=300.0,
             stdout_cap=4096,
             stderr_cap=4096,
+            uid=0,  # whatever user an image environment runs commands as
+            gid=0,
         )
         if result.exit_code != 0:
             detail = result.stderr.decode("utf-8", "replace").strip().splitlines()

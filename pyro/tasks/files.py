@@ -224,12 +224,13 @@ def tree_entries(plan: TreePlan) -> list[datadisk.Entry]:
 
 
 def run_checked(client: AgentClient, argv: list[str]) -> None:
-    """Run a helper command in the guest.
+    """Run a helper command in the guest, as root (pyro's own housekeeping, whatever user
+    an image environment runs commands as).
 
     Raises:
         GuestError: it failed (its stderr is in the message).
     """
-    result = client.exec(argv, timeout_s=120.0, stdout_cap=4096, stderr_cap=4096)
+    result = client.exec(argv, timeout_s=120.0, stdout_cap=4096, stderr_cap=4096, uid=0, gid=0)
     if result.exit_code != 0:
         detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
         raise GuestError(

@@ -312,3 +312,37 @@ def test_a_scratch_image_with_one_static_binary_boots(
     done = pyro(cache, "run", ref, "--", "/hello", "--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("pyro-agent ") and "protocol" in done.stdout
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+def test_a_task_on_an_image_runs_as_its_user(
+    registry: Registry,
+    cache: Cache,
+    tmp_path: Path,
+    pyro_state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task's own housekeeping (mkdir, sync, the seed disk) runs as root; the caller's
+    commands as the image's user, with its Env, in the task's workspace."""
+    from pyro import Pyro
+
+    ref = registry.ref("library/tool-task", "1")
+    push_image(ref, tool_layers(), CONFIG, tmp_path / "push")
+    monkeypatch.setenv("PYRO_CACHE_DIR", str(cache.root))
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "given").write_text("seeded")
+    pyro_sdk = Pyro()
+    task = pyro_sdk.create_task(ref, seed_path=str(seed))
+    try:
+        out = pyro_sdk.exec_task(task.id, "id -u; pwd; tool --version; cat given; touch mine")
+    finally:
+        pyro_sdk.delete_task(task.id)
+    assert out.exit_code == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "1234",
+        "/workspace",
+        "tool 1.0 (hello from the image)",
+        "seeded",
+    ]

@@ -32,7 +32,9 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-TOOLS = ("dash", "stat", "id", "cat", "ls", "env", "pwd", "readlink", "getfattr")
+TOOLS = ("dash", "stat", "id", "cat", "ls", "env", "pwd", "readlink")
+TASK_TOOLS = ("mkdir", "touch", "rm", "sync", "ln")
+"""What a task's own housekeeping runs in the guest (docs/environments.md)."""
 
 
 @dataclass
@@ -97,7 +99,7 @@ def layer(members: list[Member] | bytes, *, compress: bool = True) -> Layer:
 def host_tools_layer() -> Layer:
     """A base layer: merged-usr symlinks, dash as /bin/sh, a few tools and their libraries."""
     files: dict[str, Path] = {}
-    for tool in TOOLS:
+    for tool in (*TOOLS, *TASK_TOOLS):
         found = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
         if not found:
             continue
