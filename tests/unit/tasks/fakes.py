@@ -55,7 +55,10 @@ class FakeAgent:
         on_stdout: Callable[[bytes], None] | None = None,
         on_stderr: Callable[[bytes], None] | None = None,
         sync: bool = False,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> ExecResult:
+        # uid/gid: this fake runs everything as the test's own user.
         self.guest.synced.append(sync)
         argv = list(argv)
         env = dict(env or {})
