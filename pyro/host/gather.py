@@ -125,7 +125,8 @@ def _entry_from_spec(
         spec_digest=digest,
         document=document,
         folder=folder,
-        buildable=environment_catalog.can_build()[0],
+        # An image needs no mmdebstrap or root: converting it is always possible here.
+        buildable=document.spec.from_ is not None or environment_catalog.can_build()[0],
         source=source,
         default_vcpus=document.spec.defaults.vcpus,
         default_memory_mib=document.spec.defaults.memory_mib,

@@ -152,9 +152,15 @@ def test_run_an_oci_image_then_a_cache_hit(
 def test_docker_v2_media_types(
     registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
 ) -> None:
+    """Docker v2 media types, named by a Run spec's ``environment``."""
     ref = registry.ref("library/tool-docker", "1")
     push_image(ref, tool_layers(), CONFIG, tmp_path / "push", docker=True)
-    done = pyro(cache, "run", ref, "--", "tool", "--version")
+    run_spec = tmp_path / "run.yaml"
+    run_spec.write_text(
+        "apiVersion: pyro/v1\nkind: Run\nmetadata: {name: docker-image}\nspec:\n"
+        f'  environment: "{ref}"\n  steps:\n    - {{name: version, argv: [tool, --version]}}\n'
+    )
+    done = pyro(cache, "apply", str(run_spec))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "tool 1.0 (hello from the image)\n"
 

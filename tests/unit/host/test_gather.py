@@ -113,3 +113,30 @@ def test_resolve_asks_only_for_what_is_not_installed(monkeypatch: pytest.MonkeyP
     ]
     assert gather._resolve(["debian:12"], {"debian:12": ENTRY}, installed) == ([], [])
     assert asked == []
+
+
+def test_an_image_environment_is_buildable_without_build_tools(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Converting an image needs neither mmdebstrap nor root: such a spec stays buildable
+    on a host that cannot build Debian environments."""
+    from pyro.spec.model import EnvironmentSpec
+
+    monkeypatch.setattr("pyro.environments.catalog.catalog_entries", lambda: [])
+    monkeypatch.setattr("pyro.environments.catalog.can_build", lambda: (False, "no mmdebstrap"))
+    image = EnvironmentSpec.model_validate(
+        {
+            "apiVersion": "pyro/v1",
+            "kind": "Environment",
+            "metadata": {"name": "img:1"},
+            "spec": {"version": "1.0.0", "from": {"image": "127.0.0.1:5000/app:1"}},
+        }
+    )
+    inventory = gather.gather_inventory(
+        refs=["img:1", "local:1"],
+        resolve_remote=False,
+        base_dir=Path(gather.__file__).parents[1] / "data" / "environments",
+        local_environments={"img:1": image, "local:1": environment_spec("local:1")},
+    )
+    buildable = {entry.ref: entry.buildable for entry in inventory.catalog}
+    assert buildable == {"img:1": True, "local:1": False}
