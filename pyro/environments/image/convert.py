@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import time
 import zlib
 from collections.abc import Callable
@@ -336,8 +337,6 @@ def _finish(tree: Tree, defaults: ImageDefaults) -> None:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    import shutil
-
     try:
         os.link(source, target)
     except OSError:
