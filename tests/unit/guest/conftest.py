@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -31,10 +31,11 @@ def agent_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class AgentServer:
     """One agent process listening on a unix socket; connect() gives a hello'ed client."""
 
-    def __init__(self, binary: Path, workdir: Path) -> None:
+    def __init__(self, binary: Path, workdir: Path, prefix: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.socket_path = workdir / "agent.sock"
-        self.proc = subprocess.Popen([str(binary), "--listen-unix", str(self.socket_path)])
+        argv = [*prefix, str(binary), "--listen-unix", str(self.socket_path)]
+        self.proc = subprocess.Popen(argv)
         self.clients: list[AgentClient] = []
 
     def raw_socket(self) -> socket.socket:

@@ -399,9 +399,19 @@ def test_exec_as_another_user(agent: AgentServer) -> None:
     assert result.stdout.decode().splitlines() == ["65534", "65533", "65533", "/"]
 
 
-def test_exec_as_a_user_it_cannot_become_is_reported(agent: AgentServer) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root can become any user")
-    result = agent.connect().exec(["true"], uid=1, gid=1)
+def test_exec_as_a_user_it_cannot_become_is_reported(agent_binary: Path, tmp_path: Path) -> None:
+    from tests.unit.guest.conftest import AgentServer as Server
+
+    # Root can become anyone: as root, the agent runs without CAP_SETUID/CAP_SETGID.
+    prefix = (
+        ["setpriv", "--bounding-set=-setuid,-setgid", "--inh-caps=-setuid,-setgid"]
+        if os.geteuid() == 0
+        else []
+    )
+    server = Server(agent_binary, tmp_path, prefix)
+    try:
+        result = server.connect().exec(["true"], uid=1, gid=1)
+    finally:
+        server.stop()
     assert result.exit_code == 126
     assert b"cannot run as 1:1" in result.stderr
