@@ -65,6 +65,8 @@ def guest_usage(client: AgentClient, workspace: str, usage: TaskUsage) -> None:
             timeout_s=PROBE_TIMEOUT_S,
             stdout_cap=PROBE_CAP,
             stderr_cap=1024,
+            uid=0,  # pyro's own probe, whatever user an image environment runs commands as
+            gid=0,
         )
     except PyroError as exc:
         usage.note = f"the guest did not answer: {exc.summary}"
