@@ -64,23 +64,54 @@ def _child(case: ET.Element, tag: str, text: str | None = None, **attributes: st
         element.text = text
 
 
-def _document(suite: ET.Element) -> bytes:
-    cases = suite.findall("testcase")
-    suite.set("tests", str(len(cases)))
-    for tag, attribute in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
-        suite.set(attribute, str(sum(1 for case in cases if case.find(tag) is not None)))
+def _document(*members: ET.Element) -> bytes:
     suites = ET.Element("testsuites")
-    suites.append(suite)
+    for suite in members:
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        for tag, attribute in (
+            ("failure", "failures"),
+            ("error", "errors"),
+            ("skipped", "skipped"),
+        ):
+            suite.set(attribute, str(sum(1 for case in cases if case.find(tag) is not None)))
+        suites.append(suite)
     ET.indent(suites)
     data: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
     return data + b"\n"
 
 
 def render_junit(result: RunResult) -> bytes:
+    return _document(_suite(result))
+
+
+def render_junit_many(results: list[RunResult]) -> bytes:
+    """One report of many runs (a matrix's instances): a suite per run, with properties
+    naming its matrix values, node, backend, attempt and plan digest."""
+    return _document(*(_suite(result, properties=True) for result in results))
+
+
+def _properties(suite: ET.Element, result: RunResult) -> None:
+    info = result.instance
+    values: dict[str, str] = {
+        f"matrix.{k}": str(v) for k, v in (info.values if info else {}).items()
+    }
+    values["plan_digest"] = result.plan_digest
+    values["backend"] = result.backend or ""
+    values["attempt"] = str(info.attempt if info else 1)
+    values["node"] = (info.node if info else None) or ""
+    element = ET.SubElement(suite, "properties")
+    for name, value in values.items():
+        ET.SubElement(element, "property", name=xml_text(name), value=xml_text(value))
+
+
+def _suite(result: RunResult, *, properties: bool = False) -> ET.Element:
     steps = result.exec_steps()
     suite = ET.Element(
         "testsuite", name=xml_text(result.name), time=f"{result.duration_ms / 1000:.3f}"
     )
+    if properties:
+        _properties(suite, result)
     classname = f"pyro.{result.name}"
     for step in steps:
         case = _case(suite, classname, step.name or step.id, f"{step.duration_ms / 1000:.3f}")
@@ -101,7 +132,7 @@ def render_junit(result: RunResult) -> bytes:
             type=str(result.error.get("type")),
             message=str(result.error.get("message")),
         )
-    return _document(suite)
+    return suite
 
 
 def render_error_junit(source: str, error: PyroError) -> bytes:

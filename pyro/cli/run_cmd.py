@@ -253,6 +253,13 @@ def run(
     is_flag=True,
     help="Boot the kernel even if a saved ready guest could be restored (sets PYRO_WARM=0).",
 )
+@click.option(
+    "--on",
+    "cluster",
+    metavar="ray://HOST:PORT",
+    envvar="PYRO_CLUSTER",
+    help="Run on this Ray cluster's nodes (env PYRO_CLUSTER; docs/scale-out.md).",
+)
 @no_build_option
 @json_option
 @handle_errors
@@ -263,23 +270,56 @@ def apply(
     run_name: str | None,
     junit: str | None,
     cold: bool,
+    cluster: str | None,
     no_build: bool,
     as_json: bool,
 ) -> None:
     """Plan the Run spec in FILE and carry it out on a real guest.
 
     FILE may also be a Plan document written by `pyro plan --json` (applied only if its
-    pinned digests still match). Exit code: the failed step's, 124 on timeout, 0 on success,
-    125 when pyro itself failed.
+    pinned digests still match). A Run with a `matrix` runs every instance (as many at
+    once as this host has start slots; with --on, on a cluster's nodes). Exit code: the
+    failed step's, 124 on timeout, 0 on success, 125 when pyro itself failed; of a
+    matrix, the worst instance's.
     """
     reporter = Reporter(as_json)
     try:
+        if _many(file, var_items, vars_file, run_name, cluster):
+            from pyro.cli.many_cmd import apply_many
+
+            variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
+            with _env_flags(cold, no_build):
+                apply_many(file, variables, run_name, cluster, junit, as_json)
         result = _apply(file, var_items, vars_file, run_name, cold, no_build, reporter)
     except PyroError as error:
         if junit:
             _write_error_junit(file, error, Path(junit))
         raise
     _finish(result, reporter, junit)
+
+
+def _many(
+    file: str,
+    var_items: tuple[str, ...],
+    vars_file: str | None,
+    run_name: str | None,
+    cluster: str | None,
+) -> bool:
+    """Whether FILE is applied as many instances: a matrix Run, or any Run on a cluster
+    (a Plan document is neither: it was planned for this host)."""
+    from pyro.cli.many_cmd import is_many, mentions_matrix
+
+    if not (cluster or mentions_matrix(file)):
+        return False  # neither: nothing read twice
+    if not isinstance(_read_plan_or_path(file), str):
+        if cluster:
+            raise UsageError(
+                f"{file} is a Plan; a plan is made for the host it was planned on",
+                "apply the Run spec itself with --on: each node plans it for itself",
+            )
+        return False
+    variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
+    return bool(cluster) or is_many(file, variables, run_name)
 
 
 def _apply(

@@ -100,6 +100,11 @@ def plan(
     variables = parse_vars(var_items, vars_file)
     with forced_env(NO_BUILD_ENV, "1", no_build):
         prepared = prepare(file, vars=variables, run_name=run_name)
+        if prepared.loaded.instances:
+            from pyro.cli.many_cmd import plan_many
+
+            plan_many(prepared, offline, as_json)
+            return
         result = make_plan(prepared, resolve_remote=not offline)
     if as_json:
         from pyro.plan.model import render_json

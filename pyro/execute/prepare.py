@@ -30,6 +30,8 @@ class Prepared:
 
     loaded: LoadedSpec
     environments: dict[str, EnvironmentSpec] = field(default_factory=dict)
+    instance: str | None = None
+    """The matrix instance this is (its name names the plan); None: not an instance."""
 
     @property
     def run(self) -> RunSpec:
@@ -111,6 +113,13 @@ def make_plan(prepared: Prepared, *, resolve_remote: bool = True, root: Root | N
     from pyro.host.gather import gather_inventory
     from pyro.plan.planner import plan as plan_run
 
+    if prepared.loaded.instances:
+        raise UsageError(
+            f"{prepared.loaded.source_name} is a matrix of {len(prepared.loaded.instances)} "
+            "instances, not one run",
+            "apply it with 'pyro apply' or Pyro.apply_many(); plan it with 'pyro plan' or "
+            "Pyro.plan_many()",
+        )
     try:
         inventory = gather_inventory(
             refs=[prepared.run.spec.environment],
@@ -130,7 +139,9 @@ def make_plan(prepared: Prepared, *, resolve_remote: bool = True, root: Root | N
     sources = source_contents(prepared, root)
     if sources:
         inventory = inventory.model_copy(update={"sources": sources})
-    plan = plan_run(prepared.loaded, inventory, environments=prepared.environments)
+    plan = plan_run(
+        prepared.loaded, inventory, environments=prepared.environments, name=prepared.instance
+    )
     if root is not None:
         confine_plan(plan, root)
     return plan

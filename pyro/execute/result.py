@@ -31,6 +31,18 @@ class StepResult(BaseModel):
     message: str | None = None
 
 
+class InstanceInfo(BaseModel):
+    """How a dispatched run went (an instance of a matrix, or any run on a cluster)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: dict[str, str | int] = Field(
+        default={}, description="The instance's matrix values (empty: not a matrix)."
+    )
+    attempt: int = Field(default=1, description="Which try this result is (1: the first).")
+    node: str | None = Field(default=None, description="The cluster node it ran on.")
+
+
 class RunResult(BaseModel):
     """The outcome of a whole run. ``ok`` is false when a step failed or pyro hit an error."""
 
@@ -63,6 +75,9 @@ class RunResult(BaseModel):
     """The fresh host folder a confined run (MCP, ``Pyro(confine_to=)``) copied its artifacts
     into; None when it copied none, or for an unconfined run (artifacts are then relative
     to the spec's folder)."""
+    instance: InstanceInfo | None = None
+    """Set for a dispatched run (a matrix instance, a cluster run); ``name`` is then the
+    instance's name."""
 
     def exec_steps(self) -> list[StepResult]:
         return [step for step in self.steps if step.action == "exec"]

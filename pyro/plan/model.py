@@ -51,7 +51,9 @@ class PlanIssue(_Data):
 
 
 class PlanMetadata(_Data):
-    name: str = Field(description="metadata.name of the Run spec.")
+    name: str = Field(
+        description="metadata.name of the Run spec; a matrix instance's NAME[axis=value,…]."
+    )
 
 
 class InventorySummary(_Data):

@@ -74,10 +74,12 @@ def plan(
     inventory: Inventory,
     *,
     environments: Mapping[str, EnvironmentSpec] | None = None,
+    name: str | None = None,
 ) -> Plan:
     """Plan a Run spec against an inventory.
 
     ``environments`` are Environment documents usable by name (those from the same file).
+    ``name`` names the plan instead of ``metadata.name`` (a matrix instance's name).
     The plan records ``loaded.base_dir`` as its ``spec_dir`` (none for a bare spec object).
 
     Raises:
@@ -153,7 +155,7 @@ def plan(
     steps.append(CleanupStep(id="cleanup", policy=body.cleanup.value))
 
     return seal(
-        metadata={"name": run.metadata.name},
+        metadata={"name": name or run.metadata.name},
         spec_dir=spec_dir,
         applyable=not errors,
         errors=errors,

@@ -21,6 +21,7 @@ from pyro.execute.prepare import SpecSource, confine_plan, make_plan, prepare
 from pyro.host.confine import Root
 from pyro.lazy import lazy_attributes
 from pyro.sdk.env import EnvironmentMethods, PrunedEntry
+from pyro.sdk.many import ManyMethods
 from pyro.sdk.task import TaskMethods
 from pyro.sdk.task_state import TaskStateMethods
 from pyro.sdk.vm import VMMethods
@@ -92,7 +93,7 @@ _HOMES = {
 __getattr__ = lazy_attributes(__name__, _HOMES)
 
 
-class Pyro(VMMethods, TaskMethods, TaskStateMethods, EnvironmentMethods):
+class Pyro(VMMethods, TaskMethods, TaskStateMethods, EnvironmentMethods, ManyMethods):
     """pyro's Python API. Cheap to create; holds no VM itself — unless ``warm_pool`` is set.
 
     ``warm_pool=N`` (1 to 8) keeps up to N restored guests ready for the next ``run_in_vm`` /
@@ -109,6 +110,9 @@ class Pyro(VMMethods, TaskMethods, TaskStateMethods, EnvironmentMethods):
     read; relative paths start at its first folder; a run's artifacts go to a fresh folder
     ``.pyro-artifacts/<run>-<time>-<random>/`` there, named by ``RunResult.artifacts_dir``.
 
+    ``cluster="ray://HOST:PORT"`` runs :meth:`apply_many` on a Ray cluster's nodes
+    (``pip install 'pyro-vm[ray]'``; docs/scale-out.md); without it, instances run here.
+
     Raises (every method): :class:`pyro.errors.PyroError` subclasses only.
     """
 
@@ -118,6 +122,7 @@ class Pyro(VMMethods, TaskMethods, TaskStateMethods, EnvironmentMethods):
         state_dir: Path | None = None,
         warm_pool: int = 0,
         confine_to: Root | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        cluster: str | None = None,
     ) -> None:
         from pyro.execute.pool import MAX_POOL_SIZE
 
@@ -130,6 +135,11 @@ class Pyro(VMMethods, TaskMethods, TaskStateMethods, EnvironmentMethods):
         self._pool_size = warm_pool
         self._warm_pool: WarmPool | None = None
         self._root = None if confine_to is None else Root.of(confine_to)
+        self._cluster = None
+        if cluster is not None:
+            from pyro.cluster.address import parse_cluster
+
+            self._cluster = parse_cluster(cluster)
         self._owner = self  # the Pyro whose warm pool this one uses (see confined())
 
     def __enter__(self) -> Pyro:

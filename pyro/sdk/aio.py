@@ -19,7 +19,7 @@ import contextvars
 import functools
 import inspect
 import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -27,6 +27,8 @@ from pyro.sdk import Pyro
 from pyro.sdk.cancel import Cancellation
 
 if TYPE_CHECKING:
+    from pyro.execute.prepare import SpecSource
+    from pyro.execute.result import RunResult
     from pyro.host.confine import Root
 
 P = ParamSpec("P")
@@ -203,6 +205,25 @@ class AsyncPyro:
     plan = _Async(Pyro.plan)
     apply = _Async(Pyro.apply, undo="delete_vm", events=True)
     run_in_vm = _Async(Pyro.run_in_vm, undo="delete_vm", events=True)
+    plan_many = _Async(Pyro.plan_many)
+
+    async def apply_many(
+        self,
+        spec_or_path: SpecSource,
+        *,
+        vars: Mapping[str, object] | None = None,
+        run_name: str | None = None,
+    ) -> AsyncIterator[RunResult]:
+        results = await asyncio.to_thread(
+            self._sync.apply_many, spec_or_path, vars=vars, run_name=run_name
+        )
+        try:
+            while (result := await asyncio.to_thread(next, results, None)) is not None:
+                yield result
+        finally:  # also when the caller stops early or is cancelled: what runs is cancelled
+            await asyncio.shield(asyncio.to_thread(results.close))
+
+    apply_many.__doc__ = Pyro.apply_many.__doc__
 
     # -- VMs ---------------------------------------------------------------------------------
     create_vm = _Async(Pyro.create_vm, undo="delete_vm", owned=True)

@@ -14,3 +14,9 @@ MEMORY_MIB = (128, 65536)
 TIMEOUT_SECONDS = (1, 86400)
 #: ``backend``: the VMM backends, and ``auto`` (the best usable one).
 BACKENDS = ("auto", "firecracker", "qemu-kvm", "qemu-tcg")
+#: ``matrix``: the most instances one Run spec may expand into (a hostile spec cannot
+#: make more), and the most axes.
+MATRIX_INSTANCES = 256
+MATRIX_AXES = 8
+#: ``retries``: least and most.
+RETRIES = (0, 5)

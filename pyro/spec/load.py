@@ -18,13 +18,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from pyro.errors import SpecError, SpecIssue
 from pyro.spec.documents import YamlDocument, YamlProblem, escape_pointer
 from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
+
+if TYPE_CHECKING:
+    from pyro.spec.matrix import Instance, MatrixValues
 from pyro.spec.template import has_template, render_budget, render_template, template_line_map
 from pyro.spec.undefined import Rendered, render_collecting, undefined_error
 
@@ -56,6 +59,9 @@ class LoadedSpec:
     """Document index within the file (0-based)."""
     source_name: str
     """What error messages call it: the path as given, or "<spec>"."""
+    instances: tuple[Instance, ...] = ()
+    """A Run document with a ``matrix``: its instances, each rendered with its own values
+    (``spec`` is then the first instance's rendering, matrix included); else empty."""
 
 
 def load_spec_documents(
@@ -99,7 +105,8 @@ def load_spec_data(
 ) -> LoadedSpec:
     """Validate one spec given as data (the YAML document as JSON-like Python values).
 
-    String values are rendered as templates only when ``vars`` is given.
+    String values are rendered as templates only when ``vars`` is given, and always for
+    a Run with a ``matrix`` (its axes are variables).
 
     Raises:
         SpecError: the data is not a mapping, a template fails, or the spec is invalid.
@@ -108,6 +115,20 @@ def load_spec_data(
         found = type(data).__name__
         issue = SpecIssue("a spec must be a mapping", file=name, expected="a mapping", found=found)
         raise SpecError([issue])
+    from pyro.spec.matrix import raw_matrix
+
+    if raw_matrix(data) is not None:
+        return _load_matrix_data(data, name=name, base_dir=base_dir, vars=vars)
+    return _load_plain_data(data, name=name, base_dir=base_dir, vars=vars)
+
+
+def _load_plain_data(
+    data: Mapping[str, object],
+    *,
+    name: str,
+    base_dir: Path | None,
+    vars: Mapping[str, object] | None,
+) -> LoadedSpec:
     undefined: list[SpecIssue] = []
     if vars is not None:
         with render_budget():  # one budget for all strings of the spec, not one per string
@@ -142,7 +163,12 @@ def load_spec(
         SpecError: the spec cannot be read or is invalid, or the file holds several documents.
     """
     if isinstance(source, RunSpec | EnvironmentSpec):
-        return LoadedSpec(source, None, base_dir or Path.cwd(), 0, DEFAULT_NAME)
+        instances: tuple[Instance, ...] = ()
+        if isinstance(source, RunSpec) and source.spec.matrix is not None:
+            from pyro.spec.matrix import model_instances
+
+            instances = model_instances(source)
+        return LoadedSpec(source, None, base_dir or Path.cwd(), 0, DEFAULT_NAME, instances)
     if isinstance(source, Mapping):
         return load_spec_data(source, vars=vars, base_dir=base_dir)
     if not isinstance(source, str | os.PathLike):
@@ -234,6 +260,127 @@ def _file_error(name: str, problem: str, hint: str) -> SpecError:
 
 
 def _load_text(
+    text: str,
+    *,
+    name: str,
+    base_dir: Path,
+    path: Path | None,
+    vars: Mapping[str, object] | None,
+) -> list[LoadedSpec]:
+    if "matrix" in text:  # cheap: only a text that says so can hold one
+        expanded = _load_matrix_text(text, name=name, base_dir=base_dir, path=path, vars=vars)
+        if expanded is not None:
+            return expanded
+    return _load_plain_text(text, name=name, base_dir=base_dir, path=path, vars=vars)
+
+
+def _load_matrix_text(
+    text: str,
+    *,
+    name: str,
+    base_dir: Path,
+    path: Path | None,
+    vars: Mapping[str, object] | None,
+) -> list[LoadedSpec] | None:
+    """The documents of a text whose Run document has a matrix, that document with its
+    instances (each the whole text rendered again with its values); None when no
+    document has one (or the text cannot even be read that far: the plain load says why).
+
+    Raises:
+        SpecError: the matrix is invalid, too large, clashes with ``vars``, or an
+            instance is invalid (its name is in the hint).
+    """
+    from pyro.spec.matrix import check_expansion, combinations, instance, raw_matrix
+    from pyro.spec.yaml import parse_documents
+
+    try:
+        first = render_collecting(text, vars, name)
+        documents = parse_documents(first.text, name)
+    except (SpecError, YamlProblem):
+        return None
+    found = [document for document in documents if raw_matrix(document.data) is not None]
+    if not found:
+        return None
+    if len(found) > 1:
+        line, column = found[1].locate("/spec/matrix")
+        issue = SpecIssue(
+            "only one Run document of a file may have a matrix",
+            pointer="/spec/matrix",
+            file=name,
+            line=line,
+            column=column,
+        )
+        raise SpecError([issue], "put each matrix Run in a file of its own")
+    document = found[0]
+    combos = combinations(document.data, name, document.locate)
+    check_expansion(combos, vars, len(text), name, document.locate)
+    loaded: list[LoadedSpec] = []
+    instances = []
+    for values in combos:
+        try:
+            rendered = _load_plain_text(
+                text, name=name, base_dir=base_dir, path=path, vars={**(vars or {}), **values}
+            )
+        except SpecError as error:
+            raise _in_instance(error, document.data, values) from None
+        spec = next(doc.spec for doc in rendered if doc.index == document.index)
+        assert isinstance(spec, RunSpec)
+        instances.append(instance(spec, values))
+        loaded = loaded or rendered
+    return [
+        replace(doc, instances=tuple(instances)) if doc.index == document.index else doc
+        for doc in loaded
+    ]
+
+
+def _in_instance(error: SpecError, data: Any, values: MatrixValues) -> SpecError:
+    """``error`` of one instance, its hint naming the instance."""
+    from pyro.spec.matrix import instance_name
+
+    metadata = data.get("metadata") if isinstance(data, Mapping) else None
+    run = metadata.get("name") if isinstance(metadata, Mapping) else None
+    where = f"in matrix instance {instance_name(str(run or 'run'), values)}"
+    return SpecError(error.issues, f"{where}; {error.hint}" if error.hint else where)
+
+
+def _load_matrix_data(
+    data: Mapping[str, object],
+    *,
+    name: str,
+    base_dir: Path | None,
+    vars: Mapping[str, object] | None,
+) -> LoadedSpec:
+    """:func:`load_spec_data` of a Run with a matrix: each instance rendered with its
+    values (a matrix always renders, ``vars`` or not).
+
+    Raises:
+        SpecError: as :func:`_load_matrix_text`.
+    """
+    from pyro.spec.matrix import check_expansion, combinations, instance
+
+    def nowhere(pointer: str) -> tuple[int, int] | None:
+        return None
+
+    combos = combinations(data, name, nowhere)
+    check_expansion(combos, vars, len(repr(data)), name, nowhere)
+    first: LoadedSpec | None = None
+    instances = []
+    for values in combos:
+        try:
+            loaded = _load_plain_data(
+                data, name=name, base_dir=base_dir, vars={**(vars or {}), **values}
+            )
+        except SpecError as error:
+            raise _in_instance(error, data, values) from None
+        spec = loaded.spec
+        assert isinstance(spec, RunSpec)
+        instances.append(instance(spec, values))
+        first = first or loaded
+    assert first is not None
+    return replace(first, instances=tuple(instances))
+
+
+def _load_plain_text(
     text: str,
     *,
     name: str,

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -303,6 +304,60 @@ class Step(Model):
         return ["/bin/sh", "-c", self.run] if self.run is not None else list(self.argv or [])
 
 
+MATRIX_AXIS_PATTERN = r"^[a-z_][a-z0-9_]{0,31}$"
+MATRIX_VALUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$"
+MatrixValue = (
+    Annotated[str, Field(pattern=MATRIX_VALUE_PATTERN)]
+    | Annotated[int, Field(strict=True, ge=-(10**9), le=10**9)]
+)
+
+
+class MatrixRange(Model):
+    range: int = Field(
+        strict=True,
+        ge=1,
+        le=limits.MATRIX_INSTANCES,
+        description="The values 0, 1, … N-1.",
+        examples=[4],
+    )
+
+
+MatrixAxis = (
+    Annotated[list[MatrixValue], Field(min_length=1, max_length=limits.MATRIX_INSTANCES)]
+    | MatrixRange
+)
+
+
+def axis_values(axis: list[str | int] | MatrixRange) -> list[str | int]:
+    """The values one matrix axis takes, in order."""
+    return list(range(axis.range)) if isinstance(axis, MatrixRange) else list(axis)
+
+
+def check_matrix(
+    matrix: dict[str, list[str | int] | MatrixRange],
+) -> dict[str, list[str | int] | MatrixRange]:
+    """Each axis lists a value once; the product is at most the instance cap."""
+    count = 1
+    for name, axis in matrix.items():
+        values = axis_values(axis)
+        if len({str(value) for value in values}) != len(values):
+            raise ValueError(f"matrix axis {name!r} lists a value twice")
+        count *= len(values)
+    if count > limits.MATRIX_INSTANCES:
+        raise ValueError(
+            f"expands to {count} instances; at most {limits.MATRIX_INSTANCES} are allowed "
+            "(split the matrix over several specs, or use fewer values)"
+        )
+    return matrix
+
+
+Matrix = Annotated[
+    dict[Annotated[str, Field(pattern=MATRIX_AXIS_PATTERN)], MatrixAxis],
+    Field(min_length=1, max_length=limits.MATRIX_AXES),
+    AfterValidator(check_matrix),
+]
+
+
 class RunSpecBody(Model):
     environment: str = Field(
         min_length=1,
@@ -333,6 +388,22 @@ class RunSpecBody(Model):
     cleanup: Cleanup = Field(
         default=Cleanup.ALWAYS,
         description="always: delete the VM; on-success: keep it if a step fails; never: keep it.",
+    )
+    matrix: Matrix | None = Field(
+        default=None,
+        description="Run one instance per combination of these values, each named "
+        "NAME[axis=value,…]; every axis is a template variable of the spec. A list of "
+        "values, or {range: N} for 0…N-1.",
+        examples=[{"python": ["3.11", "3.12"], "shard": {"range": 4}}],
+    )
+    retries: int = Field(
+        default=1,
+        strict=True,
+        ge=limits.RETRIES[0],
+        le=limits.RETRIES[1],
+        description="How many more times a dispatched instance (a matrix's, or any on a "
+        "cluster) is tried when its guest did not start, or its node was lost with network "
+        "off; a failing step is a result and is never retried.",
     )
 
     @field_validator("environment")

@@ -52,6 +52,7 @@ FORBIDDEN_MODULES = [
     # Lazy on purpose: only templates need jinja2. jsonschema is a test tool (dev extra).
     "jinja2",
     "jsonschema",
+    "ray",
 ]
 
 # Imports pyro.spec/pyro.plan source may not write at all.
@@ -168,6 +169,8 @@ NOT_BEFORE_SPAWN = [
     "pyro.mcp",
     "httpx",
     "oras",
+    "ray",  # the cluster extra: only `--on ray://…` imports it
+    "pyro.cluster",
 ]
 
 
@@ -201,6 +204,51 @@ def test_a_run_loads_only_what_it_needs_before_the_vmm_starts(
     modules = set(json.loads(lines[-1]))
     assert "pydantic" in modules and "pyro.plan.planner" in modules  # it did plan
     assert _among(modules, NOT_BEFORE_SPAWN) == []
+
+
+MATRIX = """\
+apiVersion: pyro/v1
+kind: Run
+metadata: {name: m}
+spec:
+  environment: debian:12
+  backend: qemu-tcg
+  matrix: {n: {range: 2}}
+  steps: [{name: t, run: "echo {{ vars.n }}"}]
+"""
+
+
+def test_a_local_matrix_apply_never_imports_ray(
+    guest_install: object, pyro_state: Path, tmp_path: Path
+) -> None:
+    # Ray is installed here (the cluster tests use it), so only pyro's own imports keep
+    # it out. Each instance is stopped at its VMM spawn; the modules are listed at exit.
+    (tmp_path / "m.yaml").write_text(MATRIX)
+    code = (
+        "import sys, json, atexit\n"
+        "atexit.register(lambda: print(json.dumps(sorted(sys.modules))))\n"
+        "class Stop(Exception): pass\n"
+        "def stop(*a, **k):\n"
+        "    raise Stop\n"
+        "import pyro.vmm.qemu as q\n"
+        "q.QemuBackend.spawn = stop\n"
+        "q.QemuBackend.restore = stop\n"
+        f"sys.argv = ['pyro', 'apply', {str(tmp_path / 'm.yaml')!r}]\n"
+        "from pyro.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "from pyro.machines.registry import VMRegistry\n"
+        "for record in VMRegistry().list():\n"
+        "    VMRegistry().delete(record.id)\n"
+    )
+    result = _python(code)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert lines, f"the apply never finished:\n{result.stderr[-2000:]}"
+    modules = set(json.loads(lines[-1]))
+    assert "pyro.cluster.local" in modules  # it did dispatch the instances here
+    assert _among(modules, ["ray", "pyro.cluster.ray_exec", "pyro.cluster.worker"]) == []
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -274,10 +322,18 @@ GROUPS: dict[str, frozenset[str]] = {
     "core": frozenset({"pyro.spec", "pyro.plan"}),
     "adapters": frozenset({"pyro.oci", "pyro.vmm", "pyro.guest", "pyro.net"}),
     "domain": frozenset(
-        {"pyro.tasks", "pyro.execute", "pyro.machines", "pyro.host", "pyro.environments"}
+        {
+            "pyro.cluster",
+            "pyro.tasks",
+            "pyro.execute",
+            "pyro.machines",
+            "pyro.host",
+            "pyro.environments",
+        }
     ),
 }
 _DOMAIN_BELOW = {
+    "pyro.cluster": "execute, machines, host, environments",
     "pyro.tasks": "execute, machines, host, environments",
     "pyro.execute": "machines, host, environments",
     "pyro.machines": "host, environments",

@@ -30,10 +30,11 @@ def rendered(text: str) -> list[str]:
 
 def test_unknown_keys_and_values_name_the_closest_known_one() -> None:
     run_keys = "environment, backend, resources, timeoutSeconds, network, env, files, steps, "
+    more = "artifacts, cleanup, matrix, retries"
     step_keys = "name, run, argv, cwd, env, timeoutSeconds, continueOnError"
     assert rendered(SPEC) == [
         "t.yaml:6:3: /spec/timeoutSecs: unknown key 'timeoutSecs'; did you mean "
-        f"'timeoutSeconds'? (expected one of the keys {run_keys}artifacts, cleanup)",
+        f"'timeoutSeconds'? (expected one of the keys {run_keys}{more})",
         "t.yaml:7:3: /spec/backend: value not allowed; did you mean 'qemu-tcg'? "
         "(expected one of auto, firecracker, qemu-kvm, qemu-tcg; found 'qemu_tcg')",
         "t.yaml:8:15: /spec/resources/memorymib: unknown key 'memorymib'; did you mean "

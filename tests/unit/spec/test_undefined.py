@@ -40,7 +40,7 @@ def test_undefined_variables_come_with_every_other_problem() -> None:
         f"t.yaml:3: /: {UNDEFINED} 'name' (found 'metadata: {{name: \"{{{{ vars.name }}}}\"}}')",
         "t.yaml:6:3: /spec/timeoutSecs: unknown key 'timeoutSecs'; did you mean "
         "'timeoutSeconds'? (expected one of the keys environment, backend, resources, "
-        "timeoutSeconds, network, env, files, steps, artifacts, cleanup)",
+        "timeoutSeconds, network, env, files, steps, artifacts, cleanup, matrix, retries)",
         f"t.yaml:7: /: {UNDEFINED} 'cpus' (found 'resources: {{vcpus: {{{{ vars.cpus }}}}}}')",
         f"t.yaml:9: /: {UNDEFINED} 'targets' (found '{{% for t in vars.targets %}}')",
         "t.yaml:13:30: /spec/steps/1/cwd: cwd must be an absolute guest path (start with '/') "
