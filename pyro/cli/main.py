@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "task": ("pyro.cli.task_cmd:task", "Persistent task workspaces for repeated commands."),
     "mcp": ("pyro.cli.mcp_cmd:mcp", "Serve pyro's tools over MCP (stdio)."),
     "doctor": ("pyro.cli.doctor_cmd:doctor", "Check what this host can run."),
+    "cluster": ("pyro.cli.cluster_cmd:cluster", "Join Ray clusters that apply --on runs on."),
     "schema": ("pyro.cli.schema_cmd:schema", "Print a spec kind's JSON Schema, for editors."),
     "demo": ("pyro.cli.run_cmd:demo", "Run the hello example on a real guest."),
     "completion": (

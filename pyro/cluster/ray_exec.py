@@ -1,0 +1,280 @@
+"""Running jobs on a Ray cluster: the only module that imports ``ray`` (on first use).
+
+The controller pins each job's environment to a manifest digest (``oci://…@sha256:``),
+ships the copy-in files once through the object store, checks that some node can place
+every job (Ray itself would leave it pending forever), and submits one Ray task per
+attempt asking for one unit of ``pyro-kvm`` or ``pyro-tcg`` (:mod:`pyro.cluster.nodes`).
+The node re-plans and applies (:mod:`pyro.cluster.worker`). Ray never retries a task
+itself: the dispatcher decides, and a retry is steered away from the nodes tried before.
+Cancelling asks every running task to stop (a KeyboardInterrupt in the worker, which
+deletes its VM), then kills what has not stopped.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyro.cluster.dispatch import NODE_LOST
+from pyro.cluster.instances import Job
+from pyro.cluster.nodes import needed_resource, placement_problems
+from pyro.errors import PlanError, PyroError, RegistryError, UsageError
+from pyro.execute.result import InstanceInfo, RunResult
+from pyro.plan.model import CopyInStep
+
+if TYPE_CHECKING:
+    from pyro.spec.model import RunSpec
+
+#: How long a cancelled task has to clean up before it is killed.
+CANCEL_GRACE_S = 20.0
+_INSTALL_HINT = "install the cluster extra: pip install 'pyro-vm[ray]'"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as error:
+        raise UsageError(
+            "running on a cluster needs Ray, which is not installed", _INSTALL_HINT
+        ) from error
+    return ray
+
+
+def pin_environment(spec: RunSpec) -> str:
+    """The spec's environment as ``oci://REGISTRY/REPOSITORY@sha256:…``, asked of its
+    registry now, so every node runs the same bytes.
+
+    Raises:
+        PlanError: the environment has no registry (only built or installed here), or
+            its registry did not answer.
+    """
+    from pyro.oci.reference import parse_oci_ref, resolve
+    from pyro.spec.ref import OciRef
+
+    written = spec.spec.environment
+    parsed = spec.spec.environment_ref
+    source = written if isinstance(parsed, OciRef) else _catalog_source(written)
+    if source is None:
+        raise PlanError(
+            f"environment {written} is only on this host: cluster nodes pull environments "
+            "from a registry",
+            f"push it: pyro env push {written} oci://REGISTRY/REPOSITORY:TAG, and name that "
+            "reference in the spec",
+        )
+    try:
+        digest = resolve(source)
+    except RegistryError as error:
+        raise PlanError(
+            f"cannot pin environment {written} for the cluster: {error.summary}",
+            error.hint or "check that its registry answers from here and from every node",
+        ) from error
+    ref = parse_oci_ref(source)
+    return f"oci://{ref.registry}/{ref.repository}@{digest}"
+
+
+def _catalog_source(name: str) -> str | None:
+    from pyro.host.gather import gather_inventory
+
+    inventory = gather_inventory(refs=[name], resolve_remote=False)
+    for entry in inventory.catalog:
+        if entry.ref == name and entry.source:
+            return entry.source
+    for installed in inventory.installed:
+        if installed.name == name and installed.source:
+            return installed.source
+    return None
+
+
+class RayExecutor:
+    """Attempts as Ray tasks on the cluster's nodes."""
+
+    def __init__(self, ray: Any, jobs: list[Job], pins: dict[str, str], files: Any) -> None:
+        self._ray = ray
+        self._pins = pins
+        self._files = files
+        self._refs: dict[Any, Job] = {}
+        self._task = ray.remote(max_retries=0, num_cpus=0)(_run_on_node)
+
+    @classmethod
+    def connect(cls, address: str, jobs: list[Job]) -> RayExecutor:
+        """Pin the environments, connect, check placement, ship the copy-in files.
+
+        Raises:
+            UsageError: Ray is not installed, or the cluster does not answer.
+            PlanError: an environment cannot be pinned, or no node can place a job
+                (each node's reason is given).
+        """
+        ray = _ray()
+        pins = {}
+        for job in jobs:
+            spec = job.prepared.run
+            if spec.spec.environment not in pins:
+                pins[spec.spec.environment] = pin_environment(spec)
+        _init(ray, address)
+        needed = [needed_resource(job.prepared.run.spec.backend.value) for job in jobs]
+        problems = placement_problems(needed, ray.nodes())
+        if problems:
+            raise PlanError(
+                "no cluster node can run this: " + "; ".join(problems),
+                "join nodes with the resources 'pyro cluster resources' prints on each, "
+                "or name a backend the nodes offer",
+            )
+        from pyro.cluster.worker import pack
+
+        base = jobs[0].prepared.loaded.base_dir if jobs else Path.cwd()
+        sources = sorted({f.source.rstrip("/") for j in jobs for f in j.prepared.run.spec.files})
+        files = ray.put(pack(base, sources))  # once, for every instance
+        return cls(ray, jobs, pins, files)
+
+    def submit(
+        self, job: Job, attempt: int, avoid: frozenset[str]
+    ) -> concurrent.futures.Future[RunResult]:
+        spec = job.prepared.run
+        pinned = self._pins[spec.spec.environment]
+        body = spec.spec.model_copy(update={"environment": pinned})
+        payload = {
+            "spec": spec.model_copy(update={"spec": body}).model_dump(mode="json", by_alias=True),
+            "name": job.name,
+            "environment": pinned,
+            "sources": {
+                step.source: step.digest for step in job.plan.steps if isinstance(step, CopyInStep)
+            },
+        }
+        options: dict[str, Any] = {"resources": {needed_resource(spec.spec.backend.value): 1}}
+        node = self._elsewhere(options["resources"], avoid)
+        if node is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        ref = self._task.options(**options).remote(payload, self._files)
+        self._refs[ref] = job
+        outer: concurrent.futures.Future[RunResult] = concurrent.futures.Future()
+        ref.future().add_done_callback(lambda inner: self._finish(job, ref, inner, outer))
+        return outer
+
+    def _elsewhere(self, resources: dict[str, int], avoid: frozenset[str]) -> str | None:
+        """An alive node with the resource that no earlier attempt ran on (None: any)."""
+        if not avoid:
+            return None
+        (resource,) = resources
+        for node in self._ray.nodes():
+            offers = node.get("Resources", {}).get(resource, 0) >= 1
+            if node.get("Alive") and offers and node["NodeID"][:12] not in avoid:
+                return str(node["NodeID"])
+        return None
+
+    def _finish(
+        self,
+        job: Job,
+        ref: Any,
+        inner: concurrent.futures.Future[Any],
+        outer: concurrent.futures.Future[RunResult],
+    ) -> None:
+        self._refs.pop(ref, None)
+        try:
+            reply = inner.result()
+        except self._ray.exceptions.RayTaskError as error:  # pyro failed on the node: a bug
+            cause = error.cause if error.cause is not None else error
+            outer.set_result(_failed_on_node(job, cause))
+            return
+        except BaseException as error:  # Ray's errors: the worker or its node died
+            outer.set_result(_lost(job, error))
+            return
+        try:
+            result = RunResult.model_validate(reply["result"])
+            result.instance = InstanceInfo(node=str(reply["node"])[:12])
+            if reply["artifacts"]:
+                from pyro.cluster.worker import unpack
+
+                unpack(reply["artifacts"], Path(job.plan.spec_dir or Path.cwd()))
+            outer.set_result(result)
+        except (PyroError, OSError, ValueError) as error:
+            outer.set_exception(
+                PyroError(f"the result of {job.name} could not be taken in: {error}")
+            )
+
+    def cancel(self) -> None:
+        refs = list(self._refs)
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=False)
+        if refs:
+            _, stuck = self._ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+            for ref in stuck:
+                with contextlib.suppress(Exception):
+                    self._ray.cancel(ref, force=True)
+            self._reap_everywhere()
+
+    def _reap_everywhere(self) -> None:
+        """Have every pyro node reap what a killed worker left (its VMM died with it)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        reap = self._ray.remote(max_retries=0, num_cpus=0)(_reap_on_node)
+        refs = [
+            reap.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote()
+            for node in self._ray.nodes()
+            if node.get("Alive") and any(k.startswith("pyro-") for k in node.get("Resources", {}))
+        ]
+        with contextlib.suppress(Exception):
+            self._ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ray.shutdown()
+
+
+def _init(ray: Any, address: str) -> None:
+    """Join the cluster as a driver (``ray://HOST:PORT`` names its GCS address)."""
+    target = address.removeprefix("ray://")
+    try:
+        ray.init(address=target, logging_level="ERROR", log_to_driver=False)
+    except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError
+        raise UsageError(
+            f"cannot join the Ray cluster at {address}: {error}",
+            "start it with 'ray start --head --port PORT' and give --on ray://HEAD:PORT",
+        ) from error
+
+
+def _lost(job: Job, error: BaseException) -> RunResult:
+    from pyro.cluster.dispatch import error_result
+
+    lost = PyroError(
+        f"instance {job.name} was lost with its node or worker: {type(error).__name__}",
+        "the cluster retries it when it ran without network (spec.retries)",
+    )
+    result = error_result(job, lost)
+    assert result.error is not None
+    result.error["type"] = NODE_LOST
+    return result
+
+
+def _failed_on_node(job: Job, cause: BaseException) -> RunResult:
+    from pyro.cluster.dispatch import error_result
+
+    return error_result(
+        job,
+        PyroError(
+            f"instance {job.name} failed on its node: {type(cause).__name__}: {cause}",
+            "this is a bug in pyro on the node; its Ray worker log has the traceback",
+        ),
+    )
+
+
+def _reap_on_node() -> int:
+    from pyro.cluster.worker import reap
+
+    return reap()
+
+
+def _run_on_node(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
+    import ray
+
+    from pyro.cluster.worker import run_instance
+
+    reply = run_instance(payload, files)
+    reply["node"] = ray.get_runtime_context().get_node_id()
+    return reply

@@ -1,0 +1,160 @@
+"""What a cluster node does with one instance: re-plan it here, check the pins, apply it.
+
+A plan depends on its host (KVM, backends, warm snapshots, cache), so the node plans the
+Run spec it was sent for itself, in a fresh folder holding the copy-in files the
+controller shipped. It refuses (:class:`~pyro.errors.StalePlanError`, nothing boots) when
+its plan resolves the environment to anything but the digest the controller pinned, or a
+copy-in source to other content. The environment reaches the node by OCI pull into its
+own cache. Artifacts are copied into that folder and sent back as one tar. This module
+imports no Ray: the executor hands it its arguments and takes its return value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pyro.errors import PyroError, StalePlanError
+
+#: The most bytes of artifacts one instance sends back (the controller's copy-out cap).
+MAX_ARTIFACT_BYTES = 4 << 30
+
+
+def pack(folder: Path, names: list[str] | None = None) -> bytes:
+    """``folder`` (or only ``names`` in it) as an uncompressed tar, paths relative to it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in sorted(names if names is not None else [p.name for p in folder.iterdir()]):
+            tar.add(folder / name, arcname=name)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, folder: Path) -> None:
+    """Extract a tar made by :func:`pack` into ``folder``: regular files and folders only,
+    each inside ``folder`` (no absolute path, no ``..``, no link, no device), modes kept
+    to their permission bits.
+
+    Raises:
+        PyroError: the tar holds anything else (nothing is written past that entry).
+    """
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if (
+                member.name.startswith("/")
+                or ".." in parts
+                or not (member.isfile() or member.isdir())
+            ):
+                raise PyroError(
+                    f"refused entry {member.name!r} of a transferred tar",
+                    "only files and folders inside the run's folder travel between nodes",
+                )
+            target = folder.joinpath(*parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True, mode=0o755)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None
+            with source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+            target.chmod(member.mode & 0o777)
+
+
+def run_instance(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
+    """Plan and apply one instance on this node; never raises for a pyro failure (the
+    result says it).
+
+    ``payload``: ``spec`` (the instance's Run spec, pinned environment), ``name``,
+    ``environment`` (the pinned ``oci://…@sha256:`` reference), ``sources``
+    (copy-in source → content digest, as the controller planned them).
+    Returns ``result`` (a RunResult's JSON), ``artifacts`` (a tar) and ``node``.
+    """
+    from pyro.execute.result import RunResult
+
+    with tempfile.TemporaryDirectory(prefix="pyro-instance-") as scratch:
+        base = Path(scratch) / "spec"
+        out = Path(scratch) / "out"
+        base.mkdir()
+        out.mkdir()
+        unpack(files, base)
+        try:
+            result = _apply(payload, base, out)
+        except PyroError as error:
+            result = RunResult(
+                ok=False,
+                name=str(payload["name"]),
+                plan_digest="",
+                environment=str(payload["environment"]),
+                environment_digest=None,
+                backend=None,
+                vm_id=None,
+                exit_code=None,
+                error=error.to_dict(),
+                duration_ms=0,
+                steps=[],
+            )
+        artifacts = pack(out) if any(out.iterdir()) else b""
+    return {"result": result.model_dump(mode="json"), "artifacts": artifacts}
+
+
+def _apply(payload: dict[str, Any], base: Path, out: Path) -> Any:
+    from pyro.execute.apply import ApplyOptions, apply
+    from pyro.execute.prepare import Prepared, make_plan
+    from pyro.plan.model import CopyInStep
+    from pyro.spec.load import LoadedSpec
+    from pyro.spec.model import RunSpec
+
+    spec = RunSpec.model_validate(payload["spec"])
+    loaded = LoadedSpec(spec, None, base, 0, str(payload["name"]))
+    plan = make_plan(Prepared(loaded, instance=str(payload["name"])))
+    pinned = str(payload["environment"])
+    environment = plan.environment
+    if environment is None or environment.ref != pinned or environment.origin == "build":
+        found = "nothing" if environment is None else f"{environment.ref} ({environment.origin})"
+        raise StalePlanError(
+            f"this node resolves the environment to {found}, not {pinned}",
+            "push the environment to a registry every node reaches ('pyro env push') and "
+            "apply again",
+        )
+    sources: dict[str, str | None] = payload.get("sources", {})
+    for step in plan.steps:
+        if isinstance(step, CopyInStep) and step.digest != sources.get(step.source):
+            raise StalePlanError(
+                f"copy-in source {step.source!r} arrived with other content than was planned",
+                "apply again; do not change the sources while an apply runs",
+            )
+    made: list[str] = []
+
+    def on_event(group: str, phase: str, fields: Mapping[str, str]) -> None:
+        vm_id = fields.get("vm_id")
+        if vm_id and vm_id not in made:
+            made.append(vm_id)
+
+    try:
+        return apply(plan, ApplyOptions(artifacts_dir=out, on_event=on_event))
+    except BaseException:  # cancelled (Ray raises KeyboardInterrupt here): leave no VM
+        _delete(made)
+        raise
+
+
+def _delete(vm_ids: list[str]) -> None:
+    from pyro.machines.registry import VMRegistry
+
+    registry = VMRegistry()
+    for vm_id in vm_ids:
+        with contextlib.suppress(PyroError):
+            registry.delete(vm_id)
+
+
+def reap() -> int:
+    """Delete what dead runs left on this node (the next pyro command would too)."""
+    from pyro.machines.registry import VMRegistry
+
+    return len(VMRegistry().reap())

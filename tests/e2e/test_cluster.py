@@ -1,0 +1,298 @@
+"""``pyro apply --on ray://…`` on a real two-node Ray cluster, real TCG guests.
+
+Ray replaces 127.0.0.1 with the machine's routable address, so every test here runs in
+a network namespace of its own: the one test collected outside re-runs this module
+under ``unshare -n`` (with ``lo`` up), where the registry, both Ray nodes and every guest
+live and from where no packet leaves. HOME, Ray's temp folder and each node's
+PYRO_CACHE_DIR/PYRO_STATE_DIR are the test's own temp folders; the cluster the session
+fixture starts is the only one shut down (never ``ray stop``). One node pretends to have
+KVM (``pyro-kvm`` and ``pyro-tcg``), the other offers ``pyro-tcg``; both pull the
+environment from the registry into their own caches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.guest import vmm_processes
+from tests.helpers.registry import running_registry
+
+pytestmark = pytest.mark.guest
+
+INSIDE = os.environ.get("PYRO_TEST_NETNS") == "1"
+PYRO = [sys.executable, "-m", "pyro.cli"]
+
+
+def test_the_cluster_tests_run_in_a_network_namespace_of_their_own(
+    guest_install: object, tmp_path: Path
+) -> None:
+    if INSIDE:
+        pytest.skip("already inside the namespace")
+    pytest.importorskip("ray")
+    from pyro.paths import cache_dir
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("unshare and ip (util-linux, iproute2) are needed for a network namespace")
+    home = tmp_path / "home"
+    home.mkdir()
+    # Ray's socket paths must stay under 108 bytes: its temp folder is a short one of ours.
+    ray_tmp = tempfile.mkdtemp(prefix="pyro-ray-", dir="/tmp")
+    env = {
+        **os.environ,
+        "PYRO_TEST_NETNS": "1",
+        "PYRO_CACHE_DIR": str(cache_dir()),  # the shared cache, found before HOME moves
+        "HOME": str(home),
+        "RAY_TMPDIR": ray_tmp,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_BACKEND_LOG_LEVEL": "error",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    inner = [sys.executable, "-m", "pytest", __file__, "-q", "-s", "-p", "no:cacheprovider", "-x"]
+    inner += ["--basetemp", str(tmp_path / "inner"), "-k", "inside"]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *inner],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1500,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    assert " passed" in output and "skipped" not in output, output[-3000:]
+    for line in output.splitlines():
+        if " took " in line:
+            print(line)
+    print(f"cluster tests took {time.monotonic() - started:.0f} s")
+
+
+@dataclass
+class Node:
+    cache: Path
+    state: Path
+
+
+@dataclass
+class RayTestCluster:
+    address: str
+    registry: str
+    nodes: list[Node]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayTestCluster]:
+    if not INSIDE:
+        pytest.skip("runs only inside the test's network namespace")
+    from ray.cluster_utils import Cluster
+
+    from pyro.sdk import Pyro
+
+    root = tmp_path_factory.mktemp("cluster")
+    with running_registry(root / "registry") as registry:
+        ref = f"oci://{registry.address}/pyro/debian:12"
+        Pyro().push_environment("debian:12", ref)  # from the shared cache, read only
+        nodes = [Node(root / f"{n}/cache", root / f"{n}/state") for n in ("a", "b")]
+        resources = [{"pyro-kvm": 1, "pyro-tcg": 1}, {"pyro-tcg": 1}]
+        args = [
+            {
+                "num_cpus": 1,
+                "resources": extra,
+                "include_dashboard": False,
+                "env_vars": {
+                    "PYRO_CACHE_DIR": str(node.cache),
+                    "PYRO_STATE_DIR": str(node.state),
+                    "PYRO_START_SLOTS": "1",
+                },
+            }
+            for node, extra in zip(nodes, resources, strict=True)
+        ]
+        temp = Path(os.environ["RAY_TMPDIR"]) / "ray"
+        ray_cluster = Cluster(
+            initialize_head=True, head_node_args={**args[0], "temp_dir": str(temp)}
+        )
+        try:
+            ray_cluster.add_node(**args[1])
+            ray_cluster.wait_for_nodes()
+            yield RayTestCluster(f"ray://{ray_cluster.address}", ref, nodes)
+        finally:
+            ray_cluster.shutdown()
+
+
+SPEC = """\
+apiVersion: pyro/v1
+kind: Run
+metadata: {name: ci}
+spec:
+  environment: "%(ref)s"
+  backend: qemu-tcg
+  timeoutSeconds: 300
+  matrix:
+    word: [alpha, beta]
+    shard: {range: 2}
+  files: [{source: in.txt, target: /work/in.txt}]
+  steps:
+    - name: test
+      run: >-
+        mkdir -p /work/out &&
+        echo "{{ vars.word }}-{{ vars.shard }} $(cat /work/in.txt)" > /work/out/r.txt &&
+        test "{{ vars.word }}{{ vars.shard }}" != beta1 || exit 3
+  artifacts: [{source: /work/out/r.txt, target: out/}]
+"""
+
+
+def said(stderr: str) -> str:
+    """pyro's own lines of a controller's stderr (not Ray's log lines)."""
+    return "\n".join(line for line in stderr.splitlines() if "network_util" not in line)[-4000:]
+
+
+def errors(stdout: str) -> str:
+    """The errors of the results a controller printed (or what it printed)."""
+    try:
+        return json.dumps([r.get("error") for r in json.loads(stdout)])[-3000:]
+    except (ValueError, AttributeError):
+        return stdout[-3000:]
+
+
+def controller(tmp_path: Path) -> dict[str, str]:
+    state = tmp_path / "controller-state"
+    return {**os.environ, "PYRO_STATE_DIR": str(state)}
+
+
+def test_inside_a_matrix_spreads_over_both_nodes_and_merges_back(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    (tmp_path / "spec.yaml").write_text(SPEC % {"ref": cluster.registry})
+    (tmp_path / "in.txt").write_text("shipped\n")
+    started = time.monotonic()
+    done = subprocess.run(
+        [*PYRO, "apply", "spec.yaml", "--on", cluster.address, "--json", "--junit", "r.xml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=controller(tmp_path),
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 3, said(done.stderr) + errors(
+        done.stdout
+    )  # the worst instance's exit code
+    results = json.loads(done.stdout)
+    assert len(results) == 4
+    assert [r["name"] for r in results if not r["ok"]] == ["ci[word=beta,shard=1]"]
+    nodes = {r["instance"]["node"] for r in results}
+    assert len(nodes) == 2, f"all instances ran on {nodes}"
+    assert {r["backend"] for r in results} == {"qemu-tcg"}
+    for result in results:
+        values = result["instance"]["values"]
+        text = (tmp_path / "out" / result["name"] / "r.txt").read_text()
+        assert text == f"{values['word']}-{values['shard']} shipped\n"
+    suites = ET.parse(tmp_path / "r.xml").getroot().findall("testsuite")
+    assert len(suites) == 4
+    assert {
+        p.get("value") for s in suites for p in s.iter("property") if p.get("name") == "node"
+    } == nodes
+    for node in cluster.nodes:  # each node pulled the environment into its own cache
+        assert list((node.cache / "environments").rglob("rootfs.ext4")), sorted(
+            node.cache.rglob("*")
+        )[:20]
+        assert vmm_processes(str(node.state)) == []
+        vms = node.state / "vms"
+        assert not vms.is_dir() or list(vms.iterdir()) == []
+    print(f"4 instances over 2 nodes took {took:.1f} s")
+
+
+def test_inside_the_sdk_yields_results_as_they_finish(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    from pyro.sdk import Pyro
+
+    spec = {
+        "apiVersion": "pyro/v1",
+        "kind": "Run",
+        "metadata": {"name": "sdk"},
+        "spec": {
+            "environment": cluster.registry,
+            "backend": "qemu-tcg",
+            "matrix": {"pause": [0, 3]},
+            "steps": [{"name": "t", "run": "sleep {{ vars.pause }}; echo {{ vars.pause }}"}],
+        },
+    }
+    results = Pyro(cluster=cluster.address).apply_many(spec)
+    assert results.total == 2
+    first = next(results)
+    assert first.name == "sdk[pause=0]" and first.stdout == "0\n"  # the quick one first
+    (second,) = list(results)
+    assert second.ok and second.stdout == "3\n"
+
+
+def test_inside_an_environment_only_built_here_is_refused_with_a_hint_to_push_it(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    (tmp_path / "spec.yaml").write_text(SPEC.replace('"%(ref)s"', "debian:12") % {})
+    (tmp_path / "in.txt").write_text("x\n")
+    env = {k: v for k, v in controller(tmp_path).items() if k != "PYRO_ENV_REGISTRY"}
+    done = subprocess.run(
+        [*PYRO, "apply", "spec.yaml", "--on", cluster.address],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 125, done.stderr
+    assert "is only on this host" in done.stderr and "pyro env push debian:12" in done.stderr
+
+
+def test_inside_ctrl_c_cancels_every_instance_and_leaves_no_vm_on_any_node(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    spec = SPEC.replace("steps:\n", "steps:\n    - {name: wait, run: 'sleep 600'}\n")
+    (tmp_path / "spec.yaml").write_text(spec % {"ref": cluster.registry})
+    (tmp_path / "in.txt").write_text("x\n")
+    process = subprocess.Popen(
+        [*PYRO, "apply", "spec.yaml", "--on", cluster.address],
+        cwd=tmp_path,
+        env=controller(tmp_path),
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+    def running() -> int:
+        return sum(len(vmm_processes(str(node.state))) for node in cluster.nodes)
+
+    deadline = time.monotonic() + 300
+    while running() < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running() == 2, "an instance never started on each node"
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert running() == 0
+    for node in cluster.nodes:
+        vms = node.state / "vms"
+        assert not vms.is_dir() or list(vms.iterdir()) == [], node.state
