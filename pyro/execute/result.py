@@ -75,9 +75,11 @@ class RunResult(BaseModel):
     """The fresh host folder a confined run (MCP, ``Pyro(confine_to=)``) copied its artifacts
     into; None when it copied none, or for an unconfined run (artifacts are then relative
     to the spec's folder)."""
-    instance: InstanceInfo | None = None
-    """Set for a dispatched run (a matrix instance, a cluster run); ``name`` is then the
-    instance's name."""
+    instance: InstanceInfo | None = Field(
+        default=None,
+        description="Set for a dispatched run (a matrix instance, a cluster run): its "
+        "matrix values, attempt and node; name is then the instance's NAME[axis=value,…].",
+    )
 
     def exec_steps(self) -> list[StepResult]:
         return [step for step in self.steps if step.action == "exec"]

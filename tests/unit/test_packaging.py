@@ -241,8 +241,22 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         name: where
         for name, where in users.items()
         if not {_canonical(dist) for dist in providers.get(name, [])} & declared
+        if name not in OPTIONAL_IMPORTS
     }
     assert undeclared == {}, "declare these in pyproject.toml [project] dependencies"
+
+
+# An optional extra's package -> (the extra declaring it, the only modules importing it).
+OPTIONAL_IMPORTS = {"ray": ("ray", ["pyro/cluster/ray_exec.py"])}
+
+
+def test_an_optional_extra_is_declared_and_imported_by_its_one_module_only() -> None:
+    users = _third_party_imports()
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for name, (extra, modules) in OPTIONAL_IMPORTS.items():
+        declared = [re.split(r"[<>=\[]", d, maxsplit=1)[0] for d in extras[extra]]
+        assert name in [_canonical(d) for d in declared], extra
+        assert sorted(users.get(name, [])) == modules
 
 
 def test_the_license_pyproject_names_is_the_apache_2_text() -> None:
