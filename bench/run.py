@@ -28,6 +28,8 @@ Ratios compare figures from the same run, so they hold across machines of differ
 * ``serial8_s`` / ``concurrent8_s`` eight ``pyro run`` (default: warm) one after another / all
   at once, each timed N times, alternating;
   ``concurrent_throughput_ratio`` = (serial8/concurrent8) / min(8, cores)
+* ``local8_s`` / ``cluster8_s`` / ``dispatch_overhead_s``: an 8-instance matrix here and on a
+  two-node Ray cluster on this machine (``--only matrix``; bench/cluster.py)
 * ``concurrent8_no_slots_s`` the same eight at once with start slots off
   (``PYRO_START_SLOTS=0``, pyro/host/startslots.py); ``start_slots_speedup`` =
   concurrent8_no_slots / concurrent8; ``concurrent8_run_mean_s`` /
@@ -180,7 +182,18 @@ def floor_once(install: Any, initrd: Path) -> tuple[float, float]:
     return elapsed, rss
 
 
-GROUPS = ("cli", "start", "task", "sdk", "network", "concurrency", "workloads", "state", "images")
+GROUPS = (
+    "cli",
+    "start",
+    "task",
+    "sdk",
+    "network",
+    "concurrency",
+    "workloads",
+    "state",
+    "images",
+    "matrix",
+)
 HISTORY = ROOT / "bench" / "history.jsonl"
 
 
@@ -258,6 +271,14 @@ def main() -> int:
             stats(cold),
             stats(cached),
         )
+    if "matrix" in only:
+        import cluster  # bench/cluster.py, next to this script
+
+        matrix_runs = max(3, runs // 2 + 1)
+        figures["local8_s"] = stats(cluster.local8(matrix_runs))
+        figures["cluster8_s"] = stats(cluster.cluster8(matrix_runs))
+        overhead = (figures["cluster8_s"]["median"] - figures["local8_s"]["median"]) / 8
+        results["dispatch_overhead_s"] = round(overhead, 3)
 
     cores = os.cpu_count() or 1
     for name, (a, b) in RATIOS.items():
@@ -278,7 +299,12 @@ def main() -> int:
     for key in sorted(figures):
         f = figures[key]
         print(f"{key:<{width}}  {f['median']:>9.4f} {f['min']:>9.4f} {f['max']:>9.4f}  {f['runs']}")
-    for key in [*RATIOS, "concurrent_throughput_ratio", "concurrent8_failures"]:
+    for key in [
+        *RATIOS,
+        "concurrent_throughput_ratio",
+        "concurrent8_failures",
+        "dispatch_overhead_s",
+    ]:
         if key in results:
             print(f"{key}: {results[key]}")
     print(f"backend: {results['backend']}  host: {results['host']}  → {output or '(not written)'}")

@@ -125,7 +125,10 @@ class RayExecutor:
 
         base = jobs[0].prepared.loaded.base_dir if jobs else Path.cwd()
         sources = sorted({f.source.rstrip("/") for j in jobs for f in j.prepared.run.spec.files})
-        files = ray.put(pack(base, sources))  # once, for every instance
+        # A missing source is left out: the node's plan then matches the controller's (no
+        # digest) and its apply says the source does not exist, as a local apply does.
+        present = [source for source in sources if (base / source).exists()]
+        files = ray.put(pack(base, present))  # once, for every instance
         return cls(ray, jobs, pins, files)
 
     def submit(
