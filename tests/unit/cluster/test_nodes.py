@@ -78,3 +78,22 @@ def test_anything_else_is_refused_with_the_form_to_write(address: str) -> None:
     with pytest.raises(UsageError, match="is not a cluster address") as error:
         parse_cluster(address)
     assert "ray://HOST:PORT" in (error.value.hint or "")
+
+
+def test_without_ray_a_cluster_run_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sys
+
+    from pyro.sdk import Pyro
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "apiVersion: pyro/v1\nkind: Run\nmetadata: {name: s}\n"
+        "spec: {environment: 'oci://127.0.0.1:1/x/y@sha256:" + "0" * 64 + "', "
+        "backend: qemu-tcg, steps: [{name: t, run: 'true'}]}\n"
+    )
+    with pytest.raises(UsageError, match="needs Ray, which is not installed") as error:
+        Pyro(cluster="ray://127.0.0.1:1").apply_many(spec)
+    assert "pip install 'pyro-vm[ray]'" in (error.value.hint or "")
