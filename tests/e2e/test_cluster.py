@@ -145,7 +145,7 @@ spec:
   timeoutSeconds: 300
   matrix:
     word: [alpha, beta]
-    shard: {range: 2}
+    shard: {range: 4}
   files: [{source: in.txt, target: /work/in.txt}]
   steps:
     - name: test
@@ -195,7 +195,7 @@ def test_inside_a_matrix_spreads_over_both_nodes_and_merges_back(
         done.stdout
     )  # the worst instance's exit code
     results = json.loads(done.stdout)
-    assert len(results) == 4
+    assert len(results) == 8
     assert [r["name"] for r in results if not r["ok"]] == ["ci[word=beta,shard=1]"]
     nodes = {r["instance"]["node"] for r in results}
     assert len(nodes) == 2, f"all instances ran on {nodes}"
@@ -205,7 +205,7 @@ def test_inside_a_matrix_spreads_over_both_nodes_and_merges_back(
         text = (tmp_path / "out" / result["name"] / "r.txt").read_text()
         assert text == f"{values['word']}-{values['shard']} shipped\n"
     suites = ET.parse(tmp_path / "r.xml").getroot().findall("testsuite")
-    assert len(suites) == 4
+    assert len(suites) == 8
     assert {
         p.get("value") for s in suites for p in s.iter("property") if p.get("name") == "node"
     } == nodes
@@ -216,7 +216,7 @@ def test_inside_a_matrix_spreads_over_both_nodes_and_merges_back(
         assert vmm_processes(str(node.state)) == []
         vms = node.state / "vms"
         assert not vms.is_dir() or list(vms.iterdir()) == []
-    print(f"4 instances over 2 nodes took {took:.1f} s")
+    print(f"8 instances over 2 nodes took {took:.1f} s")
 
 
 def test_inside_the_sdk_yields_results_as_they_finish(
