@@ -29,3 +29,34 @@ def resources(as_json: bool) -> None:
         click.echo("this host can run no guest: see 'pyro doctor'", err=True)
         raise SystemExit(1)
     click.echo(f"--resources='{json.dumps(found, sort_keys=True)}'")
+
+
+@cluster.command()
+@click.option(
+    "--on",
+    "address",
+    metavar="ray://HOST:PORT",
+    envvar="PYRO_CLUSTER",
+    required=True,
+    help="The cluster to ask (env PYRO_CLUSTER).",
+)
+@json_option
+@handle_errors
+def doctor(address: str, as_json: bool) -> None:
+    """Ask every node what it can run; exit 1 if one joined with other resources."""
+    from pyro.cluster.address import parse_cluster
+    from pyro.cluster.ray_exec import node_reports
+
+    reports = node_reports(parse_cluster(address))
+    if as_json:
+        echo_json(reports)
+    else:
+        for report in reports:
+            status = "ok" if report["ok"] else "MISMATCH"
+            click.echo(f"{report['node']} {report['address']} {status}")
+            click.echo(f"  joined with: {json.dumps(report['joined_with'], sort_keys=True)}")
+            answer = report["resources"]
+            said = "no answer" if answer is None else json.dumps(answer, sort_keys=True)
+            click.echo(f"  doctor says: {said}")
+    if not all(report["ok"] for report in reports):
+        raise SystemExit(1)

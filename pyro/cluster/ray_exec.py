@@ -230,6 +230,53 @@ class RayExecutor:
             self._ray.shutdown()
 
 
+def node_reports(address: str) -> list[dict[str, Any]]:
+    """Every alive node's answer: what it joined with and what ``pyro cluster resources``
+    says there now (a node whose answer differs should rejoin).
+
+    Raises:
+        UsageError: Ray is not installed, or the cluster does not answer.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ray = _ray()
+    _init(ray, address)
+    try:
+        ask = ray.remote(max_retries=0, num_cpus=0)(_resources_on_node)
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        refs = [
+            ask.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote()
+            for node in nodes
+        ]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=60)
+        reports = []
+        for node, ref in zip(nodes, refs, strict=True):
+            joined = {
+                k: int(v) for k, v in node.get("Resources", {}).items() if k.startswith("pyro-")
+            }
+            answer: dict[str, int] | None = ray.get(ref) if ref in ready else None
+            reports.append(
+                {
+                    "node": str(node["NodeID"])[:12],
+                    "address": node.get("NodeManagerAddress"),
+                    "joined_with": joined,
+                    "resources": answer,
+                    "ok": answer is not None and answer == joined,
+                }
+            )
+        return reports
+    finally:
+        ray.shutdown()
+
+
+def _resources_on_node() -> dict[str, int]:
+    from pyro.cluster.nodes import node_resources
+
+    return node_resources()
+
+
 def _init(ray: Any, address: str) -> None:
     """Join the cluster as a driver (``ray://HOST:PORT`` names its GCS address)."""
     target = address.removeprefix("ray://")

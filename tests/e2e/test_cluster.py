@@ -219,6 +219,29 @@ def test_inside_a_matrix_spreads_over_both_nodes_and_merges_back(
     print(f"8 instances over 2 nodes took {took:.1f} s")
 
 
+def test_inside_cluster_doctor_shows_each_nodes_answer_and_catches_the_pretender(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [*PYRO, "cluster", "doctor", "--on", cluster.address, "--json"],
+        capture_output=True,
+        text=True,
+        env=controller(tmp_path),
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1, said(done.stderr)  # joined with what doctor does not say
+    reports = sorted(json.loads(done.stdout), key=lambda r: len(r["joined_with"]))
+    assert [r["joined_with"] for r in reports] == [
+        {"pyro-tcg": 1},
+        {"pyro-kvm": 1, "pyro-tcg": 1},
+    ]
+    for report in reports:  # each node answered for itself: TCG, one start slot, no KVM
+        assert report["resources"]["pyro-tcg"] == 1, report
+        assert "pyro-kvm" not in report["resources"]
+        assert not report["ok"]
+
+
 def test_inside_the_sdk_yields_results_as_they_finish(
     cluster: RayTestCluster, tmp_path: Path
 ) -> None:
