@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import tarfile
 import tempfile
@@ -21,9 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from pyro.errors import PyroError, StalePlanError
-
-#: The most bytes of artifacts one instance sends back (the controller's copy-out cap).
-MAX_ARTIFACT_BYTES = 4 << 30
 
 
 def pack(folder: Path, names: list[str] | None = None) -> bytes:
@@ -37,8 +35,8 @@ def pack(folder: Path, names: list[str] | None = None) -> bytes:
 
 def unpack(data: bytes, folder: Path) -> None:
     """Extract a tar made by :func:`pack` into ``folder``: regular files and folders only,
-    each inside ``folder`` (no absolute path, no ``..``, no link, no device), modes kept
-    to their permission bits.
+    each inside ``folder`` (no absolute path, no ``..``, no link, no device, never through
+    a symlink already in ``folder``), modes kept to their permission bits.
 
     Raises:
         PyroError: the tar holds anything else (nothing is written past that entry).
@@ -56,13 +54,20 @@ def unpack(data: bytes, folder: Path) -> None:
                     "only files and folders inside the run's folder travel between nodes",
                 )
             target = folder.joinpath(*parts)
+            through = [folder.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
+            if any(path.is_symlink() for path in through):
+                raise PyroError(
+                    f"refused entry {member.name!r}: a symlink is in its way in {folder}",
+                    "remove the symlink; artifacts are never written through one",
+                )
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True, mode=0o755)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             source = tar.extractfile(member)
             assert source is not None
-            with source, open(target, "wb") as sink:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with source, open(fd, "wb") as sink:
                 shutil.copyfileobj(source, sink)
             target.chmod(member.mode & 0o777)
 
@@ -83,8 +88,8 @@ def run_instance(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
         out = Path(scratch) / "out"
         base.mkdir()
         out.mkdir()
-        unpack(files, base)
         try:
+            unpack(files, base)
             result = _apply(payload, base, out)
         except PyroError as error:
             result = RunResult(

@@ -55,3 +55,17 @@ def test_anything_but_files_and_folders_inside_is_refused(tmp_path: Path, data: 
         unpack(data, target)
     assert list(target.iterdir()) == []
     assert not (tmp_path / "escape").exists()
+
+
+def test_nothing_is_written_through_a_symlink_already_in_the_folder(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "out").mkdir(parents=True)
+    (source / "out" / "r.txt").write_text("hi\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = tmp_path / "dst"
+    target.mkdir()
+    (target / "out").symlink_to(elsewhere)
+    with pytest.raises(PyroError, match="a symlink is in its way"):
+        unpack(pack(source, ["out"]), target)
+    assert list(elsewhere.iterdir()) == []
