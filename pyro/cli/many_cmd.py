@@ -54,6 +54,7 @@ def apply_many(
     cluster: str | None,
     junit: str | None,
     as_json: bool,
+    prepull: bool = False,
 ) -> None:
     """Run every instance; report; exit with the worst instance's code."""
     from pyro.cluster.dispatch import worst_exit_code
@@ -61,7 +62,7 @@ def apply_many(
 
     results: list[RunResult] = []
     with Pyro(cluster=cluster) as pyro:
-        stream = pyro.apply_many(file, vars=vars, run_name=run_name)
+        stream = pyro.apply_many(file, vars=vars, run_name=run_name, prepull=prepull)
         counter = _Counter(stream.total, show=not as_json and not quiet() and is_tty(sys.stderr))
         try:
             for result in stream:

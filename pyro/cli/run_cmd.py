@@ -260,6 +260,11 @@ def run(
     envvar="PYRO_CLUSTER",
     help="Run on this Ray cluster's nodes (env PYRO_CLUSTER; docs/scale-out.md).",
 )
+@click.option(
+    "--prepull",
+    is_flag=True,
+    help="With --on: every node that can run it pulls the environment before any run starts.",
+)
 @no_build_option
 @json_option
 @handle_errors
@@ -271,6 +276,7 @@ def apply(
     junit: str | None,
     cold: bool,
     cluster: str | None,
+    prepull: bool,
     no_build: bool,
     as_json: bool,
 ) -> None:
@@ -283,13 +289,18 @@ def apply(
     matrix, the worst instance's.
     """
     reporter = Reporter(as_json)
+    if prepull and not cluster:
+        raise UsageError(
+            "--prepull warms a cluster's nodes; there is no cluster",
+            "give --on ray://HOST:PORT (or set PYRO_CLUSTER), or drop --prepull",
+        )
     try:
         if _many(file, var_items, vars_file, run_name, cluster):
             from pyro.cli.many_cmd import apply_many
 
             variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
             with _env_flags(cold, no_build):
-                apply_many(file, variables, run_name, cluster, junit, as_json)
+                apply_many(file, variables, run_name, cluster, junit, as_json, prepull)
         result = _apply(file, var_items, vars_file, run_name, cold, no_build, reporter)
     except PyroError as error:
         if junit:

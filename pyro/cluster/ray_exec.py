@@ -98,13 +98,14 @@ class RayExecutor:
         self._task = ray.remote(max_retries=0, num_cpus=0)(_run_on_node)
 
     @classmethod
-    def connect(cls, address: str, jobs: list[Job]) -> RayExecutor:
-        """Pin the environments, connect, check placement, ship the copy-in files.
+    def connect(cls, address: str, jobs: list[Job], *, prepull: bool = False) -> RayExecutor:
+        """Pin the environments, connect, check placement, (``prepull``: have every node
+        that can run a job pull them now), ship the copy-in files.
 
         Raises:
             UsageError: Ray is not installed, or the cluster does not answer.
-            PlanError: an environment cannot be pinned, or no node can place a job
-                (each node's reason is given).
+            PlanError: an environment cannot be pinned, no node can place a job (each
+                node's reason is given), or a node could not prepull.
         """
         ray = _ray()
         pins = {}
@@ -121,6 +122,8 @@ class RayExecutor:
                 "join nodes with the resources 'pyro cluster resources' prints on each, "
                 "or name a backend the nodes offer",
             )
+        if prepull:
+            _prepull(ray, sorted(set(pins.values())), set(needed))
         from pyro.cluster.worker import pack
 
         base = jobs[0].prepared.loaded.base_dir if jobs else Path.cwd()
@@ -312,6 +315,48 @@ def _failed_on_node(job: Job, cause: BaseException) -> RunResult:
             "this is a bug in pyro on the node; its Ray worker log has the traceback",
         ),
     )
+
+
+def _prepull(ray: Any, refs: list[str], needed: set[str]) -> None:
+    """Have every alive node offering a needed resource pull ``refs`` into its cache.
+
+    Raises:
+        PlanError: a node could not (its error is named).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    pull = ray.remote(max_retries=0, num_cpus=0)(_pull_on_node)
+    nodes = [
+        node
+        for node in ray.nodes()
+        if node.get("Alive") and any(node.get("Resources", {}).get(r, 0) >= 1 for r in needed)
+    ]
+    refs_by_node = [
+        pull.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(refs)
+        for node in nodes
+    ]
+    for node, ref in zip(nodes, refs_by_node, strict=True):
+        problem = ray.get(ref)
+        if problem:
+            raise PlanError(
+                f"node {node.get('NodeManagerAddress')} ({str(node['NodeID'])[:12]}) could "
+                f"not prepull: {problem}",
+                "check that the node reaches the registry, or apply without --prepull",
+            )
+
+
+def _pull_on_node(refs: list[str]) -> str | None:
+    from pyro.environments import service
+    from pyro.errors import PyroError
+
+    try:
+        for ref in refs:
+            service.pull(ref)
+    except PyroError as error:
+        return error.summary
+    return None
 
 
 def _reap_on_node() -> int:

@@ -213,9 +213,10 @@ class AsyncPyro:
         *,
         vars: Mapping[str, object] | None = None,
         run_name: str | None = None,
+        prepull: bool = False,
     ) -> AsyncIterator[RunResult]:
         results = await asyncio.to_thread(
-            self._sync.apply_many, spec_or_path, vars=vars, run_name=run_name
+            self._sync.apply_many, spec_or_path, vars=vars, run_name=run_name, prepull=prepull
         )
         try:
             while (result := await asyncio.to_thread(next, results, None)) is not None:

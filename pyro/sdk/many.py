@@ -49,25 +49,35 @@ class ManyMethods:
         *,
         vars: Mapping[str, object] | None = None,
         run_name: str | None = None,
+        prepull: bool = False,
     ) -> Dispatch:
         """Run every instance of a Run spec's ``matrix`` (or the one run of a spec without
         one); yield each RunResult as it finishes (``instance`` says its values, attempt
         and node; the iterator's ``total`` how many will come). Here instances run as many
         at once as the host has start slots; with a cluster, on its nodes. Every instance
         is planned before any runs; closing the iterator early (or Ctrl-C) cancels what
-        still runs and deletes its VMs.
+        still runs and deletes its VMs. ``prepull`` (a cluster only) has every node that
+        can run the instances pull their environment before any is submitted.
 
         Raises (before anything runs):
             SpecError: the spec or its matrix is invalid.
             PlanError: an instance's plan is not applyable (the first such is named).
+            UsageError: ``prepull`` without a cluster.
             OutsideRootError: confined, and a host path is outside the root.
         """
         from pyro.cluster.dispatch import Dispatch
         from pyro.cluster.instances import check_applyable
 
+        if prepull and self._cluster is None:
+            from pyro.errors import UsageError
+
+            raise UsageError(
+                "prepull warms a cluster's nodes; this Pyro has no cluster",
+                'give Pyro(cluster="ray://HOST:PORT"), or leave prepull off',
+            )
         jobs = self._jobs(spec_or_path, vars, run_name)
         check_applyable(jobs)
-        return Dispatch(jobs, self._executor(jobs))
+        return Dispatch(jobs, self._executor(jobs, prepull))
 
     def _jobs(
         self, source: SpecSource, vars: Mapping[str, object] | None, run_name: str | None
@@ -77,11 +87,11 @@ class ManyMethods:
         prepared = prepare(source, vars=vars, run_name=run_name, root=self._root)
         return plan_jobs(prepared, root=self._root)
 
-    def _executor(self, jobs: list[Job]) -> Executor:
+    def _executor(self, jobs: list[Job], prepull: bool = False) -> Executor:
         if self._cluster is not None:
             from pyro.cluster.ray_exec import RayExecutor
 
-            return RayExecutor.connect(self._cluster, jobs)
+            return RayExecutor.connect(self._cluster, jobs, prepull=prepull)
         from pyro.cluster.local import LocalExecutor
         from pyro.machines.registry import VMRegistry
 

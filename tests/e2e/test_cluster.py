@@ -175,6 +175,34 @@ def controller(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYRO_STATE_DIR": str(state)}
 
 
+def test_inside_prepull_fills_every_nodes_cache_before_the_run(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    # The first test of the session: both nodes' caches are still empty.
+    for node in cluster.nodes:
+        assert not list(node.cache.rglob("rootfs.ext4"))
+    one = SPEC.replace("  matrix:\n    word: [alpha, beta]\n    shard: {range: 4}\n", "")
+    one = one.replace("{{ vars.word }}-{{ vars.shard }}", "one").replace(
+        "{{ vars.word }}{{ vars.shard }}", "one"
+    )
+    (tmp_path / "spec.yaml").write_text(one % {"ref": cluster.registry})
+    (tmp_path / "in.txt").write_text("x\n")
+    done = subprocess.run(
+        [*PYRO, "apply", "spec.yaml", "--on", cluster.address, "--prepull", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=controller(tmp_path),
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, said(done.stderr) + errors(done.stdout)
+    (result,) = json.loads(done.stdout)  # one run, on one node
+    assert result["name"] == "ci"
+    for node in cluster.nodes:  # yet both pulled
+        assert list(node.cache.rglob("rootfs.ext4")), node.cache
+
+
 def test_inside_a_matrix_spreads_over_both_nodes_and_merges_back(
     cluster: RayTestCluster, tmp_path: Path
 ) -> None:

@@ -97,3 +97,10 @@ def test_without_ray_a_cluster_run_says_how_to_install_it(
     with pytest.raises(UsageError, match="needs Ray, which is not installed") as error:
         Pyro(cluster="ray://127.0.0.1:1").apply_many(spec)
     assert "pip install 'pyro-vm[ray]'" in (error.value.hint or "")
+
+
+def test_prepull_without_a_cluster_is_refused(tmp_path: Path) -> None:
+    from pyro.sdk import Pyro
+
+    with pytest.raises(UsageError, match="prepull warms a cluster's nodes"):
+        Pyro().apply_many(tmp_path / "never-read.yaml", prepull=True)
