@@ -24,12 +24,13 @@ DEFAULT_PROFILE = "full"
 #: measures it through a real stdio client). Every conversation pays for the list.
 #: ``full`` grew from 30 000 when the task surface of issue 20 arrived, with room for the
 #: shell and service tools; ``workspace`` and ``full`` then by the task state tools of issue
-#: 21 (pause, resume, fork, diff, patch: ≈4.4 kB, ``TaskInfo``'s new fields ≈0.5 kB).
+#: 21 (pause, resume, fork, diff, patch: ≈4.4 kB, ``TaskInfo``'s new fields ≈0.5 kB); all
+#: three by a task's network and a command's stdin (parameters of task_create/exec, vm_run).
 BUDGETS: dict[str, int] = {
     "vm-run": 6_000,
-    "task-core": 18_000,
-    "workspace": 25_000,
-    "full": 46_000,
+    "task-core": 20_000,
+    "workspace": 27_000,
+    "full": 48_000,
 }
 
 
