@@ -37,13 +37,12 @@ def vm_run(environment: str, command: str, timeout_seconds: int = 300) -> str:
         result = Pyro().run_in_vm(environment, command, timeout_seconds=timeout_seconds)
     except PyroError as exc:
         return json.dumps({"ok": False, "error": exc.to_dict()})
-    step = result.exec_steps()[0] if result.exec_steps() else None
     return json.dumps(
         {
             "ok": result.ok,
             "exit_code": result.exit_code,
-            "stdout": step.stdout if step else "",
-            "stderr": step.stderr if step else "",
+            "stdout": result.stdout,
+            "stderr": result.stderr,
         }
     )
 

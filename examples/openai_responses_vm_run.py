@@ -62,13 +62,12 @@ def vm_run(pyro: Pyro, arguments: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": exc.to_dict()}
     except (KeyError, TypeError, ValueError) as exc:
         return {"ok": False, "error": {"type": "UsageError", "message": f"bad arguments: {exc}"}}
-    step = result.exec_steps()[0] if result.exec_steps() else None
     return {
         "ok": result.ok,
         "exit_code": result.exit_code,
         "timed_out": result.timed_out,
-        "stdout": step.stdout if step else "",
-        "stderr": step.stderr if step else "",
+        "stdout": result.stdout,
+        "stderr": result.stderr,
         "error": result.error,
     }
 
