@@ -532,6 +532,53 @@ class ImageSpec(Model):
         return "oci://" + self.image.removeprefix("oci://")
 
 
+MAX_IMAGE_FILES = 64
+
+
+class SetupNetwork(Model):
+    """A setup guest's network: a Run's policies, without published ports."""
+
+    model_config = Network.model_config
+
+    policy: NetworkPolicy = Field(
+        default=NetworkPolicy.OFF, description="off | egress | allowlist."
+    )
+    allow: list[Annotated[str, Field(pattern=ALLOW_PATTERN)]] = Field(
+        default=[],
+        description="host[:port] destinations reachable under the allowlist policy.",
+        examples=[["deb.debian.org:80"]],
+    )
+
+    @model_validator(mode="after")
+    def _check_allow(self) -> SetupNetwork:
+        Network(policy=self.policy, allow=self.allow)  # the same rules, the same messages
+        return self
+
+
+class ImageSetup(Model):
+    run: str = Field(
+        min_length=1,
+        max_length=65536,
+        description="Shell string, run once with sh -c as root in a guest booted from the "
+        "image (with 'files' added); what it changes becomes the environment.",
+        examples=["apt-get install -y git && adduser --disabled-password app"],
+    )
+    timeout_seconds: Timeout = Field(
+        default=600,
+        alias="timeoutSeconds",
+        description="How long the setup command may take; past it the build fails.",
+        examples=[1800],
+    )
+    network: SetupNetwork = Field(
+        default=SetupNetwork(), description="The setup guest's network (default off)."
+    )
+
+
+def _setup_short_form(schema: dict[str, Any]) -> None:
+    """``setup`` may also be a plain string (the long form's ``run``)."""
+    schema["anyOf"].insert(1, {"type": "string", "minLength": 1, "maxLength": 65536})
+
+
 class EnvironmentSpecBody(Model):
     # "from, or kernel and rootfs" for JSON Schema; _one_recipe below enforces it.
     model_config = ConfigDict(
@@ -541,7 +588,16 @@ class EnvironmentSpecBody(Model):
                     "required": ["from"],
                     "not": {"anyOf": [{"required": ["kernel"]}, {"required": ["rootfs"]}]},
                 },
-                {"required": ["kernel", "rootfs"], "not": {"required": ["from"]}},
+                {
+                    "required": ["kernel", "rootfs"],
+                    "not": {
+                        "anyOf": [
+                            {"required": ["from"]},
+                            {"required": ["files"]},
+                            {"required": ["setup"]},
+                        ]
+                    },
+                },
             ]
         }
     )
@@ -561,25 +617,53 @@ class EnvironmentSpecBody(Model):
         description="Build from a container image instead of kernel and rootfs: the image "
         "becomes the root filesystem, the catalog's kernel boots it.",
     )
+    files: list[FileCopy] = Field(
+        default=[],
+        max_length=MAX_IMAGE_FILES,
+        description="Host files and folders added to the image's root filesystem (only with "
+        "'from'), before 'setup' runs; owned by root, permission bits kept.",
+    )
+    setup: ImageSetup | None = Field(
+        default=None,
+        description="A command run once, as root, in a guest booted from the image at build "
+        "time (only with 'from'): a shell string, or {run, timeoutSeconds, network}.",
+        examples=["echo built > /etc/built"],
+        json_schema_extra=_setup_short_form,
+    )
     defaults: Defaults = Field(default=Defaults(), description="Resources Runs get by default.")
     source: SourceSpec | None = Field(
         default=None, description="OCI repository that 'env pull' uses instead of building."
     )
 
+    @field_validator("setup", mode="before")
+    @classmethod
+    def _setup(cls, value: Any) -> Any:
+        # The short form is the long form's 'run': its bounds and errors are the same.
+        return {"run": value} if isinstance(value, str) else value
+
     @model_serializer(mode="wrap")
     def _no_unset_from(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # An unset 'from' is left out: the spec digests (and plans, and cached catalog
-        # summaries) of specs written before it existed stay what they were.
+        # An unset 'from' (or 'files', 'setup') is left out: the spec digests (and plans,
+        # and cached catalog summaries) of specs written before it existed stay what they were.
         data: dict[str, Any] = handler(self)
         if self.from_ is None:
             data.pop("from", None)
             data.pop("from_", None)
+        if not self.files:
+            data.pop("files", None)
+        if self.setup is None:
+            data.pop("setup", None)
         return data
 
     @model_validator(mode="after")
     def _one_recipe(self) -> EnvironmentSpecBody:
         if self.from_ is not None and (self.kernel is not None or self.rootfs is not None):
             raise ValueError("give either 'from' (a container image) or 'kernel' and 'rootfs'")
+        if self.from_ is None and (self.files or self.setup is not None):
+            raise ValueError(
+                "'files' and 'setup' go with 'from' (a container image); a Debian build "
+                "lists 'rootfs.packages' instead"
+            )
         if self.from_ is None and (self.kernel is None or self.rootfs is None):
             missing = [k for k in ("kernel", "rootfs") if getattr(self, k) is None]
             raise ValueError(

@@ -100,6 +100,9 @@ def _object_children(root: dict[str, Any], node: dict[str, Any], path: str) -> l
     for key, prop in node.get("properties", {}).items():
         value, _ = _non_null(_resolve(root, prop))
         value = _resolve(root, value)
+        # A mapping or a short form (``setup: {run: …}`` or ``setup: "…"``): the mapping.
+        options = [_resolve(root, option) for option in value.get("anyOf", [])]
+        value = next((option for option in options if "properties" in option), value)
         if value.get("type") == "array" and "items" in value:
             item = _resolve(root, value["items"])
             if "properties" in item:
@@ -151,6 +154,8 @@ def _type_name(root: dict[str, Any], node: dict[str, Any]) -> str:
         return f"`{json.dumps(node['const'])}`"
     if "enum" in node:
         return " \\| ".join(f"`{value}`" for value in node["enum"])
+    if isinstance(node.get("anyOf"), list):
+        return " or ".join(_type_name(root, option) for option in node["anyOf"])
     kind = node.get("type")
     if kind == "array":
         return f"list of {_type_name(root, node.get('items', {}))}"
