@@ -92,13 +92,18 @@ def spec_digest(spec: EnvironmentSpec, spec_dir: Path) -> str:
     """``sha256:`` of the canonical spec JSON, the kernel fragment's bytes and the builder version.
 
     Raises:
-        SpecError: the kernel fragment the spec names cannot be read.
+        SpecError: the kernel fragment the spec names cannot be read, or a ``files`` entry
+            is refused (:mod:`pyro.environments.image.files`).
     """
-    if spec.spec.kernel is None:  # built from a container image: the spec is all there is
+    if spec.spec.kernel is None:  # built from a container image: the spec and its files
         image_envelope = {
             "builder": BUILDER_VERSION,
             "spec": spec.model_dump(mode="json", by_alias=True),
         }
+        if spec.spec.files:
+            from pyro.environments.image.files import files_digest
+
+            image_envelope["filesSha256"] = files_digest(spec.spec.files, spec_dir)
         text = json.dumps(image_envelope, sort_keys=True, separators=(",", ":"))
         return sha256_bytes(text.encode())
     fragment_path = spec_dir / spec.spec.kernel.fragment
