@@ -13,6 +13,7 @@ waits, then finds the environment installed.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # the catalog (and its spec loader) is imported only when needed
     from pyro.environments.catalog import CatalogEntry
-    from pyro.spec.model import EnvironmentSpec
+    from pyro.spec.model import EnvironmentSpec, EnvironmentSpecBody
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ class EnvironmentService:
             _emit(progress, ProgressEvent("build", key, line))
 
         say(f"converting container image {ref}")
+        body = entry.spec.spec if entry is not None else None
         with self.cache.scratch() as work:
             converted = convert_image(
                 ref,
@@ -280,8 +282,24 @@ class EnvironmentService:
                 insecure=insecure,
                 progress=bytes_moved,
                 log=say,
+                files=body.files if body is not None else (),
+                spec_dir=entry.spec_dir if entry is not None else None,
             )
             meta: dict[str, Any] = dict(converted.metadata)
+            if entry is not None and body is not None and body.setup is not None:
+                from pyro.environments.image.setup import run_setup
+
+                meta["setup"] = run_setup(
+                    body.setup,
+                    work / "out",
+                    work,
+                    name=entry.name,
+                    vcpus=body.defaults.vcpus,
+                    memory_mib=body.defaults.memory_mib,
+                    log=say,
+                )
+            if body is not None and (body.files or body.setup is not None):
+                meta["buildKey"] = build_key(converted.manifest_digest, meta, body)
             image_defaults = converted.defaults.to_dict()
             if entry is None:
                 meta.update(name=key, version="0.0.0", source=str(ref))
@@ -347,6 +365,7 @@ class EnvironmentService:
             if (
                 current is not None
                 and current.manifest.get("specDigest") == target.entry.spec_digest
+                and _same_image(target.entry, current)
             ):
                 install = current
             else:
@@ -467,12 +486,44 @@ class EnvironmentService:
         return _Target(ref.name, known, None, known is not None and _source_insecure(known))
 
 
-def _image_digest(install: Install) -> str | None:
-    """The container image digest an install was converted from; None for other installs."""
+def _image_digest(install: Install, *, plain: bool = True) -> str | None:
+    """The container image digest an install was converted from; None for other installs,
+    and (``plain``) for those with a spec's files or setup added, which are not the image."""
     created = install.manifest.get("createdFrom")
     image = created.get("image") if isinstance(created, dict) else None
     digest = image.get("digest") if isinstance(image, dict) else None
+    if plain and isinstance(created, dict) and ("files" in created or "setup" in created):
+        return None
     return digest if isinstance(digest, str) else None
+
+
+def _same_image(entry: CatalogEntry, install: Install) -> bool:
+    """Whether ``install`` was made from the image ``entry``'s ``from`` names now (True for
+    specs without one): a tag pushed again is a new image, so the build runs again."""
+    image = entry.spec.spec.from_
+    if image is None:
+        return True
+    from pyro.oci.client import RegistryClient
+    from pyro.oci.reference import parse_oci_ref
+
+    ref = parse_oci_ref(image.ref)
+    digest = ref.digest or RegistryClient(ref, insecure=image.insecure).get_manifest()[0]
+    return _image_digest(install, plain=False) == digest
+
+
+def build_key(manifest_digest: str, meta: dict[str, Any], body: EnvironmentSpecBody) -> str:
+    """``sha256:`` of what an image build with files or setup is made from: the image's
+    manifest digest, the files' digest and the setup command with its options."""
+    from pyro.environments.build.run import sha256_bytes
+
+    files = meta.get("files")
+    setup = body.setup.model_dump(mode="json", by_alias=True) if body.setup else None
+    key = {
+        "manifestDigest": manifest_digest,
+        "files": files.get("digest") if isinstance(files, dict) else None,
+        "setup": setup,
+    }
+    return sha256_bytes(json.dumps(key, sort_keys=True, separators=(",", ":")).encode())
 
 
 def _source_insecure(entry: CatalogEntry) -> bool:

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,8 +23,10 @@ from typing import Any, BinaryIO
 import zstandard
 
 from pyro.environments.image.ext4 import write_ext4
+from pyro.environments.image.files import add_files
 from pyro.environments.image.layers import Entry, Readable, Tree, apply_layer, layer_error
 from pyro.errors import BuildError, PyroError, RegistryError
+from pyro.spec.model import FileCopy
 from pyro.spec.ref import OciRef
 
 KERNEL_FROM = "debian:12"
@@ -82,14 +84,18 @@ def convert_image(
     insecure: bool = False,
     progress: ByteProgress | None = None,
     log: Log | None = None,
+    files: Sequence[FileCopy] = (),
+    spec_dir: Path | None = None,
 ) -> ConvertedImage:
-    """Write ``out_dir/vmlinux`` and ``out_dir/rootfs.ext4`` for the image ``ref`` names.
+    """Write ``out_dir/vmlinux`` and ``out_dir/rootfs.ext4`` for the image ``ref`` names,
+    with ``files`` (an Environment spec's, relative to ``spec_dir``) added over its layers.
 
     Raises:
         RegistryError: unreachable, refused, not an image, or any content that does not
             match its digest, is hostile, or is larger than the pull limit.
         BuildError: no kernel is available, the image's user cannot be resolved, or the
             file system cannot be written.
+        SpecError: a ``files`` entry is refused (:mod:`.files`).
     """
     from pyro.environments.artifact import max_pull_bytes
     from pyro.oci.client import RegistryClient
@@ -134,6 +140,9 @@ def convert_image(
             )
         if log is not None:
             log(f"applied layer {index + 1}/{len(manifest.layers)}")
+    added = add_files(tree, files, spec_dir or Path.cwd()) if files else None
+    if added is not None and log is not None:
+        log(f"added the spec's files ({added[:19]}…)")
     defaults = image_defaults(config, tree, ref)
     _finish(tree, defaults)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +159,7 @@ def convert_image(
             "droppedXattrs": tree.dropped_xattrs,
         },
         "rootfs": {"image": ROOTFS_FILE, "sizeMiB": size, "files": len(tree.entries)},
+        **({"files": {"digest": added, "entries": len(files)}} if added is not None else {}),
         "kernelFrom": KERNEL_FROM,
         "convertSeconds": round(time.monotonic() - started, 1),
     }
