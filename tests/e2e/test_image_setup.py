@@ -23,7 +23,7 @@ from helpers.registry import Registry
 from pyro.environments.cache.store import Cache, Install
 from pyro.environments.service import EnvironmentService
 
-pytestmark = [pytest.mark.registry, pytest.mark.guest, pytest.mark.slow]
+pytestmark = [pytest.mark.registry]
 
 CONFIG = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "User": "app"}
 
@@ -80,8 +80,7 @@ spec:
   from: {{image: "{image}"}}
   files:
     - {{source: app/, target: /opt/app}}
-  setup: "{setup}"
-  defaults: {{vcpus: 1, memoryMiB: 384}}
+{setup}  defaults: {{vcpus: 1, memoryMiB: 384}}
 """
 CHECK = (
     "cat /etc/built /etc/setup-uid /etc/copied; echo; cat /etc/passwd; "
@@ -90,13 +89,14 @@ CHECK = (
 )
 
 
-def write_spec(folder: Path, name: str, image: str, setup: str) -> Path:
+def write_spec(folder: Path, name: str, image: str, setup: str | None) -> Path:
     (folder / "app" / "lib").mkdir(parents=True)
     (folder / "app" / "run.sh").write_text("#!/bin/sh\necho app runs\n")
     (folder / "app" / "run.sh").chmod(0o755)
     (folder / "app" / "lib" / "data.txt").write_text("from the host")
     spec = folder / "env.yaml"
-    spec.write_text(SPEC.format(name=name, image=image.removeprefix("oci://"), setup=setup))
+    line = f'  setup: "{setup}"\n' if setup is not None else ""
+    spec.write_text(SPEC.format(name=name, image=image.removeprefix("oci://"), setup=line))
     return spec
 
 
@@ -109,6 +109,8 @@ def vmms_under(root: Path) -> list[int]:
     return found
 
 
+@pytest.mark.guest
+@pytest.mark.slow
 def test_files_and_setup_build_an_environment_then_a_cache_hit(
     registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
 ) -> None:
@@ -149,6 +151,11 @@ def test_files_and_setup_build_an_environment_then_a_cache_hit(
     assert blobs(registry) == fetched
     assert cache.lookup("tool-setup:1") == install
 
+    # The plain image by its reference is the image, not linked to what setup made of it.
+    plain = EnvironmentService(cache).pull(ref)
+    assert plain.rootfs.stat().st_ino != install.rootfs.stat().st_ino
+    assert "setup" not in plain.manifest["createdFrom"]
+
     # Pushable like any environment, and pulled back byte for byte.
     target = registry.ref("pyro/tool-setup", "1")
     pushed = pyro(cache, "env", "push", "tool-setup:1", target, "--json")
@@ -158,6 +165,8 @@ def test_files_and_setup_build_an_environment_then_a_cache_hit(
     assert pulled.manifest["artifacts"] == install.manifest["artifacts"]
 
 
+@pytest.mark.guest
+@pytest.mark.slow
 def test_a_failing_setup_is_a_clear_error_and_leaves_nothing(
     registry: Registry, cache: Cache, tmp_path: Path, pyro_state: Path
 ) -> None:
@@ -173,3 +182,27 @@ def test_a_failing_setup_is_a_clear_error_and_leaves_nothing(
     assert cache.status("tool-fail:1").state == "not-installed"
     assert list((cache.root / "tmp").iterdir()) == []
     assert vmms_under(cache.root) == []
+
+
+def test_a_tag_pushed_again_is_built_again(
+    registry: Registry, cache: Cache, tmp_path: Path
+) -> None:
+    """The build is keyed by the image too: same spec, same files, a new image under the
+    tag is a new build (files only, so no guest boots here)."""
+    ref = registry.ref("library/tool-moved", "1")
+    push_image(ref, tool_layers(), CONFIG, tmp_path / "push")
+    spec = write_spec(tmp_path / "spec", "tool-moved:1", ref, None)
+    service = EnvironmentService(cache)
+    first = service.build(str(spec))
+    assert service.build(str(spec)).digest == first.digest  # nothing changed: kept
+    assert first.manifest["createdFrom"]["files"]["entries"] == 1
+    assert "setup" not in first.manifest["createdFrom"]
+
+    moved = [*tool_layers(), layer([Member("marker", b"second push")])]
+    push_image(ref, moved, CONFIG, tmp_path / "push2")
+    second = service.build(str(spec))
+    assert second.digest != first.digest
+    image, before = second.manifest["createdFrom"], first.manifest["createdFrom"]
+    assert image["image"]["digest"] != before["image"]["digest"]
+    assert image["buildKey"] != before["buildKey"]
+    assert image["files"] == before["files"]
