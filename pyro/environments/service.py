@@ -296,6 +296,7 @@ class EnvironmentService:
                     name=entry.name,
                     vcpus=body.defaults.vcpus,
                     memory_mib=body.defaults.memory_mib,
+                    cache_root=self.cache.root,
                     log=say,
                 )
             if body is not None and (body.files or body.setup is not None):

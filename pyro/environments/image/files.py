@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pyro.environments.image.layers import Entry, Tree
+from pyro.environments.image.layers import MAX_NAME, MAX_PATH, Entry, Tree
 from pyro.errors import SpecError, SpecIssue
 from pyro.spec.model import FileCopy
 
@@ -33,6 +33,8 @@ MAX_BYTES = 1 << 30
 """Bytes of file contents all of a spec's ``files`` may add together."""
 MAX_ENTRIES = 100_000
 """Files, folders and symlinks all of a spec's ``files`` may add together."""
+MAX_DEPTH = 128
+"""Folder levels a copied folder may nest."""
 _CHUNK = 1 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -82,10 +84,35 @@ def _walk(copy: FileCopy, index: int, spec_dir: Path) -> Iterator[_Item]:
             f"{where} is a symlink; refused",
             "name the file or folder it points to (inside the spec's folder)",
         )
+    _checked_name(path.name, "", index, where)
     yield from _items(path, "", info, index, where)
 
 
-def _items(path: Path, rel: str, info: os.stat_result, index: int, where: str) -> Iterator[_Item]:
+def _checked_name(name: str, rel: str, index: int, where: str) -> str:
+    """``name`` if the image can hold it and the ext4 writer's script can name it."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = -1
+    if size < 0 or "\n" in name or "\r" in name or size > MAX_NAME:
+        raise _refuse(
+            index,
+            f"{where}: the name {name[:80]!r} in {rel or '.'} is not UTF-8, holds a line "
+            f"break or is longer than {MAX_NAME} bytes; refused",
+            "rename it on the host",
+        )
+    return name
+
+
+def _items(
+    path: Path, rel: str, info: os.stat_result, index: int, where: str, depth: int = 0
+) -> Iterator[_Item]:
+    if depth > MAX_DEPTH or len(rel) > MAX_PATH // 2:
+        raise _refuse(
+            index,
+            f"{where}: {rel[:80]}… nests deeper than {MAX_DEPTH} folders or is too long; refused",
+            "copy a shallower tree",
+        )
     mode, mtime = stat.S_IMODE(info.st_mode) & 0o777, int(info.st_mtime)
     if stat.S_ISREG(info.st_mode):
         yield _Item(rel, "file", path, mode, mtime)
@@ -104,10 +131,15 @@ def _items(path: Path, rel: str, info: os.stat_result, index: int, where: str) -
             index, f"{where}: cannot list {rel or '.'}: {exc.strerror or exc}", ""
         ) from exc
     for name in names:
+        _checked_name(name, rel, index, where)
         child, child_rel = path / name, f"{rel}/{name}" if rel else name
-        child_info = os.lstat(child)
+        try:
+            child_info = os.lstat(child)
+            link = os.readlink(child) if stat.S_ISLNK(child_info.st_mode) else ""
+        except OSError as exc:
+            message = f"{where}: cannot read {child_rel}: {exc.strerror or exc}"
+            raise _refuse(index, message, "make it readable, or leave it out") from exc
         if stat.S_ISLNK(child_info.st_mode):
-            link = os.readlink(child)
             landing = posixpath.normpath(posixpath.join(posixpath.dirname(child_rel), link))
             if link.startswith("/") or landing == ".." or landing.startswith("../"):
                 raise _refuse(
@@ -116,9 +148,16 @@ def _items(path: Path, rel: str, info: os.stat_result, index: int, where: str) -
                     "folder; refused",
                     "make the link relative and inside the folder, or copy its target instead",
                 )
+            if "\n" in link or "\r" in link or len(link.encode("utf-8", "replace")) > MAX_PATH:
+                raise _refuse(
+                    index,
+                    f"{where}: {child_rel} is a symlink whose target holds a line break or is "
+                    "too long; refused",
+                    "remove the link, or copy its target instead",
+                )
             yield _Item(child_rel, "symlink", child, 0o777, int(child_info.st_mtime), link)
         else:
-            yield from _items(child, child_rel, child_info, index, where)
+            yield from _items(child, child_rel, child_info, index, where, depth + 1)
 
 
 @dataclass
@@ -177,11 +216,31 @@ def files_digest(copies: Sequence[FileCopy], spec_dir: Path) -> str:
     """
     digest, budget = hashlib.sha256(), _Budget()
     for index, copy in enumerate(copies):
+        _check_target(copy, index)
         for item in _walk(copy, index, spec_dir):
             budget.take(index, entries=1)
             content = _hash_file(item, index, budget) if item.kind == "file" else ""
             digest.update(_line(_target(copy, item), item, content).encode("utf-8", "replace"))
     return "sha256:" + digest.hexdigest()
+
+
+def _check_target(copy: FileCopy, index: int) -> None:
+    parts = [part for part in copy.target.split("/") if part]
+    if (
+        "\n" in copy.target
+        or "\r" in copy.target
+        or len(copy.target.encode("utf-8", "replace")) > MAX_PATH // 2
+        or any(len(part.encode("utf-8", "replace")) > MAX_NAME for part in parts)
+    ):
+        raise SpecError(
+            [
+                SpecIssue(
+                    f"files[{index}].target {copy.target[:80]!r} holds a line break or is too "
+                    "long for the image; refused",
+                    pointer=f"/spec/files/{index}/target",
+                )
+            ]
+        )
 
 
 def _target(copy: FileCopy, item: _Item) -> str:
@@ -199,6 +258,7 @@ def add_files(tree: Tree, copies: Sequence[FileCopy], spec_dir: Path) -> str:
     """
     digest, budget = hashlib.sha256(), _Budget()
     for index, copy in enumerate(copies):
+        _check_target(copy, index)
         for item in _walk(copy, index, spec_dir):
             budget.take(index, entries=1)
             target = _target(copy, item)

@@ -67,6 +67,7 @@ def run_setup(
     name: str,
     vcpus: int,
     memory_mib: int,
+    cache_root: Path,
     log: Log,
 ) -> dict[str, Any]:
     """Boot ``staged`` (a folder with ``vmlinux`` and ``rootfs.ext4``), run ``setup.run``
@@ -92,7 +93,7 @@ def run_setup(
         vm_id="setup" + secrets.token_hex(5),
         workdir=vm_dir,
         kernel=staged / "vmlinux",
-        initrd=build_agent_initrd(),
+        initrd=build_agent_initrd(cache_root),
         rootfs=staged / "rootfs.ext4",
         vcpus=vcpus,
         memory_mib=memory_mib,

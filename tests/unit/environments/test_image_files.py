@@ -157,3 +157,26 @@ def test_too_much_is_refused(tree: Tree, spec_dir: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(image_files, "MAX_BYTES", 1 << 20)
     monkeypatch.setattr(image_files, "MAX_ENTRIES", 3)
     refused(tree, spec_dir, copies(("app", "/opt/app")), "more than 3 entries")
+
+
+def test_names_the_ext4_writer_cannot_carry_are_refused(tree: Tree, spec_dir: Path) -> None:
+    """A line break in a name would be a second command in the debugfs script."""
+    (spec_dir / "app" / "x\nrm etc").write_text("injected")
+    refused(tree, spec_dir, copies(("app", "/opt/app")), "line break")
+    (spec_dir / "app" / "x\nrm etc").unlink()
+    os.symlink("a\nb", spec_dir / "app" / "odd")
+    refused(tree, spec_dir, copies(("app", "/opt/app")), "line break")
+    (spec_dir / "app" / "odd").unlink()
+    with pytest.raises(SpecError, match="line break") as caught:
+        add_files(tree, copies(("motd", "/etc/x\nrm y")), spec_dir)
+    assert caught.value.issues[0].pointer == "/spec/files/0/target"
+    os.mkdir(os.fsencode(spec_dir / "app") + b"/\xff")
+    refused(tree, spec_dir, copies(("app", "/opt/app")), "not UTF-8")
+
+
+def test_a_deep_tree_is_refused(
+    tree: Tree, spec_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(image_files, "MAX_DEPTH", 2)
+    (spec_dir / "app" / "lib" / "a" / "b").mkdir(parents=True)
+    refused(tree, spec_dir, copies(("app", "/opt/app")), "nests deeper than 2")
