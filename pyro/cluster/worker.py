@@ -35,8 +35,9 @@ def pack(folder: Path, names: list[str] | None = None) -> bytes:
 
 def unpack(data: bytes, folder: Path) -> None:
     """Extract a tar made by :func:`pack` into ``folder``: regular files and folders only,
-    each inside ``folder`` (no absolute path, no ``..``, no link, no device, never through
-    a symlink already in ``folder``), modes kept to their permission bits.
+    each inside ``folder`` (no absolute path, no ``..``, no link, no device, no sparse
+    file, never through a symlink already in ``folder``), modes kept to their permission
+    bits.
 
     Raises:
         PyroError: the tar holds anything else (nothing is written past that entry).
@@ -48,6 +49,7 @@ def unpack(data: bytes, folder: Path) -> None:
                 member.name.startswith("/")
                 or ".." in parts
                 or not (member.isfile() or member.isdir())
+                or member.issparse()  # its map could expand a few bytes to terabytes
             ):
                 raise PyroError(
                     f"refused entry {member.name!r} of a transferred tar",

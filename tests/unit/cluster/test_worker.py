@@ -69,3 +69,15 @@ def test_nothing_is_written_through_a_symlink_already_in_the_folder(tmp_path: Pa
     with pytest.raises(PyroError, match="a symlink is in its way"):
         unpack(pack(source, ["out"]), target)
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("pax", [False, True], ids=["gnu-sparse", "pax-sparse"])
+def test_a_sparse_member_cannot_expand_on_the_controller(tmp_path: Path, pax: bool) -> None:
+    """A hostile node's 2 KiB tar declaring a 64 MiB sparse file writes nothing."""
+    from helpers.hostile_tars import sparse_bomb
+
+    target = tmp_path / "dst"
+    target.mkdir()
+    with pytest.raises(PyroError, match="refused entry"):
+        unpack(sparse_bomb("bomb", 64 << 20, pax=pax), target)
+    assert list(target.iterdir()) == []

@@ -205,3 +205,18 @@ def test_mangled_tars_fail_only_with_registry_errors(tmp_path: Path) -> None:
         tree = Tree(tmp_path / f"t{attempt}")
         with contextlib.suppress(RegistryError):
             apply_layer(tree, io.BytesIO(bytes(data)), 0, "layer 0", BUDGET)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("pax", [False, True], ids=["gnu-sparse", "pax-sparse"])
+def test_a_sparse_member_cannot_expand_past_the_bytes_the_layer_holds(
+    tree: Tree, pax: bool
+) -> None:
+    """A 2 KiB layer declaring a 64 MiB sparse file: refused before a byte is staged (a
+    reader trusting the sparse map would write the holes out as zeros, past the budget)."""
+    from helpers.hostile_tars import sparse_bomb
+
+    data = sparse_bomb("bomb", 64 << 20, pax=pax)
+    with pytest.raises(RegistryError, match="sparse"):
+        apply_layer(tree, io.BytesIO(data), 0, "layer 0", 1 << 20)
+    assert not (tree.staging / "bomb").exists()
