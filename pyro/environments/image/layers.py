@@ -223,6 +223,8 @@ def _apply_member(
     path = clean_name(member.name, label)
     parent, _, base = path.rpartition("/")
     if base.startswith(WHITEOUT):
+        if base == WHITEOUT:
+            raise layer_error(f"{label}: a whiteout that names no file; refused")
         _parents(tree, parent, label, index)
         if base == OPAQUE:
             opaque.append(parent)

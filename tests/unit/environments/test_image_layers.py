@@ -220,3 +220,13 @@ def test_a_sparse_member_cannot_expand_past_the_bytes_the_layer_holds(
     with pytest.raises(RegistryError, match="sparse"):
         apply_layer(tree, io.BytesIO(data), 0, "layer 0", 1 << 20)
     assert not (tree.staging / "bomb").exists()
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("name", [".wh.", "etc/.wh.", "/.wh."])
+def test_a_whiteout_naming_no_file_is_refused(tree: Tree, name: str) -> None:
+    """``.wh.`` alone whites out nothing: never its folder, never the root."""
+    apply(tree, 0, [Member("etc/passwd", b"root\n")])
+    with pytest.raises(RegistryError, match="whiteout"):
+        apply(tree, 1, [Member(name)])
+    assert (tree.staging / "etc/passwd").read_bytes() == b"root\n"
