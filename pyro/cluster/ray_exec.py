@@ -192,9 +192,7 @@ class RayExecutor:
             result = RunResult.model_validate(reply["result"])
             result.instance = InstanceInfo(node=str(reply["node"])[:12])
             if reply["artifacts"]:
-                from pyro.cluster.worker import unpack
-
-                unpack(reply["artifacts"], Path(job.plan.spec_dir or Path.cwd()))
+                _take_artifacts(job, result, reply["artifacts"])
             outer.set_result(result)
         except (PyroError, OSError, ValueError) as error:
             outer.set_exception(
@@ -303,6 +301,24 @@ def _lost(job: Job, error: BaseException) -> RunResult:
     assert result.error is not None
     result.error["type"] = NODE_LOST
     return result
+
+
+def _take_artifacts(job: Job, result: RunResult, data: bytes) -> None:
+    """Unpack a node's artifacts into the spec's folder: only the paths the plan copies
+    out, within the copy-out caps. A refused tar fails the instance's result (the node
+    is broken or hostile), not the dispatch.
+
+    Raises:
+        OSError: the host cannot write a file.
+    """
+    from pyro.cluster.worker import artifact_targets, unpack
+
+    try:
+        only = artifact_targets(job.plan.steps)
+        unpack(data, Path(job.plan.spec_dir or Path.cwd()), only=only)
+    except PyroError as error:
+        result.ok = False
+        result.error = error.to_dict()
 
 
 def _failed_on_node(job: Job, cause: BaseException) -> RunResult:

@@ -17,11 +17,12 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pyro.errors import PyroError, StalePlanError
+from pyro.machines.copyout import BYTES_ENV, DEPTH_ENV, ENTRIES_ENV, CopyLimits
 
 
 def pack(folder: Path, names: list[str] | None = None) -> bytes:
@@ -33,28 +34,40 @@ def pack(folder: Path, names: list[str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def unpack(data: bytes, folder: Path) -> None:
+def artifact_targets(steps: Iterable[object]) -> list[str]:
+    """The host paths (relative to the spec's folder) a plan's copy-out steps write."""
+    from pyro.execute.transfer import artifact_target
+    from pyro.plan.model import CopyOutStep
+
+    return [artifact_target(s.source, s.target) for s in steps if isinstance(s, CopyOutStep)]
+
+
+def unpack(
+    data: bytes,
+    folder: Path,
+    *,
+    only: list[str] | None = None,
+    limits: CopyLimits | None = None,
+) -> None:
     """Extract a tar made by :func:`pack` into ``folder``: regular files and folders only,
     each inside ``folder`` (no absolute path, no ``..``, no link, no device, no sparse
     file, never through a symlink already in ``folder``), modes kept to their permission
     bits.
 
+    ``only`` (a node's artifacts, taken in on the controller): each entry must be one of
+    these paths (:func:`artifact_targets`), below one, or a folder on the way to one; none
+    may be git metadata, and the tar is held to ``limits`` (default: the
+    ``$PYRO_COPY_OUT_MAX_*`` caps a local copy-out has). Every entry is checked before
+    the first is written.
+
     Raises:
-        PyroError: the tar holds anything else (nothing is written past that entry).
+        PyroError: the tar holds anything else.  LimitError: it passes a cap.
     """
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if (
-                member.name.startswith("/")
-                or ".." in parts
-                or not (member.isfile() or member.isdir())
-                or member.issparse()  # its map could expand a few bytes to terabytes
-            ):
-                raise PyroError(
-                    f"refused entry {member.name!r} of a transferred tar",
-                    "only files and folders inside the run's folder travel between nodes",
-                )
+        if limits is None and only is not None:
+            limits = CopyLimits.from_env()
+        members = _checked(tar, only, limits)
+        for member, parts in members:
             target = folder.joinpath(*parts)
             through = [folder.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
             if any(path.is_symlink() for path in through):
@@ -72,6 +85,96 @@ def unpack(data: bytes, folder: Path) -> None:
             with source, open(fd, "wb") as sink:
                 shutil.copyfileobj(source, sink)
             target.chmod(member.mode & 0o777)
+
+
+def _checked(
+    tar: tarfile.TarFile, only: list[str] | None, limits: CopyLimits | None
+) -> list[tuple[tarfile.TarInfo, tuple[str, ...]]]:
+    """Every member with its path parts, once all passed :func:`unpack`'s checks.
+
+    Raises:
+        PyroError: a refused entry.  LimitError: a cap passed.
+    """
+    from pyro.spec.gitmeta import has_git_part, looks_like_git_dir
+
+    members: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
+    names: dict[tuple[str, ...], set[str]] = {}
+    size = 0
+    for member in tar:
+        parts = PurePosixPath(member.name).parts
+        if (
+            member.name.startswith("/")
+            or ".." in parts
+            or not (member.isfile() or member.isdir())
+            or member.issparse()  # its map could expand a few bytes to terabytes
+        ):
+            raise PyroError(
+                f"refused entry {member.name!r} of a transferred tar",
+                "only files and folders inside the run's folder travel between nodes",
+            )
+        if limits is not None:
+            size += member.size if member.isfile() else 0
+            _check_caps(member, len(members) + 1, size, limits)
+        if only is not None:
+            _check_planned(member, "/".join(parts), only, limits or CopyLimits())
+            if has_git_part("/".join(parts)):
+                raise PyroError(
+                    f"refused entry {member.name[:200]!r} of a node's artifacts: git "
+                    "metadata is never written on the host (a hook would run commands)",
+                    "copy git metadata out as an archive if needed",
+                )
+            names.setdefault(parts[:-1], set()).add(parts[-1] if parts else "")
+        members.append((member, parts))
+    for folder, listed in names.items():
+        if looks_like_git_dir(listed):
+            raise PyroError(
+                f"refused folder {'/'.join(folder) or '.'!r} of a node's artifacts: it is "
+                "laid out as a .git folder (a hook there would run commands)",
+                "copy git metadata out as an archive if needed",
+            )
+    return members
+
+
+def _check_caps(member: tarfile.TarInfo, entries: int, size: int, limits: CopyLimits) -> None:
+    """Raises: LimitError: ``entries`` or ``size`` (so far, this member's included) pass
+    the copy-out caps."""
+    from pyro.errors import LimitError
+
+    if entries > limits.max_entries:
+        raise LimitError(
+            f"a node's tar has more than {limits.max_entries} entries (the copy-out entry limit)",
+            f"copy out an archive instead, or raise {ENTRIES_ENV}",
+        )
+    if size > limits.max_bytes:
+        raise LimitError(
+            f"a node's tar would write more than {limits.max_bytes} bytes (the copy-out byte "
+            f"limit; reached at {member.name[:200]!r})",
+            f"copy out an archive or a smaller folder, or raise {BYTES_ENV}",
+        )
+
+
+def _check_planned(member: tarfile.TarInfo, path: str, only: list[str], limits: CopyLimits) -> None:
+    """Raises: PyroError: ``path`` is none of ``only``, below one or a folder on the way
+    to one.  LimitError: it nests deeper below its target than ``limits`` allow."""
+    from pyro.errors import LimitError
+
+    below = [t for t in only if t == "." or path == t or path.startswith(t + "/")]
+    on_the_way = member.isdir() and any(t.startswith(path + "/") for t in only if path)
+    if not below and not on_the_way:
+        raise PyroError(
+            f"refused entry {member.name[:200]!r} of a node's artifacts: not an artifact "
+            "this run planned",
+            "the node is broken or hostile; its artifacts were not taken in",
+        )
+    if below:
+        deepest = max(0 if t == "." else len(t.split("/")) for t in below)
+        levels = len(path.split("/")) - deepest - (0 if member.isdir() else 1)
+        if levels > limits.max_depth:
+            raise LimitError(
+                f"a node's artifact {member.name[:200]!r} nests folders more than "
+                f"{limits.max_depth} levels deep (the copy-out depth limit)",
+                f"copy out an archive instead, or raise {DEPTH_ENV}",
+            )
 
 
 def run_instance(payload: dict[str, Any], files: bytes) -> dict[str, Any]:

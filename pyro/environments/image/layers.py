@@ -12,8 +12,9 @@ there, any other member adds or replaces its path. Everything is done without pr
 
 Tar member names are not trusted: a name with a ``..`` component, a hard link to a path
 that is not a regular file of the tree, a member under a path that is a symlink, and a
-sparse member (whose map could expand it past the bytes the layer holds) are refused (the layer is corrupt or hostile); absolute names are taken relative to the root,
-as container runtimes do. The staging folder only ever holds real directories on the way
+sparse member (whose map could expand it past the bytes the layer holds) are refused
+(the layer is corrupt or hostile); absolute names are taken relative to the root, as
+container runtimes do. The staging folder only ever holds real directories on the way
 to any path, so writing there never follows a link.
 """
 
@@ -277,8 +278,7 @@ def _apply_member(
         os.symlink(member.linkname, host)
     elif member.issparse():  # its map could expand a few bytes to terabytes of zeros
         raise layer_error(
-            f"{label}: a sparse file (its declared size is not the bytes the layer holds); "
-            "refused",
+            f"{label}: a sparse file (its declared size is not the bytes the layer holds); refused",
             "rebuild the image without sparse files (image builders do not write them)",
         )
     elif member.isfile():

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pyro.cluster.worker import pack, unpack
-from pyro.errors import PyroError
+from pyro.cluster.worker import artifact_targets, pack, unpack
+from pyro.errors import LimitError, PyroError
+from pyro.machines.copyout import CopyLimits
+from pyro.plan.model import CopyOutStep
 
 
 def test_files_and_folders_round_trip_with_their_modes(tmp_path: Path) -> None:
@@ -81,3 +83,103 @@ def test_a_sparse_member_cannot_expand_on_the_controller(tmp_path: Path, pax: bo
     with pytest.raises(PyroError, match="refused entry"):
         unpack(sparse_bomb("bomb", 64 << 20, pax=pax), target)
     assert list(target.iterdir()) == []
+
+
+def tar_of(members: dict[str, bytes | None]) -> bytes:
+    """A tar a node could send: each name a file of those bytes, or a folder (None)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_the_controller_takes_only_the_planned_artifact_targets(tmp_path: Path) -> None:
+    """A hostile node's tar holding the planned ``out/`` and a new spec file: refused, the
+    spec folder's own files untouched."""
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    (spec_dir / "pyro.yaml").write_text("mine\n")
+    steps = [CopyOutStep(id="s1", source="/work/out", target="dist/")]
+    only = artifact_targets(steps)
+    assert only == ["dist/out"]
+    good = {"dist": None, "dist/out": None, "dist/out/r.txt": b"hi\n"}
+    unpack(tar_of(good), spec_dir, only=only)
+    assert (spec_dir / "dist/out/r.txt").read_text() == "hi\n"
+    with pytest.raises(PyroError, match="not an artifact this run planned"):
+        unpack(tar_of({**good, "pyro.yaml": b"evil\n"}), spec_dir, only=only)
+    assert (spec_dir / "pyro.yaml").read_text() == "mine\n"
+    with pytest.raises(PyroError, match="not an artifact this run planned"):
+        unpack(tar_of({"dist/other": b"x"}), spec_dir, only=only)
+    assert not (spec_dir / "dist/other").exists()
+
+
+def test_the_controller_never_writes_git_metadata(tmp_path: Path) -> None:
+    """Even an artifact copied to the spec folder itself brings no ``.git`` hook along."""
+    spec_dir = tmp_path / "spec"
+    (spec_dir / ".git" / "hooks").mkdir(parents=True)
+    only = artifact_targets([CopyOutStep(id="s1", source="/work", target=".")])
+    with pytest.raises(PyroError, match=r"\.git"):
+        unpack(tar_of({".git/hooks/post-checkout": b"#!/bin/sh\nrm -rf ~\n"}), spec_dir, only=only)
+    assert list((spec_dir / ".git" / "hooks").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("limits", "members", "match"),
+    [
+        (CopyLimits(max_entries=3), {f"out/{i}": b"x" for i in range(5)}, "entries"),
+        (CopyLimits(max_bytes=1000), {"out/a": b"x" * 600, "out/b": b"y" * 600}, "bytes"),
+        (CopyLimits(max_depth=2), {"out/a/b/c/d": b"x"}, "levels"),
+    ],
+    ids=["entries", "bytes", "depth"],
+)
+def test_the_controller_holds_the_copy_out_caps(
+    tmp_path: Path, limits: CopyLimits, members: dict[str, bytes | None], match: str
+) -> None:
+    """A node's tar is held to the same ``$PYRO_COPY_OUT_MAX_*`` caps as a local copy-out;
+    the refused entry is not written."""
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    with pytest.raises(LimitError, match=match):
+        unpack(tar_of(members), spec_dir, only=["out"], limits=limits)
+    assert not (spec_dir / "out" / "b").exists()
+    assert not (spec_dir / "out" / "4").exists()
+
+
+def test_a_refused_artifact_tar_fails_its_instance_and_writes_nothing(tmp_path: Path) -> None:
+    """What the Ray executor does with a node's reply: a hostile tar is the instance's
+    error (ok false), nothing of it lands, and a good one lands at its planned target."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from pyro.cluster.ray_exec import _take_artifacts
+    from pyro.execute.result import RunResult
+
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    (spec_dir / "pyro.yaml").write_text("mine\n")
+    steps = [CopyOutStep(id="s1", source="/work/out", target="out")]
+    job = cast(Any, SimpleNamespace(plan=SimpleNamespace(steps=steps, spec_dir=str(spec_dir))))
+
+    def result() -> RunResult:
+        return RunResult(
+            ok=True, name="i", plan_digest="", environment="e", environment_digest=None,
+            backend=None, vm_id=None, exit_code=0, duration_ms=0, steps=[],
+        )  # fmt: skip
+
+    hostile = result()
+    _take_artifacts(job, hostile, tar_of({"out/r.txt": b"hi\n", "pyro.yaml": b"evil\n"}))
+    assert not hostile.ok
+    assert "not an artifact this run planned" in str(hostile.error)
+    assert (spec_dir / "pyro.yaml").read_text() == "mine\n"
+    assert not (spec_dir / "out").exists()
+    honest = result()
+    _take_artifacts(job, honest, tar_of({"out": None, "out/r.txt": b"hi\n"}))
+    assert honest.ok
+    assert (spec_dir / "out/r.txt").read_text() == "hi\n"
