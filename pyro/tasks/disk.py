@@ -17,7 +17,6 @@ is dumped only after its size passed the caller's cap.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from typing import BinaryIO
 from pyro import paths
 from pyro.errors import GuestPathError, LimitError, VMMError
 from pyro.guest.results import GuestStat
+from pyro.host import shmroom
 
 #: ``ls -p`` prints ``/INODE/MODE/UID/GID/NAME/SIZE/`` (SIZE empty for folders).
 _LINE = re.compile(rb"^/(\d+)/([0-7]{1,7})/(\d+)/(\d+)/([^/]*)/(\d*)/$")
@@ -72,7 +72,9 @@ def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,), cwd: Path | Non
 @contextlib.contextmanager
 def opened(disk: Path, *, snapshot: str | None = None) -> Iterator[DiskReader]:
     """A reader of the qcow2 ``disk`` (its snapshot ``snapshot`` if given), through a private
-    temporary raw copy (in ``/dev/shm`` when it has room) removed on exit. The disk must
+    temporary raw copy removed on exit: in ``/dev/shm`` when room for it is reserved there
+    (:mod:`pyro.host.shmroom`, so concurrent readers never fill it together), else next
+    to the disk. The disk must
     not be written meanwhile unless ``snapshot`` is given (a snapshot is never written).
 
     Raises:
@@ -81,8 +83,11 @@ def opened(disk: Path, *, snapshot: str | None = None) -> Iterator[DiskReader]:
     qemu_img = _tool("qemu-img", "qemu-utils")
     e2fsck = _tool("e2fsck", "e2fsprogs")
     debugfs = _tool("debugfs", "e2fsprogs")
-    work = Path(tempfile.mkdtemp(prefix="pyro-disk-", dir=_scratch(disk)))
+    # The raw copy, and one dumped file at most as large: in /dev/shm when it has room.
+    room = shmroom.reserve(2 * _virtual_size(disk))
+    work: Path | None = None
     try:
+        work = room.folder if room else Path(tempfile.mkdtemp(prefix="pyro-disk-", dir=disk.parent))
         paths.private_dir(work, create=False)
         image = work / "disk.raw"
         argv = [qemu_img, "convert", "-U", "-f", "qcow2", "-O", "raw"]
@@ -93,17 +98,10 @@ def opened(disk: Path, *, snapshot: str | None = None) -> Iterator[DiskReader]:
         _run([e2fsck, "-E", "journal_only", "-p", str(image)], "replaying its journal", (0, 1))
         yield DiskReader(image, work, debugfs)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _scratch(disk: Path) -> Path:
-    """``/dev/shm`` when it can hold the disk's whole virtual size, else the disk's folder."""
-    shm = Path("/dev/shm")
-    with contextlib.suppress(OSError):
-        fs = os.statvfs(shm)
-        if fs.f_bavail * fs.f_frsize > 2 * _virtual_size(disk):
-            return shm
-    return disk.parent
+        if room is not None:
+            room.release()  # its folder with it
+        elif work is not None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _virtual_size(disk: Path) -> int:

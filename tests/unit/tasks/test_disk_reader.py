@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pyro.errors import GuestPathError, LimitError
+from pyro.host import shmroom
 from pyro.tasks import disk
 
 pytestmark = pytest.mark.skipif(
@@ -73,7 +74,7 @@ def test_lists_reads_and_exports_like_the_agent(tmp_path: Path) -> None:
     assert os.readlink(tmp_path / "out" / "inside") == "sub/big"
     assert not (tmp_path / "out" / "outside").exists()  # leaves the export: skipped
     assert any("outside" in s for s in result.skipped)
-    assert not list(Path("/dev/shm").glob("pyro-disk-*"))  # the raw copy is gone
+    assert not reader.work.exists()  # the raw copy is gone
 
 
 def test_a_name_the_listing_cannot_carry_is_a_clear_error(tmp_path: Path) -> None:
@@ -92,3 +93,68 @@ def test_a_broken_disk_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(VMMError, match="copying the disk"), disk.opened(bad):
         pass
+
+
+def _reader_in_shm(qcow: Path, barrier: object, found: list[bool]) -> None:
+    """Open ``qcow`` offline, note whether its scratch copy is in /dev/shm, and hold it
+    open until every reader has opened its own."""
+    with disk.opened(qcow) as reader:
+        found.append(reader.work.parent == shmroom.SHM)
+        barrier.wait(timeout=60)  # type: ignore[attr-defined]
+
+
+def _process_readers(qcow: Path, barrier: object, queue: object, threads: int) -> None:
+    import threading
+
+    found: list[bool] = []
+    workers = [
+        threading.Thread(target=_reader_in_shm, args=(qcow, barrier, found)) for _ in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    queue.put(found)  # type: ignore[attr-defined]
+
+
+@pytest.mark.hostile
+def test_concurrent_readers_share_one_dev_shm_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six readers at once (three processes of two threads) against /dev/shm room for two
+    16 MiB disks (a reader needs twice its disk): two copy into /dev/shm, the others into
+    the disk's folder; each checking the room alone would have let all six in."""
+    import multiprocessing
+
+    qcow = _image(tmp_path, _tree(tmp_path))
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path / "state"))
+    real_statvfs = os.statvfs
+
+    def statvfs(path: object) -> os.statvfs_result:
+        result = real_statvfs(path)  # type: ignore[arg-type]
+        if str(path) != "/dev/shm":
+            return result
+        budget = (2 * 2 * (16 << 20) + (8 << 20)) // result.f_frsize  # room for two, not three
+        fields = list(result)
+        fields[4] = budget  # f_bavail
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    if real_statvfs("/dev/shm").f_bavail * real_statvfs("/dev/shm").f_frsize < 256 << 20:
+        pytest.skip("/dev/shm has less than 256 MiB free here")
+    context = multiprocessing.get_context("fork")
+    barrier, queue = context.Barrier(6), context.Queue()
+    processes = [
+        context.Process(target=_process_readers, args=(qcow, barrier, queue, 2)) for _ in range(3)
+    ]
+    for process in processes:
+        process.start()
+    found = [flag for _ in processes for flag in queue.get(timeout=120)]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    assert len(found) == 6
+    assert found.count(True) == 2, found
+    # Every reservation was given back: a reader now gets /dev/shm again.
+    with disk.opened(qcow) as reader:
+        assert reader.work.parent == shmroom.SHM
