@@ -103,9 +103,8 @@ class AgentClient:
         try:
             sock.settimeout(hello_timeout)
             sock.sendall(encode_frame(FrameType.HELLO, 0, payload))
-            while True:
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
-                frame = read_frame(sock)
+            while True:  # the deadline bounds the whole hello, not each frame or byte
+                frame = read_frame(sock, deadline=deadline)
                 if frame.type == FrameType.HELLO_OK:
                     break
         except TimeoutError as exc:

@@ -40,23 +40,34 @@ class Request:
     trimmed: set[FrameType] = field(default_factory=set)
 
 
-def recv_exact(sock: socket.socket, n: int, stop: Callable[[], bool] | None = None) -> bytes:
+def recv_exact(
+    sock: socket.socket,
+    n: int,
+    stop: Callable[[], bool] | None = None,
+    deadline: float | None = None,
+) -> bytes:
     """Exactly n bytes (n is at most one frame, so this is bounded).
 
     A socket timeout before the first byte propagates (the caller is idle); once a frame has
-    started, timeouts are waited out until ``stop()`` says to give up.
+    started, timeouts are waited out until ``stop()`` says to give up. With a monotonic
+    ``deadline``, no byte is waited for past it, however slowly they come.
 
     Raises:
         EOFError: if the stream ends first (mid-frame or between frames), or stop() is true.
-        TimeoutError: if the socket times out before the first byte.
+        TimeoutError: if the socket times out before the first byte, or the deadline passes.
     """
     parts: list[bytes] = []
     left = n
     while left:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the deadline passed")
+            sock.settimeout(remaining)
         try:
             chunk = sock.recv(min(left, 1 << 20))
         except TimeoutError:
-            if not parts and stop is None:
+            if deadline is not None or (not parts and stop is None):
                 raise
             if stop is not None and stop():
                 raise EOFError("the connection was closed") from None
@@ -68,17 +79,21 @@ def recv_exact(sock: socket.socket, n: int, stop: Callable[[], bool] | None = No
     return b"".join(parts)
 
 
-def read_frame(sock: socket.socket, stop: Callable[[], bool] | None = None) -> Frame:
-    """One guest frame from the socket.
+def read_frame(
+    sock: socket.socket, stop: Callable[[], bool] | None = None, deadline: float | None = None
+) -> Frame:
+    """One guest frame from the socket (whole by the monotonic ``deadline`` if given).
 
     Raises:
         ProtocolError: if the header is invalid (see decode_header).
         EOFError: if the stream ends.
-        TimeoutError: if the socket times out before the frame starts.
+        TimeoutError: if the socket times out before the frame starts, or the deadline
+            passes.
     """
-    first = recv_exact(sock, 1)  # idle timeouts surface here, between frames
-    ftype, request_id, length = decode_header(first + recv_exact(sock, HEADER_LEN - 1, stop))
-    return Frame(ftype, request_id, recv_exact(sock, length, stop) if length else b"")
+    first = recv_exact(sock, 1, deadline=deadline)  # idle timeouts surface here
+    header = first + recv_exact(sock, HEADER_LEN - 1, stop, deadline)
+    ftype, request_id, length = decode_header(header)
+    return Frame(ftype, request_id, recv_exact(sock, length, stop, deadline) if length else b"")
 
 
 class Mux:

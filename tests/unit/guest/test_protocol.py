@@ -246,6 +246,62 @@ def test_hello_timeout(fake: Callable[..., FakeGuest]) -> None:
         AgentClient.connect(guest.host, hello_timeout=0.3)
 
 
+def dribble(data: bytes, every_s: float) -> Script:
+    """A script sending ``data`` one byte at a time, forever (until the host hangs up)."""
+
+    def script(sock: socket.socket) -> None:
+        while True:
+            for byte in data:
+                sock.sendall(bytes([byte]))
+                time.sleep(every_s)
+
+    return script
+
+
+def flood(data: bytes) -> Script:
+    """A script sending ``data`` again and again as fast as the host reads it."""
+
+    def script(sock: socket.socket) -> None:
+        while True:
+            sock.sendall(data)
+
+    return script
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    "script",
+    [
+        dribble(HELLO_OK, 0.05),  # a hello answer at a byte every 50 ms: 2 s
+        dribble(encode_frame(FrameType.STDOUT, 0, b"x" * 4000), 0.01),  # one long frame
+        flood(encode_frame(FrameType.STDOUT, 0, b"x" * 100)),  # frames, never HELLO_OK
+    ],
+    ids=["slow-hello-ok", "slow-long-frame", "flood-before-hello-ok"],
+)
+def test_the_hello_deadline_holds_against_a_stalling_agent(
+    fake: Callable[..., FakeGuest], script: Script
+) -> None:
+    """Bytes arriving just often enough, or frames that are never the answer: the hello
+    still ends at its deadline with a clear error (it waited forever before)."""
+    guest = fake(script, answer_hello=False)
+    outcome: list[BaseException | AgentClient] = []
+
+    def hello() -> None:
+        try:
+            outcome.append(AgentClient.connect(guest.host, hello_timeout=0.5))
+        except BaseException as exc:  # the outcome is asserted below
+            outcome.append(exc)
+
+    begun = time.monotonic()
+    thread = threading.Thread(target=hello, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the hello never ended"
+    assert time.monotonic() - begun < 2.0
+    assert isinstance(outcome[0], RunTimeoutError), outcome
+    assert "did not answer the hello within 0.5 s" in str(outcome[0])
+
+
 def test_request_timeout(fake: Callable[..., FakeGuest]) -> None:
     client = connect(fake(hold), request_timeout=0.3)
     with pytest.raises(RunTimeoutError):
