@@ -429,3 +429,87 @@ def test_callers_are_counted_while_connected(shared: Path) -> None:
     assert count_becomes(1)
     b.close()
     assert count_becomes(0)  # the keeper lives on (no lock to end on), idle: not busy
+
+
+# -- the keeper program against a hostile agent ------------------------------------------------
+
+
+def _silent(sock: socket.socket) -> None:
+    while sock.recv(65536):
+        pass
+
+
+def _dribbling(sock: socket.socket) -> None:
+    sock.recv(65536)  # the HELLO
+    with contextlib.suppress(OSError):
+        for byte in k.frame(k.HELLO_OK, 0, hello_ok()) * 100:
+            sock.sendall(bytes([byte]))
+            time.sleep(0.1)
+
+
+def _oversized(sock: socket.socket) -> None:
+    sock.recv(65536)
+    sock.sendall(k.HEADER.pack(k.MAGIC, k.VERSION, k.HELLO_OK, 0, k.MAX_PAYLOAD + 1))
+    _silent(sock)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    ("agent_script", "error"),
+    [
+        (_silent, "did not answer the hello within 0.5 s"),
+        (_dribbling, "did not answer the hello within 0.5 s"),
+        (_oversized, "connection failed during hello"),
+    ],
+    ids=["never-answers", "one-byte-at-a-time", "bogus-frame-length"],
+)
+def test_a_hostile_agent_behind_the_keeper_fails_the_hello_and_the_keeper_leaves(
+    tmp_path: Path, agent_script: Any, error: str
+) -> None:
+    """The real keeper program between a real AgentClient and an agent that never answers
+    the hello, answers a byte at a time, or declares an oversized frame: the caller gets a
+    clear error by its deadline, and the keeper exits (idle, or at the broken frame) leaving
+    no socket or pid file behind."""
+    import subprocess
+    import sys
+
+    from pyro.errors import PyroError
+
+    keeper_end, agent = socket.socketpair()
+    talker = threading.Thread(target=agent_script, args=(agent,), daemon=True)
+    talker.start()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = tmp_path / "session.sock"
+    listener.bind(str(path))
+    listener.listen(16)
+    (tmp_path / "session.lock").touch()
+    holder = subprocess.Popen(["sleep", "600"])  # stands for the VMM
+    pidfd = os.pidfd_open(holder.pid)
+    dir_fd = os.open(tmp_path, os.O_PATH)
+    fds = (keeper_end.fileno(), listener.fileno(), pidfd, dir_fd)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", k.__file__, "pyro-test", *map(str, fds), "session.sock",
+         "session.pid", str(tmp_path / "session.lock")],
+        pass_fds=fds,
+    )  # fmt: skip
+    (tmp_path / "session.pid").write_text(f"{proc.pid}\n")
+    for fd in (pidfd, dir_fd):
+        os.close(fd)
+    keeper_end.close()
+    listener.close()
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(path))
+        begun = time.monotonic()
+        with pytest.raises(PyroError, match=error):
+            AgentClient.connect(sock, hello_timeout=0.5)
+        assert time.monotonic() - begun < 2.0
+        assert proc.wait(10) == 0  # gone on its own: idle, or the agent broke the format
+        assert not path.exists() and not (tmp_path / "session.pid").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        holder.kill()
+        holder.wait()
+        agent.close()
