@@ -30,6 +30,8 @@ from pyro.tasks.manager import TaskManager
 MAX_FILE_BYTES = 16 << 20
 #: The largest diff accepted.
 MAX_PATCH_BYTES = 64 << 20
+#: The most bytes of guest files one patch reads (the host holds them until it writes).
+MAX_TOTAL_BYTES = 256 << 20
 
 
 class FailedHunk(BaseModel):
@@ -53,8 +55,8 @@ def apply(manager: TaskManager, task_id: str, patch: bytes) -> PatchResult:
     """Apply the unified diff ``patch`` to the task's files (booting or resuming it).
 
     Raises:
-        UsageError: not a unified diff, a path it cannot name, too large, a target that
-            is not a UTF-8 text file.
+        UsageError: not a unified diff, a path it cannot name, too large (or its files
+            together are), a target that is not a UTF-8 text file.
         NotFoundError: no such task.  GuestError: the guest failed to write.
     """
     from unidiff.errors import UnidiffParseError
@@ -76,6 +78,7 @@ def apply(manager: TaskManager, task_id: str, patch: bytes) -> PatchResult:
     failed: list[FailedHunk] = []
     results: dict[str, bytes | None] = {}  # guest path -> new content (None: removed)
     modes: dict[str, int] = {}
+    total = 0  # bytes of guest files read
     with manager.session(task_id) as client:
         for item in parsed:
             path = _path(item.path, meta.workspace)
@@ -90,6 +93,13 @@ def apply(manager: TaskManager, task_id: str, patch: bytes) -> PatchResult:
                 if read is None:
                     failed.append(FailedHunk(path=shown, hunk=1, reason="the file does not exist"))
                     continue
+                total += len(read)
+                if total > MAX_TOTAL_BYTES:
+                    raise UsageError(
+                        f"the patch reads more than {MAX_TOTAL_BYTES} bytes of files in the "
+                        f"guest (reached at {shown[:200]!r}); nothing was changed",
+                        "split it into smaller patches",
+                    )
                 source = read.splitlines(keepends=True)
             lines, failures = _apply(source, item)
             failed.extend(FailedHunk(path=shown, hunk=n, reason=r) for n, r in failures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 
+import pytest
 from unidiff.patch import PatchSet
 
 from pyro.tasks.patch import _apply
@@ -48,3 +49,43 @@ def test_an_added_file_is_its_added_lines() -> None:
     patch = PatchSet("--- /dev/null\n+++ b/n\n@@ -0,0 +1,2 @@\n+x\n+y\n")
     assert patch[0].is_added_file
     assert _apply([], patch[0]) == (["x\n", "y\n"], [])
+
+
+def test_a_patch_cannot_make_the_host_hold_more_than_its_budget_of_guest_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small patch naming many large guest files (a caller and its guest together):
+    refused once the files read pass the budget, before anything is written and without
+    reading the rest; the host never holds them all."""
+    import contextlib
+    from collections.abc import Iterator
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from helpers.lying_agent import LyingAgent
+
+    from pyro.errors import UsageError
+    from pyro.tasks import patch
+
+    monkeypatch.setattr(patch, "MAX_TOTAL_BYTES", 8 << 20, raising=False)
+    agent = LyingAgent()
+    body = b"first\n" + b"x" * (1 << 20) + b"\n"
+    diff = ""
+    for n in range(40):
+        agent.contents[f"/workspace/f{n}"] = body
+        diff += f"--- a/f{n}\n+++ b/f{n}\n@@ -1 +1 @@\n-first\n+changed\n"
+
+    class Manager:
+        def get(self, task_id: str) -> tuple[None, Any]:
+            return None, SimpleNamespace(workspace="/workspace")
+
+        @contextlib.contextmanager
+        def session(self, task_id: str) -> Iterator[LyingAgent]:
+            yield agent
+
+        def touch(self, task_id: str) -> None:
+            raise AssertionError("nothing may be written")
+
+    with pytest.raises(UsageError, match="reads more than 8388608 bytes of files"):
+        patch.apply(cast(Any, Manager()), "t", diff.encode())
+    assert len(agent.reads) <= 9
