@@ -17,10 +17,13 @@ is dumped only after its size passed the caller's cap.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import selectors
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -37,6 +40,8 @@ _KINDS = {0o040000: "d", 0o100000: "f", 0o120000: "l", 0o020000: "c", 0o060000: 
 _KINDS |= {0o010000: "p", 0o140000: "s"}
 ROOT_INODE = 2
 TOOL_TIMEOUT_S = 120.0
+#: The most bytes one tool run may print (a listing of MAX_LIST_ENTRIES long names fits).
+MAX_TOOL_OUTPUT = 64 << 20
 #: Listings longer than this are refused (the agent's cap, pyro.guest.client).
 MAX_LIST_ENTRIES = 100_000
 
@@ -52,21 +57,63 @@ def _tool(name: str, package: str) -> str:
     return exe
 
 
-def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,), cwd: Path | None = None) -> bytes:
-    """Raises: VMMError: the tool failed or hung."""
+def _run(
+    argv: list[str],
+    what: str,
+    ok: tuple[int, ...] = (0,),
+    cwd: Path | None = None,
+) -> bytes:
+    """The tool's output, read as it prints: at most :data:`MAX_TOOL_OUTPUT` bytes and
+    :data:`TOOL_TIMEOUT_S` seconds (a crafted disk can make debugfs print without end).
+
+    Raises:
+        VMMError: the tool failed or hung.  LimitError: it printed too much.
+    """
+    limit = MAX_TOOL_OUTPUT
+    deadline = time.monotonic() + TOOL_TIMEOUT_S
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = bytearray(), bytearray()
     try:
-        proc = subprocess.run(
-            argv, capture_output=True, timeout=TOOL_TIMEOUT_S, check=False, cwd=cwd
-        )
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ, out)
+            selector.register(proc.stderr, selectors.EVENT_READ, err)
+            while selector.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise VMMError(f"{what} timed out")
+                for key, _ in selector.select(remaining):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                    elif key.data is err:
+                        err[:] = (err + chunk)[-(1 << 16) :]  # its last lines are enough
+                    else:
+                        out += chunk
+                        if len(out) > limit:
+                            raise LimitError(
+                                f"{what} printed more than {limit} bytes",
+                                "the guest wrote a broken or hostile file system; boot the "
+                                "task to read it",
+                            )
+        returncode = proc.wait(max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired as exc:
         raise VMMError(f"{what} timed out") from exc
-    if proc.returncode not in ok:
-        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    if returncode not in ok:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
         raise VMMError(
-            f"{what} failed: {lines[-1] if lines else proc.returncode}",
+            f"{what} failed: {lines[-1] if lines else returncode}",
             "check free disk space; 'pyro task status ID' shows the task",
         )
-    return proc.stdout
+    return bytes(out)
 
 
 @contextlib.contextmanager

@@ -86,6 +86,22 @@ def test_a_name_the_listing_cannot_carry_is_a_clear_error(tmp_path: Path) -> Non
         reader.list_dir("/workspace")
 
 
+@pytest.mark.hostile
+def test_what_debugfs_prints_is_capped_while_it_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder whose listing is longer than the cap on a tool's output (a guest can craft
+    a directory that lists without end): refused, never gathered whole in memory."""
+    root = tmp_path / "tree"
+    (root / "workspace").mkdir(parents=True)
+    for n in range(300):
+        (root / "workspace" / f"file-with-a-long-name-{n:04}").write_text("")
+    qcow = _image(tmp_path, root)
+    monkeypatch.setattr(disk, "MAX_TOOL_OUTPUT", 4096, raising=False)
+    with disk.opened(qcow) as reader, pytest.raises(LimitError, match="more than 4096 bytes"):
+        reader.list_dir("/workspace")
+
+
 def test_a_broken_disk_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "overlay.qcow2"
     bad.write_bytes(b"not a disk")
