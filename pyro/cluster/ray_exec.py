@@ -25,6 +25,7 @@ from pyro.execute.result import InstanceInfo, RunResult
 from pyro.plan.model import CopyInStep
 
 if TYPE_CHECKING:
+    from pyro.host.confine import Root
     from pyro.spec.model import RunSpec
 
 #: How long a cancelled task has to clean up before it is killed.
@@ -90,17 +91,28 @@ def _catalog_source(name: str) -> str | None:
 class RayExecutor:
     """Attempts as Ray tasks on the cluster's nodes."""
 
-    def __init__(self, ray: Any, jobs: list[Job], pins: dict[str, str], files: Any) -> None:
+    def __init__(
+        self,
+        ray: Any,
+        jobs: list[Job],
+        pins: dict[str, str],
+        files: Any,
+        root: Root | None = None,
+    ) -> None:
         self._ray = ray
         self._pins = pins
         self._files = files
+        self._root = root
         self._refs: dict[Any, Job] = {}
         self._task = ray.remote(max_retries=0, num_cpus=0)(_run_on_node)
 
     @classmethod
-    def connect(cls, address: str, jobs: list[Job], *, prepull: bool = False) -> RayExecutor:
+    def connect(
+        cls, address: str, jobs: list[Job], *, prepull: bool = False, root: Root | None = None
+    ) -> RayExecutor:
         """Pin the environments, connect, check placement, (``prepull``: have every node
-        that can run a job pull them now), ship the copy-in files.
+        that can run a job pull them now), ship the copy-in files. A confined caller's
+        (``root``) artifacts come back into fresh folders under it.
 
         Raises:
             UsageError: Ray is not installed, or the cluster does not answer.
@@ -132,7 +144,7 @@ class RayExecutor:
         # digest) and its apply says the source does not exist, as a local apply does.
         present = [source for source in sources if (base / source).exists()]
         files = ray.put(pack(base, present))  # once, for every instance
-        return cls(ray, jobs, pins, files)
+        return cls(ray, jobs, pins, files, root)
 
     def submit(
         self, job: Job, attempt: int, avoid: frozenset[str]
@@ -192,7 +204,7 @@ class RayExecutor:
             result = RunResult.model_validate(reply["result"])
             result.instance = InstanceInfo(node=str(reply["node"])[:12])
             if reply["artifacts"]:
-                _take_artifacts(job, result, reply["artifacts"])
+                _take_artifacts(job, result, reply["artifacts"], root=self._root)
             outer.set_result(result)
         except (PyroError, OSError, ValueError) as error:
             outer.set_exception(
@@ -303,10 +315,11 @@ def _lost(job: Job, error: BaseException) -> RunResult:
     return result
 
 
-def _take_artifacts(job: Job, result: RunResult, data: bytes) -> None:
-    """Unpack a node's artifacts into the spec's folder: only the paths the plan copies
-    out, within the copy-out caps. A refused tar fails the instance's result (the node
-    is broken or hostile), not the dispatch.
+def _take_artifacts(job: Job, result: RunResult, data: bytes, *, root: Root | None = None) -> None:
+    """Unpack a node's artifacts into the spec's folder (confined: a fresh folder under
+    ``root``, named by ``result.artifacts_dir``, as a local confined run's): only the
+    paths the plan copies out, within the copy-out caps. A refused tar fails the
+    instance's result (the node is broken or hostile), not the dispatch.
 
     Raises:
         OSError: the host cannot write a file.
@@ -315,7 +328,12 @@ def _take_artifacts(job: Job, result: RunResult, data: bytes) -> None:
 
     try:
         only = artifact_targets(job.plan.steps)
-        unpack(data, Path(job.plan.spec_dir or Path.cwd()), only=only)
+        if root is None:
+            unpack(data, Path(job.plan.spec_dir or Path.cwd()), only=only)
+            return
+        folder = root.output_folder(job.name)
+        result.artifacts_dir = str(folder)
+        unpack(data, folder, only=only)
     except PyroError as error:
         result.ok = False
         result.error = error.to_dict()

@@ -91,7 +91,7 @@ class ManyMethods:
         if self._cluster is not None:
             from pyro.cluster.ray_exec import RayExecutor
 
-            return RayExecutor.connect(self._cluster, jobs, prepull=prepull)
+            return RayExecutor.connect(self._cluster, jobs, prepull=prepull, root=self._root)
         from pyro.cluster.local import LocalExecutor
         from pyro.machines.registry import VMRegistry
 

@@ -183,3 +183,32 @@ def test_a_refused_artifact_tar_fails_its_instance_and_writes_nothing(tmp_path: 
     _take_artifacts(job, honest, tar_of({"out": None, "out/r.txt": b"hi\n"}))
     assert honest.ok
     assert (spec_dir / "out/r.txt").read_text() == "hi\n"
+
+
+def test_a_confined_callers_node_artifacts_land_in_a_fresh_folder(tmp_path: Path) -> None:
+    """Pyro(confine_to=..., cluster=...): a node's artifacts go where a local confined run's
+    go, a new folder under the root that the result names, never over the root's files."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from pyro.cluster.ray_exec import _take_artifacts
+    from pyro.execute.result import RunResult
+    from pyro.host.confine import Root
+
+    base = tmp_path / "root"
+    base.mkdir()
+    (base / "out").write_text("the user's own file\n")
+    steps = [CopyOutStep(id="s1", source="/work/out", target="out")]
+    job = cast(
+        Any, SimpleNamespace(name="ci", plan=SimpleNamespace(steps=steps, spec_dir=str(base)))
+    )
+    result = RunResult(
+        ok=True, name="ci", plan_digest="", environment="e", environment_digest=None,
+        backend=None, vm_id=None, exit_code=0, duration_ms=0, steps=[],
+    )  # fmt: skip
+    _take_artifacts(job, result, tar_of({"out": b"from the node\n"}), root=Root.of(base))
+    assert (base / "out").read_text() == "the user's own file\n"
+    assert result.ok and result.artifacts_dir is not None
+    folder = Path(result.artifacts_dir)
+    assert folder.parent == base / ".pyro-artifacts"
+    assert (folder / "out").read_text() == "from the node\n"
