@@ -352,3 +352,19 @@ def test_a_task_on_an_image_runs_as_its_user(
         "tool 1.0 (hello from the image)",
         "seeded",
     ]
+
+
+def test_all_layers_together_unpack_within_the_pull_limit(
+    registry: Registry, cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three layers of 1.5 MiB of zeros each (a few KiB gzipped) under a 2 MiB pull limit:
+    each fits alone, together they do not; refused, nothing installed (a hostile registry's
+    256 layers could otherwise unpack to 256 times the limit)."""
+    monkeypatch.setenv("PYRO_PULL_MAX_MB", "2")
+    ref = registry.ref("library/layered-bomb", os.urandom(4).hex())
+    layers = [layer([Member(f"zeros-{n}", bytes(3 << 19))]) for n in range(3)]
+    push_image(ref, layers, {}, tmp_path / "push")
+    with pytest.raises(RegistryError, match="more than the pull limit"):
+        EnvironmentService(cache).pull(ref)
+    assert cache.status(ref).state == "not-installed"
+    assert list((cache.root / "tmp").iterdir()) == []

@@ -78,6 +78,8 @@ class Tree:
     entries: dict[str, Entry] = field(default_factory=dict)
     children: dict[str, set[str]] = field(default_factory=dict)
     dropped_xattrs: int = 0
+    unpacked: int = 0
+    """Tar bytes of every layer applied so far (they share one budget)."""
 
     def __post_init__(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -170,20 +172,21 @@ def clean_name(name: str, what: str) -> str:
 
 
 class _Counting:
-    """A reader that hashes what passes and refuses to pass more than ``budget`` bytes."""
+    """A reader that hashes what passes and refuses to pass more than ``budget`` bytes,
+    ``spent`` of them already."""
 
-    def __init__(self, inner: Readable, budget: int, what: str) -> None:
-        self.inner, self.budget, self.what = inner, budget, what
+    def __init__(self, inner: Readable, budget: int, what: str, spent: int = 0) -> None:
+        self.inner, self.budget, self.what, self.spent = inner, budget, what, spent
         self.count = 0
         self.sha256 = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
         data = self.inner.read(_CHUNK if size < 0 else min(size, _CHUNK))
         self.count += len(data)
-        if self.count > self.budget:
+        if self.spent + self.count > self.budget:
             raise layer_error(
-                f"{self.what} unpacks to more than the pull limit of {self.budget >> 20} MiB; "
-                "stopped",
+                f"{self.what} unpacks to more than the pull limit of {self.budget >> 20} MiB "
+                "(the image's layers together); stopped",
                 "if the image really is that large, raise PYRO_PULL_MAX_MB",
             )
         self.sha256.update(data)
@@ -193,9 +196,10 @@ class _Counting:
 def apply_layer(tree: Tree, blob: Readable, index: int, what: str, budget: int) -> str:
     """Apply one uncompressed tar layer read from ``blob``; its ``sha256:`` digest (diff id).
 
-    ``budget`` bounds the tar's bytes. Raises RegistryError on a hostile or broken member.
+    ``budget`` bounds the tar bytes of all the layers applied to ``tree`` together. Raises
+    RegistryError on a hostile or broken member.
     """
-    reader = _Counting(blob, budget, what)
+    reader = _Counting(blob, budget, what, tree.unpacked)
     opaque: list[str] = []
     try:
         with tarfile.open(fileobj=reader, mode="r|", errorlevel=2) as archive:  # type: ignore[call-overload]
@@ -206,6 +210,8 @@ def apply_layer(tree: Tree, blob: Readable, index: int, what: str, budget: int) 
                 pass
     except (tarfile.TarError, ValueError, UnicodeError, OverflowError) as exc:
         raise layer_error(f"{what} is not a valid tar archive: {exc}") from exc
+    finally:
+        tree.unpacked += reader.count
     for directory in opaque:
         if tree.entries.get(directory, Entry("file", 0, 0, 0, 0)).kind == "dir":
             _hide_lower(tree, directory, index)
