@@ -200,13 +200,18 @@ class RayExecutor:
         except BaseException as error:  # Ray's errors: the worker or its node died
             outer.set_result(_lost(job, error))
             return
+        # A done-callback's exception is lost (the dispatch would wait forever): every
+        # failure here becomes the instance's outcome, whatever the node sent.
         try:
+            if not isinstance(reply, dict) or not isinstance(reply.get("artifacts"), bytes):
+                raise ValueError("the node's reply is not a result with an artifact tar")
             result = RunResult.model_validate(reply["result"])
-            result.instance = InstanceInfo(node=str(reply["node"])[:12])
+            result.instance = InstanceInfo(node=str(reply.get("node"))[:12])
+            result.artifacts_dir = None  # the controller's to say, never the node's
             if reply["artifacts"]:
                 _take_artifacts(job, result, reply["artifacts"], root=self._root)
             outer.set_result(result)
-        except (PyroError, OSError, ValueError) as error:
+        except (PyroError, OSError, ValueError, LookupError, TypeError) as error:
             outer.set_exception(
                 PyroError(f"the result of {job.name} could not be taken in: {error}")
             )

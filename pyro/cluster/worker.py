@@ -61,8 +61,19 @@ def unpack(
     the first is written.
 
     Raises:
-        PyroError: the tar holds anything else.  LimitError: it passes a cap.
+        PyroError: the tar is broken or holds anything else.  LimitError: it passes a cap.
     """
+    try:
+        _unpack(data, folder, only, limits)
+    except tarfile.TarError as exc:
+        raise PyroError(
+            f"a transferred tar is broken: {exc}",
+            "the node is broken or hostile; nothing more of its tar was taken in",
+        ) from exc
+
+
+def _unpack(data: bytes, folder: Path, only: list[str] | None, limits: CopyLimits | None) -> None:
+    """:func:`unpack`; raises tarfile.TarError on a broken tar."""
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         if limits is None and only is not None:
             limits = CopyLimits.from_env()

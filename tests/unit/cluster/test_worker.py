@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +213,71 @@ def test_a_confined_callers_node_artifacts_land_in_a_fresh_folder(tmp_path: Path
     folder = Path(result.artifacts_dir)
     assert folder.parent == base / ".pyro-artifacts"
     assert (folder / "out").read_text() == "from the node\n"
+
+
+def _finished(reply: object, tmp_path: Path) -> Any:
+    """What the Ray executor makes of a node's ``reply`` (no Ray: a fake handle)."""
+    import concurrent.futures
+    from types import SimpleNamespace
+    from typing import cast
+
+    from pyro.cluster.ray_exec import RayExecutor
+
+    ray = SimpleNamespace(
+        remote=lambda **_: lambda function: function,
+        exceptions=SimpleNamespace(RayTaskError=RuntimeError),
+    )
+    executor = RayExecutor(ray, [], {}, None)
+    steps = [CopyOutStep(id="s1", source="/work/out", target="out")]
+    job = cast(
+        Any, SimpleNamespace(name="ci", plan=SimpleNamespace(steps=steps, spec_dir=str(tmp_path)))
+    )
+    inner: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    inner.set_result(reply)
+    outer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    executor._finish(job, "ref", inner, outer)
+    assert outer.done(), "the instance's result never came: the dispatch would wait forever"
+    return outer.exception() or outer.result()
+
+
+def _node_result(**fields: Any) -> dict[str, Any]:
+    from pyro.execute.result import RunResult
+
+    result = RunResult(
+        ok=True, name="ci", plan_digest="", environment="e", environment_digest=None,
+        backend=None, vm_id=None, exit_code=0, duration_ms=0, steps=[],
+    )  # fmt: skip
+    return result.model_copy(update=fields).model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {},
+        [],
+        "not a reply",
+        {"result": _node_result(), "node": "n1"},
+        {"result": "x", "node": "n1", "artifacts": b""},
+    ],
+    ids=["empty", "a-list", "a-string", "no-artifacts-key", "result-not-an-object"],
+)
+def test_a_malformed_node_reply_is_an_error_never_a_hang(tmp_path: Path, reply: object) -> None:
+    outcome = _finished(reply, tmp_path)
+    assert isinstance(outcome, PyroError)
+    assert "could not be taken in" in str(outcome)
+
+
+def test_a_broken_artifact_tar_fails_its_instance(tmp_path: Path) -> None:
+    reply = {"result": _node_result(), "node": "n1", "artifacts": b"not a tar" * 100}
+    outcome = _finished(reply, tmp_path)
+    assert not outcome.ok
+    assert "tar" in str(outcome.error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nodes_word_on_where_artifacts_are_is_not_taken(tmp_path: Path) -> None:
+    """``artifacts_dir`` is the controller's to say (a confined caller's fresh folder);
+    a node naming one (say /etc, for a caller that cleans it up) is not believed."""
+    reply = {"result": _node_result(artifacts_dir="/etc"), "node": "n1", "artifacts": b""}
+    outcome = _finished(reply, tmp_path)
+    assert outcome.ok and outcome.artifacts_dir is None
