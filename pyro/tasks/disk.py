@@ -254,7 +254,9 @@ class DiskReader:
         if match is not None:
             target = match.group(1)
         elif 0 < info.size < 4096:
-            target = self._dump(inode).read_bytes()
+            dump = self._dump(inode)
+            target = dump.read_bytes()
+            dump.unlink()
         if target is None or len(target) != info.size or b"\0" in target:
             target = b""  # unreadable: recreated nowhere (an export skips it)
         return GuestStat(

@@ -102,6 +102,20 @@ def test_what_debugfs_prints_is_capped_while_it_prints(
         reader.list_dir("/workspace")
 
 
+def test_reading_link_targets_leaves_no_dump_behind(tmp_path: Path) -> None:
+    """Targets too long for the inode are dumped to be read: each dump goes once read (a
+    folder of many links must not pile them up in the scratch folder)."""
+    root = tmp_path / "tree"
+    (root / "workspace").mkdir(parents=True)
+    for n in range(20):
+        os.symlink("t" * 100 + str(n), root / "workspace" / f"link-{n}")
+    qcow = _image(tmp_path, root)
+    with disk.opened(qcow) as reader:
+        entries = reader.list_dir("/workspace")
+        assert sorted(e.link_target or "" for e in entries)[0] == "t" * 100 + "0"
+        assert sorted(p.name for p in reader.work.iterdir()) == ["disk.raw"]
+
+
 def test_a_broken_disk_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "overlay.qcow2"
     bad.write_bytes(b"not a disk")
