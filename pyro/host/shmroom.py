@@ -17,6 +17,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from pyro.paths import private_dir, state_dir
@@ -25,6 +26,10 @@ SHM = Path("/dev/shm")
 _FOLDER = "shm-room"
 _LOCK = ".lock"
 _PREFIX = "pyro-room-"
+#: The longest a reservation waits for the ledger's lock (held only for a look at the
+#: ledger) before it goes without room.
+LOCK_WAIT_S = 2.0
+_POLL_S = 0.005
 
 
 class Reservation:
@@ -60,7 +65,8 @@ def reserve(size: int) -> Reservation | None:
     except OSError:
         return None
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _locked(lock):
+            return None
         fs = os.statvfs(SHM)
         if fs.f_bavail * fs.f_frsize - _held(folder) <= size:
             return None
@@ -84,6 +90,23 @@ def reserve(size: int) -> Reservation | None:
         return None
     finally:
         os.close(lock)  # drops the folder's lock
+
+
+def _locked(fd: int) -> bool:
+    """Take ``fd``'s lock within :data:`LOCK_WAIT_S` (its holder may be stopped).
+
+    Raises:
+        OSError: the file cannot be locked.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_S)
 
 
 def _held(folder: Path) -> int:

@@ -66,3 +66,25 @@ def test_an_unusable_ledger_means_no_room(
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path / "file"))
     assert shmroom.reserve(1) is None
+
+
+def test_a_stuck_lock_holder_means_no_room_not_a_wait(budget: int) -> None:
+    """A holder of the ledger's lock that never lets go (stopped with Ctrl-Z, say): a
+    reservation gives up after a short wait and the caller uses its disk."""
+    import fcntl
+    import time
+
+    first = shmroom.reserve(1)  # makes the ledger
+    assert first is not None
+    first.release()
+    lock = os.open(Path(os.environ["PYRO_STATE_DIR"]) / "shm-room" / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        begun = time.monotonic()
+        assert shmroom.reserve(1) is None
+        assert time.monotonic() - begun < shmroom.LOCK_WAIT_S + 1
+    finally:
+        os.close(lock)
+    room = shmroom.reserve(1)
+    assert room is not None
+    room.release()
