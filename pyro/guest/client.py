@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from pyro.errors import GuestError, GuestPathError, LimitError, RunTimeoutError
 from pyro.guest.mux import Mux, Request, read_frame
+from pyro.guest.procs import ProcRequests
 from pyro.guest.protocol import (
     CHUNK_LEN,
     PROTOCOL_VERSION,
@@ -66,8 +67,11 @@ def _check_guest_path(path: str) -> None:
         )
 
 
-class AgentClient:
-    """A connected, hello'ed guest agent. Use as a context manager or call close()."""
+class AgentClient(ProcRequests):
+    """A connected, hello'ed guest agent. Use as a context manager or call close().
+
+    Persistent processes (shells, services) are its :class:`ProcRequests` methods.
+    """
 
     def __init__(self, mux: Mux, info: AgentInfo, request_timeout: float) -> None:
         self._mux = mux

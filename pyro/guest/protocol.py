@@ -41,6 +41,14 @@ class FrameType(IntEnum):
     LIST = 0x0B
     SHUTDOWN = 0x0C
     MOUNT = 0x0D
+    SPAWN = 0x0E
+    WRITE = 0x0F
+    READ = 0x10
+    RESIZE = 0x11
+    KILL = 0x12
+    PROCS = 0x13
+    REMOVE = 0x14
+    PROBE = 0x15
     HELLO_OK = 0x81
     STDOUT = 0x82
     STDERR = 0x83
@@ -106,6 +114,20 @@ class Tag(IntEnum):
     DATA = 43
     READ_ONLY = 44
     DIR = 45
+    PTY = 50
+    ROWS = 51
+    COLS = 52
+    CURSOR = 53
+    MAX = 54
+    WAIT_MS = 55
+    FIRST = 56
+    RUNNING = 57
+    PID = 58
+    EOF = 59
+    END = 60
+    RING = 61
+    PORT = 62
+    STATUS = 63
 
 
 class ProtocolError(GuestError):

@@ -37,6 +37,14 @@ enum frame_type {
 	T_LIST = 0x0b,
 	T_SHUTDOWN = 0x0c,
 	T_MOUNT = 0x0d,
+	T_SPAWN = 0x0e,  /* persistent processes (procs.c) */
+	T_WRITE = 0x0f,
+	T_READ = 0x10,
+	T_RESIZE = 0x11,
+	T_KILL = 0x12,
+	T_PROCS = 0x13,
+	T_REMOVE = 0x14,
+	T_PROBE = 0x15,  /* probe.c */
 
 	T_HELLO_OK = 0x81,
 	T_STDOUT = 0x82,
@@ -87,7 +95,35 @@ enum tag {
 	G_DATA = 43,
 	G_READ_ONLY = 44,
 	G_DIR = 45,
+	G_PTY = 50,
+	G_ROWS = 51,
+	G_COLS = 52,
+	G_CURSOR = 53,
+	G_MAX = 54,
+	G_WAIT_MS = 55,
+	G_FIRST = 56,
+	G_RUNNING = 57,
+	G_PID = 58,
+	G_EOF = 59,
+	G_END = 60,
+	G_RING = 61,
+	G_PORT = 62,
+	G_STATUS = 63,
 };
+
+/* Persistent processes (procs.c): limits on what the host may ask for. */
+#define PROC_MAX 32
+#define PROC_NAME_MAX 64
+#define PROC_ARGS_MAX 4096
+#define PROC_WAITERS_MAX 64
+#define PROC_RING_DEFAULT (1u << 20)
+#define PROC_RING_MIN 4096u
+#define PROC_RING_MAX (16u << 20)
+#define PROC_READ_MAX (512u * 1024u)
+#define PROC_INPUT_MAX (1u << 20)
+#define PROC_WAIT_MAX_MS 60000
+#define PROC_WINSIZE_MAX 1000
+#define PROBE_MAX_MS 2000
 
 #define HELLO_MAGIC "pyro-agent-hello"
 
@@ -144,6 +180,7 @@ void net_setup(void);
 char *cmdline_value(const char *key);
 
 /* exec.c */
+struct pollfd;
 void exec_start(uint32_t id, const uint8_t *payload, uint32_t len);
 /* Read an image environment's exec defaults (uid, gid, cwd, env lines); absent: none. */
 #define IMAGE_DEFAULTS "/etc/pyro-image.conf"
@@ -153,12 +190,34 @@ int exec_signal(uint32_t id, int sig);
 void exec_reap(void);
 void exec_kill_all(void);
 /* Adds poll entries; returns count. tags[i] tells exec_handle which fd it was. */
-struct pollfd;
 int exec_poll_fds(struct pollfd *fds, int max, int output_ok);
 void exec_handle(struct pollfd *fds, int n);
 int64_t exec_next_deadline(void);
 void exec_timers(void);
 int exec_busy(uint32_t id);
+/* Base environment overlaid with KEY=VALUE entries (heap array of borrowed strings). */
+char **exec_build_env(char **extra, int n_extra);
+/* execvp with a stat() probe of PATH; returns only on failure (errno set). */
+void exec_search(char **argv, char **env);
+
+/* procs.c */
+void proc_spawn(uint32_t id, const uint8_t *payload, uint32_t len);
+void proc_write(uint32_t id, const uint8_t *payload, uint32_t len);
+void proc_read(uint32_t id, const uint8_t *payload, uint32_t len);
+void proc_resize(uint32_t id, const uint8_t *payload, uint32_t len);
+void proc_kill(uint32_t id, const uint8_t *payload, uint32_t len);
+void proc_list(uint32_t id);
+void proc_remove(uint32_t id, const uint8_t *payload, uint32_t len);
+void proc_reaped(pid_t pid, int status);
+void proc_drop_waiters(void);
+int proc_busy(uint32_t id);
+int proc_poll_fds(struct pollfd *fds, int max);
+void proc_handle(struct pollfd *fds, int n);
+int64_t proc_next_deadline(void);
+void proc_timers(void);
+
+/* probe.c */
+void probe_request(uint32_t id, const uint8_t *payload, uint32_t len);
 
 /* files.c */
 void put_begin(uint32_t id, const uint8_t *payload, uint32_t len);

@@ -125,9 +125,15 @@ static char **build_env(char **extra, int n_extra, int64_t uid)
 	return env;
 }
 
+/* build_env for a root command, for procs.c. */
+char **exec_build_env(char **extra, int n_extra)
+{
+	return build_env(extra, n_extra, 0);
+}
+
 /* execvp, but probing PATH with stat() first: a failed execve() sets up and tears down a whole
  * address space, which costs milliseconds per PATH entry under TCG. Returns only on failure. */
-static void exec_search(char **argv, char **env)
+void exec_search(char **argv, char **env)
 {
 	if (strchr(argv[0], '/')) {
 		execve(argv[0], argv, env);
@@ -353,6 +359,7 @@ void exec_reap(void)
 	pid_t pid;
 	/* As PID 1 this also collects every orphan that was re-parented to us. */
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		proc_reaped(pid, status);
 		for (int i = 0; i < MAX_EXECS; i++) {
 			struct exec *x = &execs[i];
 			if (x->used && x->pid == pid && !x->exited) {

@@ -87,6 +87,7 @@ static void reset_session(void)
 {
 	exec_kill_all();
 	files_drop_all();
+	proc_drop_waiters(); /* persistent processes stay; only the reads waiting for them go */
 	buf_clear(&in);
 	buf_clear(&g_out);
 	synced = 0;
@@ -170,13 +171,14 @@ static void flush_blocking(int ms)
 
 static void dispatch(int type, uint32_t id, const uint8_t *p, uint32_t len)
 {
-	int busy = exec_busy(id) || file_busy(id);
+	int busy = exec_busy(id) || file_busy(id) || proc_busy(id);
 	switch (type) {
 	case T_HELLO:
 		/* A new host without a hang-up in between: start over for it (keeping the
 		 * input that follows this HELLO). */
 		exec_kill_all();
 		files_drop_all();
+		proc_drop_waiters();
 		buf_clear(&g_out);
 		synced = 1;
 		hello(id, p, len);
@@ -231,6 +233,33 @@ static void dispatch(int type, uint32_t id, const uint8_t *p, uint32_t len)
 		return;
 	case T_MOUNT:
 		mount_request(id, p, len);
+		return;
+	case T_SPAWN:
+		proc_spawn(id, p, len);
+		return;
+	case T_WRITE:
+		proc_write(id, p, len);
+		return;
+	case T_READ:
+		if (busy)
+			send_error(id, EBUSY, "request id %u is already in use", id);
+		else
+			proc_read(id, p, len);
+		return;
+	case T_RESIZE:
+		proc_resize(id, p, len);
+		return;
+	case T_KILL:
+		proc_kill(id, p, len);
+		return;
+	case T_PROCS:
+		proc_list(id);
+		return;
+	case T_REMOVE:
+		proc_remove(id, p, len);
+		return;
+	case T_PROBE:
+		probe_request(id, p, len);
 		return;
 	case T_SHUTDOWN:
 		sync();
@@ -353,11 +382,16 @@ static void serve(int sigfd)
 				ev |= POLLOUT;
 			fds[n++] = (struct pollfd){.fd = conn, .events = ev};
 		}
+		int first_proc = n;
+		n += proc_poll_fds(fds + n, 256 - n);
 		int first_exec = n;
 		n += exec_poll_fds(fds + n, 256 - n, buf_pending(&g_out) < OUT_HIGH);
 
 		int timeout = -1;
 		int64_t deadline = exec_next_deadline();
+		int64_t proc_deadline = proc_next_deadline();
+		if (proc_deadline && (!deadline || proc_deadline < deadline))
+			deadline = proc_deadline;
 		if (deadline) {
 			int64_t d = deadline - now_ms();
 			timeout = d < 0 ? 0 : (int)d;
@@ -396,8 +430,10 @@ static void serve(int sigfd)
 			if (conn >= 0 && (fds[cidx].revents & POLLOUT))
 				write_output();
 		}
+		proc_handle(fds + first_proc, first_exec - first_proc);
 		exec_handle(fds + first_exec, n - first_exec);
 		exec_timers();
+		proc_timers();
 		exec_reap();
 		end_abandoned_session();
 		if ((conn < 0 && !hung_up_ms) || !synced)
