@@ -19,6 +19,7 @@ from pyro.mcp.resources import add_resources
 from pyro.mcp.schema import brief_input, brief_output, plain_words
 from pyro.mcp.tool import Declaration, declaration
 from pyro.mcp.tools_env import EnvTools
+from pyro.mcp.tools_procs import ProcessTools
 from pyro.mcp.tools_spec import SpecTools
 from pyro.mcp.tools_task import TaskTools
 from pyro.mcp.tools_task_state import TaskStateTools
@@ -48,7 +49,15 @@ task_exec runs, its output arrives as log messages (logger pyro.stdout, pyro.std
 """
 
 #: The classes whose :func:`~pyro.mcp.tool.tool` methods are the tools.
-TOOL_CLASSES = (VMTools, SpecTools, TaskTools, TaskStateTools, EnvTools, WorkspaceTools)
+TOOL_CLASSES = (
+    VMTools,
+    SpecTools,
+    TaskTools,
+    TaskStateTools,
+    EnvTools,
+    WorkspaceTools,
+    ProcessTools,
+)
 
 
 def declared_tools() -> dict[str, tuple[type, Declaration]]:

@@ -24,6 +24,7 @@ from pyro.sdk.env import EnvironmentMethods, PrunedEntry
 from pyro.sdk.many import ManyMethods
 from pyro.sdk.task import TaskMethods
 from pyro.sdk.task_state import TaskStateMethods
+from pyro.sdk.task_procs import TaskProcessMethods
 from pyro.sdk.vm import VMMethods
 from pyro.spec.command import BackendName, CommandNetwork, run_spec_for_command
 from pyro.spec.model import EnvironmentSpec, RunSpec
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     from pyro.tasks.journal import JournalEntry, TaskLogs
     from pyro.tasks.manager import TaskInfo
     from pyro.tasks.ops import TaskExecOutput
+    from pyro.tasks.procs import ProcessOutput
+    from pyro.tasks.service_specs import Readiness
+    from pyro.tasks.services import ServiceInfo
+    from pyro.tasks.shells import ShellInfo
     from pyro.tasks.snapshots import SnapshotInfo
     from pyro.tasks.transfer import TaskFileWritten
 
@@ -53,11 +58,15 @@ __all__ = [
     "FileEntry",
     "JournalEntry",
     "Plan",
+    "ProcessOutput",
     "PrunedEntry",
     "Pyro",
+    "Readiness",
     "Root",
     "RunResult",
     "RunSpec",
+    "ServiceInfo",
+    "ShellInfo",
     "SnapshotInfo",
     "SpecSource",
     "StepResult",
@@ -78,7 +87,11 @@ _HOMES = {
     "FileEntry": "pyro.tasks.files",
     "JournalEntry": "pyro.tasks.journal",
     "Plan": "pyro.plan.model",
+    "ProcessOutput": "pyro.tasks.procs",
+    "Readiness": "pyro.tasks.service_specs",
     "RunResult": "pyro.execute.result",
+    "ServiceInfo": "pyro.tasks.services",
+    "ShellInfo": "pyro.tasks.shells",
     "SnapshotInfo": "pyro.tasks.snapshots",
     "StepResult": "pyro.execute.result",
     "SyncResult": "pyro.tasks.files",
@@ -93,7 +106,9 @@ _HOMES = {
 __getattr__ = lazy_attributes(__name__, _HOMES)
 
 
-class Pyro(VMMethods, TaskMethods, TaskStateMethods, EnvironmentMethods, ManyMethods):
+class Pyro(
+    VMMethods, TaskMethods, TaskStateMethods, TaskProcessMethods, EnvironmentMethods, ManyMethods
+):
     """pyro's Python API. Cheap to create; holds no VM itself — unless ``warm_pool`` is set.
 
     ``warm_pool=N`` (1 to 8) keeps up to N restored guests ready for the next ``run_in_vm`` /

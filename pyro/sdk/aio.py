@@ -261,6 +261,20 @@ class AsyncPyro:
     fork_task = _Async(Pyro.fork_task, undo="delete_task", owned=True)
     diff_task = _Async(Pyro.diff_task)
     patch_task = _Async(Pyro.patch_task)
+    # shells and services (pyro.sdk.task_procs): they outlive the call, nothing to undo
+    open_task_shell = _Async(Pyro.open_task_shell)
+    write_task_shell = _Async(Pyro.write_task_shell)
+    read_task_shell = _Async(Pyro.read_task_shell)
+    resize_task_shell = _Async(Pyro.resize_task_shell)
+    signal_task_shell = _Async(Pyro.signal_task_shell)
+    close_task_shell = _Async(Pyro.close_task_shell)
+    list_task_shells = _Async(Pyro.list_task_shells)
+    start_task_service = _Async(Pyro.start_task_service)
+    list_task_services = _Async(Pyro.list_task_services)
+    status_task_service = _Async(Pyro.status_task_service)
+    logs_task_service = _Async(Pyro.logs_task_service)
+    restart_task_service = _Async(Pyro.restart_task_service)
+    stop_task_service = _Async(Pyro.stop_task_service)
 
     # -- environments ------------------------------------------------------------------------
     list_environments = _Async(Pyro.list_environments)

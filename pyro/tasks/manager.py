@@ -41,6 +41,7 @@ from pyro.tasks.files import WORKSPACE, SyncResult, run_checked
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
 from pyro.tasks.session import KeeperSessions
+from pyro.tasks.service_specs import service_names
 from pyro.tasks.snapshots import SnapshotInfo
 
 if TYPE_CHECKING:
@@ -121,6 +122,9 @@ class TaskInfo(BaseModel):
     memory_file_bytes: int = Field(0, description="Saved memory on disk, bytes.")
     forked_from: str | None = Field(None, description="Source task of a fork.")
     usage: usages.TaskUsage | None = Field(None, description="CPU, memory, disk use now.")
+    services: list[str] = Field(
+        default=[], description="Names of its services (task_service_list: their state)."
+    )
 
 
 class TaskManager:
@@ -227,6 +231,7 @@ class TaskManager:
             paused_at=meta.paused.paused_at if meta.paused is not None else None,
             memory_file_bytes=pausing.memory_bytes(self.dir(record.id)),
             forked_from=meta.forked_from,
+            services=service_names(self.dir(record.id)),
         )
 
     def redactor(self, task_id: str) -> Redactor:

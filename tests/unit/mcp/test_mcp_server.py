@@ -99,7 +99,7 @@ async def test_every_tool_has_description_and_schemas() -> None:
         tools = (await client.list_tools()).tools
         instructions = client.instructions
     assert instructions is not None and "vm_run" in instructions
-    assert len(tools) == 37
+    assert len(tools) == 49
     for tool in tools:
         assert tool.description and len(tool.description) > 40, tool.name
         assert tool.input_schema["type"] == "object", tool.name
