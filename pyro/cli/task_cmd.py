@@ -109,6 +109,7 @@ def _show(info: Any, as_json: bool, *, verbose: bool = False) -> None:
         ("secrets", ", ".join(info.secret_names) or "-"),
         ("snapshots", ", ".join(info.snapshots) or "-"),
         ("network", _network(info.network)),
+        ("services", ", ".join(info.services) or "-"),
         (
             "last command",
             f"#{last.seq} {shlex.join(last.argv)} -> exit {last.exit_code} "
@@ -408,7 +409,7 @@ def reset(task_id: str, snapshot: str, as_json: bool) -> None:
 
 
 def _register_subgroups() -> None:
-    from pyro.cli import task_files_cmd, task_state_cmd
+    from pyro.cli import task_files_cmd, task_procs_cmd, task_state_cmd
 
     for command in (
         task_state_cmd.pause,
@@ -420,6 +421,8 @@ def _register_subgroups() -> None:
         task_files_cmd.file,
         task_files_cmd.sync,
         task_files_cmd.snapshot,
+        task_procs_cmd.shell,
+        task_procs_cmd.service,
     ):
         task.add_command(command)
 

@@ -5,7 +5,9 @@ program (or a re-attached terminal) sees everything the shell printed meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +24,9 @@ from pyro.tasks.procs import (
     running_session,
     translate,
 )
+
+if TYPE_CHECKING:
+    from pyro.guest.client import AgentClient
 
 #: bash when the image has it, else sh; a login shell in the workspace.
 DEFAULT_SHELL = ["/bin/sh", "-c", "command -v bash >/dev/null && exec bash -l; exec sh -l"]
@@ -196,3 +201,57 @@ def close_shell(manager: TaskManager, task_id: str, name: str) -> None:
             client.proc_remove(agent_name("shell", name))
         except GuestError as exc:
             raise _failing(task_id, name, exc) from exc
+
+
+class ShellChannel:
+    """One shell over one held agent session: what an attached terminal uses (its reads and
+    writes must not each pay for a new connection)."""
+
+    def __init__(self, client: AgentClient, task_id: str, name: str) -> None:
+        self._client = client
+        self._full = agent_name("shell", name)
+        self.task_id = task_id
+        self.name = name
+
+    def write(self, data: bytes) -> None:
+        """Raises: StateError: the shell ended.  NotFoundError: it was closed."""
+        try:
+            self._client.proc_write(self._full, data)
+        except GuestError as exc:
+            raise _failing(self.task_id, self.name, exc) from exc
+
+    def read(self, cursor: int, wait_s: float) -> ProcessOutput:
+        """Raises: NotFoundError: the shell was closed meanwhile."""
+        try:
+            got = self._client.proc_read(self._full, cursor, wait_s=wait_s)
+        except GuestError as exc:
+            raise _failing(self.task_id, self.name, exc) from exc
+        return output(self.task_id, self.name, got)
+
+    def resize(self, rows: int, cols: int) -> None:
+        with contextlib.suppress(GuestError):  # a shell that just ended has no window
+            self._client.proc_resize(self._full, rows, cols)
+
+    def end(self) -> int:
+        """The offset just past its newest output."""
+        for state in self._client.proc_list():
+            if state.name == self._full:
+                return state.end
+        return 0
+
+
+@contextlib.contextmanager
+def attached(manager: TaskManager, task_id: str, name: str) -> Iterator[ShellChannel]:
+    """A channel to an existing shell, holding the task's session while attached.
+
+    Raises:
+        NotFoundError: no such task or shell.  StateError: the task is stopped.
+    """
+    with running_session(manager, task_id, "shell") as client:
+        channel = ShellChannel(client, task_id, name)
+        if not any(s.name == channel._full for s in client.proc_list()):
+            raise NotFoundError(
+                f"task {task_id} has no shell named {name!r}",
+                f"open one with 'pyro task shell {task_id} --name {name}'",
+            )
+        yield channel
