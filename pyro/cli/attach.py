@@ -51,7 +51,7 @@ def check_terminal() -> None:
 def raw_mode(fd: int) -> Iterator[None]:
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSANOW)  # keep what was typed ahead
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
