@@ -129,7 +129,7 @@ def start(
 ) -> None:
     """Start service NAME in TASK_ID running COMMAND and wait until it is ready."""
     from pyro.cli.run_cmd import SHELL_CHARS
-    from pyro.cli.task_cmd import _pairs
+    from pyro.cli.vars import parse_vars
 
     argv = list(command)
     if len(command) == 1 and SHELL_CHARS.search(command[0]):
@@ -138,7 +138,7 @@ def start(
         task_id,
         name,
         argv,
-        env=_pairs(env_items, "--env"),
+        env={k: str(v) for k, v in (parse_vars(env_items, option="--env") or {}).items()},
         cwd=cwd,
         ready_port=ready_port,
         ready_http=ready_http,
