@@ -9,6 +9,12 @@ from __future__ import annotations
 
 #: ``Model.field`` or ``field`` -> its description.
 WORDS: dict[str, str] = {
+    # Shells and services (task_shell_*, task_service_*).
+    "ShellInfo.pid": "Its pid in the guest.",
+    "ServiceInfo.pid": "Its pid in the guest.",
+    "ServiceInfo.started_at": "Last start, Unix time.",
+    "ServiceInfo.exit_code": "Exit code once ended.",
+    "ProcessOutput.exit_code": "Exit code once ended.",
     # Shared by several results.
     "exit_code": "Exit code (124: timed out).",
     "stdout": "Standard output.",

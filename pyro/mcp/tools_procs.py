@@ -17,26 +17,15 @@ from pyro.tasks.shells import ShellInfo
 
 T = TypeVar("T")
 
-ShellName = Annotated[
-    str, Field(description="Shell name (from task_shell_open).", pattern="^[a-z0-9][a-z0-9._-]*$")
-]
-ServiceName = Annotated[
-    str,
-    Field(description="Service name: a-z 0-9 . _ - (max 48).", pattern="^[a-z0-9][a-z0-9._-]*$"),
-]
-Cursor = Annotated[
-    int, Field(description="Read from here: 0, then the cursor the last read returned.", ge=0)
-]
-Wait = Annotated[
-    float, Field(description="Seconds to wait for new output if none yet (max 60).", ge=0, le=60)
-]
+ShellName = Annotated[str, Field(description="Shell name.")]
+ServiceName = Annotated[str, Field(description="Service name (a-z 0-9 . _ -).")]
+Cursor = Annotated[int, Field(description="0, then the cursor the last read returned.", ge=0)]
+Wait = Annotated[float, Field(description="Seconds to wait for output (max 60).", ge=0, le=60)]
 
 
 class ShellDone(BaseModel):
     """What a shell request that returns nothing else reports."""
 
-    task_id: str
-    name: str = Field(description="The shell's name.")
     done: Literal["written", "resized", "signalled", "closed"] = Field(description="What was done.")
 
 
@@ -61,13 +50,10 @@ class ProcessTools(ToolGroup):
         self,
         task_id: TaskId,
         name: Annotated[str | None, Field(description="Name for it (default 1, 2, …).")] = None,
-        rows: Annotated[int, Field(description="Terminal rows.", ge=1, le=1000)] = 24,
-        cols: Annotated[int, Field(description="Terminal columns.", ge=1, le=1000)] = 80,
+        rows: Annotated[int, Field(description="Terminal rows.")] = 24,
+        cols: Annotated[int, Field(description="Terminal columns.")] = 80,
     ) -> ShellInfo:
-        """Open an interactive shell on a terminal in /workspace. It keeps its state (cwd,
-        variables, running programs) across calls until task_shell_close. Type with
-        task_shell_write, read with task_shell_read.
-        """
+        """Open a shell on a terminal in /workspace, kept across calls until closed."""
         return await self._call(
             lambda t: self.sdk.open_task_shell(task_id, name, rows=rows, cols=cols)
         )
@@ -77,19 +63,18 @@ class ProcessTools(ToolGroup):
         self,
         task_id: TaskId,
         name: ShellName,
-        text: Annotated[str, Field(description="Keys to type; end a line with \\n to run it.")],
+        text: Annotated[str, Field(description="Keys to type.")],
     ) -> ShellDone:
-        """Type into a shell (\\x03 is Ctrl-C). Read the output with task_shell_read."""
+        """Type into a shell: \\n runs a line, \\x03 is Ctrl-C."""
         await self._call(lambda t: self.sdk.write_task_shell(task_id, name, text))
-        return ShellDone(task_id=task_id, name=name, done="written")
+        return ShellDone(done="written")
 
     @tool(READ_ONLY, title="Read a task shell", profiles={"workspace": 27, "full": 40})
     async def task_shell_read(
         self, task_id: TaskId, name: ShellName, cursor: Cursor = 0, wait_seconds: Wait = 1.0
     ) -> ProcessOutput:
-        """Output of a shell since cursor (terminal output: includes the echo of what was
-        typed). Pass the returned cursor next time; missed > 0 means older output is gone.
-        """
+        """A shell's output since cursor (with the echo of what was typed); pass the
+        returned cursor next time."""
         return await self._call(
             lambda t: self.sdk.read_task_shell(task_id, name, cursor, wait_s=wait_seconds)
         )
@@ -99,12 +84,12 @@ class ProcessTools(ToolGroup):
         self,
         task_id: TaskId,
         name: ShellName,
-        rows: Annotated[int, Field(description="Terminal rows.", ge=1, le=1000)],
-        cols: Annotated[int, Field(description="Terminal columns.", ge=1, le=1000)],
+        rows: Annotated[int, Field(description="Terminal rows.")],
+        cols: Annotated[int, Field(description="Terminal columns.")],
     ) -> ShellDone:
         """Set a shell's terminal size (its programs get SIGWINCH)."""
         await self._call(lambda t: self.sdk.resize_task_shell(task_id, name, rows, cols))
-        return ShellDone(task_id=task_id, name=name, done="resized")
+        return ShellDone(done="resized")
 
     @tool(RUNS, title="Signal a task shell", profiles={"workspace": 29, "full": 42})
     async def task_shell_signal(
@@ -115,29 +100,27 @@ class ProcessTools(ToolGroup):
             "INT"
         ),
     ) -> ShellDone:
-        """Signal the program running in a shell's foreground; the shell itself stays."""
+        """Signal a shell's foreground program; the shell stays."""
         await self._call(lambda t: self.sdk.signal_task_shell(task_id, name, signal))
-        return ShellDone(task_id=task_id, name=name, done="signalled")
+        return ShellDone(done="signalled")
 
     @tool(DESTRUCTIVE, title="Close a task shell", profiles={"workspace": 30, "full": 43})
     async def task_shell_close(self, task_id: TaskId, name: ShellName) -> ShellDone:
-        """End a shell and everything it started; its output is gone."""
+        """End a shell and all the programs it started."""
         await self._call(lambda t: self.sdk.close_task_shell(task_id, name))
-        return ShellDone(task_id=task_id, name=name, done="closed")
+        return ShellDone(done="closed")
 
     @tool(RUNS, title="Start a task service", profiles={"workspace": 31, "full": 44})
     async def task_service_start(
         self,
         task_id: TaskId,
         name: ServiceName,
-        command: Annotated[
-            str | list[str], Field(description="Shell command line or argv (stays running).")
-        ],
+        command: Annotated[str | list[str], Field(description="Shell command line or argv.")],
         ready_port: Annotated[
-            int | None, Field(description="Ready when this guest port accepts TCP.")
-        ] = None,
+            int | None, Field(description="Ready when this port accepts TCP.")
+        ] = (None),
         ready_http: Annotated[
-            str | None, Field(description="Ready when GET of this path on ready_port is < 400.")
+            str | None, Field(description="Ready when GET path on ready_port is < 400.")
         ] = None,
         ready_cmd: Annotated[str | None, Field(description="Ready when this exits 0.")] = None,
         ready_timeout_seconds: Annotated[
@@ -148,9 +131,7 @@ class ProcessTools(ToolGroup):
         ] = None,
         cwd: Annotated[str | None, Field(description="Default /workspace.")] = None,
     ) -> ServiceInfo:
-        """Start a named long-running process (dev server, database) in a task and wait until
-        it is ready. It runs on after this call; see task_service_logs.
-        """
+        """Start a long-running process (dev server, database) and wait until it is ready."""
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
         return await self._call(
             lambda t: self.sdk.start_task_service(
@@ -168,7 +149,7 @@ class ProcessTools(ToolGroup):
 
     @tool(READ_ONLY, title="List task services", profiles={"workspace": 32, "full": 45})
     async def task_service_list(self, task_id: TaskId) -> ServiceList:
-        """The task's services with their state, pid and readiness check."""
+        """The task's services with their state and pid."""
         services = await self._call(lambda t: self.sdk.list_task_services(task_id))
         return ServiceList(services=services)
 
@@ -181,17 +162,17 @@ class ProcessTools(ToolGroup):
     async def task_service_logs(
         self, task_id: TaskId, name: ServiceName, cursor: Cursor = 0, wait_seconds: Wait = 0
     ) -> ProcessOutput:
-        """A service's stdout and stderr since cursor; pass the returned cursor to follow."""
+        """A service's stdout and stderr since cursor (pass the returned one next)."""
         return await self._call(
             lambda t: self.sdk.logs_task_service(task_id, name, cursor, wait_s=wait_seconds)
         )
 
     @tool(RUNS, title="Restart a task service", profiles={"workspace": 35, "full": 48})
     async def task_service_restart(self, task_id: TaskId, name: ServiceName) -> ServiceInfo:
-        """Kill a service and start it again from its definition; waits until ready."""
+        """Kill a service and start it again; waits until it is ready."""
         return await self._call(lambda t: self.sdk.restart_task_service(task_id, name))
 
     @tool(DESTRUCTIVE, title="Stop a task service", profiles={"workspace": 36, "full": 49})
     async def task_service_stop(self, task_id: TaskId, name: ServiceName) -> ServiceInfo:
-        """Stop a service (TERM, then KILL after 10 s); its log stays readable."""
+        """Stop a service (TERM, KILL after 10 s); its log stays."""
         return await self._call(lambda t: self.sdk.stop_task_service(task_id, name))

@@ -48,9 +48,9 @@ class ProcessOutput(BaseModel):
 
     task_id: str
     name: str = Field(description="Shell or service name.")
-    data: bytes = Field(description="Output since the cursor (a terminal's includes the echo).")
-    cursor: int = Field(description="Pass this as cursor next time to read on.")
-    missed: int = Field(description="Bytes before data that are gone (only the last MiB is kept).")
+    data: bytes = Field(description="Output since the cursor.")
+    cursor: int = Field(description="The cursor for the next read.")
+    missed: int = Field(description="Bytes lost before data (1 MiB is kept).")
     running: bool = Field(description="It still runs.")
     exit_code: int | None = Field(default=None, description="Its exit code once ended.")
     signal: int | None = None

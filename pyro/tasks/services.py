@@ -47,18 +47,15 @@ class ServiceInfo(BaseModel):
     task_id: str
     name: str = Field(description="The service's name.")
     argv: list[str] = Field(description="Its command.")
-    cwd: str = Field(description="Its working directory in the guest.")
-    state: str = Field(
-        description="running, exited (on its own), stopped (by stop) or not running (the "
-        "task's VM restarted since; restart starts it)."
-    )
+    cwd: str = Field(description="Its working directory.")
+    state: str = Field(description="running, exited, stopped or not running (VM restarted).")
     pid: int | None = Field(default=None, description="Its pid in the guest.")
     exit_code: int | None = Field(default=None, description="Its exit code once ended.")
     signal: int | None = None
     readiness: str | None = Field(default=None, description="Its readiness check.")
     started_at: float | None = Field(default=None, description="Last start, Unix time.")
     restarts: int = Field(default=0, description="Times restarted.")
-    log_bytes: int = Field(default=0, description="Bytes logged since it started.")
+    log_bytes: int = Field(default=0, description="Bytes logged.")
 
 
 def load(manager: TaskManager, task_id: str) -> dict[str, ServiceSpec]:
