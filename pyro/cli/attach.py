@@ -120,7 +120,8 @@ def attach(channel: ShellChannel) -> ProcessOutput | None:
                     channel.resize(*terminal_size())
                     continue
                 data = os.read(stdin, 4096)
-                if not data:
+                if not data:  # the terminal went away: leave the shell running
+                    detached = True
                     break
                 if DETACH_KEY in data:
                     before = data.split(DETACH_KEY, 1)[0]

@@ -226,7 +226,7 @@ fail:;
 
 void proc_spawn(uint32_t id, const uint8_t *payload, uint32_t len)
 {
-	char *argv[PROC_ARGS_MAX + 1], *envs[PROC_ARGS_MAX], *cwd = NULL, *name = NULL;
+	char *argv[PROC_ARGS_MAX + 1], *envs[PROC_ARGS_MAX + 1], *cwd = NULL, *name = NULL;
 	int argc = 0, envc = 0, pty = 0, bad = 0, too_many = 0, r, tag;
 	int64_t rows = 24, cols = 80, ring = PROC_RING_DEFAULT;
 	struct tlv_it it = {payload, payload + len};
@@ -302,7 +302,10 @@ void proc_spawn(uint32_t id, const uint8_t *payload, uint32_t len)
 		send_error(id, ENOMEM, "cannot allocate a %lld-byte output ring", (long long)ring);
 		goto out;
 	}
-	if (pty)
+	int has_term = 0;
+	for (int i = 0; i < envc; i++)
+		has_term |= !strncmp(envs[i], "TERM=", 5);
+	if (pty && !has_term) /* a terminal's default; the request's own TERM wins */
 		envs[envc++] = strdup("TERM=xterm-256color");
 	char **env = exec_build_env(envs, envc);
 	pid_t pid = fork();
