@@ -176,9 +176,12 @@ class ProcRequests:
         rows: int = 24,
         cols: int = 80,
         ring_bytes: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
     ) -> int:
         """Start a persistent process; returns its pid. ``pty``: on a new terminal (a shell),
         else stdout and stderr go to one pipe (a service) and stdin is /dev/null.
+        ``uid``/``gid``: run as that user and group (default: the environment's, as EXEC).
 
         Raises:
             UsageError: bad name, empty argv, bad window or ring size.
@@ -202,6 +205,10 @@ class ProcRequests:
         fields += [(Tag.PTY, pty), (Tag.ROWS, rows), (Tag.COLS, cols)]
         if ring_bytes is not None:
             fields.append((Tag.RING, ring_bytes))
+        if uid is not None:
+            fields.append((Tag.UID, uid))
+        if gid is not None:
+            fields.append((Tag.GID, gid))
         if sum(len(str(v)) for _, v in fields) > CHUNK_LEN * 3:
             raise UsageError("command line and environment are too large")
         frame = self._ask(FrameType.SPAWN, fields, f"start {name}")[-1]

@@ -116,6 +116,11 @@ def translate(exc: GuestError, task_id: str, kind: str, name: str) -> Exception:
             f"task {task_id} cannot take another {kind}: {exc.summary}",
             "close shells or stop services you no longer need",
         )
+    if err == errno.ENOSYS:
+        return StateError(
+            f"task {task_id} runs a guest agent without shells and services: {exc.summary}",
+            "create a new task; a task keeps the agent it was created with",
+        )
     if err in (errno.ESRCH, errno.EPIPE):
         return StateError(f"the {kind} {name!r} of task {task_id} has ended", None)
     return exc

@@ -12,8 +12,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* 0.2.0: STDIN is acknowledged (OK with SIZE on the EXEC), see exec.c ack_stdin. */
-#define AGENT_VERSION "0.2.0"
+/* 0.2.0: STDIN is acknowledged (OK with SIZE on the EXEC), see exec.c ack_stdin.
+ * 0.3.0: persistent processes (SPAWN … REMOVE, procs.c) and PROBE (probe.c). */
+#define AGENT_VERSION "0.3.0"
 #define PROTO_VERSION 1
 
 /* Frame header: 'P' 'Y' version type | id u32 LE | length u32 LE. */
@@ -195,8 +196,13 @@ void exec_handle(struct pollfd *fds, int n);
 int64_t exec_next_deadline(void);
 void exec_timers(void);
 int exec_busy(uint32_t id);
-/* Base environment overlaid with KEY=VALUE entries (heap array of borrowed strings). */
-char **exec_build_env(char **extra, int n_extra);
+/* Base environment (root's, or a user's when uid > 0) overlaid with the image's Env and then
+ * KEY=VALUE entries (heap array of borrowed strings). */
+char **exec_build_env(char **extra, int n_extra, int64_t uid);
+/* The user a request without UID/GID runs as: the image's, or -1 (root). */
+void exec_default_user(int64_t *uid, int64_t *gid);
+/* In a child: become uid:gid (root when both are <= 0); on failure says why on fd 2, -1. */
+int exec_become(int64_t uid, int64_t gid);
 /* execvp with a stat() probe of PATH; returns only on failure (errno set). */
 void exec_search(char **argv, char **env);
 
@@ -211,6 +217,8 @@ void proc_remove(uint32_t id, const uint8_t *payload, uint32_t len);
 void proc_reaped(pid_t pid, int status);
 void proc_drop_waiters(void);
 int proc_busy(uint32_t id);
+/* Ends a waiting READ of request id (ERROR ECANCELED); 0 when there was one. */
+int proc_cancel(uint32_t id);
 int proc_poll_fds(struct pollfd *fds, int max);
 void proc_handle(struct pollfd *fds, int n);
 int64_t proc_next_deadline(void);

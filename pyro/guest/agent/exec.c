@@ -125,10 +125,29 @@ static char **build_env(char **extra, int n_extra, int64_t uid)
 	return env;
 }
 
-/* build_env for a root command, for procs.c. */
-char **exec_build_env(char **extra, int n_extra)
+/* build_env for procs.c. */
+char **exec_build_env(char **extra, int n_extra, int64_t uid)
 {
-	return build_env(extra, n_extra, 0);
+	return build_env(extra, n_extra, uid);
+}
+
+void exec_default_user(int64_t *uid, int64_t *gid)
+{
+	*uid = dflt_uid;
+	*gid = dflt_gid;
+}
+
+int exec_become(int64_t uid, int64_t gid)
+{
+	if (uid <= 0 && gid <= 0)
+		return 0;
+	gid_t g = (gid_t)(gid > 0 ? gid : 0);
+	if (setgroups(1, &g) != 0 || setgid(g) != 0 || setuid((uid_t)(uid > 0 ? uid : 0)) != 0) {
+		dprintf(2, "pyro-agent: cannot run as %lld:%lld: %s\n", (long long)uid,
+			(long long)gid, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 /* execvp, but probing PATH with stat() first: a failed execve() sets up and tears down a whole
@@ -177,14 +196,8 @@ static void child(char **argv, char **env, const char *cwd, int64_t uid, int64_t
 	dup2(in, 0);
 	dup2(out, 1);
 	dup2(err, 2);
-	if (uid > 0 || gid > 0) {
-		gid_t g = (gid_t)(gid > 0 ? gid : 0);
-		if (setgroups(1, &g) != 0 || setgid(g) != 0 || setuid((uid_t)(uid > 0 ? uid : 0)) != 0) {
-			dprintf(2, "pyro-agent: cannot run as %lld:%lld: %s\n", (long long)uid,
-				(long long)gid, strerror(errno));
-			_exit(126);
-		}
-	}
+	if (exec_become(uid, gid) != 0)
+		_exit(126);
 	if (cwd && chdir(cwd) != 0) {
 		dprintf(2, "pyro-agent: cannot change directory to %s: %s\n", cwd, strerror(errno));
 		_exit(126);

@@ -204,7 +204,7 @@ static void dispatch(int type, uint32_t id, const uint8_t *p, uint32_t len)
 		return;
 	}
 	case T_CANCEL:
-		if (exec_signal(id, SIGKILL) != 0)
+		if (exec_signal(id, SIGKILL) != 0 && proc_cancel(id) != 0)
 			file_cancel(id);
 		return;
 	case T_PUT:

@@ -75,6 +75,17 @@ int proc_busy(uint32_t id)
 	return 0;
 }
 
+int proc_cancel(uint32_t id)
+{
+	for (int i = 0; i < PROC_WAITERS_MAX; i++)
+		if (waiters[i].used && waiters[i].id == id) {
+			waiters[i].used = 0;
+			send_error(id, ECANCELED, "request %u was cancelled", id);
+			return 0;
+		}
+	return -1;
+}
+
 /* The NAME of a request, checked; sends the ERROR itself and returns NULL when bad. */
 static struct proc *named(uint32_t id, const uint8_t *p, uint32_t len, const char *what)
 {
@@ -173,7 +184,8 @@ static void forget(struct proc *x)
 	x->fd = -1;
 }
 
-static void spawn_child(char **argv, char **env, const char *cwd, int pty, int slave, int out)
+static void spawn_child(char **argv, char **env, const char *cwd, int64_t uid, int64_t gid,
+			int pty, int slave, int out)
 {
 	sigset_t none;
 	sigemptyset(&none);
@@ -192,6 +204,10 @@ static void spawn_child(char **argv, char **env, const char *cwd, int pty, int s
 		dup2(out, 1);
 		dup2(out, 2); /* one log: stdout and stderr in the order they were written */
 	}
+	if (pty && (uid > 0 || gid > 0)) /* its user owns its terminal, as after a login */
+		fchown(slave, (uid_t)(uid > 0 ? uid : 0), (gid_t)(gid > 0 ? gid : 0));
+	if (exec_become(uid, gid) != 0)
+		_exit(126);
 	if (cwd && chdir(cwd) != 0) {
 		dprintf(2, "pyro-agent: cannot change directory to %s: %s\n", cwd, strerror(errno));
 		_exit(126);
@@ -228,7 +244,8 @@ void proc_spawn(uint32_t id, const uint8_t *payload, uint32_t len)
 {
 	char *argv[PROC_ARGS_MAX + 1], *envs[PROC_ARGS_MAX + 1], *cwd = NULL, *name = NULL;
 	int argc = 0, envc = 0, pty = 0, bad = 0, too_many = 0, r, tag;
-	int64_t rows = 24, cols = 80, ring = PROC_RING_DEFAULT;
+	int64_t rows = 24, cols = 80, ring = PROC_RING_DEFAULT, uid, gid;
+	exec_default_user(&uid, &gid); /* as EXEC: the image's user unless UID/GID say */
 	struct tlv_it it = {payload, payload + len};
 	const uint8_t *val;
 	uint32_t vlen;
@@ -251,6 +268,10 @@ void proc_spawn(uint32_t id, const uint8_t *payload, uint32_t len)
 			cols = tlv_as_int(val, vlen);
 		else if (tag == G_RING)
 			ring = tlv_as_int(val, vlen);
+		else if (tag == G_UID)
+			uid = tlv_as_int(val, vlen);
+		else if (tag == G_GID)
+			gid = tlv_as_int(val, vlen);
 	}
 	argv[argc] = NULL;
 	struct proc *x = NULL;
@@ -307,10 +328,10 @@ void proc_spawn(uint32_t id, const uint8_t *payload, uint32_t len)
 		has_term |= !strncmp(envs[i], "TERM=", 5);
 	if (pty && !has_term) /* a terminal's default; the request's own TERM wins */
 		envs[envc++] = strdup("TERM=xterm-256color");
-	char **env = exec_build_env(envs, envc);
+	char **env = exec_build_env(envs, envc, uid);
 	pid_t pid = fork();
 	if (pid == 0)
-		spawn_child(argv, env, cwd, pty, slave, pout[1]);
+		spawn_child(argv, env, cwd, uid, gid, pty, slave, pout[1]);
 	free(env);
 	if (pid < 0) {
 		send_error(id, errno, "cannot fork: %s", strerror(errno));

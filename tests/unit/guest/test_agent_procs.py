@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import http.server
+import os
 import re
 import signal
 import socket
@@ -247,6 +248,43 @@ def test_probe_tcp_and_http(agent: AgentServer) -> None:
     with pytest.raises(GuestRequestError) as info:
         client.probe(free_port)
     assert info.value.errno == errno.ECONNREFUSED
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_spawn_as_another_user_owns_its_terminal(agent: AgentServer) -> None:
+    """SPAWN's UID/GID run a shell as that user (what an image's User becomes), as EXEC's
+    do, and the user owns its terminal."""
+    client = agent.connect()
+    client.spawn("sh1", ["sh"], pty=True, uid=65534, gid=65533, cwd="/")
+    client.proc_write(
+        "sh1", b"echo u=$(id -u) g=$(id -G) h=$HOME t=$(stat -c %u /proc/self/fd/0)\n"
+    )
+    assert b"u=65534 g=65533 h=/ t=65534\r\n" in read_until(client, "sh1", b"t=65534\r\n")
+    client.spawn("svc", ["sh", "-c", "id -u; id -g"], uid=65534, gid=65533, cwd="/")
+    assert read_to_eof(client, "svc").data == b"65534\n65533\n"
+
+
+def test_cancel_ends_a_waiting_read(agent: AgentServer) -> None:
+    """A CANCEL (what the session keeper sends for a client that went away) ends a long-poll
+    READ at once, so its waiter slot and request id are free again."""
+    client = agent.connect()
+    client.spawn("quiet", ["sleep", "600"])
+    mux = client._mux
+    req = mux.open()
+    try:
+        mux.send(
+            FrameType.READ, req.request_id, encode_tlv([(Tag.NAME, "quiet"), (Tag.WAIT_MS, 50_000)])
+        )
+        time.sleep(0.2)
+        started = time.monotonic()
+        mux.send(FrameType.CANCEL, req.request_id)
+        reply = mux.next(req, time.monotonic() + 10, "a cancelled read")
+    finally:
+        mux.finish(req)
+    assert time.monotonic() - started < 5
+    assert reply.type == FrameType.ERROR
+    assert Fields(reply.payload).int(Tag.ERRNO) == errno.ECANCELED
+    assert client.proc_read("quiet", 0).state.running  # the process itself goes on
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -513,3 +513,63 @@ def test_a_hostile_agent_behind_the_keeper_fails_the_hello_and_the_keeper_leaves
         holder.kill()
         holder.wait()
         agent.close()
+
+
+def test_shells_and_services_through_the_keeper(shared: Path) -> None:
+    """Persistent processes through the keeper: one client's shell is driven by another
+    while a third waits in a long-poll READ (ended by its OK) and a fourth runs an exec."""
+    opener, typist, reader, runner = (connect(shared) for _ in range(4))
+    opener.spawn("sh.dev", ["sh"], pty=True)
+    opener.spawn("svc.web", ["sh", "-c", "echo up; exec sleep 600"])
+    opener.close()  # persistent processes do not belong to the client that made them
+    got: dict[str, Any] = {}
+
+    def wait_for_output() -> None:
+        out, cursor = b"", 0
+        while b"typed-42" not in out:
+            read = reader.proc_read("sh.dev", cursor, wait_s=20)
+            out, cursor = out + read.data, read.cursor
+        got["out"] = out
+
+    thread = threading.Thread(target=wait_for_output)
+    thread.start()
+    time.sleep(0.3)  # the READ is waiting in the agent
+    assert runner.exec(["echo", "meanwhile"], timeout_s=30).stdout == b"meanwhile\n"
+    typist.proc_write("sh.dev", b"echo typed-$((6*7))\n")
+    thread.join(30)
+    assert b"typed-42" in got["out"]
+    names = {p.name for p in runner.proc_list()}
+    assert names == {"sh.dev", "svc.web"}
+    assert runner.proc_read("svc.web", 0).data == b"up\n"
+    for client in (typist, reader, runner):
+        client.close()
+
+
+def test_a_vanished_clients_waiting_read_is_cancelled(shared: Path) -> None:
+    """kill -9 of a CLI in the middle of `task shell`'s long poll: the keeper's CANCEL ends
+    the agent's waiting READ at once (its slot is free), the shell goes on."""
+    owner = connect(shared)
+    owner.spawn("sh.x", ["sh"], pty=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(shared))
+    sock.sendall(
+        k.frame(k.HELLO, 0, protocol.hello_payload(time_ns=1, seed=b"s" * 8, hostname=None))
+    )
+    assert read(sock)[0] == k.HELLO_OK
+    time.sleep(0.3)  # the shell's prompt is out
+    end = owner.proc_read("sh.x", 0, wait_s=0).state.end
+    payload = encode_tlv([(Tag.NAME, "sh.x"), (Tag.CURSOR, end), (Tag.WAIT_MS, 60_000)])
+    # 64 waiting READs fill the agent's waiter table; vanishing must free every one.
+    for rid in range(1, 65):
+        sock.sendall(k.frame(int(FrameType.READ), rid, payload))
+    time.sleep(0.5)
+    sock.close()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert owner.proc_read("sh.x", 0, wait_s=0).state.running
+    others = [connect(shared) for _ in range(3)]
+    for other in others:  # each needs a waiter slot: a read past the end, with a wait
+        assert other.proc_read("sh.x", end, wait_s=0.1).state.running
+    assert time.monotonic() - started < 5
+    for client in (owner, *others):
+        client.close()
