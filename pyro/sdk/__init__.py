@@ -23,8 +23,8 @@ from pyro.lazy import lazy_attributes
 from pyro.sdk.env import EnvironmentMethods, PrunedEntry
 from pyro.sdk.many import ManyMethods
 from pyro.sdk.task import TaskMethods
-from pyro.sdk.task_state import TaskStateMethods
 from pyro.sdk.task_procs import TaskProcessMethods
+from pyro.sdk.task_state import TaskStateMethods
 from pyro.sdk.vm import VMMethods
 from pyro.spec.command import BackendName, CommandNetwork, run_spec_for_command
 from pyro.spec.model import EnvironmentSpec, RunSpec

@@ -40,8 +40,8 @@ from pyro.tasks import usage as usages
 from pyro.tasks.files import WORKSPACE, SyncResult, run_checked
 from pyro.tasks.journal import Journal, JournalEntry
 from pyro.tasks.secrets import Redactor, SecretStore
-from pyro.tasks.session import KeeperSessions
 from pyro.tasks.service_specs import service_names
+from pyro.tasks.session import KeeperSessions
 from pyro.tasks.snapshots import SnapshotInfo
 
 if TYPE_CHECKING:
