@@ -25,6 +25,7 @@ from pyro.errors import NotFoundError, StateError, UsageError, VMMError
 from pyro.machines import datadisk
 from pyro.machines.registry import VMState
 from pyro.tasks import pause as pausing
+from pyro.tasks import service_specs
 from pyro.tasks.files import run_checked
 from pyro.tasks.manager import TaskInfo, TaskManager, TaskMeta
 from pyro.tasks.secrets import SecretStore
@@ -110,6 +111,7 @@ def fork(
             fork_meta.snapshots, fork_meta.paused = _copy_state(manager, source_id, target)
         if meta.seed_disk:
             _copy(manager.dir(source_id) / datadisk.IMAGE, target / datadisk.IMAGE)
+        service_specs.copy_specs(manager.dir(source_id), target)
         manager.save_meta(new.id, fork_meta)
         with manager.session(new.id) as client:  # resumes it, or boots it from its disk
             run_checked(client, ["sh", "-c", IDENTITY, "identity", uuid.uuid4().hex, new.id])

@@ -80,13 +80,14 @@ def output(task_id: str, name: str, got: ProcOutput) -> ProcessOutput:
 
 @contextlib.contextmanager
 def running_session(manager: TaskManager, task_id: str, kind: str) -> Iterator[AgentClient]:
-    """The task's agent session, without booting a stopped task (its processes are gone).
+    """The task's agent session, without booting a stopped task (its processes are gone);
+    a paused task is resumed (they are in its saved memory).
 
     Raises:
-        NotFoundError: no such task.  StateError: it is not running.
+        NotFoundError: no such task.  StateError: it is stopped.
     """
-    record, _ = manager.get(task_id)
-    if record.state is not VMState.RUNNING:
+    record, meta = manager.get(task_id)
+    if record.state is not VMState.RUNNING and meta.paused is None:
         raise StateError(
             f"task {task_id} is {record.state.value}; its {kind}s ended with its VM",
             f"start it with 'pyro task start {task_id}', then start the {kind} again",

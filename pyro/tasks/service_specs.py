@@ -78,3 +78,10 @@ def service_names(task_dir: Path) -> list[str]:
     with contextlib.suppress(OSError, ValidationError):
         return sorted(_SPECS.validate_json((task_dir / FILE).read_bytes()))
     return []
+
+
+def copy_specs(source_dir: Path, target_dir: Path) -> None:
+    """Give a fork its source's definitions: a fork from memory runs the same services (its
+    agent's processes are copies), a cold one can ``restart`` them."""
+    with contextlib.suppress(FileNotFoundError):
+        paths.write_private(target_dir / FILE, (source_dir / FILE).read_text())

@@ -47,12 +47,12 @@ class ServiceInfo(BaseModel):
     task_id: str
     name: str = Field(description="The service's name.")
     argv: list[str] = Field(description="Its command.")
-    cwd: str = Field(description="Its working directory.")
-    state: str = Field(description="running, exited, stopped or not running (VM restarted).")
+    cwd: str = Field(description="Its directory.")
+    state: str = Field(description="running, exited, stopped, paused or not running.")
     pid: int | None = Field(default=None, description="Its pid in the guest.")
     exit_code: int | None = Field(default=None, description="Its exit code once ended.")
     signal: int | None = None
-    readiness: str | None = Field(default=None, description="Its readiness check.")
+    readiness: str | None = Field(default=None, description="Ready check.")
     started_at: float | None = Field(default=None, description="Last start, Unix time.")
     restarts: int = Field(default=0, description="Times restarted.")
     log_bytes: int = Field(default=0, description="Bytes logged.")
@@ -118,8 +118,12 @@ def check_readiness(readiness: Readiness | None) -> None:
         )
 
 
-def _info(task_id: str, spec: ServiceSpec, state: ProcState | None) -> ServiceInfo:
-    if state is None:
+def _info(
+    task_id: str, spec: ServiceSpec, state: ProcState | None, *, paused: bool = False
+) -> ServiceInfo:
+    if state is None and paused and not spec.stopped:
+        shown = "paused"  # in the task's saved memory; it goes on at resume
+    elif state is None:
         shown = "stopped" if spec.stopped else "not running"
     elif state.running:
         shown = "running"
@@ -289,9 +293,9 @@ def stop_service(
     """
     spec = _spec(manager, task_id, name)
     _save(manager, task_id, spec.model_copy(update={"stopped": True}))
-    record, _ = manager.get(task_id)
-    if record.state is not VMState.RUNNING:
-        return status_service(manager, task_id, name)
+    record, meta = manager.get(task_id)
+    if record.state is not VMState.RUNNING and meta.paused is None:
+        return status_service(manager, task_id, name)  # a paused task is resumed to stop it
     full = agent_name("service", name)
     with manager.session(task_id) as client:
         state = _states(client).get(name)
@@ -322,24 +326,25 @@ def list_services(manager: TaskManager, task_id: str) -> list[ServiceInfo]:
     Raises:
         NotFoundError: no such task.
     """
-    record, _ = manager.get(task_id)
+    record, meta = manager.get(task_id)
     specs = load(manager, task_id)
     states: dict[str, ProcState] = {}
     if specs and record.state is VMState.RUNNING:
         with running_session(manager, task_id, "service") as client:
             states = _states(client)
-    return [_info(task_id, specs[n], states.get(n)) for n in sorted(specs)]
+    paused = meta.paused is not None
+    return [_info(task_id, specs[n], states.get(n), paused=paused) for n in sorted(specs)]
 
 
 def status_service(manager: TaskManager, task_id: str, name: str) -> ServiceInfo:
     """Raises: NotFoundError: no such task or service."""
     spec = _spec(manager, task_id, name)
-    record, _ = manager.get(task_id)
+    record, meta = manager.get(task_id)
     state = None
     if record.state is VMState.RUNNING:
         with running_session(manager, task_id, "service") as client:
             state = _states(client).get(name)
-    return _info(task_id, spec, state)
+    return _info(task_id, spec, state, paused=meta.paused is not None)
 
 
 def service_logs(
