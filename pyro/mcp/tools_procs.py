@@ -35,6 +35,50 @@ class ServiceList(BaseModel):
     services: list[ServiceInfo] = Field(description="The services, by name.")
 
 
+class ShellBrief(BaseModel):
+    """What ``task_shell_open`` reports (the SDK's ``ShellInfo``, less what a client has)."""
+
+    name: str = Field(description="Its name, for the other task_shell_* calls.")
+    pid: int = Field(description="Its pid in the guest.")
+
+    @classmethod
+    def of(cls, info: ShellInfo) -> ShellBrief:
+        return cls(name=info.name, pid=info.pid)
+
+
+class ServiceBrief(BaseModel):
+    """What start/restart/stop report; ``task_service_status`` has the rest."""
+
+    name: str = Field(description="Service name.")
+    state: str = Field(description="running, exited, stopped, paused or not running.")
+    pid: int | None = Field(description="Its pid in the guest.")
+    exit_code: int | None = Field(description="Exit code once ended.")
+
+    @classmethod
+    def of(cls, info: ServiceInfo) -> ServiceBrief:
+        return cls.model_validate(info.model_dump(include=set(cls.model_fields)))
+
+
+class Output(BaseModel):
+    """Output from a cursor (the SDK's ``ProcessOutput``, less the names a client sent)."""
+
+    data: str = Field(description="Output since the cursor.")
+    cursor: int = Field(description="The cursor for the next read.")
+    missed: int = Field(description="Bytes lost before data (1 MiB is kept).")
+    running: bool = Field(description="It still runs.")
+    exit_code: int | None = Field(description="Exit code once ended.")
+
+    @classmethod
+    def of(cls, got: ProcessOutput) -> Output:
+        return cls(
+            data=got.text,
+            cursor=got.cursor,
+            missed=got.missed,
+            running=got.running,
+            exit_code=got.exit_code,
+        )
+
+
 def _nothing_to_undo(_: str) -> None:
     """Shells and services outlive a cancelled call on purpose: nothing to undo."""
 
@@ -52,10 +96,12 @@ class ProcessTools(ToolGroup):
         name: Annotated[str | None, Field(description="Name for it (default 1, 2, …).")] = None,
         rows: Annotated[int, Field(description="Terminal rows.")] = 24,
         cols: Annotated[int, Field(description="Terminal columns.")] = 80,
-    ) -> ShellInfo:
+    ) -> ShellBrief:
         """Open a shell on a terminal in /workspace, kept across calls until closed."""
-        return await self._call(
-            lambda t: self.sdk.open_task_shell(task_id, name, rows=rows, cols=cols)
+        return ShellBrief.of(
+            await self._call(
+                lambda t: self.sdk.open_task_shell(task_id, name, rows=rows, cols=cols)
+            )
         )
 
     @tool(RUNS, title="Type into a task shell", profiles={"workspace": 26, "full": 39})
@@ -72,11 +118,12 @@ class ProcessTools(ToolGroup):
     @tool(READ_ONLY, title="Read a task shell", profiles={"workspace": 27, "full": 40})
     async def task_shell_read(
         self, task_id: TaskId, name: ShellName, cursor: Cursor = 0, wait_seconds: Wait = 1.0
-    ) -> ProcessOutput:
-        """A shell's output since cursor (with the echo of what was typed); pass the
-        returned cursor next time."""
-        return await self._call(
-            lambda t: self.sdk.read_task_shell(task_id, name, cursor, wait_s=wait_seconds)
+    ) -> Output:
+        """A shell's output since cursor (typed keys echo); pass the returned cursor next."""
+        return Output.of(
+            await self._call(
+                lambda t: self.sdk.read_task_shell(task_id, name, cursor, wait_s=wait_seconds)
+            )
         )
 
     @tool(RUNS, title="Resize a task shell", profiles={"workspace": 28, "full": 41})
@@ -120,30 +167,30 @@ class ProcessTools(ToolGroup):
             int | None, Field(description="Ready when this port accepts TCP.")
         ] = (None),
         ready_http: Annotated[
-            str | None, Field(description="Ready when GET path on ready_port is < 400.")
+            str | None, Field(description="Ready when GET it on ready_port is < 400.")
         ] = None,
         ready_cmd: Annotated[str | None, Field(description="Ready when this exits 0.")] = None,
         ready_timeout_seconds: Annotated[
-            float, Field(description="Give up waiting after this long.", gt=0, le=3600)
+            float, Field(description="Seconds to wait for ready.", gt=0, le=3600)
         ] = 60,
-        env: Annotated[
-            dict[str, str] | None, Field(description="Environment variables for it.")
-        ] = None,
+        env: Annotated[dict[str, str] | None, Field(description="Its env.")] = None,
         cwd: Annotated[str | None, Field(description="Default /workspace.")] = None,
-    ) -> ServiceInfo:
+    ) -> ServiceBrief:
         """Start a long-running process (dev server, database) and wait until it is ready."""
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
-        return await self._call(
-            lambda t: self.sdk.start_task_service(
-                task_id,
-                name,
-                argv,
-                env=env,
-                cwd=cwd,
-                ready_port=ready_port,
-                ready_http=ready_http,
-                ready_cmd=ready_cmd,
-                ready_timeout_s=ready_timeout_seconds,
+        return ServiceBrief.of(
+            await self._call(
+                lambda t: self.sdk.start_task_service(
+                    task_id,
+                    name,
+                    argv,
+                    env=env,
+                    cwd=cwd,
+                    ready_port=ready_port,
+                    ready_http=ready_http,
+                    ready_cmd=ready_cmd,
+                    ready_timeout_s=ready_timeout_seconds,
+                )
             )
         )
 
@@ -161,18 +208,24 @@ class ProcessTools(ToolGroup):
     @tool(READ_ONLY, title="Task service log", profiles={"workspace": 34, "full": 47})
     async def task_service_logs(
         self, task_id: TaskId, name: ServiceName, cursor: Cursor = 0, wait_seconds: Wait = 0
-    ) -> ProcessOutput:
+    ) -> Output:
         """A service's stdout and stderr since cursor (pass the returned one next)."""
-        return await self._call(
-            lambda t: self.sdk.logs_task_service(task_id, name, cursor, wait_s=wait_seconds)
+        return Output.of(
+            await self._call(
+                lambda t: self.sdk.logs_task_service(task_id, name, cursor, wait_s=wait_seconds)
+            )
         )
 
     @tool(RUNS, title="Restart a task service", profiles={"workspace": 35, "full": 48})
-    async def task_service_restart(self, task_id: TaskId, name: ServiceName) -> ServiceInfo:
+    async def task_service_restart(self, task_id: TaskId, name: ServiceName) -> ServiceBrief:
         """Kill a service and start it again; waits until it is ready."""
-        return await self._call(lambda t: self.sdk.restart_task_service(task_id, name))
+        return ServiceBrief.of(
+            await self._call(lambda t: self.sdk.restart_task_service(task_id, name))
+        )
 
     @tool(DESTRUCTIVE, title="Stop a task service", profiles={"workspace": 36, "full": 49})
-    async def task_service_stop(self, task_id: TaskId, name: ServiceName) -> ServiceInfo:
+    async def task_service_stop(self, task_id: TaskId, name: ServiceName) -> ServiceBrief:
         """Stop a service (TERM, KILL after 10 s); its log stays."""
-        return await self._call(lambda t: self.sdk.stop_task_service(task_id, name))
+        return ServiceBrief.of(
+            await self._call(lambda t: self.sdk.stop_task_service(task_id, name))
+        )
