@@ -80,6 +80,25 @@ def test_python_task_keeps_state(guest_install: Any, pyro_state: Path) -> None:
     assert proc.stdout.rstrip().splitlines()[-1].startswith("deleted ")
 
 
+@pytest.mark.guest
+def test_agent_session_reaches_a_service_from_the_host(
+    guest_install: Any, pyro_state: Path
+) -> None:
+    """Shell + service + published port: the host fetches the page the shell wrote, then
+    the edited one; the task (and its shell and service) is gone at the end."""
+    proc = run_example("agent_session.py")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "shell dev open, service web running (pid " in lines[0]
+    assert lines[1] == "host GET 127.0.0.1 (published) -> 200 hello from the task"
+    assert lines[2] == "after an edit in the shell -> 200 edited in the shell"
+    assert lines[3].startswith("service log: 3 requests")
+    assert lines[-1].startswith("deleted ")
+    from pyro.machines.registry import VMRegistry
+
+    assert VMRegistry(pyro_state).list() == []
+
+
 # -- OpenAI Responses API loop against a local fake endpoint ---------------------------------
 
 
