@@ -147,6 +147,13 @@ def test_cli_shell_on_a_real_terminal(task_id: str) -> None:
     term.type(b"\x03")
     term.type(b"echo rc-$?-$((20+3))\r")
     assert b"rc-130-23" in term.expect(b"-23")
+    # While it is attached, other processes use the task through its session keeper: an
+    # exec from another CLI runs at once, and a program typing into this very shell shows.
+    started = time.monotonic()
+    assert ok("task", "exec", task_id, "--", "echo", "beside").stdout.startswith("beside")
+    assert time.monotonic() - started < 60  # not queued behind the attached shell
+    Pyro().write_task_shell(task_id, "t1", "echo from-another-process-$((6*7))\n")
+    term.expect(b"from-another-process-42")
     # Detach (Ctrl-]): pyro ends, the shell does not; what it prints meanwhile is kept.
     term.type(b"(sleep 3; echo late-$((6*7))) &\r")
     time.sleep(1)
