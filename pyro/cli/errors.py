@@ -42,7 +42,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from pyro.report.failure import EXIT_CANNOT_RUN, EXIT_ERROR, EXIT_INTERRUPTED, describe
+# pyro.report.failure (exit codes, error documents) is imported where a command fails:
+# a command that succeeds never needs it.
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -147,11 +148,17 @@ def error_handler(*, as_json: bool = False, passthrough: bool = False) -> Iterat
         raise  # click's own control flow; run_cli handles it
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
+        from pyro.report.failure import EXIT_INTERRUPTED
+
         raise SystemExit(EXIT_INTERRUPTED) from None
     except BrokenPipeError:
+        from pyro.report.failure import EXIT_CANNOT_RUN, EXIT_ERROR
+
         _silence_stdout()
         raise SystemExit(EXIT_CANNOT_RUN if passthrough else EXIT_ERROR) from None
     except Exception as exc:
+        from pyro.report.failure import describe
+
         failure = describe(exc, passthrough=passthrough)
         report_error(failure.document, as_json=as_json)
         raise SystemExit(failure.exit_code) from None
@@ -196,14 +203,20 @@ def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) 
         with error_handler(as_json=as_json, passthrough=passthrough):
             result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except SystemExit as exc:
+        from pyro.report.failure import EXIT_ERROR
+
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         click.echo(f"error: {exc.code}", err=True)
         return EXIT_ERROR
     except click.exceptions.Abort:
+        from pyro.report.failure import EXIT_INTERRUPTED
+
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
+        from pyro.report.failure import EXIT_CANNOT_RUN
+
         hint = getattr(exc, "hint", None)  # pyro.cli.guest_command.HintedUsageError
         if as_json and isinstance(exc, click.UsageError):
             if hint is None:

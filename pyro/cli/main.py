@@ -17,7 +17,6 @@ import click
 from pyro.__about__ import CATALOG_VERSION, __version__
 from pyro.cli.errors import run_cli
 from pyro.cli.output import add_output_options
-from pyro.report.failure import EXIT_ERROR, EXIT_INTERRUPTED
 
 # The command uses no pydantic plugins. Unless told so, pydantic looks for them in the
 # entry points of every installed distribution when it builds the first model (a cost
@@ -114,6 +113,8 @@ def entry() -> NoReturn:
         try:
             take_for_process()
         except KeyboardInterrupt:  # Ctrl-C while waiting for a slot: nothing started yet
+            from pyro.report.failure import EXIT_INTERRUPTED
+
             click.echo("interrupted", err=True)
             exit_now(EXIT_INTERRUPTED)
     exit_now(main())
@@ -149,5 +150,7 @@ def exit_now(code: int) -> NoReturn:
         try:
             stream.flush()
         except (OSError, ValueError):  # the reader went away, or the stream was closed
+            from pyro.report.failure import EXIT_ERROR
+
             code = code or EXIT_ERROR
     os._exit(code)

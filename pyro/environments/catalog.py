@@ -9,7 +9,6 @@ without a ``source`` one: ``oci://$PYRO_ENV_REGISTRY/<name>`` with the name's ``
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 import os
@@ -218,6 +217,8 @@ def lookup(name: str) -> CatalogEntry:
     entries = catalog()
     if name in entries:
         return entries[name]
+    import difflib  # only for an unknown name
+
     close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
     suggestion = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise EnvironmentNotFoundError(

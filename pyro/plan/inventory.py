@@ -5,8 +5,6 @@ Inventory values carry no absolute host paths: a path in it is relative to the R
 folder, which the plan records once (``Plan.spec_dir``).
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field

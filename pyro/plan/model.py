@@ -10,8 +10,6 @@ absolute host path it holds is ``spec_dir``, the Run spec's folder, which every 
 path (copy-in sources, artifact targets, an Environment's build inputs) starts from.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from typing import Annotated, Any, Literal

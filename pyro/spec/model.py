@@ -4,8 +4,6 @@ Pure: no I/O. Every model forbids unknown keys and is immutable. Field names are
 camelCase keys users write in YAML; Python attribute names are snake_case.
 """
 
-from __future__ import annotations
-
 import posixpath
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -15,9 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -196,7 +192,7 @@ class Network(Model):
     )
 
     @model_validator(mode="after")
-    def _check_allow(self) -> Network:
+    def _check_allow(self) -> "Network":
         if self.policy is NetworkPolicy.ALLOWLIST and not self.allow:
             raise ValueError("policy 'allowlist' needs at least one entry in 'allow'")
         if self.policy is not NetworkPolicy.ALLOWLIST and self.allow:
@@ -233,7 +229,7 @@ class Artifact(Model):
     )
 
     @model_validator(mode="after")
-    def _not_into_git(self) -> Artifact:
+    def _not_into_git(self) -> "Artifact":
         # "dir/" copies the source into dir under its own name: /w/.git to out/ is out/.git.
         name = posixpath.basename(self.source.rstrip("/"))
         if self.target.endswith("/") and has_git_part(name):
@@ -293,7 +289,7 @@ class Step(Model):
     )
 
     @model_validator(mode="after")
-    def _one_command(self) -> Step:
+    def _one_command(self) -> "Step":
         if (self.run is None) == (self.argv is None):
             raise ValueError("a step needs exactly one of 'run' or 'argv'")
         return self
@@ -550,7 +546,7 @@ class SetupNetwork(Model):
     )
 
     @model_validator(mode="after")
-    def _check_allow(self) -> SetupNetwork:
+    def _check_allow(self) -> "SetupNetwork":
         Network(policy=self.policy, allow=self.allow)  # the same rules, the same messages
         return self
 
@@ -577,6 +573,14 @@ class ImageSetup(Model):
 def _setup_short_form(schema: dict[str, Any]) -> None:
     """``setup`` may also be a plain string (the long form's ``run``)."""
     schema["anyOf"].insert(1, {"type": "string", "minLength": 1, "maxLength": 65536})
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def _is_empty(value: object) -> bool:
+    return not value
 
 
 class EnvironmentSpecBody(Model):
@@ -616,12 +620,16 @@ class EnvironmentSpecBody(Model):
         alias="from",
         description="Build from a container image instead of kernel and rootfs: the image "
         "becomes the root filesystem, the catalog's kernel boots it.",
+        # An unset 'from' is left out: the spec digests (and plans, and cached catalog
+        # summaries) of specs written before it existed stay what they were.
+        exclude_if=_is_none,
     )
     files: list[FileCopy] = Field(
         default=[],
         max_length=MAX_IMAGE_FILES,
         description="Host files and folders added to the image's root filesystem (only with "
         "'from'), before 'setup' runs; owned by root, permission bits kept.",
+        exclude_if=_is_empty,
     )
     setup: ImageSetup | None = Field(
         default=None,
@@ -629,6 +637,7 @@ class EnvironmentSpecBody(Model):
         "time (only with 'from'): a shell string, or {run, timeoutSeconds, network}.",
         examples=["echo built > /etc/built"],
         json_schema_extra=_setup_short_form,
+        exclude_if=_is_none,
     )
     defaults: Defaults = Field(default=Defaults(), description="Resources Runs get by default.")
     source: SourceSpec | None = Field(
@@ -641,22 +650,8 @@ class EnvironmentSpecBody(Model):
         # The short form is the long form's 'run': its bounds and errors are the same.
         return {"run": value} if isinstance(value, str) else value
 
-    @model_serializer(mode="wrap")
-    def _no_unset_from(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # An unset 'from' (or 'files', 'setup') is left out: the spec digests (and plans,
-        # and cached catalog summaries) of specs written before it existed stay what they were.
-        data: dict[str, Any] = handler(self)
-        if self.from_ is None:
-            data.pop("from", None)
-            data.pop("from_", None)
-        if not self.files:
-            data.pop("files", None)
-        if self.setup is None:
-            data.pop("setup", None)
-        return data
-
     @model_validator(mode="after")
-    def _one_recipe(self) -> EnvironmentSpecBody:
+    def _one_recipe(self) -> "EnvironmentSpecBody":
         if self.from_ is not None and (self.kernel is not None or self.rootfs is not None):
             raise ValueError("give either 'from' (a container image) or 'kernel' and 'rootfs'")
         if self.from_ is None and (self.files or self.setup is not None):

@@ -1,17 +1,23 @@
 """VMM backends: a Protocol, one module per VMM, a registry and backend selection.
 
 A backend's module is imported when that backend is first asked for: a run on QEMU never
-loads the Firecracker module (and its TAP/nft plumbing), and planning loads neither.
+loads the Firecracker module (and its TAP/nft plumbing), and planning loads neither. The
+protocol's types (``pyro.vmm.base``) are resolved on first use too: planning imports
+``pyro.vmm.probe`` and ``pyro.vmm.snapshot``, which need none of them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pyro.errors import BackendUnavailableError
+from pyro.lazy import lazy_attributes
 from pyro.plan.inventory import BackendInfo
-from pyro.vmm.base import Backend, VMConfig, VMHandle
+
+if TYPE_CHECKING:
+    from pyro.vmm.base import Backend, VMConfig, VMHandle
 
 __all__ = [
     "AUTO_ORDER",
@@ -39,7 +45,7 @@ def _qemu(accel: str) -> Callable[[], Backend]:
     return make
 
 
-class _Backends(Mapping[str, Backend]):
+class _Backends(Mapping[str, "Backend"]):
     """Backend name → backend, each made (and its module imported) on first lookup."""
 
     def __init__(self, factories: dict[str, Callable[[], Backend]]) -> None:
@@ -115,3 +121,8 @@ def select_backend(
 
 def _find(infos: Sequence[BackendInfo], name: str) -> BackendInfo | None:
     return next((info for info in infos if info.name == name), None)
+
+
+__getattr__ = lazy_attributes(
+    __name__, {name: "pyro.vmm.base" for name in ("Backend", "VMConfig", "VMHandle")}
+)
