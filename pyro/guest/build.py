@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -80,6 +78,8 @@ def build_agent_initrd(cache_root: Path | None = None) -> Path:
         with FileLock(str(root / "locks" / f"agent-{target.parent.name}.lock")):
             if target.is_file():
                 return target  # another process built it while we waited
+            import tempfile  # only to build
+
             work = Path(tempfile.mkdtemp(prefix="agent-", dir=root / "tmp"))
             try:
                 out_dir = work / "out"
@@ -119,6 +119,8 @@ def _compile(work: Path) -> Path:
     sources = sorted(str(p) for p in src.glob("*.c"))
     cmd = [compiler, *CFLAGS, f"-ffile-prefix-map={src}=.", "-o", str(out), *sources]
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "LC_ALL": "C"}
+    import subprocess  # only to build
+
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     except OSError as exc:

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -99,6 +98,8 @@ def _version(path: str, size: int, mtime_ns: int) -> str | None:
         known = {}
     if isinstance(known, dict) and isinstance(known.get(key), str):
         return str(known[key])
+    import subprocess  # only when the version is not cached yet
+
     try:
         out = subprocess.run(
             [path, "--version"], capture_output=True, text=True, timeout=10, check=False

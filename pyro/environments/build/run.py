@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +60,8 @@ def run_logged(
         BuildError: the program is missing or exits non-zero; the summary carries the log
             tail and the log path.
     """
+    import subprocess  # a build's own: planning only reads this module's constants
+
     full_env = dict(os.environ)
     full_env.update(env or {})
     with log_path.open("ab") as out:
@@ -89,6 +89,8 @@ def capture(argv: Sequence[str], *, what: str) -> str:
     Raises:
         BuildError: the program is missing or exits non-zero.
     """
+    import subprocess
+
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -128,6 +130,8 @@ def work_dir(cache_root: Path, prefix: str) -> Iterator[Path]:
 
     It lives on the cache's file system so results can be renamed into place atomically.
     """
+    import tempfile
+
     tmp_root = cache_root / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_root))
