@@ -265,8 +265,16 @@ def _among(modules: set[str], packages: list[str]) -> list[str]:
 
 
 # 'pyro plan' and 'pyro validate' only read: no locks, no process handling, no VMM, no
-# registry clients, no templates.
+# registry clients, no templates; and nothing a success does not need (docs/performance.md):
+# no subprocess (a cached probe asks no VMM), no failure reporting, no VMM protocol types,
+# no did-you-mean, no pydantic serializer decorators.
 NOT_IN_PLAN = [
+    "subprocess",
+    "difflib",
+    "pyro.report",
+    "pyro.vmm.base",
+    "pyro.net",
+    "pydantic.functional_serializers",
     "filelock",
     "psutil",
     "pyro.machines",

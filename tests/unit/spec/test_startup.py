@@ -3,6 +3,7 @@ expressions they would compile for nothing, and the modules validating needs."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
@@ -90,3 +91,24 @@ def test_validate_loads_nothing_of_planning() -> None:
     assert "pyro.spec.model" in modules  # it did validate
     heavy = ("pyro.plan", "pyro.host", "pyro.environments", "pyro.vmm", "subprocess", "difflib")
     assert sorted(m for m in modules if m.startswith(heavy)) == []
+
+
+@pytest.mark.parametrize("module", ["pyro.spec.model", "pyro.plan.model", "pyro.plan.inventory"])
+def test_model_fields_are_not_annotated_with_strings(module: str) -> None:
+    # pydantic compiles and evaluates a string annotation while it builds the class
+    # (docs/performance.md): these modules do without `from __future__ import annotations`.
+    from pydantic import BaseModel
+
+    models = [
+        value
+        for value in vars(importlib.import_module(module)).values()
+        if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module
+    ]
+    assert models
+    stringly = [
+        f"{model.__name__}.{name}"
+        for model in models
+        for name, annotation in vars(model).get("__annotations__", {}).items()
+        if isinstance(annotation, str)
+    ]
+    assert stringly == []
