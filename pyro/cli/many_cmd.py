@@ -55,13 +55,14 @@ def apply_many(
     junit: str | None,
     as_json: bool,
     prepull: bool = False,
+    allow_tcg: bool = False,
 ) -> None:
     """Run every instance; report; exit with the worst instance's code."""
     from pyro.cluster.dispatch import worst_exit_code
     from pyro.sdk import Pyro
 
     results: list[RunResult] = []
-    with Pyro(cluster=cluster) as pyro:
+    with Pyro(cluster=cluster, allow_tcg=allow_tcg and cluster is not None) as pyro:
         stream = pyro.apply_many(file, vars=vars, run_name=run_name, prepull=prepull)
         counter = _Counter(stream.total, show=not as_json and not quiet() and is_tty(sys.stderr))
         try:

@@ -265,6 +265,13 @@ def run(
     is_flag=True,
     help="With --on: every node that can run it pulls the environment before any run starts.",
 )
+@click.option(
+    "--allow-tcg",
+    is_flag=True,
+    envvar="PYRO_CLUSTER_ALLOW_TCG",
+    help="With --on: backend auto may run on nodes with only TCG emulation "
+    "(env PYRO_CLUSTER_ALLOW_TCG=1).",
+)
 @no_build_option
 @json_option
 @handle_errors
@@ -277,6 +284,7 @@ def apply(
     cold: bool,
     cluster: str | None,
     prepull: bool,
+    allow_tcg: bool,
     no_build: bool,
     as_json: bool,
 ) -> None:
@@ -294,19 +302,30 @@ def apply(
             "--prepull warms a cluster's nodes; there is no cluster",
             "give --on ray://HOST:PORT (or set PYRO_CLUSTER), or drop --prepull",
         )
+    if allow_tcg and not cluster and _given(click.get_current_context(), "allow_tcg"):
+        raise UsageError(
+            "--allow-tcg is about a cluster's nodes; there is no cluster",
+            "give --on ray://HOST:PORT (or set PYRO_CLUSTER), or drop --allow-tcg "
+            "(here backend auto already falls back to TCG)",
+        )
     try:
         if _many(file, var_items, vars_file, run_name, cluster):
             from pyro.cli.many_cmd import apply_many
 
             variables = parse_vars(var_items, Path(vars_file) if vars_file else None)
             with _env_flags(cold, no_build):
-                apply_many(file, variables, run_name, cluster, junit, as_json, prepull)
+                apply_many(file, variables, run_name, cluster, junit, as_json, prepull, allow_tcg)
         result = _apply(file, var_items, vars_file, run_name, cold, no_build, reporter)
     except PyroError as error:
         if junit:
             _write_error_junit(file, error, Path(junit))
         raise
     _finish(result, reporter, junit)
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was written on the command line (not from its env var)."""
+    return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
 
 def _many(

@@ -7,7 +7,9 @@ A node advertises, from ``pyro doctor``'s findings, one unit per start slot of
 usable backend, and ``pyro-env:NAME`` for each environment in its cache. A run asks for
 one unit of the resource its backend needs, so a node runs at most as many at once as it
 has start slots. ``backend: auto`` asks for ``pyro-kvm``: a cluster that would silently
-fall back to emulation is slower than its user planned for; name ``qemu-tcg`` to use it.
+fall back to emulation is slower than its user planned for; name ``qemu-tcg`` to use it,
+or allow TCG (``--allow-tcg``), after which ``auto`` asks for whichever of the two
+has more units free (a KVM node offering both still runs it with KVM).
 """
 
 from __future__ import annotations
@@ -49,17 +51,51 @@ def needed_resource(backend: str) -> str:
     return TCG if backend == "qemu-tcg" else KVM
 
 
-def placement_problems(needed: Sequence[str], nodes: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Why no alive node can run a run needing each of ``needed`` (empty: every one can
-    be placed). ``nodes`` are Ray's node records (``ray.nodes()``)."""
+def accepted_resources(backend: str, allow_tcg: bool = False) -> tuple[str, ...]:
+    """The resources a run of ``backend`` may take, preferred first: ``auto`` with TCG
+    allowed takes ``pyro-kvm`` or else ``pyro-tcg``; anything else just its own."""
+    if backend == "auto" and allow_tcg:
+        return (KVM, TCG)
+    return (needed_resource(backend),)
+
+
+def _offers(node: Mapping[str, Any], resource: str) -> bool:
+    return bool(node.get("Alive")) and node.get("Resources", {}).get(resource, 0) >= 1
+
+
+def choose_resource(
+    accepted: Sequence[str],
+    nodes: Sequence[Mapping[str, Any]],
+    avoid: frozenset[str],
+    available: Mapping[str, float] | None = None,
+) -> str:
+    """Which of ``accepted`` to ask for: of those an alive node outside ``avoid`` (node id
+    prefixes) offers (else any alive node), the one with the most units ``available``
+    now (Ray's ``available_resources()``), the earlier on a tie; else the first."""
+    free = available or {}
+    for pool in ([n for n in nodes if str(n.get("NodeID", ""))[:12] not in avoid], nodes):
+        offered = [r for r in accepted if any(_offers(node, r) for node in pool)]
+        if offered:
+            return max(offered, key=lambda r: (free.get(r, 0.0), -offered.index(r)))
+    return accepted[0]
+
+
+def placement_problems(
+    needed: Sequence[str | Sequence[str]], nodes: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Why no alive node can run a run needing each of ``needed`` (a resource, or
+    resources any one of which will do; empty: every one can be placed). ``nodes`` are
+    Ray's node records (``ray.nodes()``)."""
     alive = [node for node in nodes if node.get("Alive")]
+    wanted = sorted({(n,) if isinstance(n, str) else tuple(n) for n in needed})
     problems = []
-    for resource in sorted(set(needed)):
-        if any(node.get("Resources", {}).get(resource, 0) >= 1 for node in alive):
+    for accepted in wanted:
+        if any(_offers(node, resource) for node in alive for resource in accepted):
             continue
+        named = " or ".join(accepted)
         reasons = [
             f"{node.get('NodeManagerAddress', '?')} ({str(node.get('NodeID', ''))[:12]}): "
-            f"no {resource}, has "
+            f"no {named}, has "
             + (
                 ", ".join(sorted(k for k in node.get("Resources", {}) if k.startswith("pyro-")))
                 or "no pyro resources"
@@ -67,6 +103,6 @@ def placement_problems(needed: Sequence[str], nodes: Sequence[Mapping[str, Any]]
             for node in alive
         ]
         problems.append(
-            f"no node offers {resource}: " + ("; ".join(reasons) or "the cluster has no alive node")
+            f"no node offers {named}: " + ("; ".join(reasons) or "the cluster has no alive node")
         )
     return problems

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyro.cluster.dispatch import NODE_LOST
 from pyro.cluster.instances import Job
-from pyro.cluster.nodes import needed_resource, placement_problems
+from pyro.cluster.nodes import accepted_resources, choose_resource, placement_problems
 from pyro.errors import PlanError, PyroError, RegistryError, UsageError
 from pyro.execute.result import InstanceInfo, RunResult
 from pyro.plan.model import CopyInStep
@@ -98,21 +98,30 @@ class RayExecutor:
         pins: dict[str, str],
         files: Any,
         root: Root | None = None,
+        allow_tcg: bool = False,
     ) -> None:
         self._ray = ray
         self._pins = pins
         self._files = files
         self._root = root
+        self._allow_tcg = allow_tcg
         self._refs: dict[Any, Job] = {}
         self._task = ray.remote(max_retries=0, num_cpus=0)(_run_on_node)
 
     @classmethod
     def connect(
-        cls, address: str, jobs: list[Job], *, prepull: bool = False, root: Root | None = None
+        cls,
+        address: str,
+        jobs: list[Job],
+        *,
+        prepull: bool = False,
+        root: Root | None = None,
+        allow_tcg: bool = False,
     ) -> RayExecutor:
         """Pin the environments, connect, check placement, (``prepull``: have every node
         that can run a job pull them now), ship the copy-in files. A confined caller's
-        (``root``) artifacts come back into fresh folders under it.
+        (``root``) artifacts come back into fresh folders under it. ``allow_tcg`` lets
+        ``backend: auto`` run on nodes offering only ``pyro-tcg``.
 
         Raises:
             UsageError: Ray is not installed, or the cluster does not answer.
@@ -126,16 +135,26 @@ class RayExecutor:
             if spec.spec.environment not in pins:
                 pins[spec.spec.environment] = pin_environment(spec)
         _init(ray, address)
-        needed = [needed_resource(job.prepared.run.spec.backend.value) for job in jobs]
+        needed = [
+            accepted_resources(job.prepared.run.spec.backend.value, allow_tcg) for job in jobs
+        ]
         problems = placement_problems(needed, ray.nodes())
         if problems:
+            _shutdown(ray)
+            auto = any(job.prepared.run.spec.backend.value == "auto" for job in jobs)
             raise PlanError(
                 "no cluster node can run this: " + "; ".join(problems),
                 "join nodes with the resources 'pyro cluster resources' prints on each, "
-                "or name a backend the nodes offer",
+                + (
+                    "or allow TCG emulation for backend auto (--allow-tcg, "
+                    "Pyro(cluster=…, allow_tcg=True)), "
+                    if auto and not allow_tcg
+                    else ""
+                )
+                + "or name a backend the nodes offer",
             )
         if prepull:
-            _prepull(ray, sorted(set(pins.values())), set(needed))
+            _prepull(ray, sorted(set(pins.values())), {r for rs in needed for r in rs})
         from pyro.cluster.worker import pack
 
         base = jobs[0].prepared.loaded.base_dir if jobs else Path.cwd()
@@ -144,7 +163,7 @@ class RayExecutor:
         # digest) and its apply says the source does not exist, as a local apply does.
         present = [source for source in sources if (base / source).exists()]
         files = ray.put(pack(base, present))  # once, for every instance
-        return cls(ray, jobs, pins, files, root)
+        return cls(ray, jobs, pins, files, root, allow_tcg)
 
     def submit(
         self, job: Job, attempt: int, avoid: frozenset[str]
@@ -160,7 +179,13 @@ class RayExecutor:
                 step.source: step.digest for step in job.plan.steps if isinstance(step, CopyInStep)
             },
         }
-        options: dict[str, Any] = {"resources": {needed_resource(spec.spec.backend.value): 1}}
+        accepted = accepted_resources(spec.spec.backend.value, self._allow_tcg)
+        resource = (
+            choose_resource(accepted, self._ray.nodes(), avoid, self._ray.available_resources())
+            if len(accepted) > 1
+            else accepted[0]
+        )
+        options: dict[str, Any] = {"resources": {resource: 1}}
         node = self._elsewhere(options["resources"], avoid)
         if node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -244,8 +269,12 @@ class RayExecutor:
             self._ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._ray.shutdown()
+        _shutdown(self._ray)
+
+
+def _shutdown(ray: Any) -> None:
+    with contextlib.suppress(Exception):
+        ray.shutdown()
 
 
 def node_reports(address: str) -> list[dict[str, Any]]:

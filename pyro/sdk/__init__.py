@@ -127,6 +127,8 @@ class Pyro(
 
     ``cluster="ray://HOST:PORT"`` runs :meth:`apply_many` on a Ray cluster's nodes
     (``pip install 'pyro-vm[ray]'``; docs/scale-out.md); without it, instances run here.
+    There ``backend: auto`` needs a node with KVM (``pyro-kvm``) unless ``allow_tcg=True``
+    lets it run on nodes offering only TCG emulation.
 
     Raises (every method): :class:`pyro.errors.PyroError` subclasses only.
     """
@@ -138,6 +140,7 @@ class Pyro(
         warm_pool: int = 0,
         confine_to: Root | str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         cluster: str | None = None,
+        allow_tcg: bool = False,
     ) -> None:
         from pyro.execute.pool import MAX_POOL_SIZE
 
@@ -155,6 +158,13 @@ class Pyro(
             from pyro.cluster.address import parse_cluster
 
             self._cluster = parse_cluster(cluster)
+        elif allow_tcg:
+            raise UsageError(
+                "allow_tcg is about a cluster's nodes; this Pyro has no cluster",
+                'give Pyro(cluster="ray://HOST:PORT", allow_tcg=True), or leave it off '
+                "(here backend auto already falls back to TCG)",
+            )
+        self._allow_tcg = allow_tcg
         self._owner = self  # the Pyro whose warm pool this one uses (see confined())
 
     def __enter__(self) -> Pyro:

@@ -25,6 +25,7 @@ class ManyMethods:
 
     _root: Root | None
     _cluster: str | None
+    _allow_tcg: bool
     _state_dir: Path | None
 
     def plan_many(
@@ -91,7 +92,9 @@ class ManyMethods:
         if self._cluster is not None:
             from pyro.cluster.ray_exec import RayExecutor
 
-            return RayExecutor.connect(self._cluster, jobs, prepull=prepull, root=self._root)
+            return RayExecutor.connect(
+                self._cluster, jobs, prepull=prepull, root=self._root, allow_tcg=self._allow_tcg
+            )
         from pyro.cluster.local import LocalExecutor
         from pyro.machines.registry import VMRegistry
 
