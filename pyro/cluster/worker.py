@@ -11,18 +11,24 @@ imports no Ray: the executor hands it its arguments and takes its return value.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import io
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pyro.errors import PyroError, StalePlanError
 from pyro.machines.copyout import BYTES_ENV, DEPTH_ENV, ENTRIES_ENV, CopyLimits
+
+#: Each instance's scratch folder in the temp folder: ``pyro-instance-PID-TICKS-…``.
+SCRATCH_PREFIX = "pyro-instance-"
 
 
 def pack(folder: Path, names: list[str] | None = None) -> bytes:
@@ -198,8 +204,11 @@ def run_instance(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
     Returns ``result`` (a RunResult's JSON), ``artifacts`` (a tar) and ``node``.
     """
     from pyro.execute.result import RunResult
+    from pyro.process.identity import start_ticks
 
-    with tempfile.TemporaryDirectory(prefix="pyro-instance-") as scratch:
+    reap_scratch()  # what a worker killed with its node left here (its VM: apply reaps)
+    prefix = f"{SCRATCH_PREFIX}{os.getpid()}-{start_ticks(os.getpid())}-"
+    with _ends_with_parent(), tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         base = Path(scratch) / "spec"
         out = Path(scratch) / "out"
         base.mkdir()
@@ -223,6 +232,32 @@ def run_instance(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
             )
         artifacts = pack(out) if any(out.iterdir()) else b""
     return {"result": result.model_dump(mode="json"), "artifacts": artifacts}
+
+
+@contextlib.contextmanager
+def _ends_with_parent(period: float = 1.0) -> Iterator[None]:
+    """Interrupt this run once the process that started this worker, the node's raylet,
+    is gone, as Ray's own cancel does (a KeyboardInterrupt in the main thread, where Ray
+    runs a task; its VM is deleted): a node lost to the cluster (killed, cut off) runs
+    no orphan guest."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    parent, stop = os.getppid(), threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(period):
+            if os.getppid() != parent:
+                _thread.interrupt_main()
+                return
+
+    watcher = threading.Thread(target=watch, name="pyro-parent-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def _apply(payload: dict[str, Any], base: Path, out: Path) -> Any:
@@ -275,7 +310,29 @@ def _delete(vm_ids: list[str]) -> None:
 
 
 def reap() -> int:
-    """Delete what dead runs left on this node (the next pyro command would too)."""
+    """Delete what dead runs left on this node: their VMs (the next pyro command would
+    too) and their scratch folders; returns how many."""
     from pyro.machines.registry import VMRegistry
 
-    return len(VMRegistry().reap())
+    return len(VMRegistry().reap()) + len(reap_scratch())
+
+
+def reap_scratch() -> list[str]:
+    """Remove the scratch folders (``pyro-instance-PID-TICKS-…`` in the temp folder) of
+    workers that are gone, e.g. killed with their node; only this user's real folders."""
+    from pyro.process.identity import process_alive
+
+    reaped = []
+    with contextlib.suppress(OSError):
+        for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+            parts = path.name[len(SCRATCH_PREFIX) :].split("-")
+            try:
+                pid, ticks = int(parts[0]), float(parts[1])
+                info = path.lstat()
+            except (IndexError, ValueError, OSError):
+                continue
+            mine = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+            if mine and not process_alive(pid, ticks):
+                shutil.rmtree(path, ignore_errors=True)
+                reaped.append(path.name)
+    return reaped

@@ -281,3 +281,58 @@ def test_a_nodes_word_on_where_artifacts_are_is_not_taken(tmp_path: Path) -> Non
     reply = {"result": _node_result(artifacts_dir="/etc"), "node": "n1", "artifacts": b""}
     outcome = _finished(reply, tmp_path)
     assert outcome.ok and outcome.artifacts_dir is None
+
+
+def test_only_the_scratch_folders_of_gone_workers_are_reaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from pyro.cluster.worker import SCRATCH_PREFIX, reap_scratch
+    from pyro.process.identity import start_ticks
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead_pid = 2**22 + 7  # above any pid_max: never alive
+    dead = tmp_path / f"{SCRATCH_PREFIX}{dead_pid}-1.0-abc"
+    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-{start_ticks(os.getpid())}-def"
+    target = tmp_path / "elsewhere"
+    for folder in (dead / "spec", live, target):
+        folder.mkdir(parents=True)
+    link = tmp_path / f"{SCRATCH_PREFIX}{dead_pid}-1.0-link"
+    link.symlink_to(target)
+    assert reap_scratch() == [dead.name]
+    assert not dead.exists() and live.is_dir() and link.is_symlink() and target.is_dir()
+
+
+def test_a_run_is_interrupted_once_the_process_that_started_its_worker_is_gone(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "said"
+    run = (
+        "import sys, time\n"
+        "from pyro.cluster.worker import _ends_with_parent\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    with _ends_with_parent(period=0.05):\n"
+        "        while time.monotonic() - start < 30:\n"  # a run's loop, as Ray's cancel needs
+        "            time.sleep(0.05)\n"
+        "except KeyboardInterrupt:\n"
+        "    open(sys.argv[1], 'w').write(f'interrupted after {time.monotonic() - start:.1f}')\n"
+    )
+    # The middle process plays the raylet: it starts the worker, then dies after 1 s.
+    middle = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]])\n"
+        "time.sleep(1.0)\n"
+    )
+    subprocess.run([sys.executable, "-c", middle, run, str(marker)], check=True, timeout=30)
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    said = marker.read_text()
+    assert said.startswith("interrupted after ")
+    assert 0.9 <= float(said.split()[-1]) < 10  # not before its parent went
