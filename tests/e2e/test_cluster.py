@@ -24,9 +24,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers import raycluster
 from tests.helpers.guest import vmm_processes
 from tests.helpers.registry import running_registry
 
@@ -94,6 +96,8 @@ class RayTestCluster:
     address: str
     registry: str
     nodes: list[Node]
+    ray: Any  # the ray.cluster_utils.Cluster: a test may add (and kill) a node of its own
+    root: Path
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +134,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayTestCluster
         try:
             ray_cluster.add_node(**args[1])
             ray_cluster.wait_for_nodes()
-            yield RayTestCluster(f"ray://{ray_cluster.address}", ref, nodes)
+            yield RayTestCluster(f"ray://{ray_cluster.address}", ref, nodes, ray_cluster, root)
         finally:
             ray_cluster.shutdown()
 
@@ -347,3 +351,38 @@ def test_inside_ctrl_c_cancels_every_instance_and_leaves_no_vm_on_any_node(
     for node in cluster.nodes:
         vms = node.state / "vms"
         assert not vms.is_dir() or list(vms.iterdir()) == [], node.state
+
+
+def test_inside_a_killed_nodes_run_is_retried_on_another_and_no_vm_is_left(
+    cluster: RayTestCluster,
+) -> None:
+    """The last test: it kills the third node it adds. Its instances ask for ``auto``
+    with TCG allowed, so they also run on the nodes offering only ``pyro-tcg``."""
+    victim = raycluster.PyroNode("c", cluster.root / "c")
+    victim.ray_node = cluster.ray.add_node(**victim.ray_args())
+    cluster.ray.wait_for_nodes()
+    pid = raycluster.raylet_pid(victim.ray_node)
+    spec = raycluster.matrix_spec(cluster.registry, 3, 6)
+    spec["spec"]["backend"] = "auto"
+    report = raycluster.run_with_fault(
+        cluster.ray,
+        cluster.address,
+        spec,
+        victim,
+        victim.ray_node.node_id,
+        strike=lambda: os.kill(pid, signal.SIGKILL),
+        allow_tcg=True,
+    )
+    counts = raycluster.accounting(report, victim.ray_node.node_id)
+    assert counts["lost"] == 0 and counts["duplicates"] == 0, report
+    assert counts["succeeded"] == 3, report  # network off: the lost run ran again
+    assert counts["retried_elsewhere"] >= 1 and counts["finished_on_victim"] == 0, report
+    assert "detected_s" in report and "vmm_gone_s" in report, report
+    assert {r["backend"] for r in report["results"]} == {"qemu-tcg"}  # auto, TCG allowed
+    victim.reap()  # what the node's next run does first
+    left = [f for node in cluster.nodes for f in vmm_processes(str(node.state))]
+    assert left == [] and victim.leftovers() == [], (left, victim.leftovers())
+    print(
+        f"node kill: held dead after {report['detected_s']} s; 3 instances took "
+        f"{report['total_s']} s"
+    )
