@@ -53,7 +53,8 @@ dist-check: setup
 	$(BIN)/python scripts/dist_check.py
 
 # Fault injection + fuzzing on real guests (~5-8 min, root for the tmpfs disk-full case):
-# writes soak/results.json and prints a table; exit 1 on any leak, traceback or unrepaired cache.
+# writes soak/results.json and prints a table; exit 1 on any leak, traceback, unrepaired cache,
+# or cluster case that lost a run or left a VM.
 soak: setup environments
 	$(BIN)/python soak/run.py --output soak/results.json
 
