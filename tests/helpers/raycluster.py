@@ -158,11 +158,12 @@ def run_with_fault(
     allow_tcg: bool = False,
 ) -> dict[str, Any]:
     """Apply ``spec`` on the test's ``cluster`` at ``address``; once ``victim`` runs an
-    instance, ``strike`` it; once the GCS holds it dead, ``heal`` (if any). Returns every result and the times
-    (seconds from the strike): ``detected_s`` (the node held dead), ``vmm_gone_s`` (its
-    VMMs ended), ``node_ended_s`` (a nested node's processes ended), ``total_s`` (from
-    the first submission to the last result); and each result's name, ok, attempt, node,
-    backend and error."""
+    instance, ``strike`` it; once the GCS holds it dead, ``heal`` (if any).
+
+    Returns each result's name, ok, attempt, node, backend and error, and the times in
+    seconds from the strike: ``detected_s`` (the node held dead), ``vmm_gone_s`` (its
+    VMMs ended), ``node_ended_s`` (a nested node's processes ended); ``total_s`` is from
+    the first submission to the last result."""
     from pyro.sdk import Pyro
 
     results: list[Any] = []
