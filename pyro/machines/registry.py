@@ -230,12 +230,14 @@ class VMRegistry:
         snapshot: Snapshot | None = None,
         shared_ram: bool = False,
         data_disk: Path | None = None,
+        spare_disk: Path | None = None,
         resume: tuple[Path, str] | None = None,
         hostname: str | None = None,
     ) -> tuple[VMRecord, AgentClient]:
         """Boot the VM (or restore it from ``snapshot``) and wait for its agent's hello.
         ``shared_ram``: a cold boot that will be saved (:attr:`VMConfig.shared_ram`).
         ``data_disk``: an image attached for this boot (:mod:`pyro.machines.datadisk`).
+        ``spare_disk``: an empty file attached as the spare disk (:mod:`pyro.machines.pushdisk`).
         ``resume``: (device state file, memory file name) of a VM :meth:`pause` saved:
         it runs on from there over its own disk. ``hostname``: set by the hello.
 
@@ -264,6 +266,7 @@ class VMRegistry:
                 ephemeral=not record.detached,
                 shared_ram=shared_ram,
                 data_disk=data_disk,
+                spare_disk=spare_disk,
                 memory_file=resume[1] if resume is not None else None,
             )
             if data_disk is not None and snapshot is not None:

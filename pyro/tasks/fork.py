@@ -98,6 +98,7 @@ def fork(
             last_activity_at=time.time(),
             seed=meta.seed,
             seed_disk=meta.seed_disk,
+            spare_disk=meta.spare_disk,  # a copied pause resumes with the same devices
             secret_names=meta.secret_names,
             hostname=f"pyro-{new.id}",
             forked_from=source_id,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pyro import paths
 from pyro.errors import GuestError, NotFoundError, PyroError, StateError
-from pyro.machines import datadisk
+from pyro.machines import datadisk, pushdisk
 from pyro.machines.registry import VMRecord, VMRegistry, VMState, check_id
 from pyro.net.policy import NetworkConfig
 from pyro.tasks import pause as pausing
@@ -77,6 +77,9 @@ class TaskMeta(BaseModel):
     seed_disk: bool = False
     """The seed is a data disk (:mod:`pyro.machines.datadisk`), mounted under the workspace
     at every boot."""
+    spare_disk: bool = False
+    """The VM boots with a spare disk (:mod:`pyro.machines.pushdisk`) that large pushes
+    swap in; False for tasks made before it existed (their saved state has none)."""
     secret_names: list[str] = []
     snapshots: list[SnapshotInfo] = []
     idle_action: Literal["stop", "pause"] = "stop"
@@ -303,8 +306,11 @@ class TaskManager:
             StateError: running already.  BootError, GuestError.
         """
         record, meta = self.get(task_id)
+        spare = pushdisk.placeholder(self.dir(task_id)) if meta.spare_disk else None
         if meta.paused is not None:
-            client = pausing.resume(self.registry, task_id, data_disk=image, hostname=meta.hostname)
+            client = pausing.resume(
+                self.registry, task_id, data_disk=image, spare_disk=spare, hostname=meta.hostname
+            )
             with self.locked(task_id):
                 _, meta = self.get(task_id)
                 self.save_meta(task_id, meta.model_copy(update={"paused": None}))
@@ -314,6 +320,7 @@ class TaskManager:
         _, client = self.registry.start(
             task_id,
             data_disk=image,
+            spare_disk=spare,
             shared_ram=record.backend.startswith("qemu"),  # so that it can be paused
             hostname=meta.hostname,
         )

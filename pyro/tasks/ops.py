@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from pyro.errors import NotFoundError, PyroError, StateError, UsageError
-from pyro.machines import datadisk
+from pyro.machines import datadisk, pushdisk
 from pyro.machines.exec import ExecOutput, Stdin, argv_of, run_command
 from pyro.machines.registry import VMRecord, VMState
 from pyro.tasks.files import (
@@ -127,6 +127,7 @@ def create(
             idle_action="pause" if options.idle_action == "pause" else "stop",
             last_activity_at=time.time(),
             secret_names=sorted(secrets),
+            spare_disk=shape.backend.startswith("qemu"),
         )
         manager.save_meta(task_id, meta)
         build = _seed_image(manager, task_id, plan, shape.backend)
@@ -134,6 +135,7 @@ def create(
             _, client = manager.registry.start(
                 task_id,
                 data_disk=None if build is None else build.image,
+                spare_disk=pushdisk.placeholder(manager.dir(task_id)) if meta.spare_disk else None,
                 shared_ram=shape.backend.startswith("qemu"),  # so that it can be paused
             )
             with client:

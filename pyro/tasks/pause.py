@@ -74,7 +74,12 @@ def save(registry: VMRegistry, task_id: str) -> PauseInfo:
 
 
 def resume(
-    registry: VMRegistry, task_id: str, *, data_disk: Path | None, hostname: str | None
+    registry: VMRegistry,
+    task_id: str,
+    *,
+    data_disk: Path | None,
+    spare_disk: Path | None,
+    hostname: str | None,
 ) -> AgentClient:
     """Start the paused task's VM from its saved state; its hello resets the guest's clock
     and reseeds its RNG. The saved state file goes once the guest answered.
@@ -93,6 +98,7 @@ def resume(
     _, client = registry.start(
         task_id,
         data_disk=data_disk,
+        spare_disk=spare_disk,
         resume=(state, MEMORY),
         hostname=hostname,
         boot_timeout=RESUME_TIMEOUT_S,

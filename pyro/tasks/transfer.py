@@ -24,11 +24,15 @@ from pyro.tasks.files import (
     guest_path,
     list_entries,
     scan_tree,
+    tree_entries,
+    tree_result,
     upload_tree,
 )
 
 if TYPE_CHECKING:
+    from pyro.guest.client import AgentClient
     from pyro.tasks.disk import DiskReader
+    from pyro.tasks.files import TreePlan
     from pyro.tasks.manager import TaskManager
 
 
@@ -124,9 +128,63 @@ def push_dir(manager: TaskManager, task_id: str, source: str, dest: str) -> Sync
     plan = scan_tree(Path(source))
     target = guest_path(dest)
     with manager.session(task_id) as client:
-        result = upload_tree(client, plan, target, source)
+        sent = _push_by_disk(manager, task_id, client, plan, target)
+        if sent is None:
+            result = upload_tree(client, plan, target, source)
+        else:
+            result = tree_result(plan, target, source, sent)
     manager.touch(task_id)
     return result
+
+
+def by_disk(backend: str, spare_disk: bool, plan: TreePlan) -> bool:
+    """Whether a push of ``plan`` into a running task goes by its spare disk
+    (:mod:`pyro.machines.pushdisk`): the task has one, and the copy is above the
+    data-disk threshold (:func:`pyro.machines.datadisk.wanted`).
+
+    Raises:
+        UsageError: a bad ``$PYRO_DATA_DISK_MIN_BYTES``.
+    """
+    from pyro.machines import datadisk
+
+    return spare_disk and datadisk.wanted(backend, len(plan.files), plan.total_bytes)
+
+
+def _push_by_disk(
+    manager: TaskManager, task_id: str, client: AgentClient, plan: TreePlan, dest: str
+) -> int | None:
+    """Push ``plan`` to ``dest`` through the task's spare disk; the bytes sent, or None
+    when the push goes through the agent instead (:func:`by_disk` said no, or the guest
+    lacks ``cp``/``mount``).
+
+    Raises:
+        UsageError, VMMError, GuestError: see :func:`pyro.machines.pushdisk.push`.
+    """
+    from filelock import FileLock
+
+    from pyro import paths
+    from pyro.machines import datadisk, pushdisk
+    from pyro.vmm import get_backend
+    from pyro.vmm.base import VMHandle
+
+    record, meta = manager.get(task_id)
+    if not by_disk(record.backend, meta.spare_disk, plan):
+        return None
+    lock = manager.registry.lock_path(f"task-{task_id}.spare")
+    with FileLock(str(lock), mode=paths.PRIVATE_FILE_MODE):  # one medium at a time
+        record, _ = manager.get(task_id)
+        if record.handle is None:
+            return None
+        backend, handle = get_backend(record.backend), VMHandle.from_dict(record.handle)
+        swap = getattr(backend, "swap_spare", None)
+        if swap is None:
+            return None
+        build = datadisk.ImageBuild(
+            tree_entries(plan), manager.dir(task_id), name=pushdisk.PUSH_IMAGE
+        )
+        if not pushdisk.push(client, build, dest, lambda image: swap(handle, image)):
+            return None
+    return build.bytes
 
 
 def export(

@@ -52,6 +52,11 @@ class VMConfig:
     """A raw image attached as a second virtio disk (serial ``pyro-data``): bulk data the
     guest mounts (:mod:`pyro.machines.datadisk`; QEMU only). The guest may write it; the
     host never reads it back."""
+    spare_disk: Path | None = None
+    """An empty file attached as a spare virtio disk (serial ``pyro-push``) whose medium a
+    running guest's bulk copy swaps for an image (:mod:`pyro.machines.pushdisk`; QEMU only:
+    a ``microvm`` cannot hot-plug a disk). Part of the device set: a paused VM resumes
+    with the spare it had."""
     memory_file: str | None = None
     """Guest RAM is this file of ``workdir``, mapped shared: a paused task's memory that the
     resumed guest goes on using, so the next pause copies nothing (QEMU only)."""

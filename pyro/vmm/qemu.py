@@ -52,6 +52,11 @@ PIDFILE = "vmm.pid"
 AGENT_PORT_NAME = "org.pyro.agent"
 #: How the guest tells the data disk (:attr:`VMConfig.data_disk`) from its root disk.
 DATA_DISK_SERIAL = "pyro-data"
+#: How the guest tells the spare disk (:attr:`VMConfig.spare_disk`) from the others.
+SPARE_DISK_SERIAL = "pyro-push"
+#: QMP node names of the spare disk: the raw format node the device reads, its
+#: placeholder file, and the image swapped in.
+_SPARE, _SPARE_EMPTY, _SPARE_IMAGE = "spare", "spare-empty", "spare-image"
 #: ``quiet``: every console line is an emulated UART write, a noticeable share of a TCG boot
 #: (docs/performance.md).
 BASE_CMDLINE = ("console=ttyS0", "reboot=t", "panic=-1", "quiet")
@@ -116,6 +121,15 @@ def build_argv(
         argv += [
             "-drive", f"id=data,if=none,file={_escaped(config.data_disk)},format=raw,cache={cache}",
             "-device", f"virtio-blk-device,drive=data,serial={DATA_DISK_SERIAL}",
+        ]  # fmt: skip
+    if config.spare_disk is not None:
+        # Named nodes, writable (block_resize, which tells the guest the new capacity,
+        # refuses a read-only node); the placeholder is empty, so nothing can be written.
+        empty = _escaped(config.spare_disk)
+        argv += [
+            "-blockdev", f"driver=file,node-name={_SPARE_EMPTY},filename={empty},cache.no-flush=on",
+            "-blockdev", f"driver=raw,node-name={_SPARE},file={_SPARE_EMPTY}",
+            "-device", f"virtio-blk-device,drive={_SPARE},serial={SPARE_DISK_SERIAL}",
         ]  # fmt: skip
     size = f"size={config.memory_mib}M"
     if config.memory_file is not None:
@@ -224,6 +238,31 @@ class QemuBackend:
                 f"QMP command {command!r} failed for VM {handle.vm_id}: {exc}",
                 hint="the VM may have exited; check 'pyro vm status ID'",
             ) from exc
+
+    def swap_spare(self, handle: VMHandle, image: Path | None) -> None:
+        """Give the running VM's spare disk ``image`` as its medium, or its empty
+        placeholder back (None). The guest sees a capacity change; it must not have the
+        disk mounted when the medium goes.
+
+        Raises:
+            VMMError: QEMU refused (the VM has no spare disk, or the image cannot be opened).
+        """
+        nodes = {node["node-name"] for node in self.qmp(handle, "query-named-block-nodes")}
+        if _SPARE not in nodes:
+            raise VMMError(f"VM {handle.vm_id} has no spare disk")
+        if image is not None:
+            if _SPARE_IMAGE in nodes:  # left by a swap that did not finish
+                self.swap_spare(handle, None)
+            options = {"node-name": _SPARE_IMAGE, "filename": str(image.absolute())}
+            self.qmp(handle, "blockdev-add", driver="file", **options)
+        child = _SPARE_EMPTY if image is None else _SPARE_IMAGE
+        raw = {"driver": "raw", "node-name": _SPARE, "file": child}
+        self.qmp(handle, "blockdev-reopen", options=[raw])
+        size = 0 if image is None else image.stat().st_size
+        # Same size as the file: nothing is truncated, but the device tells the guest.
+        self.qmp(handle, "block_resize", **{"node-name": _SPARE}, size=size)
+        if image is None and _SPARE_IMAGE in nodes:
+            self.qmp(handle, "blockdev-del", **{"node-name": _SPARE_IMAGE})
 
     # -- snapshots (pyro.vmm.snapshot decides when; these only move the bytes) -------------
 
