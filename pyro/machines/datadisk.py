@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 #: The image's name in the VM's folder; it lives as long as the VM.
 IMAGE = "workspace.img"
+_STAGING = "workspace.staging"
 #: The staging copy goes to memory when there is room: creating thousands of files on a
 #: busy disk costs seconds, in a tmpfs milliseconds (docs/performance.md). Named after
 #: its owner (PID, start ticks) so that a copy left by a killed owner is reaped.
@@ -132,16 +133,14 @@ class ImageBuild:
     guest reads it only after :meth:`wait` returned.
     """
 
-    def __init__(self, entries: Sequence[Entry], folder: Path, *, name: str = IMAGE) -> None:
-        self.image = folder / name
+    def __init__(self, entries: Sequence[Entry], folder: Path) -> None:
+        self.image = folder / IMAGE
         self._folder = folder
-        self._staging = folder / f"{name}.staging"
+        self._staging = folder / _STAGING
         self._entries = entries
         self._error: BaseException | None = None
         self.bytes = sum(e.size for e in entries)
         self.setid = [e for e in entries if e.kind == "f" and e.mode & 0o6000]
-        #: Files with setuid/setgid/sticky bits (a copy in the guest sets them again).
-        self.special = [e for e in entries if e.kind == "f" and e.mode & 0o7000]
         self.keep_lost_found = any(e.name == "lost+found" for e in entries)
         #: The staged files are not root's (pyro does not run as root); known once built.
         self.user_owned = False
@@ -184,8 +183,8 @@ class ImageBuild:
             shutil.rmtree(self._staging, ignore_errors=True)
 
     def _stage(self) -> None:
-        shutil.rmtree(self._staging, ignore_errors=True)
-        self._staging = _staging_folder(self._staging, self.bytes)
+        shutil.rmtree(self._folder / _STAGING, ignore_errors=True)
+        self._staging = _staging_folder(self._folder, self.bytes)
         root = self._staging
         for entry in self._entries:
             path = root / entry.name
@@ -233,17 +232,17 @@ class ImageBuild:
             )
 
 
-def _staging_folder(fallback: Path, size: int) -> Path:
+def _staging_folder(folder: Path, size: int) -> Path:
     """A new private folder for the staging copy of ``size`` bytes: in /dev/shm when it
-    has room to spare, else ``fallback`` (in the VM's folder)."""
+    has room to spare, else in the VM's ``folder``."""
     with contextlib.suppress(OSError):
         free = os.statvfs(_SHM)
         if free.f_bavail * free.f_frsize > 2 * size + (256 << 20):
             pid, ticks = own_identity()
             prefix = f"{_SHM_PREFIX}{pid}-{ticks:.0f}-"
             return Path(tempfile.mkdtemp(prefix=prefix, dir=_SHM))  # 0700
-    os.mkdir(fallback, 0o700)
-    return fallback
+    os.mkdir(folder / _STAGING, 0o700)
+    return folder / _STAGING
 
 
 def reap_staging() -> list[str]:

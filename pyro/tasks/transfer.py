@@ -139,15 +139,17 @@ def push_dir(manager: TaskManager, task_id: str, source: str, dest: str) -> Sync
 
 def by_disk(backend: str, spare_disk: bool, plan: TreePlan) -> bool:
     """Whether a push of ``plan`` into a running task goes by its spare disk
-    (:mod:`pyro.machines.pushdisk`): the task has one, and the copy is above the
-    data-disk threshold (:func:`pyro.machines.datadisk.wanted`).
+    (:mod:`pyro.machines.pushdisk`): QEMU, the task has a spare, and the copy is above
+    the data-disk threshold (:func:`pyro.machines.datadisk.threshold`).
 
     Raises:
         UsageError: a bad ``$PYRO_DATA_DISK_MIN_BYTES``.
     """
     from pyro.machines import datadisk
 
-    return spare_disk and datadisk.wanted(backend, len(plan.files), plan.total_bytes)
+    if not spare_disk or not backend.startswith("qemu"):
+        return False
+    return plan.total_bytes + len(plan.files) * datadisk.FILE_WEIGHT >= datadisk.threshold()
 
 
 def _push_by_disk(
@@ -155,7 +157,7 @@ def _push_by_disk(
 ) -> int | None:
     """Push ``plan`` to ``dest`` through the task's spare disk; the bytes sent, or None
     when the push goes through the agent instead (:func:`by_disk` said no, or the guest
-    lacks ``cp``/``mount``).
+    lacks ``tar``).
 
     Raises:
         UsageError, VMMError, GuestError: see :func:`pyro.machines.pushdisk.push`.
@@ -163,7 +165,7 @@ def _push_by_disk(
     from filelock import FileLock
 
     from pyro import paths
-    from pyro.machines import datadisk, pushdisk
+    from pyro.machines import pushdisk
     from pyro.vmm import get_backend
     from pyro.vmm.base import VMHandle
 
@@ -179,12 +181,13 @@ def _push_by_disk(
         swap = getattr(backend, "swap_spare", None)
         if swap is None:
             return None
-        build = datadisk.ImageBuild(
-            tree_entries(plan), manager.dir(task_id), name=pushdisk.PUSH_IMAGE
+        return pushdisk.push(
+            client,
+            tree_entries(plan),
+            manager.dir(task_id),
+            dest,
+            lambda image: swap(handle, image),
         )
-        if not pushdisk.push(client, build, dest, lambda image: swap(handle, image)):
-            return None
-    return build.bytes
 
 
 def export(

@@ -109,9 +109,9 @@ def test_a_push_by_disk_is_the_push_through_the_agent(
     assert "./abs-link l root root src/run.sh" in by_disk
     assert "./mine f 644 root root" in by_disk
     assert not any(line.startswith(("./fifo", "./lost+found")) for line in by_disk)
-    assert ok("task", "exec", task, "--", "sh", "-c", LEFT).split() == ["0", "0"]
+    assert ok("task", "exec", task, "--", "sh", "-c", LEFT).split() == ["0"]
     folder = pyro_state / "vms" / task
-    assert not (folder / "push.img").exists() and (folder / "spare.img").stat().st_size == 0
+    assert not (folder / "push.tar").exists() and (folder / "spare.img").stat().st_size == 0
 
     # Again after a push, a stop (cold boot) and a pause (resume): new bytes arrive each time.
     for step, text in (("", "beta\n"), ("stop", "gamma\n"), ("pause", "delta\n")):

@@ -169,6 +169,7 @@ class FakeRegistry(VMRegistry):
         *,
         boot_timeout: float = 60.0,
         data_disk: Any = None,
+        spare_disk: Any = None,  # attached but never swapped: unit tests push small trees
         shared_ram: bool = False,
         hostname: str | None = None,
     ) -> tuple[VMRecord, Any]:

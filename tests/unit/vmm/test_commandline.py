@@ -136,3 +136,23 @@ def test_firecracker_refuses_a_data_disk(tmp_path: Path) -> None:
     config = _config(workdir=tmp_path, data_disk=tmp_path / "workspace.img")
     with pytest.raises(VMMError, match="does not attach data disks"):
         FirecrackerBackend(binary=tmp_path / "firecracker").spawn(config)
+
+
+def test_qemu_attaches_the_spare_disk_as_named_nodes_after_the_others() -> None:
+    argv = build_argv(
+        _config(
+            data_disk=Path("/state/vms/vm-1/workspace.img"),
+            spare_disk=Path("/state/vms/vm,1/spare.img"),
+        ),
+        accel="tcg",
+        binary="qemu-system-x86_64",
+    )
+    # Named nodes, so QMP can point the raw node at another file while the guest runs.
+    assert _option(argv, "-blockdev") == [
+        "driver=file,node-name=spare-empty,filename=/state/vms/vm,,1/spare.img,cache.no-flush=on",
+        "driver=raw,node-name=spare,file=spare-empty",
+    ]
+    devices = _option(argv, "-device")
+    assert devices[-2] == "virtio-blk-device,drive=data,serial=pyro-data"
+    assert devices[-1] == "virtio-blk-device,drive=spare,serial=pyro-push"
+    assert "-blockdev" not in build_argv(_config(), accel="tcg", binary="q")
