@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 SPARE = "spare.img"
 PUSH_IMAGE = "push.tar"
 _SERIAL = "pyro-push"
+#: A push goes by disk when ``bytes + files * FILE_WEIGHT`` reaches this many bytes
+#: (``$PYRO_DATA_DISK_MIN_BYTES`` moves it, as for a seed): the guest extracts at about
+#: the agent's rate per byte, but a file costs the agent a round trip (docs/performance.md).
+DEFAULT_THRESHOLD = 32 * 1024 * 1024
+FILE_WEIGHT = 128 * 1024
 #: The guest lacks a program the copy needs (an image environment without GNU tar).
 NO_TOOLS = 127
 # $1: the destination. The capacity change arrives asynchronously: wait for it. As root,
@@ -58,6 +63,23 @@ done
 mkdir -p "$dest"
 tar -x -f "/dev/${{dev##*/}}" -C "$dest" -p -m --no-same-owner --no-overwrite-dir
 """
+
+
+def wanted(backend: str, files: int, total_bytes: int) -> bool:
+    """Whether a copy of ``files`` files and ``total_bytes`` bytes into a running guest
+    goes by its spare disk on ``backend`` (QEMU only).
+
+    Raises:
+        UsageError: a bad ``$PYRO_DATA_DISK_MIN_BYTES``.
+    """
+    from pyro.machines import datadisk
+
+    if not backend.startswith("qemu"):
+        return False
+    weight, limit = FILE_WEIGHT, DEFAULT_THRESHOLD
+    if os.environ.get("PYRO_DATA_DISK_MIN_BYTES", "").strip():
+        weight, limit = datadisk.FILE_WEIGHT, datadisk.threshold()
+    return total_bytes + files * weight >= limit
 
 
 def placeholder(folder: Path) -> Path:

@@ -139,17 +139,15 @@ def push_dir(manager: TaskManager, task_id: str, source: str, dest: str) -> Sync
 
 def by_disk(backend: str, spare_disk: bool, plan: TreePlan) -> bool:
     """Whether a push of ``plan`` into a running task goes by its spare disk
-    (:mod:`pyro.machines.pushdisk`): QEMU, the task has a spare, and the copy is above
-    the data-disk threshold (:func:`pyro.machines.datadisk.threshold`).
+    (:mod:`pyro.machines.pushdisk`): the task has a spare and
+    :func:`pyro.machines.pushdisk.wanted` says so.
 
     Raises:
         UsageError: a bad ``$PYRO_DATA_DISK_MIN_BYTES``.
     """
-    from pyro.machines import datadisk
+    from pyro.machines import pushdisk
 
-    if not spare_disk or not backend.startswith("qemu"):
-        return False
-    return plan.total_bytes + len(plan.files) * datadisk.FILE_WEIGHT >= datadisk.threshold()
+    return spare_disk and pushdisk.wanted(backend, len(plan.files), plan.total_bytes)
 
 
 def _push_by_disk(

@@ -31,14 +31,20 @@ def test_a_push_goes_by_disk_above_the_threshold_on_a_task_with_a_spare(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("PYRO_DATA_DISK_MIN_BYTES", raising=False)
-    big, small, many = _plan(1, 8 << 20), _plan(1, 1 << 20), _plan(60, 4096)
+    # The measured crossover (docs/performance.md): one 32 MiB file or 200 small files
+    # are as fast or faster through the agent; 300 small files or the 64 MiB tree are not.
+    big, small, many = _plan(1, 32 << 20), _plan(1, 31 << 20), _plan(300, 4096)
     assert by_disk("qemu-tcg", True, big)
-    assert by_disk("qemu-kvm", True, many)  # many small files: one PUT each on the agent
-    assert not by_disk("qemu-tcg", True, small)  # below the threshold: the agent is faster
+    assert by_disk("qemu-kvm", True, many)
+    assert not by_disk("qemu-tcg", True, small)
+    assert not by_disk("qemu-tcg", True, _plan(200, 4096))
+    assert by_disk("qemu-tcg", True, _plan(2001, (64 << 20) // 2001))
     assert not by_disk("qemu-tcg", False, big)  # a task made before the spare existed
     assert not by_disk("firecracker", True, big)
-    monkeypatch.setenv("PYRO_DATA_DISK_MIN_BYTES", "0")
-    assert by_disk("qemu-tcg", True, small)
+    monkeypatch.setenv("PYRO_DATA_DISK_MIN_BYTES", "0")  # the override holds for pushes too
+    assert by_disk("qemu-tcg", True, _plan(1, 1))
+    monkeypatch.setenv("PYRO_DATA_DISK_MIN_BYTES", str(1 << 40))
+    assert not by_disk("qemu-tcg", True, big)
     monkeypatch.setenv("PYRO_DATA_DISK_MIN_BYTES", "lots")
     with pytest.raises(UsageError, match="PYRO_DATA_DISK_MIN_BYTES"):
         by_disk("qemu-tcg", True, small)
