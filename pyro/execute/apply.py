@@ -207,7 +207,7 @@ def _do_step(run: _Run, step: Any) -> None:
                 message=f"vm {run.vm_id} ({step.backend}, {run.boot_mode or step.mode})",
             )
         elif isinstance(step, CopyInStep):
-            stats = transfer.copy_in(_client(run), spec_dir(run.plan), step.source, step.target)
+            stats = _copy_in(run, step)
             status = StepResult(
                 id=step.id,
                 action=step.action,
@@ -242,6 +242,26 @@ def _do_step(run: _Run, step: Any) -> None:
         run.exit_code = None
     status.duration_ms = int((time.monotonic() - begun) * 1000)
     run.results.append(status)
+
+
+def _copy_in(run: _Run, step: CopyInStep) -> transfer.TransferStats:
+    """The copy-in the plan says: through the agent, or by the VM's spare disk (its
+    guest may lack ``tar``: then through the agent)."""
+    client = _client(run)
+    if step.by == "disk":
+        assert run.vm_id is not None
+        record = run.registry.get(run.vm_id)
+        stats = transfer.copy_in_by_disk(
+            client,
+            spec_dir(run.plan),
+            step.source,
+            step.target,
+            record,
+            run.registry.dir(run.vm_id),
+        )
+        if stats is not None:
+            return stats
+    return transfer.copy_in(client, spec_dir(run.plan), step.source, step.target)
 
 
 def _copy_budget(run: _Run) -> CopyBudget:

@@ -17,7 +17,7 @@ from pyro.spec.model import EnvironmentSpec, RunSpec
 
 if TYPE_CHECKING:
     from pyro.host.confine import Root
-    from pyro.plan.inventory import SourceContent
+    from pyro.plan.inventory import DiskCopy, SourceContent
     from pyro.plan.model import BuildStep, Plan
     from pyro.spec.load import LoadedSpec
 
@@ -138,7 +138,7 @@ def make_plan(prepared: Prepared, *, resolve_remote: bool = True, root: Root | N
         raise SpecError(issues, exc.hint) from exc
     sources = source_contents(prepared, root)
     if sources:
-        inventory = inventory.model_copy(update={"sources": sources})
+        inventory = inventory.model_copy(update={"sources": sources, "disk_copy": disk_copy()})
     plan = plan_run(
         prepared.loaded, inventory, environments=prepared.environments, name=prepared.instance
     )
@@ -156,18 +156,36 @@ def source_contents(prepared: Prepared, root: Root | None = None) -> list[Source
     files = prepared.run.spec.files
     if not files:
         return []
-    from pyro.execute.transfer import source_digest
+    from pyro.execute.transfer import source_digest, source_size
     from pyro.plan.inventory import SourceContent
 
     base_dir = prepared.loaded.base_dir
-    found: dict[str, str | None] = {}
+    found: dict[str, SourceContent] = {}
     for index, copy in enumerate(files):
         if copy.source in found:
             continue
         if root is not None:
             root.confine(copy.source, what=f"files[{index}].source", base=base_dir)
-        found[copy.source] = source_digest(base_dir, copy.source)
-    return [SourceContent(path=path, digest=digest) for path, digest in sorted(found.items())]
+        digest = source_digest(base_dir, copy.source)
+        files_count, size = source_size(base_dir, copy.source) if digest else (0, 0)
+        found[copy.source] = SourceContent(
+            path=copy.source, digest=digest, files=files_count, bytes=size
+        )
+    return [found[path] for path in sorted(found)]
+
+
+def disk_copy() -> DiskCopy:
+    """The rule by which the planner sends a copy-in by the VM's spare disk
+    (:func:`pyro.machines.pushdisk.rule`).
+
+    Raises:
+        UsageError: a bad ``$PYRO_DATA_DISK_MIN_BYTES``.
+    """
+    from pyro.machines.pushdisk import rule
+    from pyro.plan.inventory import DiskCopy
+
+    min_bytes, file_weight = rule()
+    return DiskCopy(min_bytes=min_bytes, file_weight=file_weight)
 
 
 def spec_dir(plan: Plan) -> Path:

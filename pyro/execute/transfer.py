@@ -23,6 +23,7 @@ from pyro.spec.gitmeta import has_git_part
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
+    from pyro.machines.registry import VMRecord
 
 
 @dataclass
@@ -77,6 +78,49 @@ def copy_in(client: AgentClient, root: Path, source: str, target: str) -> Transf
     return stats
 
 
+def copy_in_by_disk(
+    client: AgentClient, root: Path, source: str, target: str, record: VMRecord, folder: Path
+) -> TransferStats | None:
+    """:func:`copy_in` by the VM's spare disk (:mod:`pyro.machines.pushdisk`): the same
+    files, modes and guest paths (missing parent folders 0755); None when the VM cannot
+    (no spare, or its guest lacks ``tar``: nothing was copied).
+
+    Raises:
+        GuestPathError: as :func:`copy_in`.  UsageError: a file changed since the walk.
+        VMMError, GuestError: the swap or the guest's extraction failed.
+    """
+    from pyro.machines import pushdisk
+    from pyro.machines.datadisk import Entry
+    from pyro.vmm import get_backend
+    from pyro.vmm.base import VMHandle
+
+    backend = get_backend(record.backend)
+    swap = getattr(backend, "swap_spare", None)
+    if swap is None or record.handle is None or not (folder / pushdisk.SPARE).is_file():
+        return None
+    handle = VMHandle.from_dict(record.handle)
+    host, files = _source_files(root, source)
+    if target.endswith("/"):
+        target = posixpath.join(target, host.name)
+    entries: list[Entry] = []
+    folders: set[str] = set()
+    for path, rel in files:
+        name = posixpath.normpath(posixpath.join(target, rel) if rel else target).lstrip("/")
+        parent = posixpath.dirname(name)
+        while parent and parent not in folders:  # each missing one 0755, as the agent makes
+            folders.add(parent)
+            entries.append(Entry(parent, "d"))
+            parent = posixpath.dirname(parent)
+        real = path.resolve()  # a link inside root (checked by the walk) is copied as its file
+        info = real.stat()
+        entries.append(Entry(name, "f", real, stat_mod.S_IMODE(info.st_mode), info.st_size))
+    entries.sort(key=lambda entry: (entry.kind != "d", entry.name.count("/"), entry.name))
+    sent = pushdisk.push(client, entries, folder, "/", lambda image: swap(handle, image))
+    if sent is None:
+        return None
+    return TransferStats(files=len(files), bytes=sent)
+
+
 def source_digest(root: Path, source: str) -> str | None:
     """``sha256:`` of what :func:`copy_in` would copy: each file's relative path, mode and
     bytes (a plan pins it, apply checks it); None when the copy would fail (the source is
@@ -95,6 +139,15 @@ def source_digest(root: Path, source: str) -> str | None:
         return None
     canonical = json.dumps(entries, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def source_size(root: Path, source: str) -> tuple[int, int]:
+    """(files, bytes) :func:`copy_in` copies; (0, 0) when the copy would fail."""
+    try:
+        _, files = _source_files(root, source)
+        return len(files), sum(path.stat().st_size for path, _ in files)
+    except (GuestPathError, OSError):
+        return 0, 0
 
 
 _DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}

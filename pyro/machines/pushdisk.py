@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -72,14 +71,25 @@ def wanted(backend: str, files: int, total_bytes: int) -> bool:
     Raises:
         UsageError: a bad ``$PYRO_DATA_DISK_MIN_BYTES``.
     """
-    from pyro.machines import datadisk
-
     if not backend.startswith("qemu"):
         return False
-    weight, limit = FILE_WEIGHT, DEFAULT_THRESHOLD
-    if os.environ.get("PYRO_DATA_DISK_MIN_BYTES", "").strip():
-        weight, limit = datadisk.FILE_WEIGHT, datadisk.threshold()
+    limit, weight = rule()
     return total_bytes + files * weight >= limit
+
+
+def rule() -> tuple[int, int]:
+    """(threshold, weight of a file): a copy goes by disk when ``bytes + files * weight``
+    reaches the threshold. ``$PYRO_DATA_DISK_MIN_BYTES``, when set, gives the threshold
+    with the seed's weight.
+
+    Raises:
+        UsageError: a bad ``$PYRO_DATA_DISK_MIN_BYTES``.
+    """
+    from pyro.machines import datadisk
+
+    if os.environ.get("PYRO_DATA_DISK_MIN_BYTES", "").strip():
+        return datadisk.threshold(), datadisk.FILE_WEIGHT
+    return DEFAULT_THRESHOLD, FILE_WEIGHT
 
 
 def placeholder(folder: Path) -> Path:
@@ -98,6 +108,8 @@ def write_archive(entries: Sequence[Entry], path: Path) -> int:
         UsageError: a file cannot be read, is no longer a regular file, or changed size
             since the walk (the walk's size cap must hold for what is sent).
     """
+    import tarfile  # only when a push goes by disk
+
     now = int(time.time())
     sent = 0
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

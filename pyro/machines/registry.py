@@ -237,7 +237,8 @@ class VMRegistry:
         """Boot the VM (or restore it from ``snapshot``) and wait for its agent's hello.
         ``shared_ram``: a cold boot that will be saved (:attr:`VMConfig.shared_ram`).
         ``data_disk``: an image attached for this boot (:mod:`pyro.machines.datadisk`).
-        ``spare_disk``: an empty file attached as the spare disk (:mod:`pyro.machines.pushdisk`).
+        ``spare_disk``: an empty file attached as the spare disk (:mod:`pyro.machines.pushdisk`);
+        a VM that is not a task on QEMU always gets one.
         ``resume``: (device state file, memory file name) of a VM :meth:`pause` saved:
         it runs on from there over its own disk. ``hostname``: set by the hello.
 
@@ -254,6 +255,11 @@ class VMRegistry:
             if record.state is VMState.RUNNING:
                 raise StateError(f"VM {vm_id} is already running", "use it, or stop it first")
             backend = self._backend(record)
+            if spare_disk is None and record.kind == "vm" and record.backend.startswith("qemu"):
+                # Every VM (not a task: its own flag says) gets one, saved guests included.
+                from pyro.machines.pushdisk import placeholder
+
+                spare_disk = placeholder(self.dir(record.id))
             config = VMConfig(
                 vm_id=record.id,
                 workdir=self.dir(record.id),

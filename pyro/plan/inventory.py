@@ -112,6 +112,16 @@ class SourceContent(_Data):
         description="sha256:... over its files' relative paths, modes and bytes "
         "(pyro.execute.transfer.source_digest); None: missing, unreadable or not copyable."
     )
+    files: int = Field(default=0, description="How many regular files it copies.")
+    bytes: int = Field(default=0, description="How many bytes of file content it copies.")
+
+
+class DiskCopy(_Data):
+    """When a copy-in goes by the VM's spare disk instead of the agent (QEMU): its
+    ``bytes + files * file_weight`` reaches ``min_bytes`` (pyro.machines.pushdisk.wanted)."""
+
+    min_bytes: int
+    file_weight: int
 
 
 class Inventory(_Data):
@@ -143,6 +153,10 @@ class Inventory(_Data):
         default=[],
         description="Copy-in sources of the Run being planned (digested by "
         "pyro.execute.prepare.source_contents, beside the copy code that they pin).",
+    )
+    disk_copy: DiskCopy | None = Field(
+        default=None,
+        description="The rule for copy-ins by disk; None: every copy-in goes through the agent.",
     )
     snapshots: list[SavedGuest] = Field(
         default=[], description="Saved ready guests (empty when warm starts are off)."

@@ -142,6 +142,11 @@ class CopyInStep(_Data):
         description="sha256 of the source's content when planned (its files' relative "
         "paths, modes and bytes); None: it did not exist or could not be copied."
     )
+    by: Literal["agent", "disk"] = Field(
+        default="agent",
+        description="agent: each file through the guest agent; disk: one archive on the "
+        "VM's spare disk the guest extracts (QEMU; chosen by size, docs/performance.md).",
+    )
 
 
 class ExecStep(_Data):

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pyro.errors import PlanError
-from pyro.plan.inventory import BackendInfo, CatalogEnvironment, InstalledEnvironment, Inventory
+from pyro.plan.inventory import (
+    BackendInfo,
+    CatalogEnvironment,
+    InstalledEnvironment,
+    Inventory,
+    SourceContent,
+)
 from pyro.plan.model import (
     BootStep,
     BuildStep,
@@ -129,10 +135,14 @@ def plan(
             ),
         )
     )
-    contents = {source.path: source.digest for source in inventory.sources}
+    contents = {source.path: source for source in inventory.sources}
     steps += [
         CopyInStep(
-            id=f"copy-in.{i}", source=f.source, target=f.target, digest=contents.get(f.source)
+            id=f"copy-in.{i}",
+            source=f.source,
+            target=f.target,
+            digest=contents[f.source].digest if f.source in contents else None,
+            by=_copy_way(inventory, backend, contents.get(f.source)),
         )
         for i, f in enumerate(body.files)
     ]
@@ -205,6 +215,20 @@ def _boot_mode(
         ):
             return "restore"
     return "cold"
+
+
+def _copy_way(
+    inventory: Inventory, backend: str | None, source: SourceContent | None
+) -> Literal["agent", "disk"]:
+    """``disk`` when the source is large enough by the inventory's rule (on QEMU, where
+    every run's VM has a spare disk), else ``agent``."""
+    rule = inventory.disk_copy
+    if rule is None or source is None or source.digest is None:
+        return "agent"
+    if backend is None or not backend.startswith("qemu"):
+        return "agent"
+    weighed = source.bytes + source.files * rule.file_weight
+    return "disk" if weighed >= rule.min_bytes else "agent"
 
 
 def _content_digest(resolved: _Resolved | None) -> str | None:

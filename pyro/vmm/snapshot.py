@@ -42,7 +42,9 @@ from pyro.vmm.sparse import sparse_digest
 if TYPE_CHECKING:
     from pyro.vmm.base import Backend, VMConfig, VMHandle
 
-FORMAT = 4
+#: 5: every QEMU VM of a run has the spare disk (pyro.machines.pushdisk), so a guest saved
+#: before it cannot be restored with it.
+FORMAT = 5
 STATE = "state"
 RAM = "ram"
 DISK = "disk.qcow2"

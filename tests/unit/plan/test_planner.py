@@ -10,6 +10,7 @@ import pytest
 from pyro.errors import PlanError
 from pyro.plan.inventory import (
     BackendInfo,
+    DiskCopy,
     InstalledEnvironment,
     RemoteEnvironment,
     SourceContent,
@@ -92,6 +93,41 @@ def test_copy_in_sources_are_pinned_by_their_content() -> None:
     first, second = result.step("copy-in.0"), result.step("copy-in.1")
     assert isinstance(first, CopyInStep) and isinstance(second, CopyInStep)
     assert (first.digest, second.digest) == (REMOTE_DIGEST, None)
+
+
+def test_a_large_copy_in_goes_by_disk_by_the_inventory_rule() -> None:
+    spec = run_spec(
+        files=[
+            {"source": "tree", "target": "/t"},
+            {"source": "small", "target": "/s"},
+            {"source": "gone", "target": "/g"},
+        ]
+    )
+    sources = [
+        SourceContent(path="tree", digest=REMOTE_DIGEST, files=2001, bytes=70 << 20),
+        SourceContent(path="small", digest=REMOTE_DIGEST, files=3, bytes=1 << 20),
+    ]
+    rule = DiskCopy(min_bytes=32 << 20, file_weight=128 << 10)
+    result = plan(spec, inventory("installed", sources=sources, disk_copy=rule))
+    ways = [getattr(result.step(f"copy-in.{i}"), "by", None) for i in range(3)]
+    assert ways == ["disk", "agent", "agent"]  # a missing source fails on the agent path
+    # 250 files of nothing weigh as much as 32 MiB: the crossover the rule encodes.
+    many = [SourceContent(path="tree", digest=REMOTE_DIGEST, files=256, bytes=0)]
+    result = plan(spec, inventory("installed", sources=many, disk_copy=rule))
+    assert getattr(result.step("copy-in.0"), "by", None) == "disk"
+    # No rule (an older inventory, or none gathered): the agent path.
+    result = plan(spec, inventory("installed", sources=sources))
+    assert getattr(result.step("copy-in.0"), "by", None) == "agent"
+    # Not on QEMU: no spare disk.
+    fc = [BackendInfo(name="firecracker", usable=True, version="1.7")]
+    result = plan(spec, inventory("installed", sources=sources, disk_copy=rule, backends=fc))
+    assert result.inventory.backend == "firecracker"
+    assert getattr(result.step("copy-in.0"), "by", None) == "agent"
+    # The decision travels in the plan's JSON: apply reads it from there.
+    again = plan_from_json(
+        render_json(plan(spec, inventory("installed", sources=sources, disk_copy=rule)))
+    )
+    assert getattr(again.step("copy-in.0"), "by", None) == "disk"
 
 
 def test_install_built_from_another_spec_is_not_used() -> None:
@@ -375,6 +411,7 @@ def test_steps_ids_inputs_and_env_merge() -> None:
         "source": "./src",
         "target": "/workspace/src",
         "digest": None,
+        "by": "agent",
     }
     boot = result.step("boot")
     assert isinstance(boot, BootStep)
