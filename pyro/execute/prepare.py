@@ -185,7 +185,12 @@ def disk_copy() -> DiskCopy:
     from pyro.plan.inventory import DiskCopy
 
     min_bytes, file_weight = rule()
-    return DiskCopy(min_bytes=min_bytes, file_weight=file_weight)
+    forced = os.environ.get("PYRO_DATA_DISK_MIN_BYTES", "").strip() != ""
+    return DiskCopy(
+        min_bytes=min_bytes,
+        file_weight=file_weight,
+        restored_min_bytes=min_bytes if forced else None,
+    )
 
 
 def spec_dir(plan: Plan) -> Path:

@@ -118,10 +118,16 @@ class SourceContent(_Data):
 
 class DiskCopy(_Data):
     """When a copy-in goes by the VM's spare disk instead of the agent (QEMU): its
-    ``bytes + files * file_weight`` reaches ``min_bytes`` (pyro.machines.pushdisk.wanted)."""
+    ``bytes + files * file_weight`` reaches ``min_bytes`` on a cold boot, and
+    ``restored_min_bytes`` in a restored saved guest (pyro.machines.pushdisk.rule)."""
 
     min_bytes: int
     file_weight: int
+    restored_min_bytes: int | None = Field(
+        default=None,
+        description="None: a restored guest's copy-ins go through the agent (measured no "
+        "faster by disk there, docs/performance.md).",
+    )
 
 
 class Inventory(_Data):

@@ -109,6 +109,9 @@ def plan(
     memory_mib = body.resources.memory_mib or (resolved.default_memory_mib if resolved else 512)
     _check_limits(vcpus, memory_mib, inventory, errors)
 
+    boot_mode = _boot_mode(
+        body, inventory, backend, vcpus, memory_mib, resolved.install_digest if resolved else None
+    )
     steps: list[PlanStep] = []
     if resolved is not None and resolved.step is not None:
         steps.append(resolved.step)
@@ -125,14 +128,7 @@ def plan(
                 allow=list(body.network.allow),
                 publish=[{"host": p.host, "guest": p.guest} for p in body.network.publish],
             ),
-            mode=_boot_mode(
-                body,
-                inventory,
-                backend,
-                vcpus,
-                memory_mib,
-                resolved.install_digest if resolved else None,
-            ),
+            mode=boot_mode,
         )
     )
     contents = {source.path: source for source in inventory.sources}
@@ -142,7 +138,7 @@ def plan(
             source=f.source,
             target=f.target,
             digest=contents[f.source].digest if f.source in contents else None,
-            by=_copy_way(inventory, backend, contents.get(f.source)),
+            by=_copy_way(inventory, backend, boot_mode, contents.get(f.source)),
         )
         for i, f in enumerate(body.files)
     ]
@@ -218,17 +214,21 @@ def _boot_mode(
 
 
 def _copy_way(
-    inventory: Inventory, backend: str | None, source: SourceContent | None
+    inventory: Inventory,
+    backend: str | None,
+    boot_mode: Literal["cold", "restore"],
+    source: SourceContent | None,
 ) -> Literal["agent", "disk"]:
-    """``disk`` when the source is large enough by the inventory's rule (on QEMU, where
-    every run's VM has a spare disk), else ``agent``."""
+    """``disk`` when the source is large enough by the inventory's rule for this boot mode
+    (on QEMU, where every run's VM has a spare disk), else ``agent``."""
     rule = inventory.disk_copy
     if rule is None or source is None or source.digest is None:
         return "agent"
     if backend is None or not backend.startswith("qemu"):
         return "agent"
+    limit = rule.min_bytes if boot_mode == "cold" else rule.restored_min_bytes
     weighed = source.bytes + source.files * rule.file_weight
-    return "disk" if weighed >= rule.min_bytes else "agent"
+    return "disk" if limit is not None and weighed >= limit else "agent"
 
 
 def _content_digest(resolved: _Resolved | None) -> str | None:

@@ -103,3 +103,10 @@ def test_files_by_disk_are_the_files_by_agent_cold_and_restored(
             break
     else:
         pytest.fail("no run restored a saved guest")
+
+    # By default (the measured rule) only a cold boot takes the disk: a restored guest
+    # took the agent path as fast (docs/performance.md).
+    plan = json.loads(pyro("plan", "--json", str(spec), env={}).stdout)
+    mode = next(s["mode"] for s in plan["steps"] if s["id"] == "boot")
+    ways = {s["by"] for s in plan["steps"] if s["action"] == "copy-in"}
+    assert ways == {"agent" if mode == "restore" else "disk"}

@@ -79,3 +79,19 @@ def test_environment_still_to_be_pulled_boots_cold() -> None:
     pulled = SAVED.model_copy(update={"memory_mib": 512})
     result = plan(run_spec(), inventory("pullable", snapshots=[pulled]))
     assert boot(result).mode == "cold"
+
+
+def test_a_restored_guest_takes_its_files_through_the_agent_unless_told() -> None:
+    from pyro.plan.inventory import DiskCopy, SourceContent
+
+    spec = run_spec(files=[{"source": "tree", "target": "/t"}])
+    tree = [SourceContent(path="tree", digest="sha256:" + "1" * 64, files=2001, bytes=70 << 20)]
+    measured = DiskCopy(min_bytes=32 << 20, file_weight=128 << 10)
+    forced = DiskCopy(min_bytes=0, file_weight=64 << 10, restored_min_bytes=0)
+    for rule, cold, restored in ((measured, "disk", "agent"), (forced, "disk", "disk")):
+        for snapshots, way in (([], cold), ([SAVED], restored)):
+            result = plan(
+                spec, inventory("installed", sources=tree, disk_copy=rule, snapshots=snapshots)
+            )
+            assert boot(result).mode == ("restore" if snapshots else "cold")
+            assert getattr(result.step("copy-in.0"), "by", None) == way
