@@ -1,8 +1,8 @@
 """Bulk data into a running guest by disk: the spare drive whose medium is swapped.
 
 QEMU's ``microvm`` has virtio-mmio devices only, which cannot be hot-plugged, so a task's
-VM boots with a spare virtio disk backed by an empty file (:data:`SPARE`). A copy above
-the data-disk threshold (:func:`pyro.machines.datadisk.threshold`) is written as a tar
+or a run's VM boots with a spare virtio disk backed by an empty file (:data:`SPARE`). A
+copy above :func:`rule`'s threshold is written as a tar
 archive of the walk's entries (:func:`write_archive`: no staging copy, no ``mke2fs``, and
 the guest reads it in one sequential pass without mounting anything); QMP points the
 spare's raw node at the archive and resizes it, which the guest's virtio-blk driver sees
