@@ -107,6 +107,7 @@ class RayExecutor:
         self._allow_tcg = allow_tcg
         self._refs: dict[Any, Job] = {}
         self._task = ray.remote(max_retries=0, num_cpus=0)(_run_on_node)
+        self._joined = True  # leave the cluster on close (not when already connected)
 
     @classmethod
     def connect(
@@ -134,13 +135,14 @@ class RayExecutor:
             spec = job.prepared.run
             if spec.spec.environment not in pins:
                 pins[spec.spec.environment] = pin_environment(spec)
-        _init(ray, address)
+        joined = _init(ray, address)
         needed = [
             accepted_resources(job.prepared.run.spec.backend.value, allow_tcg) for job in jobs
         ]
         problems = placement_problems(needed, ray.nodes())
         if problems:
-            _shutdown(ray)
+            if joined:
+                _shutdown(ray)
             auto = any(job.prepared.run.spec.backend.value == "auto" for job in jobs)
             raise PlanError(
                 "no cluster node can run this: " + "; ".join(problems),
@@ -163,7 +165,9 @@ class RayExecutor:
         # digest) and its apply says the source does not exist, as a local apply does.
         present = [source for source in sources if (base / source).exists()]
         files = ray.put(pack(base, present))  # once, for every instance
-        return cls(ray, jobs, pins, files, root, allow_tcg)
+        executor = cls(ray, jobs, pins, files, root, allow_tcg)
+        executor._joined = joined
+        return executor
 
     def submit(
         self, job: Job, attempt: int, avoid: frozenset[str]
@@ -269,7 +273,8 @@ class RayExecutor:
             self._ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
 
     def close(self) -> None:
-        _shutdown(self._ray)
+        if self._joined:
+            _shutdown(self._ray)
 
 
 def _shutdown(ray: Any) -> None:
@@ -287,7 +292,7 @@ def node_reports(address: str) -> list[dict[str, Any]]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     ray = _ray()
-    _init(ray, address)
+    connected = _init(ray, address)
     try:
         ask = ray.remote(max_retries=0, num_cpus=0)(_resources_on_node)
         nodes = [node for node in ray.nodes() if node.get("Alive")]
@@ -315,7 +320,8 @@ def node_reports(address: str) -> list[dict[str, Any]]:
             )
         return reports
     finally:
-        ray.shutdown()
+        if connected:
+            ray.shutdown()
 
 
 def _resources_on_node() -> dict[str, int]:
@@ -324,8 +330,12 @@ def _resources_on_node() -> dict[str, int]:
     return node_resources()
 
 
-def _init(ray: Any, address: str) -> None:
-    """Join the cluster as a driver (``ray://HOST:PORT`` names its GCS address)."""
+def _init(ray: Any, address: str) -> bool:
+    """Join the cluster as a driver (``ray://HOST:PORT`` names its GCS address); False when
+    this process already is one (its task workspaces' connection is kept, not joined
+    twice)."""
+    if ray.is_initialized():
+        return False
     target = address.removeprefix("ray://")
     try:
         ray.init(address=target, logging_level="ERROR", log_to_driver=False)
@@ -334,6 +344,7 @@ def _init(ray: Any, address: str) -> None:
             f"cannot join the Ray cluster at {address}: {error}",
             "start it with 'ray start --head --port PORT' and give --on ray://HEAD:PORT",
         ) from error
+    return True
 
 
 def _lost(job: Job, error: BaseException) -> RunResult:

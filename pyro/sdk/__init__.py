@@ -20,9 +20,9 @@ from pyro.errors import UsageError
 from pyro.execute.prepare import SpecSource, confine_plan, make_plan, prepare
 from pyro.host.confine import Root
 from pyro.lazy import lazy_attributes
+from pyro.sdk.cluster_task import ClusterTaskMethods
 from pyro.sdk.env import EnvironmentMethods, PrunedEntry
 from pyro.sdk.many import ManyMethods
-from pyro.sdk.task import TaskMethods
 from pyro.sdk.task_procs import TaskProcessMethods
 from pyro.sdk.task_state import TaskStateMethods
 from pyro.sdk.vm import VMMethods
@@ -107,7 +107,12 @@ __getattr__ = lazy_attributes(__name__, _HOMES)
 
 
 class Pyro(
-    VMMethods, TaskMethods, TaskStateMethods, TaskProcessMethods, EnvironmentMethods, ManyMethods
+    VMMethods,
+    ClusterTaskMethods,
+    TaskStateMethods,
+    TaskProcessMethods,
+    EnvironmentMethods,
+    ManyMethods,
 ):
     """pyro's Python API. Cheap to create; holds no VM itself — unless ``warm_pool`` is set.
 
@@ -129,6 +134,8 @@ class Pyro(
     (``pip install 'pyro-vm[ray]'``; docs/scale-out.md); without it, instances run here.
     There ``backend: auto`` needs a node with KVM (``pyro-kvm``) unless ``allow_tcg=True``
     lets it run on nodes offering only TCG emulation.
+    With it, :meth:`create_task` places a task on a node and the task methods given its
+    id go there (:mod:`pyro.sdk.cluster_task`); ``close()`` deletes those tasks.
 
     Raises (every method): :class:`pyro.errors.PyroError` subclasses only.
     """
@@ -193,9 +200,12 @@ class Pyro(
         return view
 
     def close(self) -> None:
-        """Delete the guests the warm pool holds (nothing to do without one). Idempotent."""
+        """Delete the guests the warm pool holds and the tasks placed on a cluster (nothing
+        to do without either). Idempotent."""
         if self._owner is self and self._warm_pool is not None:
             self._warm_pool.close()
+        if self._owner is self:
+            super().close()
 
     def _pool(self) -> WarmPool | None:
         if self._owner is not self:

@@ -353,6 +353,73 @@ def test_inside_ctrl_c_cancels_every_instance_and_leaves_no_vm_on_any_node(
         assert not vms.is_dir() or list(vms.iterdir()) == [], node.state
 
 
+def test_inside_a_task_lives_on_one_node_and_its_id_routes_there(
+    cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    from pyro.errors import StateError
+    from pyro.sdk import Pyro
+
+    def vmms() -> dict[Path, int]:
+        return {node.state: len(vmm_processes(str(node.state))) for node in cluster.nodes}
+
+    def records() -> list[Path]:
+        return [
+            p
+            for node in cluster.nodes
+            if (node.state / "vms").is_dir()
+            for p in (node.state / "vms").iterdir()
+        ]
+
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "hello.txt").write_text("seeded\n")
+    pushed = tmp_path / "pushed"
+    (pushed / "sub").mkdir(parents=True)
+    (pushed / "sub" / "p.txt").write_text("pushed\n")
+    started = time.monotonic()
+    with Pyro(cluster=cluster.address) as pyro:
+        info = pyro.create_task(cluster.registry, backend="qemu-tcg", seed_path=seed)
+        where = pyro._cluster_tasks.where(info.id)  # type: ignore[union-attr]
+        (state,) = [s for s, n in vmms().items() if n == 1]
+        assert str(state) == where["state_dir"] and sum(vmms().values()) == 1
+        chunks: list[bytes] = []
+        first = pyro.exec_task(
+            info.id, "cp hello.txt a && echo two >> a && echo one", on_stdout=chunks.append
+        )
+        assert first.exit_code == 0 and first.stdout == "one\n", first
+        assert b"".join(chunks) == b"one\n"  # streamed back from the node
+        second = pyro.exec_task(info.id, "cat a")
+        assert second.stdout == "seeded\ntwo\n"  # the workspace persists between commands
+        pyro.push_task_dir(info.id, pushed, dest="/workspace/in")
+        pyro.write_task_file(info.id, "/workspace/w.bin", b"\x00\x01written")
+        assert pyro.read_task_file(info.id, "in/sub/p.txt") == b"pushed\n"
+        assert pyro.read_task_file(info.id, "/workspace/w.bin") == b"\x00\x01written"
+        names = {e.name for e in pyro.list_task_files(info.id, "/workspace")}
+        assert {"a", "hello.txt", "in", "w.bin"} <= names
+        assert pyro.status_task(info.id).state == "running"
+        assert [e.argv[-1] for e in pyro.logs_task(info.id).entries][-2:] == [
+            "cp hello.txt a && echo two >> a && echo one",
+            "cat a",
+        ]
+        assert pyro.delete_task(info.id) is True
+        assert sum(vmms().values()) == 0 and records() == []
+        took = time.monotonic() - started
+        print(f"a cluster task (create, 2 execs, files, delete) took {took:.1f} s")
+
+        # Its actor dies (as with its node): a call fails at once, naming task and node.
+        lost = pyro.create_task(cluster.registry, backend="qemu-tcg")
+        where = pyro._cluster_tasks.where(lost.id)  # type: ignore[union-attr]
+        os.kill(where["pid"], signal.SIGKILL)  # the actor process this test's cluster runs
+        failed_at = time.monotonic()
+        with pytest.raises(StateError) as caught:
+            pyro.exec_task(lost.id, "true")
+        assert time.monotonic() - failed_at < 60
+        assert lost.id in caught.value.summary and where["node"] in caught.value.summary
+        assert "lost with node" in caught.value.summary
+    # Closing the client had every node delete what the killed actor left.
+    assert sum(vmms().values()) == 0 and records() == [], records()
+
+
 def test_inside_a_killed_nodes_run_is_retried_on_another_and_no_vm_is_left(
     cluster: RayTestCluster,
 ) -> None:

@@ -341,7 +341,7 @@ GROUPS: dict[str, frozenset[str]] = {
     ),
 }
 _DOMAIN_BELOW = {
-    "pyro.cluster": "execute, machines, host, environments",
+    "pyro.cluster": "tasks, execute, machines, host, environments",
     "pyro.tasks": "execute, machines, host, environments",
     "pyro.execute": "machines, host, environments",
     "pyro.machines": "host, environments",
