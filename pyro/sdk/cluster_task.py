@@ -235,3 +235,17 @@ class ClusterTaskMethods(TaskMethods):
         target = guest_path(dest)
         tree = self._tree(source, "source folder")
         return SyncResult.model_validate(remote.call(task_id, "push", tree, target))
+
+
+for _name in (
+    "create_task",
+    "exec_task",
+    "status_task",
+    "logs_task",
+    "delete_task",
+    "copy_task_file",
+    "write_task_file",
+    "list_task_files",
+    "push_task_dir",
+):  # the local method's documentation holds; the module docstring says what routes
+    getattr(ClusterTaskMethods, _name).__doc__ = getattr(TaskMethods, _name).__doc__

@@ -1,0 +1,69 @@
+"""Tier 0 of cluster task workspaces: routing errors, error rebuilding, owner labels."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyro.cluster import ray_exec
+from pyro.cluster.ray_tasks import ClusterTasks, _rebuilt
+from pyro.cluster.task_host import TaskHost, _process_id, reap_orphans
+from pyro.errors import GuestPathError, NotFoundError, PyroError, SpecError
+
+
+class _Connected:
+    """A Ray module already joined: ``init`` must not be called again."""
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def init(self, **kwargs: Any) -> None:
+        raise AssertionError("joined twice")
+
+
+def test_joining_a_cluster_this_process_already_joined_keeps_that_connection() -> None:
+    assert ray_exec._init(_Connected(), "ray://127.0.0.1:6379") is False
+
+
+def test_a_task_this_client_did_not_place_is_not_found_before_any_ray_call() -> None:
+    with pytest.raises(NotFoundError, match="not one this client placed"):
+        ClusterTasks("ray://127.0.0.1:6379").call("t-nope", "status")
+
+
+def test_a_nodes_error_comes_back_as_its_own_class_with_its_hint() -> None:
+    error = _rebuilt({"type": "GuestPathError", "message": "no such file", "hint": "look"})
+    assert type(error) is GuestPathError and error.summary == "no such file"
+    assert error.hint == "look"
+    # A class with another constructor (or a made-up name) is a plain PyroError.
+    for kind in (SpecError.__name__, "NotAPyroError", "os"):
+        error = _rebuilt({"type": kind, "message": "m", "hint": "h"})
+        assert type(error) is PyroError and error.summary == "m"
+
+
+def test_an_owner_label_names_a_living_process_and_not_a_reused_pid() -> None:
+    mine = _process_id(os.getpid())
+    assert mine is not None and mine.startswith(f"{os.getpid()}-")
+    assert _process_id(os.getpid()) == mine  # stable for the process
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert _process_id(int(child.stdout)) is None  # gone
+
+
+def test_the_actor_refuses_a_task_it_does_not_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    host = TaskHost()
+    with pytest.raises(NotFoundError, match="not one this client placed on this node"):
+        host.status("t-other")
+    assert host.close() == []
+    assert reap_orphans() == []
