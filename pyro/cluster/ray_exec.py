@@ -1,7 +1,8 @@
 """Running jobs on a Ray cluster: the only module that imports ``ray`` (on first use).
 
 The controller pins each job's environment to a manifest digest (``oci://…@sha256:``),
-ships the copy-in files once through the object store, checks that some node can place
+ships the copy-in files once (object store, or an OCI artifact when large:
+:mod:`pyro.cluster.copyin`), checks that some node can place
 every job (Ray itself would leave it pending forever), and submits one Ray task per
 attempt asking for one unit of ``pyro-kvm`` or ``pyro-tcg`` (:mod:`pyro.cluster.nodes`).
 The node re-plans and applies (:mod:`pyro.cluster.worker`). Ray never retries a task
@@ -157,14 +158,12 @@ class RayExecutor:
             )
         if prepull:
             _prepull(ray, sorted(set(pins.values())), {r for rs in needed for r in rs})
-        from pyro.cluster.worker import pack
-
         base = jobs[0].prepared.loaded.base_dir if jobs else Path.cwd()
         sources = sorted({f.source.rstrip("/") for j in jobs for f in j.prepared.run.spec.files})
         # A missing source is left out: the node's plan then matches the controller's (no
         # digest) and its apply says the source does not exist, as a local apply does.
         present = [source for source in sources if (base / source).exists()]
-        files = ray.put(pack(base, present))  # once, for every instance
+        files = _ship_copy_ins(ray, base, present, next(iter(pins.values()), None))
         executor = cls(ray, jobs, pins, files, root, allow_tcg)
         executor._joined = joined
         return executor
@@ -280,6 +279,22 @@ class RayExecutor:
 def _shutdown(ray: Any) -> None:
     with contextlib.suppress(Exception):
         ray.shutdown()
+
+
+def _ship_copy_ins(ray: Any, base: Path, names: list[str], environment: str | None) -> Any:
+    """The copy-in tar, once for every instance: in the object store, or (larger than
+    :func:`pyro.cluster.copyin.artifact_threshold`) as an OCI artifact nodes pull."""
+    import tempfile
+
+    from pyro.cluster import copyin
+
+    threshold = copyin.artifact_threshold()
+    with tempfile.TemporaryDirectory(prefix="pyro-copy-in-") as scratch:
+        tar = Path(scratch) / "copy-in.tar"
+        size = copyin.pack_to(base, names, tar)
+        if environment is None or not copyin.uses_artifact(size, threshold):
+            return ray.put(tar.read_bytes())
+        return copyin.push(tar, copyin.repository_for(environment))
 
 
 def node_reports(address: str) -> list[dict[str, Any]]:
@@ -444,7 +459,7 @@ def _reap_on_node() -> int:
     return reap()
 
 
-def _run_on_node(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
+def _run_on_node(payload: dict[str, Any], files: bytes | dict[str, Any]) -> dict[str, Any]:
     import ray
 
     from pyro.cluster.worker import run_instance

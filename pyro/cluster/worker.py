@@ -49,16 +49,17 @@ def artifact_targets(steps: Iterable[object]) -> list[str]:
 
 
 def unpack(
-    data: bytes,
+    data: bytes | Path,
     folder: Path,
     *,
     only: list[str] | None = None,
     limits: CopyLimits | None = None,
+    max_bytes: int | None = None,
 ) -> None:
-    """Extract a tar made by :func:`pack` into ``folder``: regular files and folders only,
+    """Extract a tar made by :func:`pack` (its bytes, or a file) into ``folder``: regular files and folders only,
     each inside ``folder`` (no absolute path, no ``..``, no link, no device, no sparse
     file, never through a symlink already in ``folder``), modes kept to their permission
-    bits.
+    bits; at most ``max_bytes`` of file content in all (a copy-in on a node).
 
     ``only`` (a node's artifacts, taken in on the controller): each entry must be one of
     these paths (:func:`artifact_targets`), below one, or a folder on the way to one; none
@@ -70,7 +71,7 @@ def unpack(
         PyroError: the tar is broken or holds anything else.  LimitError: it passes a cap.
     """
     try:
-        _unpack(data, folder, only, limits)
+        _unpack(data, folder, only, limits, max_bytes)
     except tarfile.TarError as exc:
         raise PyroError(
             f"a transferred tar is broken: {exc}",
@@ -78,12 +79,21 @@ def unpack(
         ) from exc
 
 
-def _unpack(data: bytes, folder: Path, only: list[str] | None, limits: CopyLimits | None) -> None:
+def _unpack(
+    data: bytes | Path,
+    folder: Path,
+    only: list[str] | None,
+    limits: CopyLimits | None,
+    max_bytes: int | None,
+) -> None:
     """:func:`unpack`; raises tarfile.TarError on a broken tar."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+    where: dict[str, Any] = (
+        {"name": data} if isinstance(data, Path) else {"fileobj": io.BytesIO(data)}
+    )
+    with tarfile.open(mode="r:", **where) as tar:
         if limits is None and only is not None:
             limits = CopyLimits.from_env()
-        members = _checked(tar, only, limits)
+        members = _checked(tar, only, limits, max_bytes)
         for member, parts in members:
             target = folder.joinpath(*parts)
             through = [folder.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)]
@@ -105,7 +115,7 @@ def _unpack(data: bytes, folder: Path, only: list[str] | None, limits: CopyLimit
 
 
 def _checked(
-    tar: tarfile.TarFile, only: list[str] | None, limits: CopyLimits | None
+    tar: tarfile.TarFile, only: list[str] | None, limits: CopyLimits | None, max_bytes: int | None
 ) -> list[tuple[tarfile.TarInfo, tuple[str, ...]]]:
     """Every member with its path parts, once all passed :func:`unpack`'s checks.
 
@@ -116,8 +126,15 @@ def _checked(
 
     members: list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
     names: dict[tuple[str, ...], set[str]] = {}
-    size = 0
+    size = total = 0
     for member in tar:
+        total += member.size if member.isfile() else 0
+        if max_bytes is not None and total > max_bytes:
+            raise PyroError(
+                f"refused entry {member.name!r} of a transferred tar: its files pass "
+                f"{max_bytes} bytes in all",
+                "copy less into the run, or raise PYRO_CLUSTER_COPY_IN_MAX_MB on the node",
+            )
         parts = PurePosixPath(member.name).parts
         if (
             member.name.startswith("/")
@@ -194,13 +211,14 @@ def _check_planned(member: tarfile.TarInfo, path: str, only: list[str], limits: 
             )
 
 
-def run_instance(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
+def run_instance(payload: dict[str, Any], files: bytes | dict[str, Any]) -> dict[str, Any]:
     """Plan and apply one instance on this node; never raises for a pyro failure (the
     result says it).
 
     ``payload``: ``spec`` (the instance's Run spec, pinned environment), ``name``,
     ``environment`` (the pinned ``oci://…@sha256:`` reference), ``sources``
     (copy-in source → content digest, as the controller planned them).
+    ``files``: the copy-in tar, or a copy-in artifact to pull (:func:`pyro.cluster.copyin.fetch`).
     Returns ``result`` (a RunResult's JSON), ``artifacts`` (a tar) and ``node``.
     """
     from pyro.execute.result import RunResult
@@ -214,7 +232,7 @@ def run_instance(payload: dict[str, Any], files: bytes) -> dict[str, Any]:
         base.mkdir()
         out.mkdir()
         try:
-            unpack(files, base)
+            _unpack_copy_ins(files, base)
             result = _apply(payload, base, out)
         except PyroError as error:
             result = RunResult(
@@ -258,6 +276,17 @@ def _ends_with_parent(period: float = 1.0) -> Iterator[None]:
     finally:
         stop.set()
         watcher.join()
+
+
+def _unpack_copy_ins(files: bytes | dict[str, Any], base: Path) -> None:
+    from pyro.cluster.copyin import copy_in_max_bytes, fetch
+
+    if isinstance(files, bytes):
+        unpack(files, base, max_bytes=copy_in_max_bytes())
+        return
+    from pyro.paths import cache_dir
+
+    unpack(fetch(files, cache_dir() / "cluster-copy-in"), base, max_bytes=copy_in_max_bytes())
 
 
 def _apply(payload: dict[str, Any], base: Path, out: Path) -> Any:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,20 +192,30 @@ def test_inside_prepull_fills_every_nodes_cache_before_the_run(
     )
     (tmp_path / "spec.yaml").write_text(one % {"ref": cluster.registry})
     (tmp_path / "in.txt").write_text("x\n")
+    # Its copy-ins go as an OCI artifact (any size above 0 bytes): the registry path.
+    env = {**controller(tmp_path), "PYRO_CLUSTER_ARTIFACT_MIN_BYTES": "0"}
     done = subprocess.run(
         [*PYRO, "apply", "spec.yaml", "--on", cluster.address, "--prepull", "--json"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=controller(tmp_path),
+        env=env,
         timeout=600,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, said(done.stderr) + errors(done.stdout)
     (result,) = json.loads(done.stdout)  # one run, on one node
     assert result["name"] == "ci"
+    assert (tmp_path / "out" / "r.txt").read_text() == "one x\n"  # the copy-in arrived
     for node in cluster.nodes:  # yet both pulled
         assert list(node.cache.rglob("rootfs.ext4")), node.cache
+    # The run's node pulled the copy-in artifact into its cache; the registry has it.
+    pulled = [list((n.cache / "cluster-copy-in").glob("*.tar")) for n in cluster.nodes]
+    assert sorted(len(p) for p in pulled) == [0, 1], pulled
+    address = cluster.registry.removeprefix("oci://").split("/")[0]
+    with urllib.request.urlopen(f"http://{address}/v2/pyro/debian/copy-in/tags/list") as r:
+        tags = json.load(r)["tags"]
+    assert len(tags) == 1 and tags[0].startswith("copy-in-"), tags
 
 
 def test_inside_a_matrix_spreads_over_both_nodes_and_merges_back(
