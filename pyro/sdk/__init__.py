@@ -376,6 +376,11 @@ class Pyro(
     ) -> RunResult:
         """Run one command in a fresh VM, then delete the VM (always).
 
+        With ``Pyro(cluster=…)`` the VM is on a cluster node (``environment`` must be in a
+        registry the nodes reach); there ``on_stdout``/``on_stderr`` get the output when
+        the command has ended, ``on_event``/``on_step``/``on_pull`` are not called and
+        ``stdin`` is refused (``UsageError``).
+
         ``command`` is a shell string (run with ``sh -c``) or an argv list. The result's
         ``exit_code``, ``stdout`` and ``stderr`` are the command's; a failing command is a
         result (``ok`` false), unless ``check``. ``stdin`` (str, bytes or a binary file, read
@@ -397,6 +402,8 @@ class Pyro(
             env=env,
             backend=backend,
         )
+        if self._cluster is not None:
+            return self._run_on_cluster(spec, on_stdout, on_stderr, check, stdin)
         return self._apply(
             spec,
             vars=None,

@@ -38,11 +38,13 @@ class ClusterTaskMethods(TaskMethods):
     def _remote(self) -> ClusterTasks | None:
         if self._cluster is None:
             return None
-        if self._cluster_tasks is None:
+        owner = getattr(self, "_owner", self)  # a confined view routes through its owner's
+        if owner._cluster_tasks is None:
             from pyro.cluster.ray_tasks import ClusterTasks
 
-            self._cluster_tasks = ClusterTasks(self._cluster)
-        return self._cluster_tasks
+            owner._cluster_tasks = ClusterTasks(self._cluster)
+        tasks: ClusterTasks = owner._cluster_tasks
+        return tasks
 
     def close(self) -> None:
         """Delete every task this client placed on a cluster (nothing without one)."""

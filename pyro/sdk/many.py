@@ -16,7 +16,10 @@ from pyro.execute.prepare import SpecSource, prepare
 if TYPE_CHECKING:
     from pyro.cluster.dispatch import Dispatch, Executor
     from pyro.cluster.instances import Job
+    from pyro.execute.apply import OutputSink
+    from pyro.execute.result import RunResult
     from pyro.host.confine import Root
+    from pyro.machines.exec import Stdin
     from pyro.plan.model import Plan
 
 
@@ -79,6 +82,41 @@ class ManyMethods:
         jobs = self._jobs(spec_or_path, vars, run_name)
         check_applyable(jobs)
         return Dispatch(jobs, self._executor(jobs, prepull))
+
+    def _run_on_cluster(
+        self,
+        spec: Mapping[str, object],
+        on_stdout: OutputSink | None,
+        on_stderr: OutputSink | None,
+        check: bool,
+        stdin: Stdin | None,
+    ) -> RunResult:
+        """``run_in_vm`` on a cluster node: its one run through :meth:`apply_many`; the
+        output sinks are told once the run has ended (output is not streamed across).
+
+        Raises:
+            UsageError: ``stdin`` given (it cannot follow the run to its node).
+        """
+        if stdin is not None:
+            from pyro.errors import UsageError
+
+            raise UsageError(
+                "stdin cannot be sent to a command that runs on a cluster node",
+                "copy the input into the run with a Run spec's files:, or run it here "
+                "(a Pyro without cluster=)",
+            )
+        results = self.apply_many(spec)
+        try:
+            (result,) = list(results)
+        finally:
+            results.close()
+        step = next((s.id for s in result.steps if s.action == "exec"), "exec.command")
+        for sink, text in ((on_stdout, result.stdout), (on_stderr, result.stderr)):
+            if sink is not None and text:
+                sink(step, text.encode())
+        if check:
+            result.check_returncode()
+        return result
 
     def _jobs(
         self, source: SpecSource, vars: Mapping[str, object] | None, run_name: str | None

@@ -367,7 +367,7 @@ def test_inside_ctrl_c_cancels_every_instance_and_leaves_no_vm_on_any_node(
 def test_inside_a_task_lives_on_one_node_and_its_id_routes_there(
     cluster: RayTestCluster, tmp_path: Path
 ) -> None:
-    from pyro.errors import StateError
+    from pyro.errors import StateError, UsageError
     from pyro.sdk import Pyro
 
     def vmms() -> dict[Path, int]:
@@ -401,6 +401,18 @@ def test_inside_a_task_lives_on_one_node_and_its_id_routes_there(
         assert b"".join(chunks) == b"one\n"  # streamed back from the node
         second = pyro.exec_task(info.id, "cat a")
         assert second.stdout == "seeded\ntwo\n"  # the workspace persists between commands
+        # run_in_vm, same signature, runs on a node too, over the same Ray connection.
+        heard: list[bytes] = []
+        ran = pyro.run_in_vm(
+            cluster.registry,
+            "echo ran-on-a-node",
+            backend="qemu-tcg",
+            on_stdout=lambda step, data: heard.append(data),
+        )
+        assert ran.ok and ran.stdout == "ran-on-a-node\n", ran.error
+        assert ran.instance is not None and ran.instance.node and heard == [b"ran-on-a-node\n"]
+        with pytest.raises(UsageError, match="stdin cannot be sent"):
+            pyro.run_in_vm(cluster.registry, "cat", backend="qemu-tcg", stdin=b"x")
         pyro.push_task_dir(info.id, pushed, dest="/workspace/in")
         pyro.write_task_file(info.id, "/workspace/w.bin", b"\x00\x01written")
         assert pyro.read_task_file(info.id, "in/sub/p.txt") == b"pushed\n"
@@ -415,7 +427,7 @@ def test_inside_a_task_lives_on_one_node_and_its_id_routes_there(
         assert pyro.delete_task(info.id) is True
         assert sum(vmms().values()) == 0 and records() == []
         took = time.monotonic() - started
-        print(f"a cluster task (create, 2 execs, files, delete) took {took:.1f} s")
+        print(f"a cluster task (create, 2 execs, a run_in_vm, files, delete) took {took:.1f} s")
 
         # Its actor dies (as with its node): a call fails at once, naming task and node.
         lost = pyro.create_task(cluster.registry, backend="qemu-tcg")
@@ -424,7 +436,9 @@ def test_inside_a_task_lives_on_one_node_and_its_id_routes_there(
         failed_at = time.monotonic()
         with pytest.raises(StateError) as caught:
             pyro.exec_task(lost.id, "true")
-        assert time.monotonic() - failed_at < 60
+        noticed = time.monotonic() - failed_at
+        print(f"a killed task actor was noticed after {noticed:.1f} s")
+        assert noticed < 60
         assert lost.id in caught.value.summary and where["node"] in caught.value.summary
         assert "lost with node" in caught.value.summary
     # Closing the client had every node delete what the killed actor left.
