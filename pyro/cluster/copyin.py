@@ -173,13 +173,18 @@ def fetch(descriptor: Mapping[str, Any], cache: Path) -> Path:
     ref = parse_oci_ref(ref_text)
     client = RegistryClient(ref)
     _, data = client.get_manifest()  # by digest: the bytes are checked against it
-    layers = json.loads(data).get("layers") if data else None
+    try:
+        document = json.loads(data)
+    except ValueError:
+        document = None
+    document = document if isinstance(document, dict) else {}
+    layers = document.get("layers")
     layer = layers[0] if isinstance(layers, list) and len(layers) == 1 else {}
     if not (
         isinstance(layer, dict)
         and layer.get("digest") == digest
         and layer.get("size") == size
-        and json.loads(data).get("artifactType") == ARTIFACT_TYPE
+        and document.get("artifactType") == ARTIFACT_TYPE
     ):
         raise PyroError(
             f"the copy-in artifact {ref_text} is not the one the controller pushed",

@@ -195,14 +195,16 @@ class TaskHost:
 
 @contextlib.contextmanager
 def _unpacked(tree: bytes | None) -> Iterator[str | None]:
-    """A fresh folder holding ``tree`` (a tar checked by :func:`worker.unpack`)."""
+    """A fresh folder holding ``tree`` (a tar checked by :func:`worker.unpack`, at most
+    the seed cap of this node)."""
     if tree is None:
         yield None
         return
     from pyro.cluster.worker import unpack
+    from pyro.tasks.files import seed_max_bytes
 
     with tempfile.TemporaryDirectory(prefix="pyro-task-tree-") as scratch:
         folder = Path(scratch) / "tree"
         folder.mkdir()
-        unpack(tree, folder)
+        unpack(tree, folder, max_bytes=seed_max_bytes())
         yield str(folder)

@@ -67,3 +67,33 @@ def test_the_actor_refuses_a_task_it_does_not_own(
         host.status("t-other")
     assert host.close() == []
     assert reap_orphans() == []
+
+
+def test_a_seed_or_pushed_tree_is_unpacked_on_the_node_with_every_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import tarfile
+
+    from pyro.cluster.task_host import _unpacked
+
+    def tar_of(name: str, kind: bytes, size: int = 0) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(name)
+            info.type, info.size = kind, size
+            info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+            tar.addfile(info, io.BytesIO(b"z" * size) if size else None)
+        return buffer.getvalue()
+
+    for hostile in (tar_of("../up", tarfile.REGTYPE), tar_of("l", tarfile.SYMTYPE)):
+        with pytest.raises(PyroError, match="refused entry"), _unpacked(hostile):
+            pass
+    monkeypatch.setenv("PYRO_TASK_SEED_MAX_MB", "1")
+    with (
+        pytest.raises(PyroError, match="bytes in all"),
+        _unpacked(tar_of("big", tarfile.REGTYPE, (1 << 20) + 1)),
+    ):
+        pass
+    with _unpacked(tar_of("ok.txt", tarfile.REGTYPE, 3)) as folder:
+        assert folder is not None and (Path(folder) / "ok.txt").read_bytes() == b"zzz"
