@@ -55,6 +55,9 @@ class ClusterTasks:
         if self._ray is None:
             ray = _ray()
             self._joined = _init(ray, self._address)
+            import atexit
+
+            atexit.register(self.close)  # before Ray's own exit handler leaves the cluster
             self._ray = ray
         return self._ray
 

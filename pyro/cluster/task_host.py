@@ -3,11 +3,11 @@
 The actor (:mod:`pyro.cluster.ray_tasks` makes it) lives on one node and owns the tasks
 it creates there, in the node's own state folder, through the same
 :class:`~pyro.tasks.manager.TaskManager` a local ``pyro task`` uses. Each task is labelled
-with its owner (this process), so what a killed owner left is found and deleted later
-(:func:`reap_orphans`): its VMs died with it (parent-death signal), its records and disks
-did not. Host folders (a seed, a pushed folder) arrive as tars and are unpacked with the
-refusals of every transferred tar (:func:`pyro.cluster.worker.unpack`). This module
-imports no Ray.
+with its owner (this process). A task's VM is persistent: it would outlive a killed
+actor, so a small watcher process (:func:`_watch`) deletes the tasks of an owner that is
+gone (:func:`reap_orphans`), as does every new actor on the node. Host folders (a seed,
+a pushed folder) arrive as tars, unpacked with the refusals of every transferred tar
+(:func:`pyro.cluster.worker.unpack`). This module imports no Ray.
 """
 
 from __future__ import annotations
@@ -72,9 +72,13 @@ class TaskHost:
     """The tasks one client placed on this node; every method answers in plain data."""
 
     def __init__(self) -> None:
+        import atexit
+
         reap_orphans()
         self.owner = _me()
         self.tasks: set[str] = set()
+        atexit.register(self.close)  # an actor that exits cleanly takes its tasks along
+        _watch(os.getpid())  # one that is killed (its client gone) has them reaped
 
     def where(self) -> dict[str, Any]:
         """This actor's process id and state folder (for tests and error messages)."""
@@ -174,7 +178,9 @@ class TaskHost:
 
     def close(self) -> list[str]:
         """Delete every task of this actor (the client is done with them); their ids."""
-        deleted = []
+        deleted: list[str] = []
+        if not self.tasks:
+            return deleted
         manager = _manager()
         for task_id in sorted(self.tasks):
             with contextlib.suppress(PyroError):
@@ -193,6 +199,34 @@ class TaskHost:
             )
 
 
+def _watch(pid: int) -> None:
+    """Start a watcher that outlives this process and, once it is gone, deletes the tasks
+    it owned (:func:`reap_orphans`): a task's VM is persistent, it does not die with us."""
+    import subprocess
+    import sys
+
+    subprocess.Popen(
+        [sys.executable, "-m", "pyro.cluster.task_host", str(pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def _watch_then_reap(pid: int, poll_s: float = 0.5) -> None:
+    import time
+
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        watched = psutil.Process(pid)
+        while watched.is_running() and watched.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(poll_s)
+    reap_orphans()
+
+
 @contextlib.contextmanager
 def _unpacked(tree: bytes | None) -> Iterator[str | None]:
     """A fresh folder holding ``tree`` (a tar checked by :func:`worker.unpack`, at most
@@ -208,3 +242,9 @@ def _unpacked(tree: bytes | None) -> Iterator[str | None]:
         folder.mkdir()
         unpack(tree, folder, max_bytes=seed_max_bytes())
         yield str(folder)
+
+
+if __name__ == "__main__":  # the watcher _watch starts
+    import sys
+
+    _watch_then_reap(int(sys.argv[1]))

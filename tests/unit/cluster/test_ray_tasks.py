@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pyro.cluster import ray_exec
+from pyro.cluster import ray_exec, task_host
 from pyro.cluster.ray_tasks import ClusterTasks, _rebuilt
 from pyro.cluster.task_host import TaskHost, _process_id, reap_orphans
 from pyro.errors import GuestPathError, NotFoundError, PyroError, SpecError
@@ -62,7 +62,10 @@ def test_the_actor_refuses_a_task_it_does_not_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    watched: list[int] = []
+    monkeypatch.setattr(task_host, "_watch", watched.append)  # no watcher of pytest itself
     host = TaskHost()
+    assert watched == [os.getpid()]
     with pytest.raises(NotFoundError, match="not one this client placed on this node"):
         host.status("t-other")
     assert host.close() == []
@@ -97,3 +100,14 @@ def test_a_seed_or_pushed_tree_is_unpacked_on_the_node_with_every_refusal(
         pass
     with _unpacked(tar_of("ok.txt", tarfile.REGTYPE, 3)) as folder:
         assert folder is not None and (Path(folder) / "ok.txt").read_bytes() == b"zzz"
+
+
+def test_the_watcher_reaps_once_the_watched_process_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reaped: list[bool] = []
+    monkeypatch.setattr(task_host, "reap_orphans", lambda: reaped.append(True) or [])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    task_host._watch_then_reap(child.pid, poll_s=0.05)
+    assert child.poll() is not None or child.wait(5) == 0
+    assert reaped == [True]
