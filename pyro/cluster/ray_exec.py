@@ -345,6 +345,13 @@ def _resources_on_node() -> dict[str, int]:
     return node_resources()
 
 
+def on_node(node_id: str) -> Any:
+    """Ray's scheduling strategy that runs a task or actor on ``node_id`` and nowhere else."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
+
+
 def _init(ray: Any, address: str) -> bool:
     """Join the cluster as a driver (``ray://HOST:PORT`` names its GCS address); False when
     this process already is one (its task workspaces' connection is kept, not joined

@@ -1,4 +1,5 @@
-"""Task workspaces on a Ray cluster: one actor per node owns the tasks placed there.
+"""Task workspaces on a Ray cluster: one actor per node owns the tasks placed there
+(Ray itself comes through :mod:`pyro.cluster.ray_exec`, its one importer).
 
 :class:`ClusterTasks` is what ``Pyro(cluster="ray://…")`` routes its task methods
 through. A new task goes to an alive node offering the resource its backend needs
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyro.cluster.ray_exec import _init, _ray
+from pyro.cluster.ray_exec import _init, _ray, on_node
 from pyro.errors import PlanError, PyroError, StateError
 
 #: How long a call other than a command (and create) may take before it is given up.
@@ -85,8 +86,6 @@ class ClusterTasks:
         )
         node_id = str(chosen["NodeID"])
         if node_id not in self._nodes:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
             from pyro.cluster.task_host import TaskHost
 
             actor = (
@@ -95,7 +94,7 @@ class ClusterTasks:
                     num_cpus=0,
                     max_restarts=0,
                     max_concurrency=8,  # a long command must not hold up a status call
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                    scheduling_strategy=on_node(node_id),
                 )
                 .remote()
             )
@@ -270,13 +269,9 @@ def _rebuilt(data: Mapping[str, Any]) -> PyroError:
 
 
 def _reap_orphans_everywhere(ray: Any) -> None:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     reap = ray.remote(max_retries=0, num_cpus=0)(_reap_on_node)
     refs = [
-        reap.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        ).remote()
+        reap.options(scheduling_strategy=on_node(node["NodeID"])).remote()
         for node in ray.nodes()
         if node.get("Alive") and any(k.startswith("pyro-") for k in node.get("Resources", {}))
     ]
