@@ -56,10 +56,10 @@ def unpack(
     limits: CopyLimits | None = None,
     max_bytes: int | None = None,
 ) -> None:
-    """Extract a tar made by :func:`pack` (its bytes, or a file) into ``folder``: regular files and folders only,
-    each inside ``folder`` (no absolute path, no ``..``, no link, no device, no sparse
-    file, never through a symlink already in ``folder``), modes kept to their permission
-    bits; at most ``max_bytes`` of file content in all (a copy-in on a node).
+    """Extract a tar made by :func:`pack` (its bytes, or a file) into ``folder``: regular
+    files and folders only, each inside ``folder`` (no absolute path, no ``..``, no link, no
+    device, no sparse file, never through a symlink already in ``folder``), modes kept to
+    their permission bits; at most ``max_bytes`` of file content in all (a copy-in on a node).
 
     ``only`` (a node's artifacts, taken in on the controller): each entry must be one of
     these paths (:func:`artifact_targets`), below one, or a folder on the way to one; none

@@ -64,6 +64,9 @@ class FakeRay:
     def init(self, **_: Any) -> None:
         pass
 
+    def is_initialized(self) -> bool:
+        return False
+
     def nodes(self) -> list[dict[str, Any]]:
         return self._nodes
 
