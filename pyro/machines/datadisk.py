@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyro.errors import GuestError, UsageError
-from pyro.process.identity import own_identity, process_alive
+from pyro.host import shmroom
+from pyro.process.identity import process_alive
 
 if TYPE_CHECKING:
     from pyro.guest.client import AgentClient
@@ -137,6 +137,7 @@ class ImageBuild:
         self.image = folder / IMAGE
         self._folder = folder
         self._staging = folder / _STAGING
+        self._room: shmroom.Reservation | None = None
         self._entries = entries
         self._error: BaseException | None = None
         self.bytes = sum(e.size for e in entries)
@@ -181,10 +182,13 @@ class ImageBuild:
             self._error = exc
         finally:
             shutil.rmtree(self._staging, ignore_errors=True)
+            if self._room is not None:
+                self._room.release()
 
     def _stage(self) -> None:
         shutil.rmtree(self._folder / _STAGING, ignore_errors=True)
-        self._staging = _staging_folder(self._folder, self.bytes)
+        self._room = shmroom.reserve(2 * self.bytes + (256 << 20))
+        self._staging = self._room.folder if self._room else _staging_folder(self._folder)
         root = self._staging
         for entry in self._entries:
             path = root / entry.name
@@ -232,15 +236,10 @@ class ImageBuild:
             )
 
 
-def _staging_folder(folder: Path, size: int) -> Path:
-    """A new private folder for the staging copy of ``size`` bytes: in /dev/shm when it
-    has room to spare, else in the VM's ``folder``."""
-    with contextlib.suppress(OSError):
-        free = os.statvfs(_SHM)
-        if free.f_bavail * free.f_frsize > 2 * size + (256 << 20):
-            pid, ticks = own_identity()
-            prefix = f"{_SHM_PREFIX}{pid}-{ticks:.0f}-"
-            return Path(tempfile.mkdtemp(prefix=prefix, dir=_SHM))  # 0700
+def _staging_folder(folder: Path) -> Path:
+    """A new private folder for the staging copy in the VM's ``folder``, used when
+    ``/dev/shm`` has no room reserved for it (:mod:`pyro.host.shmroom`: concurrent builds
+    never fill it together)."""
     os.mkdir(folder / _STAGING, 0o700)
     return folder / _STAGING
 

@@ -121,11 +121,11 @@ def test_no_room_for_the_image_is_a_clear_error(tmp_path: Path) -> None:
 
 @needs_e2fsprogs
 def test_the_staging_copy_goes_when_the_image_is_built(tmp_path: Path) -> None:
-    before = set(Path("/dev/shm").glob("pyro-stage-*")) if Path("/dev/shm").is_dir() else set()
+    before = set(Path("/dev/shm").glob("pyro-room-*")) if Path("/dev/shm").is_dir() else set()
     folder = tmp_path / "vm"
     folder.mkdir()
     ImageBuild(_tree(tmp_path), folder).wait()
-    after = set(Path("/dev/shm").glob("pyro-stage-*")) if Path("/dev/shm").is_dir() else set()
+    after = set(Path("/dev/shm").glob("pyro-room-*")) if Path("/dev/shm").is_dir() else set()
     assert after <= before
     assert sorted(p.name for p in folder.iterdir()) == ["workspace.img"]
 
@@ -161,3 +161,52 @@ def test_the_default_follows_the_measured_crossover(monkeypatch: pytest.MonkeyPa
     assert not datadisk.wanted("qemu-tcg", 40, 40 * 4096)  # 40 small files: the agent
     assert datadisk.wanted("qemu-tcg", 50, 50 * 4096)  # 50: the disk
     assert datadisk.wanted("qemu-tcg", 2001, 70 << 20)  # the bench's seed64 tree
+
+
+@needs_e2fsprogs
+@pytest.mark.hostile
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_concurrent_builds_share_one_dev_shm_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three data disks staged at once against /dev/shm room for one: one stages there,
+    the others in their VM's folder; each checking the room alone would let all three in."""
+    import threading
+
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path / "state"))
+    entries = _tree(tmp_path)
+    want = 2 * sum(e.size for e in entries) + (256 << 20)
+    real_statvfs = os.statvfs
+
+    def statvfs(path: object) -> os.statvfs_result:
+        result = real_statvfs(path)  # type: ignore[arg-type]
+        if str(path) != "/dev/shm":
+            return result
+        fields = list(result)
+        fields[4] = (want + want // 2) // result.f_frsize  # f_bavail: room for one, not two
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    barrier = threading.Barrier(3, timeout=60)
+    staged: list[Path] = []
+    real_mkfs = ImageBuild._mkfs
+
+    def mkfs(self: ImageBuild) -> None:
+        staged.append(self._staging.parent)
+        barrier.wait()  # all three hold their staging copies at once
+        real_mkfs(self)
+
+    monkeypatch.setattr(ImageBuild, "_mkfs", mkfs)
+    before = set(Path("/dev/shm").iterdir())
+    folders = [tmp_path / f"vm{i}" for i in range(3)]
+    for folder in folders:
+        folder.mkdir()
+    builds = [ImageBuild(entries, folder) for folder in folders]
+    for build in builds:
+        build.wait()
+    in_shm = [p for p in staged if p == Path("/dev/shm")]
+    assert len(staged) == 3 and len(in_shm) == 1, staged
+    for folder in folders:  # each staging copy went with its build
+        assert sorted(p.name for p in folder.iterdir()) == ["workspace.img"]
+    assert set(Path("/dev/shm").iterdir()) <= before  # no staging copy left in memory
+    assert list((tmp_path / "state" / "shm-room").glob("pyro-room-*")) == []  # room given back
