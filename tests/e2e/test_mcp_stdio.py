@@ -84,7 +84,7 @@ async def session(profile: str = "full") -> dict[str, Any]:
 def test_stdio_session_on_a_real_guest(guest_install: Any, pyro_state: Path) -> None:
     seen = anyio.run(session)
     assert seen["server"].name == "pyro"
-    assert "vm_run" in seen["tools"] and "task_exec" in seen["tools"] and len(seen["tools"]) == 37
+    assert "vm_run" in seen["tools"] and "task_exec" in seen["tools"] and len(seen["tools"]) == 49
 
     run = seen["vm_run"]
     assert not run.is_error, text_of(run)
