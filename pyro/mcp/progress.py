@@ -183,4 +183,5 @@ class Reporter:
             anyio.BrokenResourceError,
             anyio.ClosedResourceError,
         ):
-            future.cancel()
+            if future.cancel():  # still pending: the loop never started it, and never will
+                coro.close()
