@@ -26,7 +26,7 @@ from pyro.spec.ref import OciRef, parse_environment_ref
 
 if TYPE_CHECKING:  # imported where used: catalog_names() (shell completion) needs neither
     from pyro.plan.inventory import CatalogEnvironment
-    from pyro.spec.model import EnvironmentSpec
+    from pyro.spec.environment import EnvironmentSpec
 
 REGISTRY_ENV = "PYRO_ENV_REGISTRY"
 
@@ -164,8 +164,8 @@ def entry_from_path(path: Path) -> CatalogEntry:
         SpecError: the file cannot be read, is invalid, or is not an Environment.
         UsageError: $PYRO_ENV_REGISTRY is malformed.
     """
+    from pyro.spec.environment import EnvironmentSpec
     from pyro.spec.load import load_spec
-    from pyro.spec.model import EnvironmentSpec
 
     loaded = load_spec(path)
     if not isinstance(loaded.spec, EnvironmentSpec):
@@ -185,8 +185,8 @@ def catalog_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _package_specs() -> tuple[tuple[EnvironmentSpec, Path], ...]:
+    from pyro.spec.environment import EnvironmentSpec
     from pyro.spec.load import load_spec
-    from pyro.spec.model import EnvironmentSpec
 
     folder = catalog_dir()
     specs = []
@@ -238,7 +238,7 @@ def catalog_entries() -> list[CatalogEnvironment]:
         UsageError: $PYRO_ENV_REGISTRY is malformed.
     """
     from pyro.plan.inventory import CatalogEnvironment
-    from pyro.spec.model import EnvironmentSpec
+    from pyro.spec.environment import EnvironmentSpec
 
     buildable, _ = can_build()
     return [

@@ -52,7 +52,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # the catalog (and its spec loader) is imported only when needed
     from pyro.environments.catalog import CatalogEntry
-    from pyro.spec.model import EnvironmentSpec, EnvironmentSpecBody
+    from pyro.spec.environment import EnvironmentSpec, EnvironmentSpecBody
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyro.errors import SpecError, UsageError
-from pyro.spec.model import EnvironmentSpec, RunSpec
+from pyro.spec.environment import EnvironmentSpec
+from pyro.spec.model import RunSpec
 
 if TYPE_CHECKING:
     from pyro.host.confine import Root

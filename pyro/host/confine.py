@@ -155,8 +155,8 @@ class Root:
             return ref
         path = self._not_guest_output(self.confine(parsed.path, what="environment", base=base))
         if path.is_file():
+            from pyro.spec.environment import EnvironmentSpec
             from pyro.spec.load import load_spec
-            from pyro.spec.model import EnvironmentSpec
 
             loaded = load_spec(path)
             kernel = loaded.spec.spec.kernel if isinstance(loaded.spec, EnvironmentSpec) else None

@@ -29,7 +29,7 @@ from pyro.plan.inventory import (
     SavedGuest,
     UnresolvedRemote,
 )
-from pyro.spec.model import EnvironmentSpec
+from pyro.spec.environment import EnvironmentSpec
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef, parse_environment_ref
 from pyro.vmm import snapshot
 from pyro.vmm.probe import probe_backends, probe_host

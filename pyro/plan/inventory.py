@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyro.spec.model import EnvironmentSpec
+from pyro.spec.environment import EnvironmentSpec
 
 KvmKind = Literal["hardware", "pvm", "none"]
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pyro.errors import PlanError
 from pyro.plan.inventory import KvmKind
-from pyro.spec.model import EnvironmentSpec
+from pyro.spec.environment import EnvironmentSpec
 
 PLAN_API_VERSION = "pyro/v1"
 

@@ -42,7 +42,8 @@ from pyro.plan.model import (
     PullStep,
     seal,
 )
-from pyro.spec.model import EnvironmentSpec, RunSpec, RunSpecBody
+from pyro.spec.environment import EnvironmentSpec
+from pyro.spec.model import RunSpec, RunSpecBody
 from pyro.spec.ref import CatalogRef, OciRef, SpecPathRef
 
 AUTO_ORDER = ("firecracker", "qemu-kvm", "qemu-tcg")

@@ -27,7 +27,8 @@ from pyro.sdk.task_procs import TaskProcessMethods
 from pyro.sdk.task_state import TaskStateMethods
 from pyro.sdk.vm import VMMethods
 from pyro.spec.command import BackendName, CommandNetwork, run_spec_for_command
-from pyro.spec.model import EnvironmentSpec, RunSpec
+from pyro.spec.environment import EnvironmentSpec
+from pyro.spec.model import RunSpec
 
 if TYPE_CHECKING:
     from pyro.environments.status import EnvironmentDetails, EnvironmentStatus, Progress

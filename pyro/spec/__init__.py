@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from pyro.lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from pyro.spec.environment import KINDS, AnySpec, EnvironmentSpec
     from pyro.spec.load import (
         LoadedSpec,
         load_spec,
@@ -20,12 +21,12 @@ if TYPE_CHECKING:
         load_vars_file,
         render_template,
     )
-    from pyro.spec.model import KINDS, AnySpec, EnvironmentSpec, RunSpec
+    from pyro.spec.model import RunSpec
 
 _HOMES = {
-    "KINDS": "pyro.spec.model",
-    "AnySpec": "pyro.spec.model",
-    "EnvironmentSpec": "pyro.spec.model",
+    "KINDS": "pyro.spec.environment",
+    "AnySpec": "pyro.spec.environment",
+    "EnvironmentSpec": "pyro.spec.environment",
     "RunSpec": "pyro.spec.model",
     "LoadedSpec": "pyro.spec.load",
     "load_spec": "pyro.spec.load",

@@ -24,9 +24,10 @@ from pydantic import ValidationError
 
 from pyro.errors import SpecError, SpecIssue
 from pyro.spec.documents import YamlDocument, YamlProblem, escape_pointer
-from pyro.spec.model import API_VERSION, KINDS, EnvironmentSpec, RunSpec
+from pyro.spec.model import API_VERSION, RunSpec
 
 if TYPE_CHECKING:
+    from pyro.spec.environment import EnvironmentSpec
     from pyro.spec.matrix import Instance, MatrixValues
 from pyro.spec.template import has_template, render_budget, render_template, template_line_map
 from pyro.spec.undefined import Rendered, render_collecting, undefined_error
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 MAX_SPEC_BYTES = 1024 * 1024
+#: The document kinds, as ``kind:`` names them (their models: ``pyro.spec.environment.KINDS``).
+KIND_NAMES = ("Run", "Environment")
 DEFAULT_NAME = "<spec>"
 
 
@@ -162,9 +165,9 @@ def load_spec(
     Raises:
         SpecError: the spec cannot be read or is invalid, or the file holds several documents.
     """
-    if isinstance(source, RunSpec | EnvironmentSpec):
+    if isinstance(source, RunSpec):
         instances: tuple[Instance, ...] = ()
-        if isinstance(source, RunSpec) and source.spec.matrix is not None:
+        if source.spec.matrix is not None:
             from pyro.spec.matrix import model_instances
 
             instances = model_instances(source)
@@ -172,6 +175,10 @@ def load_spec(
     if isinstance(source, Mapping):
         return load_spec_data(source, vars=vars, base_dir=base_dir)
     if not isinstance(source, str | os.PathLike):
+        from pyro.spec.environment import EnvironmentSpec
+
+        if isinstance(source, EnvironmentSpec):
+            return LoadedSpec(source, None, base_dir or Path.cwd(), 0, DEFAULT_NAME)
         issue = SpecIssue(
             "a spec must be a file path, a mapping or a spec model",
             found=type(source).__name__,
@@ -459,16 +466,20 @@ def _validate(
             message = "unsupported apiVersion"
         return None, [issue(message, "/apiVersion", expected=repr(API_VERSION), found=found)]
     kind = data.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KIND_NAMES:
         message = "missing required key 'kind'" if "kind" not in data else "unknown kind"
         if "kind" in data:
             from pyro.spec.issues import did_you_mean
 
-            message += did_you_mean(kind, list(KINDS))
+            message += did_you_mean(kind, list(KIND_NAMES))
         found = repr(kind) if "kind" in data else None
-        expected = "one of " + ", ".join(KINDS)
+        expected = "one of " + ", ".join(KIND_NAMES)
         return None, [issue(message, "/kind", expected=expected, found=found)]
-    model = KINDS[kind]
+    model: type[RunSpec | EnvironmentSpec] = RunSpec
+    if kind == "Environment":  # its models are defined on first use (see pyro.spec.environment)
+        from pyro.spec.environment import EnvironmentSpec
+
+        model = EnvironmentSpec
     try:
         return model.model_validate(data), []
     except ValidationError as error:

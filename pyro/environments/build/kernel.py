@@ -29,7 +29,7 @@ from pyro.environments.build.run import (
     work_dir,
 )
 from pyro.errors import BuildError
-from pyro.spec.model import KernelSpec
+from pyro.spec.environment import KernelSpec
 
 # Fixed build identity, so the same inputs give the same `uname -v` and the same bytes.
 BUILD_ENV = {

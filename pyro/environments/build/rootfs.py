@@ -26,7 +26,7 @@ from pyro.environments.build.run import (
     work_dir,
 )
 from pyro.errors import BuildError
-from pyro.spec.model import RootfsSpec
+from pyro.spec.environment import RootfsSpec
 
 # 2023-06-10, the Debian 12.0 release: every file time in the image is clamped to it.
 SOURCE_DATE_EPOCH = 1686355200

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro.errors import BuildError, PyroError
-from pyro.spec.model import ImageSetup
+from pyro.spec.environment import ImageSetup
 
 BOOT_TIMEOUT_S = 120.0
 POWER_OFF_TIMEOUT_S = 60.0

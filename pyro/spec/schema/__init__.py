@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pyro.spec.model import EnvironmentSpec, RunSpec
+from pyro.spec.environment import EnvironmentSpec
+from pyro.spec.model import RunSpec
 from pyro.spec.schema.draft07 import to_draft07
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

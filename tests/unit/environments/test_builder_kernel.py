@@ -18,7 +18,7 @@ from pyro.environments.build.kernel import (
     parse_config,
 )
 from pyro.errors import BuildError
-from pyro.spec.model import KernelSpec
+from pyro.spec.environment import KernelSpec
 
 SOURCE = KernelSource("linux-source-6.1", "6.1.192-2", Path("/usr/src/linux-source-6.1.tar.xz"))
 FRAGMENT = b"CONFIG_64BIT=y\nCONFIG_EXT4_FS=y\n"

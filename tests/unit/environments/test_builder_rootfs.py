@@ -17,7 +17,7 @@ from pyro.environments.build.rootfs import (
     rootfs_uuid,
 )
 from pyro.errors import BuildError
-from pyro.spec.model import RootfsSpec
+from pyro.spec.environment import RootfsSpec
 
 SPEC = RootfsSpec(packages=["git", "ca-certificates"], sizeMiB=1024)
 

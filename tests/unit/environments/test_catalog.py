@@ -19,7 +19,7 @@ from pyro.environments.catalog import (
     spec_digest,
 )
 from pyro.errors import EnvironmentNotFoundError, SpecError, UsageError
-from pyro.spec.model import EnvironmentSpec, SourceSpec
+from pyro.spec.environment import EnvironmentSpec, SourceSpec
 
 NAMES = ["debian:12", "debian:12-base", "debian:12-build"]
 

@@ -17,7 +17,8 @@ from pyro.environments.image import files as image_files
 from pyro.environments.image.files import add_files, files_digest
 from pyro.environments.image.layers import Entry, Tree
 from pyro.errors import SpecError
-from pyro.spec.model import EnvironmentSpec, FileCopy
+from pyro.spec.environment import EnvironmentSpec
+from pyro.spec.model import FileCopy
 
 
 @pytest.fixture

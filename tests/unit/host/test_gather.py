@@ -120,7 +120,7 @@ def test_an_image_environment_is_buildable_without_build_tools(
 ) -> None:
     """Converting an image needs neither mmdebstrap nor root: such a spec stays buildable
     on a host that cannot build Debian environments."""
-    from pyro.spec.model import EnvironmentSpec
+    from pyro.spec.environment import EnvironmentSpec
 
     monkeypatch.setattr("pyro.environments.catalog.catalog_entries", lambda: [])
     monkeypatch.setattr("pyro.environments.catalog.can_build", lambda: (False, "no mmdebstrap"))

@@ -12,7 +12,8 @@ from pyro.plan.inventory import (
     Inventory,
     RemoteEnvironment,
 )
-from pyro.spec.model import EnvironmentSpec, RunSpec
+from pyro.spec.environment import EnvironmentSpec
+from pyro.spec.model import RunSpec
 
 INSTALLED_DIGEST = "sha256:" + "1" * 64
 SPEC_DIGEST = "sha256:" + "2" * 64

@@ -12,8 +12,9 @@ from pyro.cli.vars import parse_vars
 from pyro.plan.model import plan_from_json, render_json
 from pyro.plan.planner import plan
 from pyro.plan.render import SYMBOLS, render_text
+from pyro.spec.environment import EnvironmentSpec
 from pyro.spec.load import load_spec_documents
-from pyro.spec.model import EnvironmentSpec, RunSpec
+from pyro.spec.model import RunSpec
 from pyro.spec.ref import SpecPathRef
 
 from .fixtures import CATALOG, inventory

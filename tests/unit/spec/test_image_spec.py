@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pyro.spec.model import EnvironmentSpec
+from pyro.spec.environment import EnvironmentSpec
 
 BASE = {"apiVersion": "pyro/v1", "kind": "Environment", "metadata": {"name": "img:1"}}
 KERNEL = {"fragment": "kernels/pyro-6.1.config"}
