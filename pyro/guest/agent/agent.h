@@ -201,10 +201,12 @@ int exec_busy(uint32_t id);
 char **exec_build_env(char **extra, int n_extra, int64_t uid);
 /* The user a request without UID/GID runs as: the image's, or -1 (root). */
 void exec_default_user(int64_t *uid, int64_t *gid);
-/* In a child: become uid:gid (root when both are <= 0); on failure says why on fd 2, -1. */
-int exec_become(int64_t uid, int64_t gid);
-/* execvp with a stat() probe of PATH; returns only on failure (errno set). */
-void exec_search(char **argv, char **env);
+/* In a freshly forked child: default signals, empty mask, a session of its own. */
+void exec_child_reset(void);
+/* In a child, after its fds are in place: become uid:gid (root when both are <= 0), enter cwd,
+ * exec argv (PATH from env); on failure says why on fd 2 and exits 126 (127: not found). */
+__attribute__((noreturn)) void exec_child_run(char **argv, char **env, const char *cwd,
+					      int64_t uid, int64_t gid);
 
 /* procs.c */
 void proc_spawn(uint32_t id, const uint8_t *payload, uint32_t len);

@@ -137,7 +137,8 @@ void exec_default_user(int64_t *uid, int64_t *gid)
 	*gid = dflt_gid;
 }
 
-int exec_become(int64_t uid, int64_t gid)
+/* Become uid:gid (root when both are <= 0); on failure says why on fd 2, -1. */
+static int exec_become(int64_t uid, int64_t gid)
 {
 	if (uid <= 0 && gid <= 0)
 		return 0;
@@ -152,7 +153,7 @@ int exec_become(int64_t uid, int64_t gid)
 
 /* execvp, but probing PATH with stat() first: a failed execve() sets up and tears down a whole
  * address space, which costs milliseconds per PATH entry under TCG. Returns only on failure. */
-void exec_search(char **argv, char **env)
+static void exec_search(char **argv, char **env)
 {
 	if (strchr(argv[0], '/')) {
 		execve(argv[0], argv, env);
@@ -184,8 +185,7 @@ void exec_search(char **argv, char **env)
 	errno = seen_eacces ? EACCES : ENOENT;
 }
 
-static void child(char **argv, char **env, const char *cwd, int64_t uid, int64_t gid, int in,
-		  int out, int err)
+void exec_child_reset(void)
 {
 	sigset_t none;
 	sigemptyset(&none);
@@ -193,9 +193,10 @@ static void child(char **argv, char **env, const char *cwd, int64_t uid, int64_t
 	for (int s = 1; s < NSIG; s++)
 		signal(s, SIG_DFL);
 	setsid();
-	dup2(in, 0);
-	dup2(out, 1);
-	dup2(err, 2);
+}
+
+void exec_child_run(char **argv, char **env, const char *cwd, int64_t uid, int64_t gid)
+{
 	if (exec_become(uid, gid) != 0)
 		_exit(126);
 	if (cwd && chdir(cwd) != 0) {
@@ -206,6 +207,16 @@ static void child(char **argv, char **env, const char *cwd, int64_t uid, int64_t
 	int e = errno;
 	dprintf(2, "pyro-agent: cannot run %s: %s\n", argv[0], strerror(e));
 	_exit(e == ENOENT ? 127 : 126);
+}
+
+static void child(char **argv, char **env, const char *cwd, int64_t uid, int64_t gid, int in,
+		  int out, int err)
+{
+	exec_child_reset();
+	dup2(in, 0);
+	dup2(out, 1);
+	dup2(err, 2);
+	exec_child_run(argv, env, cwd, uid, gid);
 }
 
 void exec_start(uint32_t id, const uint8_t *payload, uint32_t len)

@@ -187,12 +187,7 @@ static void forget(struct proc *x)
 static void spawn_child(char **argv, char **env, const char *cwd, int64_t uid, int64_t gid,
 			int pty, int slave, int out)
 {
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	for (int s = 1; s < NSIG; s++)
-		signal(s, SIG_DFL);
-	setsid();
+	exec_child_reset();
 	if (pty) {
 		ioctl(slave, TIOCSCTTY, 0); /* the PTY becomes the session's controlling terminal */
 		dup2(slave, 0);
@@ -206,16 +201,7 @@ static void spawn_child(char **argv, char **env, const char *cwd, int64_t uid, i
 	}
 	if (pty && (uid > 0 || gid > 0)) /* its user owns its terminal, as after a login */
 		fchown(slave, (uid_t)(uid > 0 ? uid : 0), (gid_t)(gid > 0 ? gid : 0));
-	if (exec_become(uid, gid) != 0)
-		_exit(126);
-	if (cwd && chdir(cwd) != 0) {
-		dprintf(2, "pyro-agent: cannot change directory to %s: %s\n", cwd, strerror(errno));
-		_exit(126);
-	}
-	exec_search(argv, env);
-	int e = errno;
-	dprintf(2, "pyro-agent: cannot run %s: %s\n", argv[0], strerror(e));
-	_exit(e == ENOENT ? 127 : 126);
+	exec_child_run(argv, env, cwd, uid, gid);
 }
 
 /* A PTY pair (master non-blocking), window size set; returns 0 or -1 with errno. */
