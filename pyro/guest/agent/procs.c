@@ -384,6 +384,21 @@ void proc_write(uint32_t id, const uint8_t *p, uint32_t len)
 	send_ok_empty(id);
 }
 
+static void pump(struct proc *x);
+
+/* What the process wrote before a request came belongs in its answer: the loop reads the
+ * host's requests before the processes' output, so take what is waiting first (bounded: a
+ * process writing without pause cannot hold the agent here). */
+static void drain(struct proc *x)
+{
+	for (int i = 0; i < 16 && x->fd >= 0; i++) {
+		uint64_t before = x->end;
+		pump(x);
+		if (x->end == before)
+			break;
+	}
+}
+
 void proc_read(uint32_t id, const uint8_t *p, uint32_t len)
 {
 	struct proc *x = named(id, p, len, "READ");
@@ -412,6 +427,7 @@ void proc_read(uint32_t id, const uint8_t *p, uint32_t len)
 			   PROC_WAIT_MAX_MS);
 		return;
 	}
+	drain(x);
 	if (wait == 0 || (uint64_t)cursor < x->end || x->exited || x->fd < 0) {
 		reply_read(id, x, (uint64_t)cursor, (uint32_t)max);
 		return;

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -116,6 +117,30 @@ def test_service_output_merges_stdout_and_stderr_in_order(agent: AgentServer) ->
     with pytest.raises(GuestRequestError) as info:
         client.proc_write("svc", b"x")
     assert info.value.errno == errno.ENOTTY
+
+
+def test_a_read_answers_with_what_was_written_before_it_came(
+    agent: AgentServer, tmp_path: Path
+) -> None:
+    # The agent is stopped while the service writes and the READ arrives: when it runs
+    # again both are pending, and the answer must hold the output (the request is read
+    # first in the agent's loop).
+    client = agent.connect()
+    go, wrote = tmp_path / "go", tmp_path / "wrote"
+    script = f"while [ ! -e {go} ]; do sleep 0.01; done; echo written-first; touch {wrote}; "
+    client.spawn("svc", ["sh", "-c", script + "exec sleep 30"])
+    replies: list[ProcOutput] = []
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        go.touch()
+        assert _wait(wrote.exists)
+        reader = threading.Thread(target=lambda: replies.append(client.proc_read("svc", 0)))
+        reader.start()
+        time.sleep(0.3)  # the request is in the agent's socket, unread
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    reader.join(10)
+    assert [reply.data for reply in replies] == [b"written-first\n"]
 
 
 def test_ring_overflow_is_reported_never_silent(agent: AgentServer) -> None:
