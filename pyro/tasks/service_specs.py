@@ -10,9 +10,12 @@ from pathlib import Path
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from pyro import paths
-from pyro.errors import StateError
+from pyro.errors import StateError, UsageError
 
 FILE = "services.json"
+#: The most definitions a task keeps: as many processes as its agent runs at once. Without
+#: it, starting new names across reboots (which empty the agent's table) grew the file.
+MAX_SERVICES = 32
 
 
 class Readiness(BaseModel):
@@ -66,9 +69,27 @@ def load_specs(task_dir: Path, task_id: str) -> dict[str, ServiceSpec]:
         ) from exc
 
 
+def check_room(specs: dict[str, ServiceSpec], name: str, task_id: str) -> None:
+    """Raises: UsageError: ``name`` would be a definition past :data:`MAX_SERVICES`."""
+    if name in specs or len(specs) < MAX_SERVICES:
+        return
+    ended = sorted(n for n, spec in specs.items() if spec.stopped) or sorted(specs)
+    shown = ", ".join(ended[:5]) + (", ..." if len(ended) > 5 else "")
+    raise UsageError(
+        f"task {task_id} has {len(specs)} service definitions, the most it keeps",
+        f"start one of its names again to replace that definition ({shown}); "
+        "'pyro task service list' shows them",
+    )
+
+
 def save_spec(task_dir: Path, task_id: str, spec: ServiceSpec) -> None:
-    """Store (or replace) one definition; the caller holds the task's lock."""
+    """Store (or replace) one definition; the caller holds the task's lock.
+
+    Raises:
+        UsageError: a new name past :data:`MAX_SERVICES`.  StateError: the file is unreadable.
+    """
     specs = load_specs(task_dir, task_id)
+    check_room(specs, spec.name, task_id)
     specs[spec.name] = spec
     paths.write_private(task_dir / FILE, _SPECS.dump_json(specs, indent=2).decode())
 

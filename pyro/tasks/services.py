@@ -31,7 +31,13 @@ from pyro.tasks.procs import (
     running_session,
     translate,
 )
-from pyro.tasks.service_specs import Readiness, ServiceSpec, load_specs, save_spec
+from pyro.tasks.service_specs import (
+    Readiness,
+    ServiceSpec,
+    check_room,
+    load_specs,
+    save_spec,
+)
 
 if TYPE_CHECKING:
     from pyro.tasks.manager import TaskManager
@@ -236,7 +242,8 @@ def start_service(
     Starting the name of a service that has ended replaces its definition.
 
     Raises:
-        UsageError: bad name, command or readiness check.  NotFoundError: no such task.
+        UsageError: bad name, command or readiness check, or a new name past the
+            definitions a task keeps (``MAX_SERVICES``).  NotFoundError: no such task.
         StateError: a service of that name runs, or it ended before it was ready.
         RunTimeoutError: not ready in time (it keeps running; the error shows its log).
     """
@@ -245,6 +252,7 @@ def start_service(
         raise UsageError("a service needs a command", "give it after --, e.g. -- python3 app.py")
     check_readiness(readiness)
     _, meta = manager.get(task_id)
+    check_room(load(manager, task_id), name, task_id)  # before anything starts in the guest
     spec = ServiceSpec(
         name=name,
         argv=list(command),
