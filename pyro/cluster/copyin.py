@@ -14,6 +14,7 @@ large trees go that way (docs/scale-out.md says why the default is what it is).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tarfile
@@ -35,6 +36,8 @@ DEFAULT_THRESHOLD = 64 * 1024 * 1024
 #: The most a node downloads and unpacks for one run's copy-ins.
 DEFAULT_MAX_MIB = 4096
 _EMPTY = b"{}"
+#: A download in progress in a node's cache (see :mod:`pyro.cluster.copyin_cache`).
+PARTIAL_PREFIX = ".copy-in-"
 
 
 def artifact_threshold(environ: Mapping[str, str] = os.environ) -> int:
@@ -191,12 +194,13 @@ def fetch(descriptor: Mapping[str, Any], cache: Path) -> Path:
             "apply again; do not retag copy-in artifacts",
         )
     cache.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=".copy-in-", dir=cache)
-    os.close(fd)
+    fd, partial = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=cache)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # being written: pruning passes over it (copyin_cache)
         client.fetch_blob(digest, size, Path(partial))
         os.replace(partial, target)  # two runs on one node may fetch at once: both whole
     finally:
+        os.close(fd)
         Path(partial).unlink(missing_ok=True)
     return target
 

@@ -279,14 +279,16 @@ def _ends_with_parent(period: float = 1.0) -> Iterator[None]:
 
 
 def _unpack_copy_ins(files: bytes | dict[str, Any], base: Path) -> None:
-    from pyro.cluster.copyin import copy_in_max_bytes, fetch
+    from pyro.cluster.copyin import copy_in_max_bytes
 
     if isinstance(files, bytes):
         unpack(files, base, max_bytes=copy_in_max_bytes())
         return
+    from pyro.cluster.copyin_cache import held
     from pyro.paths import cache_dir
 
-    unpack(fetch(files, cache_dir() / "cluster-copy-in"), base, max_bytes=copy_in_max_bytes())
+    with held(files, cache_dir() / "cluster-copy-in") as tar:
+        unpack(tar, base, max_bytes=copy_in_max_bytes())
 
 
 def _apply(payload: dict[str, Any], base: Path, out: Path) -> Any:

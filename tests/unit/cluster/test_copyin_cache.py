@@ -1,0 +1,91 @@
+"""A node's copy-in cache stays within its bound: least recently used out first, never a
+tar a run holds, and the partial downloads of a killed worker swept."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyro.cluster import copyin_cache
+from pyro.cluster.worker import _unpack_copy_ins
+
+MIB = 1024 * 1024
+
+
+def _tar(cache: Path, name: str, size: int, age_s: int) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{name}.tar"
+    path.write_bytes(b"x" * size)
+    stamp = 1_700_000_000 - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_prune_removes_the_least_recently_used_until_within_the_bound(tmp_path: Path) -> None:
+    old, mid, new = (_tar(tmp_path, n, MIB, age) for n, age in (("a", 30), ("b", 20), ("c", 10)))
+    assert copyin_cache.prune(tmp_path, 2 * MIB) == [old]
+    assert (old.exists(), mid.exists(), new.exists()) == (False, True, True)
+    assert copyin_cache.prune(tmp_path, 2 * MIB) == []
+
+
+def test_prune_passes_over_a_tar_a_run_holds(tmp_path: Path) -> None:
+    old = _tar(tmp_path, "a", MIB, 30)
+    other = _tar(tmp_path, "b", MIB, 20)
+    with open(old, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)  # as held() does while a run unpacks it
+        assert copyin_cache.prune(tmp_path, 0) == [other]
+    assert old.exists()
+    assert copyin_cache.prune(tmp_path, 0) == [old]
+
+
+def test_a_dead_workers_partial_download_is_swept_a_live_one_kept(tmp_path: Path) -> None:
+    dead = tmp_path / f"{copyin_cache.PARTIAL_PREFIX}dead"
+    live = tmp_path / f"{copyin_cache.PARTIAL_PREFIX}live"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    with open(live, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # as fetch() does while it downloads
+        assert copyin_cache.prune(tmp_path, 10 * MIB) == [dead]
+    assert live.exists()
+
+
+def test_the_bound_is_configured_in_mib_and_a_bad_value_is_the_default() -> None:
+    assert copyin_cache.cache_max_bytes({}) == 8192 * MIB
+    assert copyin_cache.cache_max_bytes({copyin_cache.CACHE_ENV: "3"}) == 3 * MIB
+    for bad in ("-1", "lots", "9" * 12):
+        assert copyin_cache.cache_max_bytes({copyin_cache.CACHE_ENV: bad}) == 8192 * MIB
+
+
+def test_many_distinct_copy_ins_leave_the_node_cache_within_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry side (fetch) has its own tests; here it writes a distinct tar per run.
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PYRO_CACHE_DIR", str(cache))
+    monkeypatch.setenv(copyin_cache.CACHE_ENV, "3")
+    source = tmp_path / "blob"
+    source.write_bytes(os.urandom(MIB))
+
+    def fetch(descriptor: dict[str, Any], into: Path) -> Path:
+        into.mkdir(parents=True, exist_ok=True)
+        target = into / f"{descriptor['digest'][7:]}.tar"
+        with tarfile.open(target, "w") as tar:
+            tar.add(source, arcname=f"f{descriptor['digest'][-1]}")
+        return target
+
+    monkeypatch.setattr(copyin_cache, "fetch", fetch)
+    for run in range(5):
+        base = tmp_path / f"run{run}"
+        base.mkdir()
+        _unpack_copy_ins({"digest": f"sha256:{run:064d}"}, base)
+        assert (base / f"f{run}").stat().st_size == MIB
+    kept = sorted(p.name[-5:] for p in (cache / "cluster-copy-in").glob("*.tar"))
+    assert kept == [
+        "3.tar",
+        "4.tar",
+    ]  # the two most recent fit in 3 MiB (a tar is a little over 1); earlier ones gone
