@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from pyro.tasks.files import FileEntry, SyncResult
     from pyro.tasks.journal import TaskLogs
     from pyro.tasks.manager import TaskInfo
-    from pyro.tasks.network import PublishItem
-    from pyro.tasks.ops import TaskExecOutput
+    from pyro.tasks.ops import TaskCreateOptions, TaskExecOutput
     from pyro.tasks.transfer import TaskFileWritten
 
 
@@ -51,61 +50,20 @@ class ClusterTaskMethods(TaskMethods):
         if self._cluster_tasks is not None:
             self._cluster_tasks.close()
 
-    def create_task(
-        self,
-        environment: str,
-        *,
-        seed_path: str | os.PathLike[str] | None = None,
-        name: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        vcpus: int | None = None,
-        memory_mib: int | None = None,
-        ttl_seconds: int | None = None,
-        idle_timeout_seconds: int | None = None,
-        secrets: Mapping[str, str] | None = None,
-        backend: str | None = None,
-        network: str = "off",
-        allow: Sequence[str] = (),
-        publish: Sequence[PublishItem] = (),
-        idle_action: str = "stop",
+    def _create_task(
+        self, environment: str, options: TaskCreateOptions, secrets: dict[str, str]
     ) -> TaskInfo:
         remote = self._remote()
         if remote is None:
-            return super().create_task(
-                environment,
-                seed_path=seed_path,
-                name=name,
-                labels=labels,
-                vcpus=vcpus,
-                memory_mib=memory_mib,
-                ttl_seconds=ttl_seconds,
-                idle_timeout_seconds=idle_timeout_seconds,
-                secrets=secrets,
-                backend=backend,
-                network=network,
-                allow=allow,
-                publish=publish,
-                idle_action=idle_action,
-            )
+            return super()._create_task(environment, options, secrets)
         from pyro.tasks.manager import TaskInfo
-        from pyro.tasks.ops import TaskCreateOptions
 
-        options = TaskCreateOptions(
-            name=name,
-            labels=dict(labels or {}),
-            vcpus=vcpus,
-            memory_mib=memory_mib,
-            ttl_seconds=ttl_seconds,
-            idle_timeout_seconds=idle_timeout_seconds,
-            idle_action=idle_action,
-            backend=backend,
-            network=network,
-            allow=list(allow),
-            publish=list(publish),
-        ).model_dump(mode="json", exclude={"seed_path"})
+        seed_path = options.seed_path
         seed = None if seed_path is None else self._tree(seed_path, "seed_path")
-        info = remote.create(backend, environment, options, dict(secrets or {}), seed)
-        return TaskInfo.model_validate(info)
+        sent = options.model_dump(mode="json", exclude={"seed_path"})
+        return TaskInfo.model_validate(
+            remote.create(options.backend, environment, sent, secrets, seed)
+        )
 
     def _tree(self, folder: str | os.PathLike[str], what: str) -> bytes:
         """A host folder as a tar, checked (size, escaping symlinks) as a local seed is."""
@@ -240,7 +198,6 @@ class ClusterTaskMethods(TaskMethods):
 
 
 for _name in (
-    "create_task",
     "exec_task",
     "status_task",
     "logs_task",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the task machinery is imported on first use: `pyro run` nev
     from pyro.tasks.journal import JournalEntry, TaskLogs
     from pyro.tasks.manager import TaskInfo, TaskManager
     from pyro.tasks.network import PublishItem
-    from pyro.tasks.ops import TaskExecOutput
+    from pyro.tasks.ops import TaskCreateOptions, TaskExecOutput
     from pyro.tasks.snapshots import SnapshotInfo
     from pyro.tasks.transfer import TaskFileWritten
 
@@ -129,7 +129,7 @@ class TaskMethods:
             LimitError: the seed is too large, or the host cannot hold the VM.
             EnvironmentNotFoundError, BackendUnavailableError, BootError.
         """
-        from pyro.tasks.ops import TaskCreateOptions, create
+        from pyro.tasks.ops import TaskCreateOptions
 
         options = TaskCreateOptions(
             seed_path=None if seed_path is None else self._host_path(seed_path, "seed_path"),
@@ -147,7 +147,15 @@ class TaskMethods:
         )
         if self._root is not None:
             environment = self._root.environment(environment)
-        return create(self.tasks, environment, options, dict(secrets or {}))
+        return self._create_task(environment, options, dict(secrets or {}))
+
+    def _create_task(
+        self, environment: str, options: TaskCreateOptions, secrets: dict[str, str]
+    ) -> TaskInfo:
+        """Create the task the checked arguments describe (here; a cluster client on a node)."""
+        from pyro.tasks.ops import create
+
+        return create(self.tasks, environment, options, secrets)
 
     def exec_task(
         self,
