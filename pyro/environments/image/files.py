@@ -64,7 +64,11 @@ def _walk(copy: FileCopy, index: int, spec_dir: Path) -> Iterator[_Item]:
     path = spec_dir / copy.source.rstrip("/")
     try:
         info = os.lstat(path)
-        resolved = Path(os.path.realpath(path.parent)) / path.name
+        # The source itself is not resolved (it must not be a link), its parent is; but a
+        # last part ".." is the parent of whatever its own parent resolves to ("link/..").
+        last_is_up = path.name == ".."
+        resolved = Path(os.path.realpath(path if last_is_up else path.parent))
+        resolved = resolved if last_is_up else resolved / path.name
     except OSError as exc:
         raise _refuse(
             index,

@@ -127,6 +127,19 @@ def test_a_source_outside_the_spec_folder_through_a_link_is_refused(
     assert "etc/key" not in tree.entries
 
 
+def test_a_source_ending_in_dotdot_through_a_link_is_refused(
+    tree: Tree, spec_dir: Path, tmp_path: Path
+) -> None:
+    # "here/.." is "." to the spec's path check, but the kernel walks "here" (a link to the
+    # spec's folder) and then "..": the folder that holds the spec's folder.
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key").write_text("private")
+    os.symlink(".", spec_dir / "here")
+    refused(tree, spec_dir, copies(("here/..", "/opt/up")), "outside the spec's folder")
+    refused(tree, spec_dir, copies(("app/../here/..", "/opt/up")), "outside the spec's folder")
+    assert not any(path.startswith("opt") for path in tree.entries)
+
+
 def test_special_files_are_refused(tree: Tree, spec_dir: Path) -> None:
     os.mkfifo(spec_dir / "app" / "pipe")
     refused(tree, spec_dir, copies(("app", "/opt/app")), "special file")
