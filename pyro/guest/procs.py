@@ -36,6 +36,8 @@ RING_MIN = 4096
 RING_MAX = 16 << 20
 WINSIZE_MAX = 1000
 PROBE_MAX_MS = 2000
+#: A path the agent's HTTP probe GETs: printable ASCII without spaces, at most 1 KiB.
+HTTP_PATH_RE = re.compile(r"/[\x21-\x7e]{0,1023}")
 #: The most input one WRITE frame carries (the host splits larger writes).
 WRITE_CHUNK = 64 * 1024
 
@@ -332,7 +334,7 @@ class ProcRequests:
             raise UsageError(f"bad probe of port {port}", "give a port 1-65535")
         fields: list[tuple[Tag, TlvValue]] = [(Tag.PORT, port), (Tag.TIMEOUT_MS, timeout_ms)]
         if http_path is not None:
-            if not re.fullmatch(r"/[\x21-\x7e]{0,1023}", http_path):
+            if not HTTP_PATH_RE.fullmatch(http_path):
                 raise UsageError(
                     f"bad HTTP path {http_path[:80]!r}",
                     "give a path that starts with / and has no spaces, like /health",

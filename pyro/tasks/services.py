@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from pyro.errors import GuestError, NotFoundError, RunTimeoutError, StateError, UsageError
 from pyro.guest.client import AgentClient
-from pyro.guest.procs import ProcState
+from pyro.guest.procs import HTTP_PATH_RE, ProcState
 from pyro.machines.registry import VMState
 from pyro.tasks.files import guest_path
 from pyro.tasks.procs import (
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 #: How much of a log an error shows when a service failed to come up.
 TAIL_LINES = 20
+#: The longest readiness command (it is stored with the task and run every 0.25 s).
+READY_COMMAND_MAX = 4096
 STOP_GRACE_S = 10.0
 
 
@@ -110,12 +112,20 @@ def check_readiness(readiness: Readiness | None) -> None:
         )
     if readiness.port is not None and not 1 <= readiness.port <= 65535:
         raise UsageError(f"readiness port {readiness.port} is out of range", "give 1-65535")
-    if readiness.http_path is not None and (
-        not readiness.http_path.startswith("/") or any(c <= " " for c in readiness.http_path)
+    if readiness.http_path is not None and not HTTP_PATH_RE.fullmatch(readiness.http_path):
+        raise UsageError(
+            f"bad readiness HTTP path {readiness.http_path[:80]!r}",
+            "give a path starting with / of at most 1024 ASCII characters without spaces "
+            "(percent-encode others), like /health",
+        )
+    if readiness.command is not None and (
+        not readiness.command.strip()
+        or len(readiness.command.encode("utf-8", "surrogatepass")) > READY_COMMAND_MAX
+        or "\0" in readiness.command
     ):
         raise UsageError(
-            f"bad readiness HTTP path {readiness.http_path!r}",
-            "give a path starting with / and without spaces, like /health",
+            f"bad readiness command {readiness.command[:80]!r}",
+            f"give a shell command line of 1-{READY_COMMAND_MAX} bytes without NUL bytes",
         )
     if not 0 < readiness.timeout_seconds <= 3600:
         raise UsageError(

@@ -8,7 +8,7 @@ from pyro.errors import UsageError
 from pyro.guest.procs import check_signal, check_size
 from pyro.tasks.procs import agent_name, check_name
 from pyro.tasks.service_specs import Readiness
-from pyro.tasks.services import check_readiness
+from pyro.tasks.services import READY_COMMAND_MAX, check_readiness
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,23 @@ def test_signals_and_sizes() -> None:
     check_size(1, 1000)
     with pytest.raises(UsageError, match="rows 0 is out of range"):
         check_size(0, 80)
+
+
+@pytest.mark.parametrize(
+    ("readiness", "words"),
+    [
+        # the agent's probe takes printable ASCII only: the service must not start first
+        (Readiness(port=8000, http_path="/h\u00e9alth"), "bad readiness HTTP path"),
+        (Readiness(port=8000, http_path="/" + "a" * 1024), "bad readiness HTTP path"),
+        (Readiness(port=8000, http_path="/a\x7fb"), "bad readiness HTTP path"),
+        # stored with the task on the host and run every 0.25 s
+        (Readiness(command="x" * (READY_COMMAND_MAX + 1)), "bad readiness command"),
+        (Readiness(command="  "), "bad readiness command"),
+        (Readiness(command="true\0false"), "bad readiness command"),
+    ],
+)
+def test_readiness_checks_the_guest_would_refuse_are_refused_first(
+    readiness: Readiness, words: str
+) -> None:
+    with pytest.raises(UsageError, match=words):
+        check_readiness(readiness)
