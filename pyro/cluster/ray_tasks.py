@@ -17,6 +17,7 @@ what a killed actor left.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,16 @@ from pyro.errors import PlanError, PyroError, StateError
 CALL_TIMEOUT_S = 120.0
 #: Creating boots a guest (a cold boot under emulation, or a pull first).
 CREATE_TIMEOUT_S = 900.0
+#: A task id as a node may report it (it becomes a routing key on this side).
+_TASK_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def malformed(what: str, where: str, detail: str) -> PyroError:
+    """A node's reply that breaks its own rules (a node is not trusted: docs/security.md)."""
+    return PyroError(
+        f"{what}: node {where} answered with {detail}",
+        "the node is broken or hostile; nothing of its answer was used",
+    )
 
 
 @dataclass
@@ -143,7 +154,12 @@ class ClusterTasks:
         what = f"a new task of {environment}"
         ref = node.actor.create.remote(environment, options, dict(secrets), seed)
         info: dict[str, Any] = self._get(ref, what, node, CREATE_TIMEOUT_S)
-        node.tasks.add(info["id"])
+        task_id = info.get("id") if isinstance(info, dict) else None
+        if not isinstance(task_id, str) or not _TASK_ID_RE.fullmatch(task_id):
+            raise malformed(what, node.name, f"no valid task id ({str(task_id)[:80]!r})")
+        if task_id in self._where:  # it would take over another task's routing
+            raise malformed(what, node.name, f"the id of a task already placed ({task_id})")
+        node.tasks.add(task_id)
         self._where[info["id"]] = node
         return info
 
@@ -181,12 +197,16 @@ class ClusterTasks:
         stream = node.actor.exec.remote(task_id, command, options)
         sinks = {"stdout": on_stdout, "stderr": on_stderr}
         for ref in _each(stream, lambda error: self._lost(f"task {task_id}", node, error)):
-            kind, value = self._get(ref, f"task {task_id}", node, CALL_TIMEOUT_S)
-            if kind == "done":
+            item = self._get(ref, f"task {task_id}", node, CALL_TIMEOUT_S)
+            kind, value = item if isinstance(item, tuple) and len(item) == 2 else (None, None)
+            if kind == "done" and isinstance(value, dict):
                 return dict(value)
-            if kind == "error":
+            if kind == "error" and isinstance(value, Mapping):
                 raise _rebuilt(value)
-            sink = sinks.get(kind)
+            if kind not in sinks or not isinstance(value, bytes):
+                detail = f"a stream item that is not output ({type(value).__name__})"
+                raise malformed(f"task {task_id}", node.name, detail)
+            sink = sinks[kind]
             if sink is not None:
                 sink(value)
         raise self._lost(f"task {task_id}", node, None)

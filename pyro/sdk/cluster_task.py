@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from pyro.sdk.task import TaskMethods
 
@@ -26,6 +28,25 @@ if TYPE_CHECKING:
     from pyro.tasks.manager import TaskInfo
     from pyro.tasks.ops import TaskCreateOptions, TaskExecOutput
     from pyro.tasks.transfer import TaskFileWritten
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _from_node(model: type[M], answer: Any, task_id: str, what: str) -> M:
+    """A node's answer as ``model``: a node is not trusted, its reply is checked like a
+    guest's (a malformed one is a clear error, never a traceback).
+
+    Raises:
+        PyroError: the answer does not fit ``model``.
+    """
+    from pyro.cluster.ray_tasks import malformed
+
+    try:
+        return model.model_validate(answer)
+    except ValidationError as exc:
+        detail = f"a malformed {model.__name__} ({exc.error_count()} problems)"
+        raise malformed(f"{what} of task {task_id}", "of the task", detail) from exc
 
 
 class ClusterTaskMethods(TaskMethods):
@@ -61,9 +82,8 @@ class ClusterTaskMethods(TaskMethods):
         seed_path = options.seed_path
         seed = None if seed_path is None else self._tree(seed_path, "seed_path")
         sent = options.model_dump(mode="json", exclude={"seed_path"})
-        return TaskInfo.model_validate(
-            remote.create(options.backend, environment, sent, secrets, seed)
-        )
+        info = remote.create(options.backend, environment, sent, secrets, seed)
+        return _from_node(TaskInfo, info, str(info.get("id")), "create")
 
     def _tree(self, folder: str | os.PathLike[str], what: str) -> bytes:
         """A host folder as a tar, checked (size, escaping symlinks) as a local seed is."""
@@ -117,8 +137,11 @@ class ClusterTaskMethods(TaskMethods):
             "stdin": stdin,
         }
         argv = command if isinstance(command, str) else list(command)
-        output = TaskExecOutput.model_validate(
-            remote.exec(task_id, argv, options, on_stdout, on_stderr)
+        output = _from_node(
+            TaskExecOutput,
+            remote.exec(task_id, argv, options, on_stdout, on_stderr),
+            task_id,
+            "exec",
         )
         if check:
             output.check_returncode()
@@ -130,7 +153,7 @@ class ClusterTaskMethods(TaskMethods):
             return super().status_task(task_id)
         from pyro.tasks.manager import TaskInfo
 
-        return TaskInfo.model_validate(remote.call(task_id, "status"))
+        return _from_node(TaskInfo, remote.call(task_id, "status"), task_id, "status")
 
     def logs_task(self, task_id: str, *, tail: int | None = None) -> TaskLogs:
         remote = self._remote()
@@ -139,7 +162,7 @@ class ClusterTaskMethods(TaskMethods):
         from pyro.tasks.journal import TaskLogs
 
         entries = remote.call(task_id, "logs", tail)
-        return TaskLogs.model_validate({"task_id": task_id, "entries": entries})
+        return _from_node(TaskLogs, {"task_id": task_id, "entries": entries}, task_id, "logs")
 
     def delete_task(self, task_id: str) -> bool:
         remote = self._remote()
@@ -155,7 +178,14 @@ class ClusterTaskMethods(TaskMethods):
             return super().copy_task_file(task_id, path, dst, max_bytes=max_bytes)
         from pyro.sdk.task import guest_path
 
-        data: bytes = remote.call(task_id, "read", guest_path(path), max_bytes)
+        data = remote.call(task_id, "read", guest_path(path), max_bytes)
+        if not isinstance(data, bytes) or (max_bytes is not None and len(data) > max_bytes):
+            from pyro.cluster.ray_tasks import malformed
+
+            size = f"{len(data)} bytes" if isinstance(data, bytes) else type(data).__name__
+            raise malformed(
+                f"read {path} of task {task_id}", "of the task", f"{size}, asked for {max_bytes}"
+            )
         dst.write(data)
         return len(data)
 
@@ -173,7 +203,8 @@ class ClusterTaskMethods(TaskMethods):
             data = Path(self._host_path(data, "host file")).read_bytes()
         elif not isinstance(data, bytes):
             data = data.read()
-        return TaskFileWritten.model_validate(remote.call(task_id, "write", target, data, mode))
+        answer = remote.call(task_id, "write", target, data, mode)
+        return _from_node(TaskFileWritten, answer, task_id, "write")
 
     def list_task_files(self, task_id: str, path: str = "/workspace") -> list[FileEntry]:
         remote = self._remote()
@@ -181,7 +212,10 @@ class ClusterTaskMethods(TaskMethods):
             return super().list_task_files(task_id, path)
         from pyro.tasks.files import FileEntry
 
-        return [FileEntry.model_validate(e) for e in remote.call(task_id, "list_files", path)]
+        entries = remote.call(task_id, "list_files", path)
+        if not isinstance(entries, list):
+            entries = [entries]  # refused below as a malformed entry
+        return [_from_node(FileEntry, e, task_id, "list files") for e in entries]
 
     def push_task_dir(
         self, task_id: str, source: str | os.PathLike[str], *, dest: str = "/workspace"
@@ -194,7 +228,7 @@ class ClusterTaskMethods(TaskMethods):
 
         target = guest_path(dest)
         tree = self._tree(source, "source folder")
-        return SyncResult.model_validate(remote.call(task_id, "push", tree, target))
+        return _from_node(SyncResult, remote.call(task_id, "push", tree, target), task_id, "push")
 
 
 for _name in (

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pyro.cluster import ray_exec, task_host
-from pyro.cluster.ray_tasks import ClusterTasks, _rebuilt
+from pyro.cluster.ray_tasks import ClusterTasks, _Node, _rebuilt
 from pyro.cluster.task_host import TaskHost, _process_id, reap_orphans
 from pyro.errors import GuestPathError, NotFoundError, PyroError, SpecError
 
@@ -111,3 +112,89 @@ def test_the_watcher_reaps_once_the_watched_process_is_gone(
     task_host._watch_then_reap(child.pid, poll_s=0.05)
     assert child.poll() is not None or child.wait(5) == 0
     assert reaped == [True]
+
+
+class _LyingActorMethod:
+    """``actor.METHOD.remote(...)``: the object ref is the (scripted) answer itself."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def remote(self, *args: Any) -> Any:
+        return self.answer
+
+
+class _LyingRay:
+    """Ray as the controller sees it, ``get`` handing back what a lying node answered."""
+
+    class exceptions:  # Ray's own name
+        GetTimeoutError = TimeoutError
+        RayTaskError = RuntimeError
+
+    def get(self, ref: Any, timeout: float) -> Any:
+        return ref
+
+
+def _lying_node(tasks: ClusterTasks, **answers: Any) -> _Node:
+    actor = type("Actor", (), {k: _LyingActorMethod(v) for k, v in answers.items()})()
+    node = _Node("n" * 40, "10.0.0.9", actor)
+    tasks._ray = _LyingRay()
+    tasks._place = lambda resource: node  # type: ignore[method-assign]
+    return node
+
+
+@pytest.mark.parametrize("answer", [{"id": "../../x"}, {"id": 7}, ["t1"], {"id": "t-placed"}])
+def test_a_lying_node_cannot_name_a_task_it_does_not_hold(answer: Any) -> None:
+    tasks = ClusterTasks("ray://127.0.0.1:6379")
+    honest = _Node("h" * 40, "10.0.0.1", object())
+    tasks._where["t-placed"] = honest
+    _lying_node(tasks, create=answer)
+    with pytest.raises(PyroError, match="answered with"):
+        tasks.create(None, "debian:12", {}, {}, None)
+    assert tasks._where == {"t-placed": honest}  # its routing is not taken over
+
+
+@pytest.mark.parametrize(
+    "item", [("stdout", "text, not bytes"), ("stdin", b"x"), ("done", "ok"), "garbage"]
+)
+def test_a_lying_node_cannot_stream_what_is_not_output(item: Any) -> None:
+    tasks = ClusterTasks("ray://127.0.0.1:6379")
+    node = _lying_node(tasks, exec=iter([item]))
+    tasks._where["t1"] = node
+    got: list[bytes] = []
+    with pytest.raises(PyroError, match="answered with"):
+        tasks.exec("t1", ["true"], {}, got.append, got.append)
+    assert got == []
+
+
+class _LyingTasks:
+    """A ClusterTasks whose node answers every call with ``answer``."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def call(self, task_id: str, method: str, *args: Any) -> Any:
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "call"),
+    [
+        (b"x" * 100, lambda p: p.read_task_file("t1", "f", max_bytes=10)),  # ignores the cap
+        ("not bytes", lambda p: p.read_task_file("t1", "f")),
+        ("not a listing", lambda p: p.list_task_files("t1", "/w")),
+        ([{"name": 1}], lambda p: p.list_task_files("t1", "/w")),
+        ({"id": "t1"}, lambda p: p.status_task("t1")),
+        ([{"at": "never"}], lambda p: p.logs_task("t1")),
+        ({"bytes": "many"}, lambda p: p.write_task_file("t1", "f", b"x")),
+    ],
+    ids=["read-past-cap", "read-not-bytes", "list-not-list", "list-bad", "status", "logs", "write"],
+)
+def test_a_lying_node_answer_is_refused_not_used(answer: Any, call: Callable[[Any], Any]) -> None:
+    import pyro
+
+    client = pyro.Pyro(cluster="ray://127.0.0.1:6379")
+    client._cluster_tasks = _LyingTasks(answer)  # type: ignore[assignment]
+    with pytest.raises(PyroError, match="answered with") as caught:
+        call(client)
+    assert type(caught.value) is PyroError
