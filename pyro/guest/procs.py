@@ -17,6 +17,7 @@ from pyro.errors import UsageError
 from pyro.guest.mux import Mux
 from pyro.guest.protocol import (
     CHUNK_LEN,
+    INT_MAX,
     Fields,
     Frame,
     FrameType,
@@ -243,10 +244,14 @@ class ProcRequests:
         """
         check_name(name)
         wait_ms = int(wait_s * 1000)
-        if cursor < 0 or not 1 <= max_bytes <= READ_MAX or not 0 <= wait_ms <= WAIT_MAX_MS:
+        if (
+            not 0 <= cursor <= INT_MAX
+            or not 1 <= max_bytes <= READ_MAX
+            or not 0 <= wait_ms <= WAIT_MAX_MS
+        ):
             raise UsageError(
                 f"bad read of {name}: cursor {cursor}, max {max_bytes}, wait {wait_s:g} s",
-                f"cursor >= 0, max 1-{READ_MAX} bytes, wait 0-{WAIT_MAX_MS // 1000} s",
+                f"cursor 0-{INT_MAX}, max 1-{READ_MAX} bytes, wait 0-{WAIT_MAX_MS // 1000} s",
             )
         fields: list[tuple[Tag, TlvValue]] = [
             (Tag.NAME, name),

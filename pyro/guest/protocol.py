@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pyro.errors import GuestError, LimitError
+from pyro.errors import GuestError, LimitError, UsageError
 
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<2sBBII")  # magic b"PY", version, type, request id, payload length
@@ -185,11 +185,24 @@ def decode_header(raw: bytes) -> tuple[FrameType, int, int]:
 TlvValue = bytes | str | int | bool
 
 
+#: The integers a TLV carries (8-byte signed).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
 def encode_tlv(items: Iterable[tuple[Tag, TlvValue]]) -> bytes:
-    """Concatenated TLVs; ints and bools as 8-byte signed, str as UTF-8."""
+    """Concatenated TLVs; ints and bools as 8-byte signed, str as UTF-8.
+
+    Raises:
+        UsageError: an integer outside 8-byte signed (a caller's number that no check
+            before caught: an error, never a crash).
+    """
     parts: list[bytes] = []
     for tag, value in items:
         if isinstance(value, bool | int):
+            if not INT_MIN <= value <= INT_MAX:
+                raise UsageError(
+                    f"{tag.name.lower()} {value} is out of range", f"give at most {INT_MAX}"
+                )
             raw = _INT.pack(int(value))
         elif isinstance(value, str):
             raw = value.encode()

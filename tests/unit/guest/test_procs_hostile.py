@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pyro.errors import UsageError
 from pyro.guest.client import AgentClient
 from pyro.guest.procs import PROC_MAX
 from pyro.guest.protocol import (
     HEADER,
     HEADER_LEN,
     PROTOCOL_VERSION,
+    Fields,
     FrameType,
     ProtocolError,
     Tag,
@@ -146,3 +148,28 @@ def test_a_spawn_without_a_pid_is_a_protocol_error(
     client = lying(lambda ftype, rid: [encode_frame(FrameType.OK, rid)])
     with pytest.raises(ProtocolError):
         client.spawn("svc", ["true"])
+
+
+@pytest.mark.parametrize("cursor", [2**63, 2**64 + 5, 10**30])
+def test_a_cursor_no_agent_can_hold_is_a_usage_error_and_nothing_is_sent(
+    lying: Callable[[Script], AgentClient], cursor: int
+) -> None:
+    # An MCP caller's cursor is only ``ge=0``: past int64 it broke the frame encoder (a
+    # bug, and a crash log on the host for every call).
+    sent: list[FrameType] = []
+
+    def script(ftype: FrameType, rid: int) -> list[bytes]:
+        sent.append(ftype)
+        return [encode_frame(FrameType.ERROR, rid)]
+
+    with pytest.raises(UsageError, match="cursor"):
+        lying(script).proc_read("s", cursor)
+    assert sent == []
+
+
+def test_an_integer_a_frame_cannot_carry_is_a_usage_error() -> None:
+    for value in (2**63, -(2**63) - 1):
+        with pytest.raises(UsageError, match="out of range"):
+            encode_tlv([(Tag.CURSOR, value)])
+    for edge in (2**63 - 1, -(2**63)):  # the edges still go through
+        assert Fields(encode_tlv([(Tag.CURSOR, edge)])).int(Tag.CURSOR) == edge
