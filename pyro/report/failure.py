@@ -160,8 +160,16 @@ def redact_text(text: str, values: Sequence[str]) -> str:
     return text
 
 
+#: The most crash logs kept (the oldest go first), and the most characters of one
+#: traceback written: a long-lived MCP server that hits a bug on every call must not fill
+#: the disk with them.
+MAX_CRASH_LOGS = 100
+MAX_CRASH_TEXT = 256 * 1024
+
+
 def write_crash_log(exc: BaseException) -> Path:
-    """Write ``exc``'s traceback to a new crash log under ``$PYRO_STATE_DIR/logs``.
+    """Write ``exc``'s traceback to a new crash log under ``$PYRO_STATE_DIR/logs``; only
+    the newest :data:`MAX_CRASH_LOGS` are kept.
 
     The log is owner-only (0600, in a 0700 folder). It names the command line with
     secrets taken out (:func:`redact_argv`), and those values are taken out of the
@@ -181,6 +189,11 @@ def write_crash_log(exc: BaseException) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     argv, secrets = redact_argv(sys.argv)
     text = redact_text("".join(traceback.format_exception(exc)), secrets)
+    if len(text) > MAX_CRASH_TEXT:
+        half = MAX_CRASH_TEXT // 2
+        text = (
+            f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
+        )
     header = f"pyro {__version__}\nargv: {argv!r}\npython: {sys.version.split()[0]}\n\n"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for attempt in range(1, 100):
@@ -197,4 +210,16 @@ def write_crash_log(exc: BaseException) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
         os.fchmod(fd, PRIVATE_FILE_MODE)
         f.write(header + text)
+    _keep_newest(folder, MAX_CRASH_LOGS, path)
     return path
+
+
+def _keep_newest(folder: Path, count: int, written: Path) -> None:
+    """Remove all but the ``count`` newest crash logs (by name: their UTC time comes
+    first), never the one just ``written``."""
+    import contextlib
+
+    logs = sorted(p for p in folder.glob("crash-*.log") if p != written)
+    for old in logs[: max(0, len(logs) - (count - 1))]:
+        with contextlib.suppress(OSError):
+            old.unlink()

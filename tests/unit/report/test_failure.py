@@ -16,6 +16,8 @@ from pyro.report.failure import (
     EXIT_BUG,
     EXIT_ERROR,
     EXIT_USAGE,
+    MAX_CRASH_LOGS,
+    MAX_CRASH_TEXT,
     describe,
     redact_argv,
     write_crash_log,
@@ -77,3 +79,18 @@ def test_two_crashes_in_one_second_get_two_logs(
     first = write_crash_log(RuntimeError("one"))
     second = write_crash_log(RuntimeError("two"))
     assert first != second and "two" in second.read_text()
+
+
+def test_a_process_that_crashes_on_every_call_keeps_only_the_newest_logs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A long-lived MCP server hitting a bug per call must not fill the disk with logs.
+    monkeypatch.setenv("PYRO_STATE_DIR", str(tmp_path))
+    seconds = iter(range(1000))
+    monkeypatch.setattr("time.strftime", lambda *_: f"20260101T00{next(seconds):04d}Z")
+    written = [write_crash_log(RuntimeError(f"call {n}")) for n in range(MAX_CRASH_LOGS + 5)]
+    kept = sorted((tmp_path / "logs").glob("crash-*.log"))
+    assert kept == sorted(written[5:])
+    huge = write_crash_log(RuntimeError("x" * (4 * MAX_CRASH_TEXT)))
+    text = huge.read_text()
+    assert len(text) < MAX_CRASH_TEXT + 1024 and "characters left out" in text
