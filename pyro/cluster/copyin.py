@@ -14,12 +14,13 @@ large trees go that way (docs/scale-out.md says why the default is what it is).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,6 @@ def fetch(descriptor: Mapping[str, Any], cache: Path) -> Path:
             pushed, or is larger than :func:`copy_in_max_bytes`.
         RegistryError: the registry did not answer or refused.
     """
-    import json
-
-    from pyro.oci.client import RegistryClient
-    from pyro.oci.reference import parse_oci_ref
-
     ref_text, digest, size = (descriptor.get(k) for k in ("ref", "digest", "size"))
     limit = copy_in_max_bytes()
     if not (
@@ -171,8 +167,21 @@ def fetch(descriptor: Mapping[str, Any], cache: Path) -> Path:
             f"raise {MAX_ENV} on the node, or copy less into the run",
         )
     target = cache / f"{digest[7:]}.tar"
-    if target.is_file() and target.stat().st_size == size and _sha256(target) == digest:
+    if _is_whole(target, digest, size):
         return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with digest_lock(cache, digest):  # one download per digest on a node; others wait
+        if not _is_whole(target, digest, size):
+            _download(ref_text, digest, size, cache, target)
+    return target
+
+
+def _download(ref_text: str, digest: str, size: int, cache: Path, target: Path) -> None:
+    import json
+
+    from pyro.oci.client import RegistryClient
+    from pyro.oci.reference import parse_oci_ref
+
     ref = parse_oci_ref(ref_text)
     client = RegistryClient(ref)
     _, data = client.get_manifest()  # by digest: the bytes are checked against it
@@ -193,16 +202,48 @@ def fetch(descriptor: Mapping[str, Any], cache: Path) -> Path:
             f"the copy-in artifact {ref_text} is not the one the controller pushed",
             "apply again; do not retag copy-in artifacts",
         )
-    cache.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=cache)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # being written: pruning passes over it (copyin_cache)
         client.fetch_blob(digest, size, Path(partial))
-        os.replace(partial, target)  # two runs on one node may fetch at once: both whole
+        os.replace(partial, target)
     finally:
         os.close(fd)
         Path(partial).unlink(missing_ok=True)
-    return target
+
+
+@contextlib.contextmanager
+def digest_lock(cache: Path, digest: str) -> Iterator[None]:
+    """Hold the node-wide lock on fetching ``digest`` into ``cache`` (blocking).
+
+    The lock file (``.copy-in-HEX.lock``) is removed on release; one a killed worker left is
+    swept as a partial download is, and a lock taken on a file removed meanwhile is taken again.
+    """
+    path = cache / f"{PARTIAL_PREFIX}{digest[7:]}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = -1
+        except BaseException:
+            os.close(fd)
+            raise
+        if current != os.fstat(fd).st_ino:  # swept or released before it was ours: again
+            os.close(fd)
+            continue
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # still ours: nobody else can have replaced it
+            os.close(fd)
+        return
+
+
+def _is_whole(target: Path, digest: str, size: int) -> bool:
+    return target.is_file() and target.stat().st_size == size and _sha256(target) == digest
 
 
 def _is_digest(value: str) -> bool:

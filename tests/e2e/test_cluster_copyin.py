@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,24 @@ def test_a_pushed_copy_in_is_pulled_by_digest_once_per_node_and_unpacked(
     before = len([r for r in fresh_registry.blob_requests() if r.method == "GET"])
     assert copyin.fetch(descriptor, cache) == pulled
     assert len([r for r in fresh_registry.blob_requests() if r.method == "GET"]) == before
+
+
+def test_runs_fetching_one_digest_at_once_download_it_once_and_leave_no_partials(
+    fresh_registry: Registry, tmp_path: Path
+) -> None:
+    base, names = _tree(tmp_path)
+    tar = tmp_path / "copy-in.tar"
+    copyin.pack_to(base, names, tar)
+    environment = f"oci://{fresh_registry.address}/pyro/debian@sha256:{'a' * 64}"
+    descriptor = copyin.push(tar, copyin.repository_for(environment, {}))
+    cache = tmp_path / "node-cache"
+    before = len([r for r in fresh_registry.blob_requests() if r.method == "GET"])
+    with ThreadPoolExecutor(4) as pool:  # four runs of one apply landing on one node
+        pulled = set(pool.map(lambda _: copyin.fetch(descriptor, cache), range(4)))
+    assert len(pulled) == 1 and pulled.pop().read_bytes() == tar.read_bytes()
+    gets = [r for r in fresh_registry.blob_requests() if r.method == "GET"]
+    assert len(gets) - before == 1  # the others waited on the digest's lock, then hit
+    assert sorted(p.name for p in cache.iterdir()) == [f"{descriptor['digest'][7:]}.tar"]
 
 
 def test_a_tampered_blob_or_a_retagged_manifest_is_refused(

@@ -4,14 +4,16 @@ tar a run holds, and the partial downloads of a killed worker swept."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pyro.cluster import copyin_cache
+from pyro.cluster import copyin, copyin_cache
 from pyro.cluster.worker import _unpack_copy_ins
 
 MIB = 1024 * 1024
@@ -89,3 +91,67 @@ def test_many_distinct_copy_ins_leave_the_node_cache_within_its_bound(
         "3.tar",
         "4.tar",
     ]  # the two most recent fit in 3 MiB (a tar is a little over 1); earlier ones gone
+
+
+def test_a_second_fetch_of_the_same_digest_waits_for_the_first_and_downloads_nothing(
+    tmp_path: Path,
+) -> None:
+    data = b"a copy-in tar"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    # 127.0.0.1:1 answers nothing: fetch() reaching the registry would raise RegistryError.
+    descriptor = {"ref": f"oci://127.0.0.1:1/x@sha256:{'b' * 64}", "digest": digest}
+    got: list[Path | BaseException] = []
+
+    def second() -> None:
+        try:
+            got.append(copyin.fetch({**descriptor, "size": len(data)}, tmp_path))
+        except BaseException as error:
+            got.append(error)
+
+    with copyin.digest_lock(tmp_path, digest):  # the first fetch, downloading
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and got == []  # waits on the lock, no request yet
+        (tmp_path / f"{digest[7:]}.tar").write_bytes(data)
+    waiter.join(10)
+    assert got == [tmp_path / f"{digest[7:]}.tar"]
+    assert not list(tmp_path.glob(".copy-in-*"))  # the lock file went with the lock
+
+
+def test_a_lock_file_left_by_a_killed_worker_is_swept_and_does_not_block(tmp_path: Path) -> None:
+    digest = "sha256:" + "d" * 64
+    left = tmp_path / f"{copyin_cache.PARTIAL_PREFIX}{'d' * 64}.lock"
+    left.write_bytes(b"")  # what kill -9 leaves: the file, no lock held
+    assert copyin_cache.prune(tmp_path, 10 * MIB) == [left]
+    left.write_bytes(b"")
+    with copyin.digest_lock(tmp_path, digest):
+        assert copyin_cache.prune(tmp_path, 10 * MIB) == []  # held: kept
+        assert left.exists()
+    assert not left.exists()
+
+
+def test_a_waiter_woken_on_a_released_lock_file_takes_the_lock_on_the_new_one(
+    tmp_path: Path,
+) -> None:
+    digest = "sha256:" + "e" * 64
+    path = tmp_path / f"{copyin_cache.PARTIAL_PREFIX}{'e' * 64}.lock"
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with copyin.digest_lock(tmp_path, digest):
+            inside.set()
+            leave.wait(10)
+
+    with copyin.digest_lock(tmp_path, digest):
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert not inside.wait(0.3)  # excluded while held; it waits on this lock file
+    # released: that file was removed, so the waiter must lock the file now at the path
+    assert inside.wait(10)
+    try:
+        with open(path, "rb") as third, pytest.raises(BlockingIOError):
+            fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        leave.set()
+        thread.join(10)
