@@ -36,9 +36,21 @@ def held(descriptor: Mapping[str, Any], cache: Path) -> Iterator[Path]:
     and held while the caller reads it; then the cache is pruned to its bound.
 
     Raises:
-        PyroError, RegistryError: as :func:`pyro.cluster.copyin.fetch`, or the tar was
-            pruned by other runs each time it was fetched.
+        PyroError, RegistryError: as :func:`pyro.cluster.copyin.fetch`, the tar alone is
+            larger than the cache's bound, or it was pruned by other runs each time it was
+            fetched.
     """
+    size, digest, most = descriptor.get("size"), descriptor.get("digest"), cache_max_bytes()
+    if isinstance(size, int) and size > most:
+        raise PyroError(
+            f"the run's copy-in artifact is {size} bytes, more than this node's copy-in "
+            f"cache holds ({most})",
+            f"raise {CACHE_ENV} on the node above {size // (1024 * 1024) + 1}, "
+            "or copy less into the run",
+        )
+    if isinstance(size, int) and isinstance(digest, str):  # room first: the bound holds
+        name = f"{digest[7:]}.tar"  # while it downloads too
+        prune(cache, most if (cache / name).is_file() else most - size, keep=name)
     handle = _open_held(descriptor, cache)
     try:
         yield Path(handle.name)
@@ -66,10 +78,10 @@ def _open_held(descriptor: Mapping[str, Any], cache: Path) -> IO[bytes]:
     )
 
 
-def prune(cache: Path, max_bytes: int) -> list[Path]:
+def prune(cache: Path, max_bytes: int, *, keep: str = "") -> list[Path]:
     """Remove the least recently used tars no run holds until ``cache`` holds at most
     ``max_bytes`` (held ones may keep it above), and partial downloads nobody writes.
-    Returns what was removed."""
+    The tar named ``keep`` stays (a run is about to use it). Returns what was removed."""
     removed = [p for p in _entries(cache, PARTIAL_PREFIX + "*") if _remove_if_free(p)]
     tars = []
     for path in _entries(cache, "*.tar"):
@@ -80,7 +92,7 @@ def prune(cache: Path, max_bytes: int) -> list[Path]:
     for _, size, path in sorted(tars):
         if total <= max_bytes:
             break
-        if _remove_if_free(path):
+        if path.name != keep and _remove_if_free(path):
             removed.append(path)
             total -= size
     return removed

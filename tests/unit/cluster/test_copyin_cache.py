@@ -15,6 +15,7 @@ import pytest
 
 from pyro.cluster import copyin, copyin_cache
 from pyro.cluster.worker import _unpack_copy_ins
+from pyro.errors import PyroError
 
 MIB = 1024 * 1024
 
@@ -93,6 +94,30 @@ def test_many_distinct_copy_ins_leave_the_node_cache_within_its_bound(
     ]  # the two most recent fit in 3 MiB (a tar is a little over 1); earlier ones gone
 
 
+def test_a_copy_in_larger_than_the_whole_cache_is_refused_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(copyin_cache.CACHE_ENV, "1")
+    kept = _tar(tmp_path, "a", MIB // 2, 30)
+    # 127.0.0.1:1 answers nothing: a request would fail with another error.
+    descriptor = {"ref": f"oci://127.0.0.1:1/x@sha256:{'b' * 64}", "digest": "sha256:" + "c" * 64}
+    with (
+        pytest.raises(PyroError, match=r"more than this node's copy-in cache holds") as caught,
+        copyin_cache.held({**descriptor, "size": 2 * MIB}, tmp_path),
+    ):
+        pass
+    assert copyin_cache.CACHE_ENV in caught.value.hint and kept.exists()
+
+
+def test_room_is_made_before_a_download_and_the_tar_about_to_be_used_is_kept(
+    tmp_path: Path,
+) -> None:
+    old, wanted, new = (_tar(tmp_path, n, MIB, age) for n, age in (("a", 30), ("b", 20), ("c", 10)))
+    # the bound minus the next download's size, as held() prunes before fetching
+    assert copyin_cache.prune(tmp_path, MIB, keep=wanted.name) == [old, new]
+    assert wanted.exists()
+
+
 def test_a_second_fetch_of_the_same_digest_waits_for_the_first_and_downloads_nothing(
     tmp_path: Path,
 ) -> None:
@@ -155,3 +180,22 @@ def test_a_waiter_woken_on_a_released_lock_file_takes_the_lock_on_the_new_one(
     finally:
         leave.set()
         thread.join(10)
+
+
+def test_a_download_starts_only_once_the_cache_has_room_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(copyin_cache.CACHE_ENV, "3")
+    for name, age in (("a", 30), ("b", 20), ("c", 10)):
+        _tar(tmp_path, name, MIB, age)
+    seen: list[int] = []
+
+    def fetch(descriptor: dict[str, Any], into: Path) -> Path:  # the registry side: elsewhere
+        seen.append(sum(p.stat().st_size for p in into.glob("*.tar")))
+        return _tar(into, descriptor["digest"][7:], descriptor["size"], 0)
+
+    monkeypatch.setattr(copyin_cache, "fetch", fetch)
+    with copyin_cache.held({"digest": "sha256:" + "f" * 64, "size": 2 * MIB}, tmp_path) as tar:
+        assert tar.stat().st_size == 2 * MIB
+    assert seen == [MIB]  # the two least recently used went first: 1 + 2 MiB fit in 3
+    assert sorted(p.name[0] for p in tmp_path.glob("*.tar")) == ["c", "f"]
