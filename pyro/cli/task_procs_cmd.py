@@ -18,6 +18,9 @@ from pyro.cli.output import marker
 from pyro.cli.terminal import byte_writer, echo
 from pyro.errors import NotFoundError, UsageError
 
+#: What the guest agent keeps of a service's log (its default output ring).
+LOG_KEPT = 1024 * 1024
+
 
 def _pyro() -> Any:
     make = click.get_current_context().obj
@@ -196,6 +199,13 @@ def logs(task_id: str, name: str, follow: bool, as_json: bool) -> None:
     if got.missed:
         marker(f"[task] the first {got.missed} bytes of the log are gone (1 MiB is kept)")
     write(got.data)
+    shown = len(got.data)
+    # One read is at most 512 KiB: read on to the end of what is kept, no further (a
+    # service that writes without pause would otherwise be followed without --follow).
+    while got.data and shown < LOG_KEPT:
+        got = pyro.logs_task_service(task_id, name, got.cursor)
+        write(got.data)
+        shown += len(got.data)
     while follow and got.running:
         got = pyro.logs_task_service(task_id, name, got.cursor, wait_s=5.0)
         write(got.data)
