@@ -71,10 +71,21 @@ def uses_artifact(size: int, threshold: int) -> bool:
 
 
 def pack_to(base: Path, names: list[str], dest: Path) -> int:
-    """The ``names`` in ``base`` as an uncompressed tar written to ``dest``; its size."""
+    """The ``names`` in ``base`` as an uncompressed tar written to ``dest``; its size.
+
+    Each name is resolved, links included, and packed from there: one whose links leave
+    ``base`` (``link/key`` with ``link`` -> a folder outside, ``here/..`` with ``here`` ->
+    ``.``) is refused as a local copy-in refuses it, before any of its bytes are read.
+
+    Raises:
+        GuestPathError: a name resolves outside ``base``.
+    """
+    from pyro.execute.transfer import host_path_inside
+
+    resolved = {name: host_path_inside(base, name, what="copy-in source") for name in names}
     with tarfile.open(dest, mode="w") as tar:
         for name in sorted(names):
-            tar.add(base / name, arcname=name)
+            tar.add(resolved[name], arcname=name)
     return dest.stat().st_size
 
 

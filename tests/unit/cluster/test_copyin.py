@@ -87,6 +87,30 @@ def test_the_controller_pushes_a_large_tree_as_an_artifact_and_ships_only_its_na
     assert shipped["ref"].startswith(repository + "@sha256:")
 
 
+@pytest.mark.parametrize("source", ["elsewhere/key", "here/..", "here/../secret/key"])
+def test_the_controller_never_packs_a_source_whose_links_leave_the_spec_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    # A spec (from a cloned repository, say) with a link out of its folder: a local apply
+    # refuses the source, so shipping must too, before its bytes reach the object store,
+    # a registry or any node.
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key").write_text("private")
+    spec = tmp_path / "spec"
+    spec.mkdir()
+    (spec / "elsewhere").symlink_to(tmp_path / "secret")
+    (spec / "here").symlink_to(".")
+    pushed: list[Path] = []
+    monkeypatch.setattr(copyin, "push", lambda tar, repository: pushed.append(tar))
+    monkeypatch.setenv(copyin.THRESHOLD_ENV, "0")
+    ray = _Ray()
+    for environment in (None, ENV):
+        with pytest.raises(PyroError, match="outside") as caught:
+            ray_exec._ship_copy_ins(ray, spec, [source], environment)
+        assert source in str(caught.value)
+    assert ray.values == [] and pushed == []
+
+
 def test_a_node_refuses_an_artifact_larger_than_its_cap_before_any_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
