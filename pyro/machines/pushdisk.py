@@ -155,7 +155,15 @@ def _opened(entry: Entry) -> Iterator[BinaryIO]:
                 f"{entry.host} changed while it was being copied",
                 "push again once nothing writes to the folder",
             )
-        yield source
+        try:
+            yield source
+        except OSError as exc:  # tarfile's "unexpected end of data": it shrank meanwhile
+            if os.fstat(fd).st_size == entry.size:
+                raise
+            raise UsageError(
+                f"{entry.host} changed while it was being copied",
+                "push again once nothing writes to the folder",
+            ) from exc
 
 
 def push(

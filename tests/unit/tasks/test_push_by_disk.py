@@ -89,6 +89,25 @@ def test_a_file_changed_or_swapped_after_the_walk_is_refused(tmp_path: Path) -> 
         pushdisk.write_archive(tree_entries(plan), tmp_path / "push.tar")
 
 
+def test_a_file_that_shrinks_while_it_is_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "shrinks").write_bytes(b"x" * 4096)
+    plan = scan_tree(tree)
+    real = tarfile.TarFile.addfile
+
+    def shrink_first(self: tarfile.TarFile, info: tarfile.TarInfo, fileobj: Any = None) -> None:
+        if fileobj is not None:  # after the open and its checks, before the read
+            os.truncate(tree / "shrinks", 10)
+        real(self, info, fileobj)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", shrink_first)
+    with pytest.raises(UsageError, match="changed while it was being copied"):
+        pushdisk.write_archive(tree_entries(plan), tmp_path / "push.tar")
+
+
 def test_the_placeholder_is_an_empty_private_file_made_once(tmp_path: Path) -> None:
     path = pushdisk.placeholder(tmp_path)
     assert path.stat().st_size == 0 and path.stat().st_mode & 0o777 == 0o600
